@@ -1,0 +1,41 @@
+// The Firewall seam, shaped like the CrowdSec bouncer's backends: init, add, delete, reconcile, commit, shutdown.
+import type { IpTarget } from '../net/ip.js';
+
+export interface FirewallBan {
+  readonly target: IpTarget;
+  /** remaining ban time; becomes the element's kernel timeout so the ban expires even while we are down */
+  readonly timeoutMs: number;
+}
+
+export interface FirewallElement {
+  /** canonical address or network */
+  readonly address: string;
+  readonly family: 4 | 6;
+  /** remaining time as the kernel reports it, ms (null if the element has no timeout) */
+  readonly expiresMs: number | null;
+}
+
+export interface ReconcileResult {
+  readonly added: number;
+  readonly removed: number;
+  readonly total: number;
+}
+
+export interface Firewall {
+  /** creates our table, sets and chain if missing (idempotent); throws a clear error when nft is unusable */
+  init(): Promise<void>;
+  /** queues bans; resolves once they are in the kernel (batched with whatever else is queued) */
+  add(bans: readonly FirewallBan[]): Promise<void>;
+  /** removes elements; absent ones are not an error */
+  delete(targets: readonly IpTarget[]): Promise<void>;
+  /** makes the sets hold exactly these bans, with refreshed timeouts, in one atomic transaction */
+  reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult>;
+  /** resolves when everything queued so far has been applied */
+  commit(): Promise<void>;
+  /** what the kernel sets hold now */
+  list(): Promise<FirewallElement[]>;
+  /** whether our table, both sets and the drop chain exist */
+  present(): Promise<boolean>;
+  /** flushes queued work; leaves the table and its elements in the kernel */
+  shutdown(): Promise<void>;
+}
