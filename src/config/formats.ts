@@ -1,0 +1,92 @@
+// Custom convict formats. Each coerces what an env var can carry (a string) and validates with a message that
+// names what is wrong; convict prefixes it with the field's path.
+import convict from 'convict';
+import { parseDuration } from './duration.js';
+import { parseTarget } from '../net/ip.js';
+
+function asList(value: unknown): unknown[] {
+  if (Array.isArray(value)) return value;
+  if (typeof value === 'string') return value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  return [value];
+}
+
+export const NFT_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
+const EVENT_NAME = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
+const NETNS = /^([A-Za-z0-9_.-]{1,64}|\/[A-Za-z0-9_./-]{1,255})$/;
+
+export function registerFormats(): void {
+  convict.addFormat({
+    name: 'duration',
+    coerce: (v: unknown) => {
+      const ms = parseDuration(v);
+      return ms === null ? v : ms;
+    },
+    validate: (v: unknown) => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+        throw new Error('must be a duration such as 90s, 10m, 1h, 3d or a number of seconds');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'positive-int',
+    coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v),
+    validate: (v: unknown) => {
+      if (!Number.isInteger(v) || (v as number) < 1) throw new Error('must be a positive integer');
+    },
+  });
+  convict.addFormat({
+    name: 'ip-list',
+    coerce: asList,
+    validate: (v: unknown) => {
+      for (const item of asList(v)) {
+        if (typeof item !== 'string' || parseTarget(item) === null) {
+          throw new Error(`${JSON.stringify(item)} is not an IP address or CIDR network`);
+        }
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'event-names',
+    coerce: asList,
+    validate: (v: unknown) => {
+      for (const item of asList(v)) {
+        if (typeof item !== 'string' || !EVENT_NAME.test(item)) {
+          throw new Error(`${JSON.stringify(item)} is not an AMI event name`);
+        }
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'nft-name',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string' || !NFT_NAME.test(v)) {
+        throw new Error('must be an nftables identifier: a letter or _, then letters, digits or _ (at most 32)');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'netns',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string' || (v !== '' && !NETNS.test(v))) {
+        throw new Error('must be empty, a namespace name (ip netns) or an absolute path such as /proc/1234/ns/net');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'redis-url',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string') throw new Error('must be a string');
+      if (v === '') return;
+      let u: URL;
+      try {
+        u = new URL(v);
+      } catch {
+        // never echo the value: it may carry a password
+        throw new Error('is not a valid URL (expected redis://[user:password@]host:port[/db] or rediss://…)');
+      }
+      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
+        throw new Error(`must use redis:// or rediss://, not ${u.protocol}//`);
+      }
+    },
+  });
+}

@@ -1,0 +1,95 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, envVars, loadConfig } from '../../src/config/load.js';
+import { parseDuration, formatDuration } from '../../src/config/duration.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ag-config-'));
+function file(content: string): string {
+  const p = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(p, content);
+  return p;
+}
+
+test('durations: 90s, 10m, 1h, 3d, 1w, bare seconds', () => {
+  assert.equal(parseDuration('90s'), 90_000);
+  assert.equal(parseDuration('10m'), 600_000);
+  assert.equal(parseDuration('1h'), 3_600_000);
+  assert.equal(parseDuration('3d'), 259_200_000);
+  assert.equal(parseDuration('1w'), 604_800_000);
+  assert.equal(parseDuration('600'), 600_000);
+  assert.equal(parseDuration(600), 600_000);
+  assert.equal(parseDuration('250ms'), 250);
+  for (const bad of ['', '1y', '-5s', 'ten minutes', '1h30', null]) assert.equal(parseDuration(bad), null, String(bad));
+  assert.equal(formatDuration(5_400_000), '1h30m');
+});
+
+test('defaults validate and are what the README promises', () => {
+  const c = loadConfig({ env: {} });
+  assert.equal(c.policy.maxretry, 5);
+  assert.equal(c.policy.findtime, 600_000);
+  assert.equal(c.policy.bantime, 3_600_000);
+  assert.deepEqual(c.policy.ignoreip, ['127.0.0.0/8', '::1']);
+  assert.equal(c.nft.table, 'ami_guard');
+  assert.equal(c.redis.url, '');
+});
+
+test('config/example.json is valid and documents every field', () => {
+  const example = JSON.parse(readFileSync('config/example.json', 'utf8')) as Record<string, unknown>;
+  const c = loadConfig({ file: 'config/example.json', env: {} });
+  assert.ok(c.ami.secret.length > 0);
+  const documented = new Set<string>();
+  const walk = (o: Record<string, unknown>, p: string[]): void => {
+    for (const [k, v] of Object.entries(o)) {
+      if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>, [...p, k]);
+      else documented.add([...p, k].join('.'));
+    }
+  };
+  walk(example, []);
+  for (const path of envVars().values()) assert.ok(documented.has(path), `config/example.json lacks ${path}`);
+});
+
+test('env vars AMI_GUARD_<PATH> override the file', () => {
+  const c = loadConfig({
+    file: file('{"policy":{"maxretry":7}}'),
+    env: { AMI_GUARD_POLICY_MAXRETRY: '3', AMI_GUARD_POLICY_BANTIME: '3d', AMI_GUARD_POLICY_IGNOREIP: '10.0.0.0/8, fd00::20', AMI_GUARD_AMI_SECRET: 's3cr3t' },
+  });
+  assert.equal(c.policy.maxretry, 3);
+  assert.equal(c.policy.bantime, 259_200_000);
+  assert.deepEqual(c.policy.ignoreip, ['10.0.0.0/8', 'fd00::20']);
+  assert.equal(c.ami.secret, 's3cr3t');
+  assert.ok(envVars().has('AMI_GUARD_REDIS_URL'));
+});
+
+test('a broken config names the field and never shows a secret', () => {
+  const cases: Array<[string, NodeJS.ProcessEnv, RegExp]> = [
+    ['{"policy":{"maxretry":0}}', {}, /policy\.maxretry/],
+    ['{"policy":{"findtime":"ten"}}', {}, /policy\.findtime/],
+    ['{"policy":{"ignoreip":["10.0.0.300"]}}', {}, /policy\.ignoreip.*10\.0\.0\.300/],
+    ['{"nft":{"table":"x; flush ruleset"}}', {}, /nft\.table/],
+    ['{"policy":{"maxretyr":3}}', {}, /policy\.maxretyr/],
+    ['{}', { AMI_GUARD_REDIS_URL: 'http://user:hunter2@redis:6379' }, /redis\.url/],
+    ['{}', { AMI_GUARD_REDIS_URL: 'redis://user:hunter2@[redis' }, /redis\.url/],
+    ['{"ami":{"secret": 12}}', {}, /ami\.secret/],
+  ];
+  for (const [content, env, re] of cases) {
+    assert.throws(() => loadConfig({ file: file(content), env }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, re);
+      assert.doesNotMatch(err.message, /hunter2/);
+      return true;
+    });
+  }
+});
+
+test('invalid JSON is reported by position, without quoting the file', () => {
+  const p = file('{"ami": {"secret": "hunter2"\n "x": 1}}');
+  assert.throws(() => loadConfig({ file: p, env: {} }), (err: unknown) => {
+    assert.match((err as Error).message, /not valid JSON at line 2/);
+    assert.doesNotMatch((err as Error).message, /hunter2/);
+    return true;
+  });
+  assert.throws(() => loadConfig({ file: join(dir, 'missing.json'), env: {} }), /cannot read config file .*ENOENT/);
+});
