@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian 12 machine (as root) and runs them.
+# The tests start their own redis-server processes on free ports and their own network namespaces for nft;
+# nothing on the host (a running Redis, the host's ruleset) is used or touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nsenter >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing packages: ${missing[*]} (run as root, or: apt-get install -y ${missing[*]})" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("Node.js >= 20 is required, found " + process.version); process.exit(1) }'
+
+npm ci --no-audit --no-fund
+npm test
