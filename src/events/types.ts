@@ -1,7 +1,7 @@
 import type { IpAddress } from '../net/ip.js';
 
 /**
- * One AMI message as headers: keys lower-cased with spaces removed (the shape asterisk-manager emits), values as
+ * One AMI message as headers: keys lower-cased and trimmed (the shape asterisk-manager emits), values as
  * sent. A header that appears more than once keeps every value in order.
  */
 export type RawMessage = Record<string, string | string[]>;

@@ -1,0 +1,252 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createLogger } from '../../src/log.js';
+import type { RawMessage } from '../../src/events/types.js';
+import { parseHeaderBlock } from '../../src/ami/frame-reader.js';
+import { AmiSupervisor, EVENT_MASK, type AmiSupervisorOptions, type AuthFailedInfo, type DisconnectedInfo } from '../../src/ami/supervisor.js';
+import { startReplayServer, type ReplayServer, type ReplayServerOptions } from '../support/replay-ami-server.js';
+import { eventRecords, fixturePath } from './fixtures.js';
+import { waitFor } from './wait.js';
+
+const USER = 'amiguard';
+const SECRET = 'Sup3r-Secret-of-the-PBX';
+const WRONG = 'Wr0ng-Secret-typed-by-ops';
+
+const servers: ReplayServer[] = [];
+const supervisors: AmiSupervisor[] = [];
+const allLogLines: string[] = [];
+after(async () => {
+  await Promise.all(supervisors.map((s) => s.stop()));
+  await Promise.all(servers.map((s) => s.stop()));
+});
+
+async function server(scenario: string, options: Partial<ReplayServerOptions> = {}): Promise<ReplayServer> {
+  const s = await startReplayServer({
+    recording: fixturePath(scenario, 'jsonl'), username: USER, secret: SECRET, speed: Infinity, ...options,
+  });
+  servers.push(s);
+  return s;
+}
+
+interface Supervised {
+  sup: AmiSupervisor;
+  messages: RawMessage[];
+  /** every log line as parsed JSON */
+  logs: Array<{ level: number; msg: string } & Record<string, unknown>>;
+}
+
+function supervise(port: number, options: Partial<AmiSupervisorOptions> = {}): Supervised {
+  const logs: Supervised['logs'] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n')) {
+        if (!line) continue;
+        allLogLines.push(line);
+        logs.push(JSON.parse(line) as Supervised['logs'][number]);
+      }
+      done();
+    },
+  });
+  const sup = new AmiSupervisor({
+    host: '127.0.0.1', port, username: USER, secret: SECRET, logger: createLogger('debug', stream), ...options,
+  });
+  supervisors.push(sup);
+  const messages: RawMessage[] = [];
+  sup.on('message', (m) => messages.push(m));
+  return { sup, messages, logs };
+}
+
+for (const scenario of ['register-bruteforce', 'acl-violation']) {
+  test(`${scenario}: every event arrives in order, exactly as recorded, ChallengeResponseFailed included`, async () => {
+    const s = await server(scenario);
+    const actions: RawMessage[] = [];
+    s.on('action', (h) => actions.push(h));
+    const { sup, messages } = supervise(s.port);
+    const expected = eventRecords(scenario).map((r) => parseHeaderBlock(r.raw));
+    sup.start();
+    await s.playDone;
+    await waitFor(() => messages.length >= expected.length, 5000, `${expected.length} events`);
+    await sleep(50); // nothing extra may follow
+    assert.equal(messages.length, expected.length);
+    assert.deepEqual(messages, expected);
+    const crf = messages.filter((m) => m['event'] === 'ChallengeResponseFailed');
+    assert.ok(crf.length >= 50, `${crf.length} ChallengeResponseFailed`);
+    assert.ok(crf.every((m) => /^[0-9a-f]{32}$/.test(String(m['response']))));
+    // The library's login carries `Event: on` (ignored by Asterisk), so the mask is set by an Events action.
+    assert.equal(actions[0]?.['action'], 'login');
+    assert.equal(actions[0]?.['event'], 'on');
+    assert.ok(actions.some((a) => a['action'] === 'Events' && a['eventmask'] === EVENT_MASK), JSON.stringify(actions));
+    assert.equal(sup.stats.connects, 1);
+  });
+}
+
+test('after drop() the first reconnect attempt comes within 250 ms; gaps are counted', async (t) => {
+  const s = await server('legit-phone');
+  const connections: number[] = [];
+  s.on('connection', (c) => connections.push(c.at));
+  // resetAfterMs 0: every drop starts a fresh backoff sequence, as after a long healthy connection.
+  const { sup } = supervise(s.port, { backoff: { resetAfterMs: 0 } });
+  const disconnected: DisconnectedInfo[] = [];
+  const gaps: number[] = [];
+  sup.on('disconnected', (d) => disconnected.push(d));
+  sup.on('reconnected', (gapMs) => gaps.push(gapMs));
+  sup.start();
+  const delays: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    await waitFor(() => sup.stats.connected, 2000, 'connected');
+    const before = connections.length;
+    const droppedAt = performance.now();
+    s.drop();
+    await waitFor(() => connections.length > before, 2000, 'a new connection');
+    delays.push(connections[before]! - droppedAt);
+  }
+  await waitFor(() => sup.stats.reconnects === 5, 2000, '5 reconnects');
+  t.diagnostic(`drop → next connection: ${delays.map((d) => d.toFixed(0)).join(', ')} ms; gaps ${gaps.join(', ')} ms`);
+  assert.ok(Math.max(...delays) < 1000, `reconnect delays ${delays.join(', ')}`);
+  assert.ok(delays.filter((d) => d <= 300).length >= 4, `most reconnects within 250 ms (+ scheduling): ${delays.join(', ')}`);
+  assert.deepEqual(disconnected.map((d) => d.reason), ['closed', 'closed', 'closed', 'closed', 'closed']);
+  assert.ok(disconnected.every((d) => Math.abs(d.gapStartedAt - Date.now()) < 60_000));
+  const stats = sup.stats;
+  assert.equal(stats.connects, 6);
+  assert.equal(gaps.length, 5);
+  assert.equal(stats.lastGapMs, gaps.at(-1));
+  assert.equal(stats.totalGapMs, gaps.reduce((a, b) => a + b, 0));
+  // A gap runs from the supervisor noticing the close to the next login: positive, and short here.
+  assert.ok(gaps.every((g) => g >= 0 && g < 1000), `gaps ${gaps.join(', ')}`);
+});
+
+test('a wrong secret: auth-failed each time, one error log line without the secret, retries at the cap, recovery logged', async () => {
+  const s = await server('legit-phone', { secret: 'the-server-wants-something-else' });
+  const { sup, logs, messages } = supervise(s.port, { secret: WRONG, backoff: { initialMs: 10, maxMs: 60 } });
+  const failures: AuthFailedInfo[] = [];
+  sup.on('auth-failed', (f) => failures.push(f));
+  const attempts: number[] = [];
+  s.on('connection', (c) => attempts.push(c.at));
+  sup.start();
+  await waitFor(() => failures.length >= 4, 3000, '4 rejected logins');
+  const errors = logs.filter((l) => l.level >= 50);
+  assert.equal(errors.length, 1, JSON.stringify(errors));
+  assert.match(errors[0]!.msg, /user amiguard at 127\.0\.0\.1:\d+/);
+  assert.deepEqual(failures[0], { username: USER, host: '127.0.0.1', port: s.port, message: 'Authentication failed' });
+  assert.equal(sup.stats.authFailures, failures.length);
+  assert.equal(sup.stats.connected, false);
+  // Retries wait maxMs, not the short initial delay.
+  const spacing = attempts.slice(1).map((a, i) => a - attempts[i]!);
+  assert.ok(spacing.every((d) => d >= 50), `attempt spacing ${spacing.join(', ')}`);
+
+  s.setCredentials(USER, WRONG); // ops fix manager.conf
+  await waitFor(() => sup.stats.connected, 2000, 'login with the now-right secret');
+  await waitFor(() => messages.length > 0, 2000, 'events after recovery');
+  assert.ok(logs.some((l) => l.msg === 'AMI login accepted again'));
+  assert.equal(logs.filter((l) => l.level >= 50).length, 1);
+  for (const text of [JSON.stringify(logs), JSON.stringify(failures)]) {
+    assert.ok(!text.includes(WRONG) && !text.includes(SECRET), 'a secret leaked');
+  }
+});
+
+test('no Ping reply: torn down within pingInterval + pingTimeout, then reconnected', async (t) => {
+  const s = await server('legit-phone');
+  const { sup } = supervise(s.port, { pingIntervalMs: 200, pingTimeoutMs: 200 });
+  const disconnected: Array<DisconnectedInfo & { at: number }> = [];
+  sup.on('disconnected', (d) => disconnected.push({ ...d, at: performance.now() }));
+  sup.start();
+  await waitFor(() => sup.stats.connected, 2000, 'connected');
+  await sleep(500); // a few answered Pings first
+  assert.equal(sup.stats.pingTimeouts, 0);
+
+  const connectionsBefore = s.connections;
+  const silencedAt = performance.now();
+  s.setPingResponses(false);
+  await waitFor(() => disconnected.length > 0, 2000, 'teardown');
+  const tornDownAfter = disconnected[0]!.at - silencedAt;
+  assert.equal(disconnected[0]!.reason, 'ping-timeout');
+  assert.ok(tornDownAfter <= 200 + 200 + 100, `torn down ${tornDownAfter} ms after Pings stopped`);
+  s.setPingResponses(true);
+  await waitFor(() => s.connections > connectionsBefore && sup.stats.connected, 2000, 'reconnected');
+  t.diagnostic(`teardown ${tornDownAfter.toFixed(0)} ms after Pings went unanswered (interval 200, timeout 200)`);
+
+  const timeouts = sup.stats.pingTimeouts;
+  assert.ok(timeouts >= 1);
+  await sleep(700); // answered again: no further timeouts
+  assert.equal(sup.stats.pingTimeouts, timeouts);
+  assert.equal(sup.stats.connected, true);
+  assert.ok(sup.stats.reconnects >= 1);
+});
+
+test('asterisk-restart: both connections\' events arrive and the reconnect happens by itself', async () => {
+  const s = await server('asterisk-restart', { speed: 10 });
+  const { sup, messages } = supervise(s.port);
+  const disconnected: DisconnectedInfo[] = [];
+  sup.on('disconnected', (d) => disconnected.push(d));
+  const expected = eventRecords('asterisk-restart').map((r) => parseHeaderBlock(r.raw));
+  sup.start();
+  await s.playDone;
+  await waitFor(() => messages.length >= expected.length, 3000, `${expected.length} events`);
+  assert.deepEqual(messages, expected);
+  assert.deepEqual(messages.map((m) => m['event']).filter((e) => e === 'FullyBooted' || e === 'Shutdown'), ['FullyBooted', 'Shutdown', 'FullyBooted']);
+  assert.deepEqual(disconnected.map((d) => d.reason), ['closed']);
+  assert.equal(sup.stats.reconnects, 1);
+  assert.equal(s.connections, 2);
+  assert.ok((sup.stats.lastGapMs ?? Infinity) < 1000, `gap ${sup.stats.lastGapMs} ms`);
+});
+
+test('the PBX is down at start: attempts back off, one warning, and it connects when the PBX comes up', async () => {
+  const probe = await server('legit-phone');
+  const port = probe.port;
+  await probe.stop();
+  const { sup, logs } = supervise(port, { backoff: { initialMs: 20, maxMs: 100 } });
+  sup.start();
+  await sleep(400);
+  assert.equal(sup.stats.connected, false);
+  const warnings = logs.filter((l) => l.msg.startsWith('AMI connection attempt failed'));
+  assert.equal(warnings.filter((l) => l.level === 40).length, 1);
+  assert.ok(warnings.length >= 3, `${warnings.length} failed attempts logged`);
+  assert.match(String(warnings[0]!['error']), /ECONNREFUSED/);
+
+  const s = await server('legit-phone', { port });
+  await waitFor(() => sup.stats.connected, 2000, 'connected once the PBX is up');
+  assert.equal(s.logins, 1);
+  assert.equal(sup.stats.reconnects, 0, 'never having been connected is not a gap');
+});
+
+test('stop() logs off, resolves once closed and does not reconnect', async () => {
+  const s = await server('legit-phone');
+  const actions: string[] = [];
+  s.on('action', (h) => actions.push(String(h['action'])));
+  const closes: number[] = [];
+  s.on('close', (c) => closes.push(c.id));
+  const { sup } = supervise(s.port);
+  const disconnected: DisconnectedInfo[] = [];
+  sup.on('disconnected', (d) => disconnected.push(d));
+  sup.start();
+  await waitFor(() => sup.stats.connected, 2000, 'connected');
+  await sup.stop();
+  assert.equal(actions.at(-1), 'Logoff');
+  assert.equal(sup.stats.connected, false);
+  assert.deepEqual(disconnected.map((d) => d.reason), ['stopped']);
+  await waitFor(() => closes.length === 1, 1000, 'server sees the close');
+  await sleep(400);
+  assert.equal(s.connections, 1, 'no reconnect after stop');
+});
+
+test('a listener that throws does not stop the flow', async () => {
+  const s = await server('invite-no-auth-reply');
+  const { sup, messages, logs } = supervise(s.port);
+  let thrown = 0;
+  sup.on('message', () => {
+    if (thrown++ === 0) throw new Error('listener bug');
+  });
+  sup.start();
+  const expected = eventRecords('invite-no-auth-reply').length;
+  await waitFor(() => messages.length === expected, 3000, `${expected} events`);
+  assert.ok(logs.some((l) => l.level === 50 && l.msg === 'an AMI listener threw; continuing'));
+  assert.equal(sup.stats.connects, 1);
+});
+
+test('no log line of any test above contains a secret', () => {
+  assert.ok(allLogLines.length > 20);
+  for (const line of allLogLines) assert.ok(!line.includes(SECRET) && !line.includes(WRONG), line);
+});
