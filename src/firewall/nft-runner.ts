@@ -1,0 +1,137 @@
+// Runs nft. Scripts go over stdin (`nft -f -`) and the argument vector is fixed, so no shell and no script text ever
+// becomes an argument. NftRunner is the seam for a later persistent `nft -i` backend; nothing above it spawns.
+import { spawn } from 'node:child_process';
+import { isAbsolute } from 'node:path';
+
+/** missing: binary absent; permission: not root; netns: namespace absent; timeout: killed; script: nft refused it */
+export type NftFailure = 'missing' | 'permission' | 'netns' | 'timeout' | 'script';
+
+export class NftError extends Error {
+  override readonly name = 'NftError';
+
+  constructor(message: string, readonly kind: NftFailure, readonly stderr: string) {
+    super(message);
+  }
+}
+
+export interface NftRunner {
+  /** applies a script as one transaction; rejects with NftError */
+  apply(script: string): Promise<void>;
+  /** runs one read command, e.g. `list set inet t s`, and returns nft's parsed JSON; terse omits set elements */
+  query(command: readonly string[], options?: { terse?: boolean }): Promise<unknown>;
+}
+
+export interface SpawnNftRunnerOptions {
+  /** default 'nft' (looked up in PATH) */
+  nftPath?: string;
+  /** a name under /run/netns, or an absolute path such as /proc/<pid>/ns/net */
+  netns?: string;
+  /** a run that takes longer is killed; default 60 s (a 100k-element transaction takes about 2 s) */
+  timeoutMs?: number;
+}
+
+const NETNS_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+// Command words come from NftScript; nft joins its argv into one command line and parses it, so refuse anything
+// that could be more than a word.
+const COMMAND_WORD = /^[A-Za-z0-9_]+$/;
+
+/** `/run/netns/<name>` for a name made by `ip netns add`, or the absolute path itself. */
+export function netnsPath(netns: string): string {
+  if (isAbsolute(netns) && !netns.includes('\0')) return netns;
+  if (NETNS_NAME.test(netns)) return `/run/netns/${netns}`;
+  throw new Error(`invalid network namespace ${JSON.stringify(netns)}: a name under /run/netns or an absolute path`);
+}
+
+export class SpawnNftRunner implements NftRunner {
+  private readonly nftPath: string;
+  private readonly netns: string | undefined;
+  private readonly timeoutMs: number;
+
+  constructor(options: SpawnNftRunnerOptions = {}) {
+    this.nftPath = options.nftPath ?? 'nft';
+    this.netns = options.netns === undefined ? undefined : netnsPath(options.netns);
+    this.timeoutMs = options.timeoutMs ?? 60_000;
+  }
+
+  async apply(script: string): Promise<void> {
+    await this.exec(['-f', '-'], script);
+  }
+
+  async query(command: readonly string[], options: { terse?: boolean } = {}): Promise<unknown> {
+    const bad = command.find((w) => !COMMAND_WORD.test(w));
+    if (bad !== undefined) throw new Error(`refusing nft command word ${JSON.stringify(bad)}`);
+    const out = await this.exec([...(options.terse ? ['-t'] : []), '-j', ...command]);
+    return JSON.parse(out) as unknown;
+  }
+
+  private exec(args: readonly string[], stdin?: string): Promise<string> {
+    const [file, argv] = this.netns === undefined
+      ? [this.nftPath, [...args]]
+      : ['nsenter', [`--net=${this.netns}`, '--', this.nftPath, ...args]];
+    return new Promise((resolve, reject) => {
+      const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, this.timeoutMs);
+      child.stdout.on('data', (b: Buffer) => out.push(b));
+      child.stderr.on('data', (b: Buffer) => err.push(b));
+      // nft may exit before reading all of stdin (e.g. it cannot open netlink); its exit status says why
+      child.stdin.on('error', () => undefined);
+      child.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(this.spawnError(file, e));
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        const stderr = Buffer.concat(err).toString('utf8');
+        if (code === 0 && !timedOut) resolve(Buffer.concat(out).toString('utf8'));
+        else reject(timedOut ? this.timeoutError(stderr) : this.exitError(code, stderr));
+      });
+      child.stdin.end(stdin ?? '');
+    });
+  }
+
+  private spawnError(file: string, e: NodeJS.ErrnoException): NftError {
+    if (e.code === 'ENOENT' && file === 'nsenter') {
+      return new NftError('nsenter not found in PATH: install the util-linux package', 'missing', '');
+    }
+    if (e.code === 'ENOENT') return this.missing('');
+    if (e.code === 'EACCES') return new NftError(`nft at ${this.nftPath} is not executable`, 'missing', '');
+    return new NftError(`cannot run ${file}: ${e.message}`, 'missing', '');
+  }
+
+  private missing(stderr: string): NftError {
+    const message = `nft not found at ${this.nftPath}: install the nftables package (apt-get install -y nftables)`;
+    return new NftError(message, 'missing', stderr);
+  }
+
+  private timeoutError(stderr: string): NftError {
+    return new NftError(`nft did not finish within ${this.timeoutMs} ms and was killed`, 'timeout', stderr);
+  }
+
+  private exitError(code: number | null, stderr: string): NftError {
+    if (/nsenter: failed to execute .*No such file or directory/.test(stderr)) return this.missing(stderr);
+    if (/nsenter: cannot open .*No such file or directory/.test(stderr)) {
+      return new NftError(`network namespace ${this.netns ?? ''} does not exist`, 'netns', stderr);
+    }
+    if (/nsenter: reassociate .*Operation not permitted/.test(stderr)) {
+      return new NftError(`entering network namespace ${this.netns ?? ''} needs root`, 'permission', stderr);
+    }
+    if (/Operation not permitted|you must be root/.test(stderr)) {
+      const message = 'nft needs CAP_NET_ADMIN: run ami-guard as root or grant it CAP_NET_ADMIN';
+      return new NftError(`${message} (${errorSummary(stderr)})`, 'permission', stderr);
+    }
+    return new NftError(`nft failed (exit ${String(code)}): ${errorSummary(stderr)}`, 'script', stderr);
+  }
+}
+
+// nft echoes the whole offending statement (a 5000-element line) under each error; keep the messages for the log
+function errorSummary(stderr: string): string {
+  const errors = stderr.split('\n').filter((l) => /Error|not permitted|root/.test(l));
+  const text = (errors.length > 0 ? errors : [stderr.trim()]).join('; ');
+  return text.length > 500 ? `${text.slice(0, 500)}…` : text;
+}

@@ -1,0 +1,128 @@
+// Pure tests of the script builder and the JSON reader: no nft process runs here.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { isCanonicalTarget, parseTarget, type IpTarget } from '../../src/net/ip.js';
+import { assertBans, elementText, MAX_TIMEOUT_S, NftScript, timeoutSeconds } from '../../src/firewall/nft-script.js';
+import { covers, dropCovered, parseSetJson } from '../../src/firewall/nft.js';
+
+const t = (text: string): IpTarget => parseTarget(text)!;
+const ban = (text: string, timeoutMs = 60_000) => ({ target: t(text), timeoutMs });
+
+test('table names are validated at construction', () => {
+  assert.equal(new NftScript('ami_guard').table, 'ami_guard');
+  for (const bad of ['', '1abc', 'a-b', 'a b', 'x; flush ruleset', 'a'.repeat(33), 'tbl\n']) {
+    assert.throws(() => new NftScript(bad), /invalid nft table name/, bad);
+  }
+});
+
+test('elementText refuses anything that is not exactly a canonical target of its family', () => {
+  assert.equal(elementText(t('2001:db8::1')), '2001:db8::1');
+  assert.equal(elementText(t('10.0.0.0/8')), '10.0.0.0/8');
+  const forged = (text: string, family: 4 | 6 = 4) => ({ kind: 'address', family, text }) as IpTarget;
+  const bad = ['1.2.3.4 } ; flush ruleset ; add table x {', '010.1.1.1', '10.0.0.5/8', '2001:DB8::1', ' 1.2.3.4', ''];
+  for (const text of bad) {
+    assert.throws(() => elementText(forged(text)), /non-canonical/, text);
+  }
+  assert.throws(() => elementText(forged('1.2.3.4', 6)), /not IPv6/);
+  assert.throws(() => elementText(null as unknown as IpTarget), /non-canonical/);
+});
+
+test('property: any text that reaches a script is canonical', () => {
+  const texts = fc.oneof(fc.string(), fc.ipV4(), fc.ipV6(), fc.ipV4Extended());
+  fc.assert(fc.property(texts, fc.constantFrom(4, 6), (text, family) => {
+    const target = { kind: 'address', family, text } as IpTarget;
+    let out: string | null = null;
+    try {
+      out = new NftScript('t').add([{ target, timeoutMs: 1000 }], false);
+    } catch {
+      return;
+    }
+    assert.ok(isCanonicalTarget(text), `accepted ${JSON.stringify(text)}`);
+    assert.ok(out.includes(`{ ${text} timeout 1s }`));
+  }), { numRuns: 2000 });
+});
+
+test('timeouts are whole seconds, rounded up, at least 1 s, capped where nft 1.0.6 stops parsing', () => {
+  assert.equal(timeoutSeconds(1), 1);
+  assert.equal(timeoutSeconds(0), 1);
+  assert.equal(timeoutSeconds(-5000), 1);
+  assert.equal(timeoutSeconds(1000), 1);
+  assert.equal(timeoutSeconds(1001), 2);
+  assert.equal(timeoutSeconds(Infinity), MAX_TIMEOUT_S);
+  assert.throws(() => timeoutSeconds(NaN), /must be a number/);
+});
+
+test('bans that would cut the host off from itself are refused', () => {
+  for (const text of ['127.0.0.1', '0.0.0.0/0', '::1', '::/0', '224.0.0.1']) {
+    assert.throws(() => assertBans([ban(text)]), /refusing to ban/, text);
+  }
+  assertBans([ban('198.51.100.7'), ban('2001:db8::/32')]);
+});
+
+test('add writes each family\'s elements with timeouts; replacing adds, deletes and adds again', () => {
+  const bans = [ban('1.2.3.4', 1500), ban('2001:db8::1', 10_000)];
+  assert.equal(new NftScript('ag').add(bans, false), [
+    'add element inet ag banned_v4 { 1.2.3.4 timeout 2s }',
+    'add element inet ag banned_v6 { 2001:db8::1 timeout 10s }',
+    '',
+  ].join('\n'));
+  assert.equal(new NftScript('ag').add(bans, true), [
+    'add element inet ag banned_v4 { 1.2.3.4 }',
+    'delete element inet ag banned_v4 { 1.2.3.4 }',
+    'add element inet ag banned_v4 { 1.2.3.4 timeout 2s }',
+    'add element inet ag banned_v6 { 2001:db8::1 }',
+    'delete element inet ag banned_v6 { 2001:db8::1 }',
+    'add element inet ag banned_v6 { 2001:db8::1 timeout 10s }',
+    '',
+  ].join('\n'));
+});
+
+test('replaceAll flushes both sets and chunks large loads', () => {
+  const bans = Array.from({ length: 12_000 }, (_, i) => ban(`10.0.${i >> 8}.${i & 255}`));
+  const lines = new NftScript('ag').replaceAll(bans).trimEnd().split('\n');
+  assert.deepEqual(lines.slice(0, 2), ['flush set inet ag banned_v4', 'flush set inet ag banned_v6']);
+  assert.equal(lines.length, 2 + 3);
+  assert.equal(lines.slice(2).join(' ').match(/timeout 60s/g)?.length, 12_000);
+  assert.equal(new NftScript('ag').delete([]), '');
+});
+
+test('dropCovered keeps the last ban per target and drops bans inside a network', () => {
+  const { kept, covered } = dropCovered([
+    ban('10.1.2.3', 1000), ban('10.0.0.0/8'), ban('10.9.0.0/16'), ban('11.0.0.1', 1000), ban('11.0.0.1', 5000),
+    ban('2001:db8::5'), ban('2001:db8::/64'), ban('2001:db9::5'),
+  ]);
+  assert.deepEqual(kept.map((b) => [b.target.text, b.timeoutMs]), [
+    ['10.0.0.0/8', 60_000], ['11.0.0.1', 5000], ['2001:db8::/64', 60_000], ['2001:db9::5', 60_000],
+  ]);
+  assert.deepEqual(covered.map((b) => b.target.text).sort(), ['10.1.2.3', '10.9.0.0/16', '2001:db8::5']);
+});
+
+test('covers', () => {
+  assert.ok(covers(t('10.0.0.0/8'), t('10.1.2.3')));
+  assert.ok(covers(t('10.0.0.0/8'), t('10.1.0.0/16')));
+  assert.ok(covers(t('1.2.3.4'), t('1.2.3.4')));
+  assert.ok(!covers(t('10.1.0.0/16'), t('10.0.0.0/8')));
+  assert.ok(!covers(t('1.2.3.4'), t('1.2.3.5')));
+  assert.ok(!covers(t('::/1'), t('1.2.3.4')));
+});
+
+test('parseSetJson reads the element shapes nft 1.0.6 prints and skips the rest', () => {
+  const json = { nftables: [
+    { metainfo: { version: '1.0.6' } },
+    { set: { family: 'inet', name: 'banned_v4', elem: [
+      '1.1.1.1',
+      { prefix: { addr: '2.0.0.0', len: 8 } },
+      { range: ['3.3.3.3', '3.3.3.9'] },
+      { elem: { val: '4.4.4.4', timeout: 9, expires: 8 } },
+      { elem: { val: { prefix: { addr: '10.0.0.0', len: 8 } }, timeout: 50, expires: 49 } },
+      '2001:db8::1',
+    ] } },
+  ] };
+  const { entries, skipped } = parseSetJson(json, 4);
+  assert.deepEqual(entries.map((e) => [e.target.text, e.expiresMs]), [
+    ['1.1.1.1', null], ['2.0.0.0/8', null], ['4.4.4.4', 8000], ['10.0.0.0/8', 49_000],
+  ]);
+  assert.deepEqual(skipped, [{ range: ['3.3.3.3', '3.3.3.9'] }, '2001:db8::1']);
+  assert.deepEqual(parseSetJson({ nftables: [{ set: { name: 'banned_v6' } }] }, 6), { entries: [], skipped: [] });
+});

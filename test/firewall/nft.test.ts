@@ -1,0 +1,322 @@
+// NftFirewall against the real kernel, each test inside throwaway network namespaces (never the host's ruleset).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseTarget, type IpTarget } from '../../src/net/ip.js';
+import type { FirewallBan, FirewallElement } from '../../src/firewall/firewall.js';
+import { NftFirewall } from '../../src/firewall/nft.js';
+import { NftError, SpawnNftRunner, type NftRunner } from '../../src/firewall/nft-runner.js';
+import { createNetns, waitFor, type Netns } from '../support/netns.js';
+
+const t = (text: string): IpTarget => parseTarget(text)!;
+const ban = (text: string, timeoutMs = 3_600_000): FirewallBan => ({ target: t(text), timeoutMs });
+
+/** A real runner that counts what it is asked to do, and can be told to fail scripts mentioning an address. */
+class CountingRunner implements NftRunner {
+  applies = 0;
+  queries = 0;
+  readonly scripts: string[] = [];
+  poison: string | null = null;
+  private readonly inner: SpawnNftRunner;
+
+  constructor(netns: string) {
+    this.inner = new SpawnNftRunner({ netns });
+  }
+
+  async apply(script: string): Promise<void> {
+    this.applies++;
+    this.scripts.push(script);
+    if (this.poison !== null && script.includes(` ${this.poison} `)) {
+      throw new NftError('nft failed (exit 1): simulated', 'script', 'Error: simulated refusal');
+    }
+    await this.inner.apply(script);
+  }
+
+  query(command: readonly string[], options?: { terse?: boolean }): Promise<unknown> {
+    this.queries++;
+    return this.inner.query(command, options);
+  }
+}
+
+async function setup(tc: TestContext): Promise<{ ns: Netns; fw: NftFirewall }> {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const fw = new NftFirewall({ netns: ns.name });
+  await fw.init();
+  return { ns, fw };
+}
+
+function byAddress(elements: readonly FirewallElement[]): Map<string, FirewallElement> {
+  return new Map(elements.map((e) => [e.address, e]));
+}
+
+function assertExpiresWithin(el: FirewallElement | undefined, timeoutMs: number): void {
+  assert.ok(el, 'element present');
+  assert.ok(el.expiresMs !== null, `${el.address} has a timeout`);
+  const ok = el.expiresMs <= timeoutMs && el.expiresMs > timeoutMs - 10_000;
+  assert.ok(ok, `${el.address} expires in ${el.expiresMs} ms, want ≈${timeoutMs}`);
+}
+
+test('init is idempotent and never touches an unrelated table', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  await ns.nft(`table inet operator {
+    set allow { type ipv4_addr; elements = { 192.0.2.1, 192.0.2.2 } }
+    chain input {
+      type filter hook input priority 0; policy accept;
+      ip saddr @allow counter accept
+      tcp dport 22 accept
+    }
+  }
+  table ip legacy { chain c { counter; }; }\n`);
+  const snapshot = async () => (await ns.execOk('nft', ['-a', 'list', 'table', 'inet', 'operator']))
+    + (await ns.execOk('nft', ['-a', 'list', 'table', 'ip', 'legacy']));
+  const before = await snapshot();
+
+  const fw = new NftFirewall({ netns: ns.path }); // the absolute-path form, as for /proc/<pid>/ns/net
+  assert.equal(await fw.present(), false);
+  await fw.init();
+  await fw.init();
+  assert.equal(await fw.present(), true);
+  const chain = await ns.execOk('nft', ['list', 'chain', 'inet', 'ami_guard', 'prerouting']);
+  assert.equal(chain.match(/counter packets \d+ bytes \d+ drop/g)?.length, 2, chain);
+  assert.match(chain, /hook prerouting priority raw; policy accept;/);
+  assert.doesNotMatch(await ns.execOk('nft', ['list', 'table', 'inet', 'ami_guard']), /probe/, 'the probe set is gone');
+
+  await fw.add([ban('198.51.100.1'), ban('2001:db8::1'), ban('203.0.113.0/24')]);
+  await fw.reconcile([ban('198.51.100.2')]);
+  await fw.delete([t('198.51.100.2')]);
+  await fw.shutdown();
+  assert.equal(await snapshot(), before);
+});
+
+test('present() notices a table whose drop rules are gone, and init() repairs it', async (tc) => {
+  const { ns, fw } = await setup(tc);
+  await ns.nft('flush chain inet ami_guard prerouting\n');
+  assert.equal(await fw.present(), false);
+  await fw.init();
+  assert.equal(await fw.present(), true);
+  await ns.nft('delete table inet ami_guard\n');
+  assert.equal(await fw.present(), false);
+});
+
+test('add puts v4, v6 and CIDR elements in the kernel with their timeouts', async (tc) => {
+  const { fw } = await setup(tc);
+  await fw.add([ban('198.51.100.7', 3_600_000), ban('2001:db8::7', 7_200_000)]);
+  await fw.add([ban('203.0.113.0/24', 1_800_000), ban('2001:db8:1::/48', 600_000)]);
+  const els = byAddress(await fw.list());
+  assert.deepEqual([...els.keys()].sort(), ['198.51.100.7', '2001:db8:1::/48', '2001:db8::7', '203.0.113.0/24']);
+  assertExpiresWithin(els.get('198.51.100.7'), 3_600_000);
+  assertExpiresWithin(els.get('2001:db8::7'), 7_200_000);
+  assertExpiresWithin(els.get('203.0.113.0/24'), 1_800_000);
+  assertExpiresWithin(els.get('2001:db8:1::/48'), 600_000);
+  assert.equal(els.get('2001:db8::7')?.family, 6);
+});
+
+for (const timeoutUpdate of [undefined, false]) {
+  test(`re-adding an element replaces its timeout either way (timeoutUpdate: ${String(timeoutUpdate)})`, async (tc) => {
+    const ns = await createNetns((fn) => tc.after(fn));
+    const runner = new CountingRunner(ns.name);
+    const fw = new NftFirewall({ runner, timeoutUpdate });
+    await fw.init();
+    await fw.add([ban('198.51.100.9', 60_000), ban('2001:db8::9', 60_000), ban('203.0.113.0/24', 60_000)]);
+    await fw.add([ban('198.51.100.9', 3_600_000), ban('2001:db8::9', 3_600_000), ban('203.0.113.0/24', 3_600_000)]);
+    let els = byAddress(await fw.list());
+    for (const a of ['198.51.100.9', '2001:db8::9', '203.0.113.0/24']) assertExpiresWithin(els.get(a), 3_600_000);
+    await fw.add([ban('198.51.100.9', 30_000)]);
+    els = byAddress(await fw.list());
+    assertExpiresWithin(els.get('198.51.100.9'), 30_000);
+    if (timeoutUpdate === false) {
+      assert.match(runner.scripts.at(-1) ?? '', /^delete element inet ami_guard banned_v4 \{ 198\.51\.100\.9 \}$/m);
+    }
+  });
+}
+
+test('delete removes present elements; absent and network-covered ones are not an error', async (tc) => {
+  const { fw } = await setup(tc);
+  await fw.add([ban('198.51.100.1'), ban('198.51.100.2'), ban('2001:db8::1'), ban('10.0.0.0/8')]);
+  await fw.delete([t('198.51.100.1'), t('2001:db8::1'), t('198.51.100.77'), t('2001:db8::77')]);
+  assert.deepEqual((await fw.list()).map((e) => e.address).sort(), ['10.0.0.0/8', '198.51.100.2']);
+  await fw.delete([t('198.51.100.1')]);
+  await fw.delete([t('10.1.2.3'), t('198.51.100.0/24')]); // inside a network / around an address: not elements
+  assert.deepEqual((await fw.list()).map((e) => e.address).sort(), ['10.0.0.0/8', '198.51.100.2']);
+});
+
+test('overlaps: a covered address counts as applied, a network replaces what it covers', async (tc) => {
+  const { fw } = await setup(tc);
+  await fw.add([ban('10.0.0.0/8')]);
+  await fw.add([ban('10.1.2.3')]);
+  await fw.add([ban('192.0.2.5'), ban('2001:db8::5')]);
+  await fw.add([ban('192.0.2.0/24', 600_000), ban('2001:db8::/64', 600_000)]);
+  await fw.add([ban('198.51.100.0/24'), ban('198.51.100.9')]);
+  const els = byAddress(await fw.list());
+  assert.deepEqual([...els.keys()].sort(), ['10.0.0.0/8', '192.0.2.0/24', '198.51.100.0/24', '2001:db8::/64']);
+  assertExpiresWithin(els.get('192.0.2.0/24'), 600_000);
+});
+
+test('a failing element is isolated and reported; the rest of its batch is applied', async (tc) => {
+  const { ns, fw } = await setup(tc);
+  // a real kernel refusal: without banned_v6 every IPv6 ban fails, IPv4 ones still work
+  await ns.nft('flush chain inet ami_guard prerouting\ndelete set inet ami_guard banned_v6\n');
+  const v4 = fw.add([ban('198.51.100.1')]);
+  const v6 = fw.add([ban('2001:db8::66')]);
+  const v4b = fw.add([ban('198.51.100.2')]);
+  await v4;
+  await assert.rejects(v6, (e: Error) => /could not ban 2001:db8::66: .*No such file/.test(e.message));
+  await v4b;
+  await fw.init();
+  assert.deepEqual((await fw.list()).map((e) => e.address).sort(), ['198.51.100.1', '198.51.100.2']);
+});
+
+test('isolating one bad element out of 64 takes O(log n) runs', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new CountingRunner(ns.name);
+  const fw = new NftFirewall({ runner });
+  await fw.init();
+  runner.applies = 0;
+  runner.poison = '198.51.100.40';
+  const occupant = fw.add([ban('192.0.2.1')]); // runs at once, so the next 64 adds queue up as one batch
+  const results = await Promise.allSettled(
+    Array.from({ length: 64 }, (_, i) => fw.add([ban(`198.51.100.${i}`)])),
+  );
+  await occupant;
+  const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [i] : []));
+  assert.deepEqual(rejected, [40]);
+  // the occupant, the whole batch, then a good and a bad half at each of 6 levels
+  assert.ok(runner.applies <= 2 + 2 * Math.log2(64), `${runner.applies} runs`);
+  assert.equal((await fw.list()).length, 64);
+});
+
+test('an element with a 2 s timeout leaves the kernel set by itself', async (tc) => {
+  const { fw } = await setup(tc);
+  const addedAt = Date.now(); // the kernel starts the timeout at commit, after this
+  await fw.add([ban('198.51.100.2', 2000), ban('198.51.100.3', 3_600_000)]);
+  const el = byAddress(await fw.list()).get('198.51.100.2');
+  assert.ok(el?.expiresMs !== null && el?.expiresMs !== undefined && el.expiresMs <= 2000, JSON.stringify(el));
+  await waitFor('198.51.100.2 to expire', async () =>
+    ((await fw.list()).some((e) => e.address === '198.51.100.2') ? undefined : true), 10_000);
+  assert.ok(Date.now() - addedAt >= 1900, `expired after ${Date.now() - addedAt} ms, before its 2 s`);
+  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.3']);
+});
+
+test('reconcile makes the sets exactly the given bans, with fresh timeouts', async (tc) => {
+  const { fw } = await setup(tc);
+  await fw.add([
+    ban('198.51.100.1', 60_000), ban('198.51.100.2', 60_000), ban('2001:db8::2', 60_000), ban('10.0.0.0/8'),
+  ]);
+  const result = await fw.reconcile([
+    ban('198.51.100.1', 3_600_000), ban('198.51.100.5', 1_800_000), ban('2001:db8:5::/48', 900_000),
+    ban('10.0.0.0/8', 7_200_000), ban('10.9.9.9', 60_000),
+  ]);
+  assert.deepEqual(result, { added: 2, removed: 2, total: 4 });
+  const els = byAddress(await fw.list());
+  assert.deepEqual([...els.keys()].sort(), ['10.0.0.0/8', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48']);
+  assertExpiresWithin(els.get('198.51.100.1'), 3_600_000);
+  assertExpiresWithin(els.get('198.51.100.5'), 1_800_000);
+  assertExpiresWithin(els.get('2001:db8:5::/48'), 900_000);
+  assertExpiresWithin(els.get('10.0.0.0/8'), 7_200_000);
+  assert.deepEqual(await fw.reconcile([]), { added: 0, removed: 4, total: 0 });
+  assert.deepEqual(await fw.list(), []);
+});
+
+test('reconcile loads 100k distinct addresses', async (tc) => {
+  const { fw } = await setup(tc);
+  await fw.add([ban('192.0.2.1')]);
+  // 100.64.0.0/10 holds 4M addresses; none is loopback, multicast or otherwise unbannable
+  const bans = Array.from({ length: 100_000 }, (_, i) => ban(`100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`));
+  let started = performance.now();
+  const result = await fw.reconcile(bans);
+  const loadMs = performance.now() - started;
+  assert.deepEqual(result, { added: 100_000, removed: 1, total: 100_000 });
+  started = performance.now();
+  const listed = await fw.list();
+  const listMs = performance.now() - started;
+  assert.equal(listed.length, 100_000);
+  assert.equal(new Set(listed.map((e) => e.address)).size, 100_000);
+  started = performance.now();
+  await fw.reconcile(bans);
+  const reloadMs = performance.now() - started;
+  started = performance.now();
+  await fw.add([ban('192.0.2.2')]);
+  const addMs = performance.now() - started;
+  tc.diagnostic(`reconcile 100k into a near-empty set: ${loadMs.toFixed(0)} ms; list 100k: ${listMs.toFixed(0)} ms; `
+    + `reconcile 100k over 100k: ${reloadMs.toFixed(0)} ms; one add with 100k present: ${addMs.toFixed(0)} ms`);
+});
+
+for (const timeoutUpdate of [undefined, false]) {
+  test(`adds apply at once when idle, batched under load (timeoutUpdate: ${String(timeoutUpdate)})`, async (tc) => {
+    const ns = await createNetns((fn) => tc.after(fn));
+    const runner = new CountingRunner(ns.name);
+    const fw = new NftFirewall({ runner, timeoutUpdate });
+    await fw.init();
+    const n = 20;
+    let started = performance.now();
+    for (let i = 0; i < n; i++) await fw.add([ban(`198.51.100.${i}`)]);
+    const idleMs = (performance.now() - started) / n;
+
+    runner.applies = 0;
+    started = performance.now();
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => fw.add([ban(`100.64.${i >> 8}.${i & 255}`)])));
+    const burstMs = performance.now() - started;
+    assert.ok(runner.applies <= 3, `2000 queued adds took ${runner.applies} nft runs`);
+    assert.equal((await fw.list()).length, n + 2000);
+    tc.diagnostic(`idle add: ${idleMs.toFixed(1)} ms each; 2000 concurrent adds: ${burstMs.toFixed(0)} ms in `
+      + `${runner.applies} runs (${(2000 / (burstMs / 1000)).toFixed(0)} bans/s)`);
+  });
+}
+
+test('commit waits for queued work and shutdown refuses new work', async (tc) => {
+  const { fw } = await setup(tc);
+  const pending = [fw.add([ban('198.51.100.1')]), fw.add([ban('198.51.100.2')]), fw.delete([t('198.51.100.1')])];
+  await fw.commit();
+  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.2']);
+  await Promise.all(pending);
+  await fw.shutdown();
+  await assert.rejects(fw.add([ban('198.51.100.3')]), /shut down/);
+  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.2']);
+});
+
+test('non-canonical targets are refused before any nft process runs', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new CountingRunner(ns.name);
+  const fw = new NftFirewall({ runner });
+  await fw.init();
+  await fw.add([ban('198.51.100.1')]);
+  const ruleset = () => ns.execOk('nft', ['-s', 'list', 'ruleset']); // -s: without the ticking expiry times
+  const before = await ruleset();
+  runner.applies = 0;
+  runner.queries = 0;
+  const forged = { kind: 'address', family: 4, text: '1.2.3.4 } ; flush ruleset ; add table x {' } as IpTarget;
+  const refused = /non-canonical/;
+  await assert.rejects(fw.add([ban('198.51.100.2'), { target: forged, timeoutMs: 60_000 }]), refused);
+  await assert.rejects(fw.delete([forged]), refused);
+  await assert.rejects(fw.reconcile([{ target: forged, timeoutMs: 60_000 }]), refused);
+  const mislabelled = { ...t('2001:db8::1'), family: 4 } as IpTarget;
+  await assert.rejects(fw.add([{ target: mislabelled, timeoutMs: 1000 }]), /not IPv4/);
+  await assert.rejects(fw.add([ban('127.0.0.1')]), /refusing to ban 127\.0\.0\.1: loopback/);
+  await fw.commit();
+  assert.equal(runner.applies + runner.queries, 0);
+  assert.equal(await ruleset(), before);
+});
+
+test('a missing nft binary gives a clear error', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const message = /nft not found at \/nonexistent\/nft: install the nftables package/;
+  await assert.rejects(new NftFirewall({ nftPath: '/nonexistent/nft' }).init(), message);
+  await assert.rejects(new NftFirewall({ nftPath: '/nonexistent/nft', netns: ns.name }).init(), message);
+  await assert.rejects(new NftFirewall({ netns: 'agtest-absent' }).init(),
+    /network namespace \/run\/netns\/agtest-absent does not exist/);
+  assert.throws(() => new NftFirewall({ netns: '../etc' }), /invalid network namespace/);
+  assert.throws(() => new NftFirewall({ table: 'x; flush ruleset' }), /invalid nft table name/);
+});
+
+test('running without CAP_NET_ADMIN says so', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const dir = await mkdtemp(join(tmpdir(), 'agtest-'));
+  tc.after(() => rm(dir, { recursive: true, force: true }));
+  const unprivileged = join(dir, 'nft-as-nobody');
+  await writeFile(unprivileged, '#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups nft "$@"\n');
+  await chmod(unprivileged, 0o755);
+  await assert.rejects(new NftFirewall({ nftPath: unprivileged, netns: ns.name }).init(), /needs CAP_NET_ADMIN/);
+  assert.equal((await ns.execOk('nft', ['list', 'ruleset'])).trim(), '');
+});
