@@ -1,5 +1,8 @@
 // Runs nft. Scripts go over stdin (`nft -f -`) and the argument vector is fixed, so no shell and no script text ever
-// becomes an argument. NftRunner is the seam for a later persistent `nft -i` backend; nothing above it spawns.
+// becomes an argument. NftRunner is the seam for a persistent backend; nothing above it spawns. A spawn costs ~9 ms,
+// nearly all of an add's time. `nft -i` on a pipe (nft 1.0.6, libedit) measured 0.9 ms per add, but runs each line
+// as its own transaction, reports success by printing nothing (completion needs a sentinel command that fails),
+// and appends every line, 5000-element batches included, to $HOME/.nft.history and to a history kept in memory.
 import { spawn } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 
@@ -26,7 +29,7 @@ export interface SpawnNftRunnerOptions {
   nftPath?: string;
   /** a name under /run/netns, or an absolute path such as /proc/<pid>/ns/net */
   netns?: string;
-  /** a run that takes longer is killed; default 60 s (a 100k-element transaction takes about 2 s) */
+  /** a run that takes longer is killed; default 60 s (loading or listing 100k elements takes 1–2 s) */
   timeoutMs?: number;
 }
 

@@ -1,12 +1,16 @@
-// The nftables backend: one `inet` table of our own holding two interval sets and a raw-priority drop chain.
-// Every element carries its remaining ban time as a kernel timeout, so bans lapse on schedule even while we are down.
-// Writes run one nft process at a time through an ordered queue; adds that pile up behind a running process are
-// sent together as the next transaction.
+// The nftables backend: one `inet` table of our own with, per family, a hash set for host bans and an interval set
+// for network bans, and a raw-priority drop chain. Every element carries its remaining ban time as a kernel timeout,
+// so bans lapse on schedule even while we are down. Writes run one nft process at a time through an ordered queue;
+// adds that pile up behind a running process are sent together as the next transaction.
 import { createLogger, type Logger } from '../log.js';
-import { parseTarget, prefixContains, type IpFamily, type IpTarget } from '../net/ip.js';
+import {
+  parseTarget, prefixContains, unbannableReason, type IpFamily, type IpPrefix, type IpTarget,
+} from '../net/ip.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from './firewall.js';
 import { NftError, SpawnNftRunner, type NftRunner } from './nft-runner.js';
-import { assertBans, CHAIN_NAME, elementText, NftScript, SET_NAMES } from './nft-script.js';
+import {
+  assertBans, CHAIN_NAME, CHAIN_PRIORITY, elementText, netSet, NftScript, SETS, type SetSpec,
+} from './nft-script.js';
 
 export interface NftFirewallOptions {
   /** default 'ami_guard' */
@@ -26,6 +30,13 @@ export interface NftFirewallOptions {
 export interface SetEntry {
   readonly target: IpTarget;
   readonly expiresMs: number | null;
+}
+
+/** a network ban left out because a wider network banned with it stands for it */
+export interface FoldedBan {
+  readonly ban: FirewallBan;
+  /** the text of the wider network */
+  readonly into: string;
 }
 
 interface Failure<T> {
@@ -64,10 +75,15 @@ export class NftFirewall implements Firewall {
 
   init(): Promise<void> {
     return this.task(async () => {
-      try {
-        await this.runner.apply(this.script.init());
-      } catch (e) {
-        throw this.explainInitError(e);
+      const { stale } = inspectLayout(await this.queryLayout(), this.script.table);
+      if (stale.length > 0) {
+        await this.migrate(stale);
+      } else {
+        try {
+          await this.runner.apply(this.script.init());
+        } catch (e) {
+          throw this.explainInitError(e);
+        }
       }
       this.timeoutUpdate ??= await this.probeTimeoutUpdate();
       this.log.info({ timeoutUpdate: this.timeoutUpdate }, 'nft table ready');
@@ -92,8 +108,8 @@ export class NftFirewall implements Firewall {
 
   reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
     return this.task(async () => {
-      const { kept, covered } = dropCovered(bans);
-      assertBans(covered);
+      const { kept, folded } = foldNetworks(bans);
+      assertBans(folded.map((f) => f.ban));
       const script = this.script.replaceAll(kept); // validates kept before any nft process runs
       const before = new Set((await this.readAll()).map((e) => e.target.text));
       await this.runner.apply(script);
@@ -101,7 +117,7 @@ export class NftFirewall implements Firewall {
       const after = new Set(kept.map((b) => b.target.text));
       const removed = [...before].filter((t) => !after.has(t)).length;
       const result = { added, removed, total: kept.length };
-      this.log.info({ ...result, covered: covered.length }, 'nft sets reconciled');
+      this.log.info({ ...result, folded: folded.length }, 'nft sets reconciled');
       return result;
     });
   }
@@ -116,14 +132,7 @@ export class NftFirewall implements Firewall {
   }
 
   async present(): Promise<boolean> {
-    let json: unknown;
-    try {
-      json = await this.runner.query(this.script.listTableCommand(), { terse: true });
-    } catch (e) {
-      if (e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.stderr)) return false;
-      throw e;
-    }
-    return layoutComplete(json);
+    return inspectLayout(await this.queryLayout(), this.script.table).complete;
   }
 
   async shutdown(): Promise<void> {
@@ -179,23 +188,29 @@ export class NftFirewall implements Firewall {
   }
 
   private async applyBans(bans: readonly FirewallBan[]): Promise<Failure<IpTarget>[]> {
-    const { kept, covered } = dropCovered(bans);
-    for (const ban of covered) {
-      this.log.debug({ address: ban.target.text }, 'already covered by a network in the same batch');
+    const { kept, folded } = foldNetworks(bans);
+    for (const { ban, into } of folded) {
+      this.log.debug({ address: ban.target.text, into }, 'inside a network of its batch');
     }
-    const failures = await this.isolate(
+    const failures = (await this.isolate(
       kept,
       (part) => this.script.add(part, this.timeoutUpdate !== true),
-      (ban, err) => this.resolveAddFailure(ban, err),
-    );
-    for (const f of failures) this.log.error({ address: f.item.target.text, err: f.error.message }, 'ban not applied');
-    return failures.map((f) => ({ item: f.item.target, error: f.error }));
+      (ban, err) => this.resolveOverlap(ban, err),
+    )).map((f) => ({ item: f.item.target, error: f.error }));
+    // a folded network is applied exactly when the network standing for it is
+    const failed = new Map(failures.map((f) => [f.item.text, f.error]));
+    for (const f of folded) {
+      const error = failed.get(f.into);
+      if (error) failures.push({ item: f.ban.target, error });
+    }
+    for (const f of failures) this.log.error({ address: f.item.text, err: f.error.message }, 'ban not applied');
+    return failures;
   }
 
   private async applyDeletes(targets: readonly IpTarget[]): Promise<Failure<IpTarget>[]> {
     const failures = await this.isolate(targets, (part) => this.script.delete(part), async (target, err) => {
-      // the target overlaps a network or host in the set without being an element itself: nothing to delete
-      if (!OVERLAP.test(err.stderr)) throw err;
+      // a network overlapping one in the set without being an element itself: nothing to delete
+      if (target.kind !== 'prefix' || !OVERLAP.test(err.stderr)) throw err;
       this.log.debug({ address: target.text }, 'not an element of the set, nothing to delete');
     });
     for (const f of failures) this.log.error({ address: f.item.text, err: f.error.message }, 'unban not applied');
@@ -204,8 +219,8 @@ export class NftFirewall implements Firewall {
 
   /**
    * Applies items in one run; if nft refuses the script, halves the batch until each bad item stands alone and
-   * hands it to `single`. A bad item costs O(log n) runs rather than n, which matters because every nft run
-   * re-reads the whole interval set (about 1.5 s at 100k elements on nft 1.0.6).
+   * hands it to `single`. A bad item costs O(log n) runs rather than n: a run costs little with hash sets (~10 ms),
+   * but a batch of thousands would otherwise mean thousands of runs.
    */
   private async isolate<T>(
     items: readonly T[],
@@ -242,26 +257,31 @@ export class NftFirewall implements Firewall {
   }
 
   /**
-   * An interval set refuses an element overlapping another. If a network in the set covers the ban, the address is
-   * already dropped. If the ban is a network covering elements in the set, it replaces them: the network's timeout
-   * then applies to them too (the store stays the source of truth and a reconcile restores longer bans). A second
-   * attempt covers an element expiring between our read and our write.
+   * An interval set refuses a network overlapping another, so nested networks fold into the widest, which keeps the
+   * longest timeout among them: no address is released before every ban covering it has ended, at the price of
+   * holding the rest of the wider network as long. Operators rarely nest network bans, and the store stays the truth.
+   * A second attempt covers an element expiring between our read and our write.
    */
-  private async resolveAddFailure(ban: FirewallBan, err: NftError): Promise<void> {
-    if (!OVERLAP.test(err.stderr)) throw err;
+  private async resolveOverlap(ban: FirewallBan, err: NftError): Promise<void> {
+    if (ban.target.kind !== 'prefix' || !OVERLAP.test(err.stderr)) throw err;
+    const network = ban.target;
     for (let attempt = 1; ; attempt++) {
-      const entries = (await this.readAll()).filter((e) => e.target.family === ban.target.family);
-      const cover = entries.find((e) => covers(e.target, ban.target));
-      if (cover) {
-        const context = { address: ban.target.text, coveredBy: cover.target.text };
-        this.log.debug(context, 'already covered by a network in the set');
-        return;
-      }
-      const inside = entries.filter((e) => covers(ban.target, e.target)).map((e) => e.target);
       try {
-        await this.runner.apply(this.script.supersede(inside, ban));
-        const context = { address: ban.target.text, replaces: inside.map((t) => t.text) };
-        this.log.info(context, 'network ban replaces the elements it covers');
+        const entries = await this.readSet(netSet(network.family));
+        const cover = entries.find((e) => covers(e.target, network));
+        if (cover) {
+          if (cover.expiresMs !== null && cover.expiresMs < ban.timeoutMs) {
+            const longer = { target: cover.target, timeoutMs: ban.timeoutMs };
+            await this.runner.apply(this.script.add([longer], this.timeoutUpdate !== true));
+          }
+          this.log.debug({ address: network.text, coveredBy: cover.target.text }, 'inside a network already banned');
+          return;
+        }
+        const inside = entries.filter((e) => covers(network, e.target));
+        const timeoutMs = Math.max(ban.timeoutMs, ...inside.map((e) => e.expiresMs ?? 0));
+        await this.runner.apply(this.script.supersede(inside.map((e) => e.target), { target: network, timeoutMs }));
+        const replaces = inside.map((e) => e.target.text);
+        this.log.info({ address: network.text, replaces }, 'network ban replaces the networks it covers');
         return;
       } catch (e) {
         if (attempt >= 2) throw e;
@@ -269,24 +289,64 @@ export class NftFirewall implements Firewall {
     }
   }
 
-  /** one listing of the whole table: nft 1.0.6 reads every set of the table whatever is asked for */
+  /**
+   * One listing of the whole table, every set with its elements: 1.1–1.4 s at 100k hosts on nft 1.0.6 and kernel
+   * 6.18, about half of it in the kernel, whose hash set dump walks past every element already sent for each
+   * netlink message.
+   */
   private async readAll(): Promise<SetEntry[]> {
     const json = await this.runner.query(this.script.listTableCommand());
-    const entries: SetEntry[] = [];
-    for (const family of [4, 6] as const) {
-      const set = parseSetJson(json, family);
-      entries.push(...set.entries);
-      for (const raw of set.skipped) {
-        this.log.warn({ element: raw, set: SET_NAMES[family] }, 'ignoring an element we did not write');
-      }
-    }
+    return SETS.flatMap((set) => this.entries(json, set));
+  }
+
+  /** one set only: far cheaper than the table when it is a network set beside 100k hosts */
+  private async readSet(set: SetSpec): Promise<SetEntry[]> {
+    return this.entries(await this.runner.query(this.script.listSetCommand(set)), set);
+  }
+
+  private entries(json: unknown, set: SetSpec): SetEntry[] {
+    const { entries, skipped } = parseSetJson(json, set);
+    for (const raw of skipped) this.log.warn({ element: raw, set: set.name }, 'ignoring an element we did not write');
     return entries;
+  }
+
+  private queryLayout(): Promise<unknown> {
+    return this.runner.query(this.script.layoutCommand(), { terse: true });
+  }
+
+  /**
+   * Recreates a table whose sets or chain are shaped otherwise (the first layout kept hosts in interval sets, which
+   * cannot be altered in place), with every element it held and its remaining time, in one transaction: either the
+   * new table replaces the old one or nothing changes.
+   */
+  private async migrate(stale: readonly string[]): Promise<void> {
+    const bans: FirewallBan[] = [];
+    for (const { target, expiresMs } of await this.readAll()) {
+      const reason = unbannableReason(target);
+      if (reason) {
+        this.log.warn({ element: target.text, reason }, 'not carrying over an element we would refuse to ban');
+        continue;
+      }
+      // nft prints whole seconds rounded down: one more keeps a ban from ending early. An element without a timeout
+      // was added by hand to stay: it gets the longest timeout nft takes.
+      bans.push({ target, timeoutMs: expiresMs === null ? Infinity : expiresMs + 1000 });
+    }
+    const { kept } = foldNetworks(bans);
+    const t = `inet ${this.script.table}`;
+    try {
+      await this.runner.apply(this.script.rebuild(kept));
+    } catch (e) {
+      throw new Error(`nft table ${t} has an older layout (${stale.join(', ')}) and could not be recreated; ` +
+        `remove it with 'nft delete table ${t}' and restart (${(e as Error).message})`);
+    }
+    this.log.warn({ stale, elements: kept.length }, 'nft table recreated with the current layout, elements kept');
   }
 
   /** Never fails init: if the probe cannot tell, bans are refreshed the slow way that works on every kernel. */
   private async probeTimeoutUpdate(): Promise<boolean> {
     try {
-      await this.runner.apply(this.script.probeTimeoutUpdate());
+      await this.runner.apply(this.script.probeSetup());
+      await this.runner.apply(this.script.probeReAdd());
       return probedTimeout(await this.runner.query(this.script.probeCommand())) === 2000;
     } catch (e) {
       const message = 'timeout update probe failed; bans are refreshed by delete and re-add';
@@ -297,8 +357,9 @@ export class NftFirewall implements Firewall {
     }
   }
 
+  /** for a clash the layout check did not foresee, e.g. a table changed between the check and the init */
   private explainInitError(e: unknown): unknown {
-    if (e instanceof NftError && e.kind === 'script' && /File exists/.test(e.stderr)) {
+    if (e instanceof NftError && e.kind === 'script' && /File exists|Operation not supported/.test(e.stderr)) {
       return new Error(`nft table inet ${this.script.table} exists with a different layout; remove it with ` +
         `'nft delete table inet ${this.script.table}' and restart (${e.message})`);
     }
@@ -328,49 +389,69 @@ export function covers(outer: IpTarget, inner: IpTarget): boolean {
 }
 
 /**
- * Keeps the last ban per target and drops bans inside another ban's network, which an interval set would refuse as
- * overlapping; the network's own timeout applies to them. Indexed by prefix length so 100k bans stay linear.
+ * Keeps the last ban per target and folds each network inside another of the batch into the widest one, which an
+ * interval set needs (it refuses overlapping elements): that network keeps the longest timeout of those folded into
+ * it (see resolveOverlap). Hosts are never folded: they live in the hash sets, and a host inside a banned network is
+ * an element of its own. Networks are indexed by prefix length so 100k bans stay linear.
  */
-export function dropCovered(bans: readonly FirewallBan[]): { kept: FirewallBan[]; covered: FirewallBan[] } {
+export function foldNetworks(bans: readonly FirewallBan[]): { kept: FirewallBan[]; folded: FoldedBan[] } {
   const unique = new Map<string, FirewallBan>();
   for (const ban of bans) unique.set(ban.target.text, ban);
-  const networks = new Map<string, Set<string>>(); // `${family}/${bits}` → network addresses
+  const lengths: PrefixLength[] = [];
   for (const { target } of unique.values()) {
     if (target.kind !== 'prefix') continue;
-    const key = `${target.family}/${target.bits}`;
-    networks.set(key, (networks.get(key) ?? new Set()).add(target.network));
+    let slot = lengths.find((l) => l.family === target.family && l.bits === target.bits);
+    if (!slot) lengths.push(slot = { family: target.family, bits: target.bits, networks: new Set() });
+    slot.networks.add(target.network);
   }
-  const kept: FirewallBan[] = [];
-  const covered: FirewallBan[] = [];
-  for (const ban of unique.values()) (insideAny(ban.target, networks) ? covered : kept).push(ban);
-  return { kept, covered };
+  lengths.sort((a, b) => a.bits - b.bits);
+  const folded: FoldedBan[] = [];
+  const longest = new Map<string, number>();
+  for (const ban of unique.values()) {
+    if (ban.target.kind !== 'prefix') continue;
+    const into = widestCover(ban.target, lengths);
+    if (into === undefined) continue;
+    folded.push({ ban, into });
+    longest.set(into, Math.max(longest.get(into) ?? ban.timeoutMs, ban.timeoutMs));
+  }
+  const gone = new Set(folded.map((f) => f.ban.target.text));
+  const kept = [...unique.values()].filter((b) => !gone.has(b.target.text)).map((b) => {
+    const timeoutMs = longest.get(b.target.text);
+    return timeoutMs !== undefined && timeoutMs > b.timeoutMs ? { ...b, timeoutMs } : b;
+  });
+  return { kept, folded };
 }
 
-function insideAny(target: IpTarget, networks: ReadonlyMap<string, ReadonlySet<string>>): boolean {
-  const ownBits = target.kind === 'prefix' ? target.bits : target.family === 4 ? 32 : 128;
-  const base = target.kind === 'prefix' ? target.network : target.text;
-  for (const [key, set] of networks) {
-    const [family, bits] = key.split('/').map(Number) as [number, number];
-    if (family !== target.family || bits >= ownBits) continue;
-    const outer = parseTarget(`${base}/${bits}`);
-    if (outer?.kind === 'prefix' && set.has(outer.network)) return true;
+/** the networks of a batch with one family and prefix length */
+interface PrefixLength {
+  readonly family: IpFamily;
+  readonly bits: number;
+  readonly networks: Set<string>;
+}
+
+/** the widest network of the batch strictly containing `inner`, by its text; `lengths` sorted widest first */
+function widestCover(inner: IpPrefix, lengths: readonly PrefixLength[]): string | undefined {
+  for (const { family, bits, networks } of lengths) {
+    if (family !== inner.family || bits >= inner.bits) continue;
+    const outer = parseTarget(`${inner.network}/${bits}`);
+    if (outer?.kind === 'prefix' && networks.has(outer.network)) return outer.text;
   }
-  return false;
+  return undefined;
 }
 
 /**
- * Reads our family's set from `nft -j list table` output. Elements come as a bare address string,
+ * Reads one set from `nft -j list table` or `list set` output. Elements come as a bare address string,
  * `{prefix:{addr,len}}`, or either wrapped in `{elem:{val,timeout,expires}}` when they carry a timeout (whole seconds,
- * verified on nft 1.0.6). Anything else (a range someone added by hand) is returned in `skipped`.
+ * verified on nft 1.0.6). Anything else (a range someone added by hand, another family) is returned in `skipped`.
  */
-export function parseSetJson(json: unknown, family: IpFamily): { entries: SetEntry[]; skipped: unknown[] } {
-  const set = nftItems<{ set?: { name?: unknown; elem?: unknown[] } }>(json).map((i) => i.set)
-    .find((s) => s?.name === SET_NAMES[family]);
+export function parseSetJson(json: unknown, set: SetSpec): { entries: SetEntry[]; skipped: unknown[] } {
+  const found = nftItems<{ set?: { name?: unknown; elem?: unknown[] } }>(json).map((i) => i.set)
+    .find((s) => s?.name === set.name);
   const entries: SetEntry[] = [];
   const skipped: unknown[] = [];
-  for (const raw of set?.elem ?? []) {
+  for (const raw of found?.elem ?? []) {
     const entry = parseElement(raw);
-    if (entry && entry.target.family === family) entries.push(entry);
+    if (entry && entry.target.family === set.family) entries.push(entry);
     else skipped.push(raw);
   }
   return { entries, skipped };
@@ -405,14 +486,31 @@ function probedTimeout(json: unknown): unknown {
   return items.find((i) => i.set)?.set?.elem?.[0]?.elem?.timeout;
 }
 
-/** Our table with both sets and a prerouting chain whose rules drop from each set (terse `list table` JSON). */
-function layoutComplete(json: unknown): boolean {
-  const items = nftItems<Record<string, Record<string, unknown>>>(json);
-  const sets = new Set(items.map((i) => i['set']?.['name']));
-  const chain = items.find((i) => i['chain']?.['name'] === CHAIN_NAME)?.['chain'];
-  const rules = items.map((i) => i['rule']).filter((r) => r?.['chain'] === CHAIN_NAME)
-    .map((r) => JSON.stringify(r?.['expr']));
+type Fields = Record<string, unknown>;
+
+/**
+ * Judges our table from the terse inet ruleset. `stale`: our sets or chain as they exist but shaped otherwise
+ * (another key type or flags, another hook or priority), which `add` cannot change. `complete`: all four sets and
+ * the chain in our shape, with a drop rule for each set.
+ */
+export function inspectLayout(json: unknown, table: string): { stale: string[]; complete: boolean } {
+  const ours = (kind: string): Fields[] => nftItems<Record<string, Fields | undefined>>(json)
+    .map((i) => i[kind]).filter((o): o is Fields => o?.['family'] === 'inet' && o['table'] === table);
+  const stale: string[] = [];
+  const sets = new Map(ours('set').map((s) => [s['name'], s]));
+  for (const spec of SETS) {
+    const found = sets.get(spec.name);
+    const flags = Array.isArray(found?.['flags']) ? [...(found['flags'] as unknown[])].sort().join(',') : '';
+    if (found && (found['type'] !== spec.type || flags !== [...spec.flags].sort().join(','))) {
+      stale.push(`set ${spec.name}`);
+    }
+  }
+  const chain = ours('chain').find((c) => c['name'] === CHAIN_NAME);
+  if (chain && (chain['type'] !== 'filter' || chain['hook'] !== 'prerouting' || chain['prio'] !== CHAIN_PRIORITY)) {
+    stale.push(`chain ${CHAIN_NAME}`);
+  }
+  const rules = ours('rule').filter((r) => r['chain'] === CHAIN_NAME).map((r) => JSON.stringify(r['expr']));
   const drops = (set: string) => rules.some((r) => r.includes(`"@${set}"`) && r.includes('"drop"'));
-  return sets.has(SET_NAMES[4]) && sets.has(SET_NAMES[6]) && chain?.['hook'] === 'prerouting'
-    && drops(SET_NAMES[4]) && drops(SET_NAMES[6]);
+  const complete = stale.length === 0 && chain !== undefined && SETS.every((s) => sets.has(s.name) && drops(s.name));
+  return { stale, complete };
 }

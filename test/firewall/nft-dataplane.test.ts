@@ -48,7 +48,7 @@ async function dropCounters(ns: Netns): Promise<{ 4: number; 6: number }> {
     const counter = rule?.expr.find((e) => 'counter' in e)?.['counter'] as { packets: number } | undefined;
     return counter?.packets ?? 0;
   };
-  return { 4: count('banned_v4'), 6: count('banned_v6') };
+  return { 4: count('banned_v4') + count('banned_v4_net'), 6: count('banned_v6') + count('banned_v6_net') };
 }
 
 /** sends `msg` from `from` and waits until the listener has it */
