@@ -1,0 +1,196 @@
+// The shared store: a fleet of PBXs pointed at one Redis sees one failure window and one ban per address.
+import type { Cluster, Redis } from 'ioredis';
+import type { IpTarget } from '../net/ip.js';
+import { KeySpace } from './keys.js';
+import { storeScripts, parseKinds, type StoreScripts } from './scripts.js';
+import type {
+  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, Store,
+} from './store.js';
+
+/** bans kept per address; a ban record's `prev` counts up to this */
+export const HISTORY_CAP = 50;
+/** characters of an account id kept with a failure (the normaliser truncates already; this bounds memory anyway) */
+export const ACCOUNT_MAX = 128;
+/** characters of a manual ban reason kept */
+export const REASON_MAX = 200;
+const PAGE_SIZE = 5_000;
+
+export interface RedisStoreOptions {
+  readonly client: Redis | Cluster;
+  /** `redis.keyPrefix`, e.g. `ami-guard:` */
+  readonly keyPrefix: string;
+  /** node.id, written into every ban and history entry */
+  readonly nodeId: string;
+  readonly policy: PolicyParams;
+}
+
+export class RedisStore implements Store {
+  readonly kind = 'redis' as const;
+  private readonly client: Redis | Cluster;
+  private readonly keys: KeySpace;
+  private readonly scripts: StoreScripts;
+  private readonly nodeId: string;
+  private readonly policy: PolicyParams;
+
+  constructor(opts: RedisStoreOptions) {
+    this.client = opts.client;
+    this.keys = new KeySpace(opts.keyPrefix);
+    this.scripts = storeScripts(opts.client);
+    this.nodeId = opts.nodeId;
+    this.policy = checkPolicy(opts.policy);
+  }
+
+  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
+    const address = input.address.text;
+    const keys = this.keys.target(address);
+    checkFailure(input);
+    // `|` separates the fields of a window entry; kinds are Asterisk event names, which never contain it
+    if (input.kind.includes('|')) throw new RangeError(`invalid failure kind ${JSON.stringify(input.kind)}`);
+    const { maxretry, findtimeMs, bantimeMs, historyTtlMs } = this.policy;
+    const until = input.now + bantimeMs;
+    const reply = await this.scripts.recordFailure(keys, {
+      now: input.now, kind: input.kind, account: input.account.slice(0, ACCOUNT_MAX), weight: input.weight,
+      maxretry, findtimeMs, bantimeMs, until, historyTtlMs, historyCap: HISTORY_CAP, node: this.nodeId,
+    });
+    if (reply.type !== 'banned') return reply;
+    await this.indexBan(address, until, bantimeMs);
+    return {
+      type: 'banned',
+      ban: {
+        address, reason: 'failures', kinds: reply.kinds, count: reply.count, firstSeen: reply.first,
+        lastSeen: reply.last, bannedAt: input.now, until, node: this.nodeId, previousBans: reply.prev,
+      },
+    };
+  }
+
+  async ban(input: ManualBanInput): Promise<BanRecord> {
+    checkManualBan(input);
+    const address = input.target.text;
+    const until = input.now + input.durationMs;
+    const reason = input.reason.slice(0, REASON_MAX);
+    const prev = await this.scripts.ban(this.keys.target(address), {
+      now: input.now, until, reason, node: this.nodeId, historyTtlMs: this.policy.historyTtlMs,
+      historyCap: HISTORY_CAP,
+    });
+    await this.indexBan(address, until, input.durationMs);
+    return {
+      address, reason, kinds: {}, count: 0, firstSeen: input.now, lastSeen: input.now, bannedAt: input.now, until,
+      node: this.nodeId, previousBans: prev,
+    };
+  }
+
+  async unban(target: IpTarget): Promise<boolean> {
+    const [existed] = await Promise.all([
+      this.scripts.unban(this.keys.target(target.text)),
+      this.client.zrem(this.keys.banIndex, target.text),
+    ]);
+    return existed;
+  }
+
+  async getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
+    const h = await this.client.hgetall(this.keys.target(target.text).ban);
+    const until = num(h.until);
+    if (until === undefined || until <= now) return null;
+    // fields an older version did not write read as neutral values
+    const bannedAt = num(h.at) ?? 0;
+    return {
+      address: target.text,
+      reason: h.reason ?? 'failures',
+      kinds: parseKinds(h.kinds),
+      count: num(h.count) ?? 0,
+      firstSeen: num(h.first) ?? bannedAt,
+      lastSeen: num(h.last) ?? bannedAt,
+      bannedAt,
+      until,
+      node: h.node ?? '',
+      previousBans: num(h.prev) ?? 0,
+    };
+  }
+
+  async history(target: IpTarget): Promise<HistoryEntry[]> {
+    const raw = await this.client.lrange(this.keys.target(target.text).hist, 0, -1);
+    return raw.flatMap((json) => {
+      const entry = parseHistoryEntry(json);
+      return entry ? [entry] : [];
+    });
+  }
+
+  async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
+    const index = this.keys.banIndex;
+    await this.client.zremrangebyscore(index, '-inf', now);
+    // Offset paging: a ban added or removed between pages can shift the rest by one, so a concurrent change may be
+    // missed or seen twice in this pass; reconciliation runs periodically and catches it on the next one.
+    for (let offset = 0; ; offset += PAGE_SIZE) {
+      const flat = await this.client.zrange(
+        index, `(${now}`, '+inf', 'BYSCORE', 'LIMIT', offset, PAGE_SIZE, 'WITHSCORES');
+      const page: ActiveBan[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) page.push({ address: flat[i]!, until: Number(flat[i + 1]) });
+      if (page.length > 0) yield page;
+      if (page.length < PAGE_SIZE) return;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.client.quit();
+  }
+
+  /**
+   * Adds a ban to the index, from here rather than from the script because the index lives in a slot of its own.
+   * Expired members are pruned by activeBans; the key itself expires with its longest ban, so a fleet whose
+   * reconciliation stopped still cannot grow it for ever.
+   */
+  private async indexBan(address: string, until: number, durationMs: number): Promise<void> {
+    const index = this.keys.banIndex;
+    await Promise.all([
+      this.client.zadd(index, until, address),
+      // NX gives a new index its first TTL; GT extends it and never shortens it
+      this.client.pexpire(index, durationMs, 'NX'),
+      this.client.pexpire(index, durationMs, 'GT'),
+    ]);
+  }
+}
+
+/** Config validation is the first line; this one keeps a bad policy from reaching the scripts as nonsense. */
+export function checkPolicy(policy: PolicyParams): PolicyParams {
+  for (const [name, v] of Object.entries(policy)) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`invalid policy ${name}: ${v}`);
+  }
+  return policy;
+}
+
+/** Checks what both stores rely on: integer ms (they are written into entries and JSON as digits) and weight. */
+export function checkFailure(input: FailureInput): void {
+  if (!Number.isSafeInteger(input.now)) throw new RangeError(`invalid time ${input.now}`);
+  if (!Number.isSafeInteger(input.weight) || input.weight < 1) throw new RangeError(`invalid weight ${input.weight}`);
+}
+
+export function checkManualBan(input: ManualBanInput): void {
+  if (!Number.isSafeInteger(input.now)) throw new RangeError(`invalid time ${input.now}`);
+  if (!Number.isSafeInteger(input.durationMs) || input.durationMs < 1) {
+    throw new RangeError(`invalid ban duration ${input.durationMs}`);
+  }
+}
+
+function num(v: string | undefined): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function parseHistoryEntry(json: string): HistoryEntry | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(json);
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object') return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.at !== 'number') return null;
+  return {
+    at: o.at,
+    until: typeof o.until === 'number' ? o.until : o.at,
+    reason: typeof o.reason === 'string' ? o.reason : 'failures',
+    node: typeof o.node === 'string' ? o.node : '',
+  };
+}

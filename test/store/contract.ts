@@ -1,0 +1,232 @@
+// The behaviour every Store must have, run against each implementation by its own test file.
+import { afterEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseAddress, parseTarget, type IpAddress, type IpTarget } from '../../src/net/ip.js';
+import type { ActiveBan, FailureInput, PolicyParams, Store } from '../../src/store/store.js';
+
+export const POLICY: PolicyParams = {
+  maxretry: 5,
+  findtimeMs: 600_000,
+  bantimeMs: 3_600_000,
+  historyTtlMs: 30 * 86_400_000,
+};
+export const NODE = 'pbx-test-1';
+export const T0 = 1_700_000_000_000;
+
+/** Makes a fresh store that shares nothing with any other one made before. */
+export type StoreFactory = (policy: PolicyParams) => Promise<Store>;
+
+export function addr(text: string): IpAddress {
+  const a = parseAddress(text);
+  assert.ok(a, text);
+  return a;
+}
+
+export function target(text: string): IpTarget {
+  const t = parseTarget(text);
+  assert.ok(t, text);
+  return t;
+}
+
+export function failure(address: string, now: number, extra: Partial<FailureInput> = {}): FailureInput {
+  return { address: addr(address), kind: 'InvalidPassword', account: '6001', weight: 1, now, ...extra };
+}
+
+/** 10.0.0.0 + i, e.g. hostAddress(300) = 10.0.1.44 */
+export function hostAddress(i: number): string {
+  return `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+}
+
+export async function collect(bans: AsyncIterable<ActiveBan[]>): Promise<ActiveBan[][]> {
+  const pages: ActiveBan[][] = [];
+  for await (const page of bans) pages.push(page);
+  return pages;
+}
+
+export function storeContract(name: string, factory: () => StoreFactory): void {
+  describe(`${name}: Store contract`, () => {
+    const open: Store[] = [];
+    const make = async (policy: PolicyParams = POLICY): Promise<Store> => {
+      const s = await factory()(policy);
+      open.push(s);
+      return s;
+    };
+    afterEach(async () => {
+      await Promise.all(open.splice(0).map((s) => s.close()));
+    });
+
+    it('counts maxretry-1 failures, bans on the maxretry-th with the window in the record, then reports already-banned', async () => {
+      const store = await make();
+      const kinds = ['InvalidPassword', 'InvalidPassword', 'ChallengeResponseFailed', 'InvalidPassword', 'InvalidAccountID'];
+      for (let i = 0; i < 4; i++) {
+        const v = await store.recordFailure(failure('198.51.100.7', T0 + i * 1_000, { kind: kinds[i]! }));
+        assert.deepEqual(v, { type: 'counted', count: i + 1 });
+      }
+      const at = T0 + 4_000;
+      const v = await store.recordFailure(failure('198.51.100.7', at, { kind: kinds[4]! }));
+      const expected = {
+        address: '198.51.100.7', reason: 'failures',
+        kinds: { InvalidPassword: 3, ChallengeResponseFailed: 1, InvalidAccountID: 1 },
+        count: 5, firstSeen: T0, lastSeen: at, bannedAt: at, until: at + POLICY.bantimeMs, node: NODE, previousBans: 0,
+      };
+      assert.deepEqual(v, { type: 'banned', ban: expected });
+      assert.deepEqual(await store.getBan(target('198.51.100.7'), at + 1), expected);
+
+      for (const now of [at + 1, at + POLICY.bantimeMs - 1]) {
+        assert.deepEqual(await store.recordFailure(failure('198.51.100.7', now)),
+          { type: 'already-banned', until: at + POLICY.bantimeMs });
+      }
+      // other addresses have windows of their own
+      assert.deepEqual(await store.recordFailure(failure('198.51.100.8', at)), { type: 'counted', count: 1 });
+    });
+
+    it('refuses a policy that is not positive whole milliseconds and counts', async () => {
+      await assert.rejects(make({ ...POLICY, maxretry: 0 }), RangeError);
+      await assert.rejects(make({ ...POLICY, findtimeMs: 1.5 }), RangeError);
+    });
+
+    it('counts IPv6 addresses under their canonical form', async () => {
+      const store = await make();
+      for (let i = 0; i < 4; i++) await store.recordFailure(failure('2001:db8::1', T0 + i));
+      const v = await store.recordFailure(failure('2001:0DB8:0:0:0:0:0:1', T0 + 4));
+      assert.equal(v.type, 'banned');
+      assert.equal(v.type === 'banned' && v.ban.address, '2001:db8::1');
+    });
+
+    it('slides the window: failures more than findtime apart never ban, the same failures closer together do', async () => {
+      const store = await make();
+      for (let i = 0; i < 20; i++) {
+        const v = await store.recordFailure(failure('192.0.2.1', T0 + i * (POLICY.findtimeMs + 1)));
+        assert.deepEqual(v, { type: 'counted', count: 1 });
+      }
+      // maxretry failures that never fit in one window: at most maxretry-1 are ever counted together
+      const spread = Math.floor(POLICY.findtimeMs / (POLICY.maxretry - 1)) + 1;
+      for (let i = 0; i < 3 * POLICY.maxretry; i++) {
+        const v = await store.recordFailure(failure('192.0.2.2', T0 + i * spread));
+        assert.equal(v.type, 'counted');
+        assert.ok(v.type === 'counted' && v.count <= POLICY.maxretry - 1, JSON.stringify(v));
+      }
+      // the same count squeezed just inside one window bans
+      const tight = Math.floor((POLICY.findtimeMs - 1) / (POLICY.maxretry - 1));
+      let last;
+      for (let i = 0; i < POLICY.maxretry; i++) last = await store.recordFailure(failure('192.0.2.3', T0 + i * tight));
+      assert.equal(last?.type, 'banned');
+      assert.equal(last?.type === 'banned' && last.ban.firstSeen, T0);
+    });
+
+    it('counts a failure of weight w as w failures', async () => {
+      const store = await make();
+      assert.deepEqual(await store.recordFailure(failure('192.0.2.10', T0, { weight: 3, kind: 'A' })), { type: 'counted', count: 3 });
+      const v = await store.recordFailure(failure('192.0.2.10', T0 + 10, { weight: 2, kind: 'B' }));
+      assert.equal(v.type, 'banned');
+      assert.ok(v.type === 'banned');
+      assert.deepEqual([v.ban.count, v.ban.kinds, v.ban.firstSeen, v.ban.lastSeen], [5, { A: 3, B: 2 }, T0, T0 + 10]);
+      // a weight beyond maxretry bans at once and counts maxretry
+      const big = await store.recordFailure(failure('192.0.2.11', T0, { weight: 50 }));
+      assert.ok(big.type === 'banned');
+      assert.equal(big.ban.count, POLICY.maxretry);
+      await assert.rejects(store.recordFailure(failure('192.0.2.12', T0, { weight: 0 })), RangeError);
+      await assert.rejects(store.recordFailure(failure('192.0.2.12', T0, { weight: 1.5 })), RangeError);
+      await assert.rejects(store.recordFailure(failure('192.0.2.12', T0 + 0.5)), RangeError);
+    });
+
+    it('keeps history across unban; unban lifts the ban, resets the window and says whether a ban existed', async () => {
+      const store = await make();
+      const ip = '203.0.113.50';
+      for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i));
+      assert.equal((await store.history(target(ip))).length, 1);
+
+      assert.equal(await store.unban(target(ip)), true);
+      assert.equal(await store.unban(target(ip)), false);
+      assert.equal(await store.getBan(target(ip), T0 + 10), null);
+      assert.deepEqual(await store.history(target(ip)),
+        [{ at: T0 + 4, until: T0 + 4 + POLICY.bantimeMs, reason: 'failures', node: NODE }]);
+
+      const t1 = T0 + 100;
+      for (let i = 0; i < POLICY.maxretry - 1; i++) {
+        assert.deepEqual(await store.recordFailure(failure(ip, t1 + i)), { type: 'counted', count: i + 1 });
+      }
+      // unban without a ban still resets the window
+      assert.equal(await store.unban(target(ip)), false);
+      assert.deepEqual(await store.recordFailure(failure(ip, t1 + 10)), { type: 'counted', count: 1 });
+      let v;
+      for (let i = 1; i < POLICY.maxretry; i++) v = await store.recordFailure(failure(ip, t1 + 10 + i));
+      assert.ok(v?.type === 'banned');
+      assert.equal(v.ban.previousBans, 1);
+      const hist = await store.history(target(ip));
+      assert.deepEqual(hist.map((h) => h.at), [t1 + 10 + POLICY.maxretry - 1, T0 + 4], 'newest first');
+      assert.deepEqual(await collect(store.activeBans(t1 + 100)),
+        [[{ address: ip, until: t1 + 10 + POLICY.maxretry - 1 + POLICY.bantimeMs }]]);
+      await store.unban(target(ip));
+      assert.deepEqual(await collect(store.activeBans(t1 + 100)), [], 'unban leaves the index');
+    });
+
+    it('bans an address or a network by hand, replacing an earlier ban', async () => {
+      const store = await make();
+      for (let i = 0; i < 3; i++) await store.recordFailure(failure('198.51.100.20', T0 + i));
+      const manual = await store.ban({ target: target('198.51.100.20'), reason: 'operator', durationMs: 60_000, now: T0 + 10 });
+      assert.deepEqual(manual, {
+        address: '198.51.100.20', reason: 'operator', kinds: {}, count: 0, firstSeen: T0 + 10, lastSeen: T0 + 10,
+        bannedAt: T0 + 10, until: T0 + 60_010, node: NODE, previousBans: 0,
+      });
+      assert.deepEqual(await store.getBan(target('198.51.100.20'), T0 + 11), manual);
+      assert.deepEqual(await store.recordFailure(failure('198.51.100.20', T0 + 20)), { type: 'already-banned', until: T0 + 60_010 });
+      // the window was reset by the ban: after it, counting starts from one
+      assert.deepEqual(await store.recordFailure(failure('198.51.100.20', T0 + 60_010)), { type: 'counted', count: 1 });
+
+      const net = target('2001:db8:aa::77/48');
+      assert.equal(net.text, '2001:db8:aa::/48');
+      const first = await store.ban({ target: net, reason: 'abuse report', durationMs: 86_400_000, now: T0 });
+      assert.equal(first.address, '2001:db8:aa::/48');
+      const second = await store.ban({ target: net, reason: 'shorter', durationMs: 1_000, now: T0 + 5 });
+      assert.equal(second.previousBans, 1);
+      assert.deepEqual(await store.getBan(net, T0 + 6), second);
+      assert.deepEqual((await store.history(net)).map((h) => h.reason), ['shorter', 'abuse report']);
+      const active = (await collect(store.activeBans(T0 + 6))).flat();
+      assert.deepEqual(active.find((b) => b.address === '2001:db8:aa::/48'), { address: '2001:db8:aa::/48', until: T0 + 1_005 });
+
+      await store.ban({ target: target('192.0.2.0/24'), reason: 'manual', durationMs: 1_000, now: T0 });
+      assert.equal((await store.getBan(target('192.0.2.0/24'), T0))?.address, '192.0.2.0/24');
+      await assert.rejects(store.ban({ target: net, reason: 'x', durationMs: 0, now: T0 }), RangeError);
+    });
+
+    it('forgets a ban whose until has passed: getBan is null and failures count again', async () => {
+      const store = await make();
+      for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure('198.51.100.30', T0));
+      const until = T0 + POLICY.bantimeMs;
+      assert.ok(await store.getBan(target('198.51.100.30'), until - 1));
+      assert.equal(await store.getBan(target('198.51.100.30'), until), null);
+      assert.deepEqual(await store.recordFailure(failure('198.51.100.30', until)), { type: 'counted', count: 1 });
+      assert.deepEqual(await collect(store.activeBans(until)), []);
+    });
+
+    it('pages through 12,000 bans, yielding each active one exactly once', async () => {
+      const store = await make();
+      const now = T0 + 5_000;
+      const expected = new Map<string, number>();
+      const bans = [];
+      for (let i = 0; i < 12_000; i++) {
+        // every fourth ban is over by `now`
+        const durationMs = i % 4 === 0 ? 1_000 + (i % 7) : 60_000 + i;
+        const address = hostAddress(i);
+        if (i % 4 !== 0) expected.set(address, T0 + durationMs);
+        bans.push(store.ban({ target: target(address), reason: 'bulk', durationMs, now: T0 }));
+        if (bans.length === 2_000) await Promise.all(bans.splice(0));
+      }
+      await Promise.all(bans);
+
+      const pages = await collect(store.activeBans(now));
+      assert.ok(pages.length > 1, `${pages.length} page(s)`);
+      const seen = new Map<string, number>();
+      for (const page of pages) {
+        assert.ok(page.length > 0);
+        for (const b of page) {
+          assert.ok(!seen.has(b.address), `${b.address} yielded twice`);
+          seen.set(b.address, b.until);
+        }
+      }
+      assert.equal(seen.size, expected.size);
+      assert.deepEqual(seen, expected);
+    });
+  });
+}
