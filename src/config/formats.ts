@@ -12,6 +12,8 @@ function asList(value: unknown): unknown[] {
 
 export const NFT_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
 const EVENT_NAME = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
+// braces would move the Redis Cluster hash tag; whitespace makes keys unreadable in redis-cli
+const KEY_PREFIX = /^[A-Za-z0-9:_.-]{0,64}$/;
 const NETNS = /^([A-Za-z0-9_.-]{1,64}|\/[A-Za-z0-9_./-]{1,255})$/;
 
 export function registerFormats(): void {
@@ -61,6 +63,14 @@ export function registerFormats(): void {
     validate: (v: unknown) => {
       if (typeof v !== 'string' || !NFT_NAME.test(v)) {
         throw new Error('must be an nftables identifier: a letter or _, then letters, digits or _ (at most 32)');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'key-prefix',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string' || !KEY_PREFIX.test(v)) {
+        throw new Error('must be at most 64 characters from A-Z a-z 0-9 : _ . -');
       }
     },
   });

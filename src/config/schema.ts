@@ -23,7 +23,7 @@ export const schema = {
       default: '',
       sensitive: true,
     },
-    keyPrefix: { doc: 'Prefix of every key ami-guard writes.', format: String, default: 'ami-guard:' },
+    keyPrefix: { doc: 'Prefix of every key ami-guard writes.', format: 'key-prefix', default: 'ami-guard:' },
   },
   node: {
     id: { doc: 'This PBX\'s name in ban records and history.', format: String, default: hostname() },

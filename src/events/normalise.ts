@@ -5,7 +5,7 @@ import type { RawMessage, SecurityEvent } from './types.js';
 import { parseRemoteAddress } from './remote-address.js';
 
 export type NotSecurityReason = 'not-event' | 'not-security';
-export type InvalidReason = 'bad-kind' | 'no-address' | 'bad-address';
+export type InvalidReason = 'bad-kind' | 'no-address' | 'bad-address' | 'oversized';
 
 export type NormaliseResult =
   | { readonly ok: true; readonly event: SecurityEvent }
@@ -14,6 +14,11 @@ export type NormaliseResult =
 const KIND = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
 const SERVICE = /^[A-Za-z0-9_-]{1,32}$/;
 const ACCOUNT_MAX = 64;
+/**
+ * Real security events are a few hundred bytes. A bigger one is forged or broken; it is dropped whole, as the frame
+ * reader drops it from a recording (the same cap), so a replay and the live daemon agree.
+ */
+export const MAX_MESSAGE_CHARS = 64 * 1024;
 // EventTV: 2026-11-21T19:15:48.554+0000 (UTC, milliseconds, no colon in the offset)
 const EVENT_TV = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):?(\d{2})$/;
 
@@ -43,6 +48,15 @@ export function sanitizeText(value: string | undefined, max = ACCOUNT_MAX): stri
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
+function messageChars(msg: RawMessage): number {
+  let n = 0;
+  for (const key in msg) {
+    const v = msg[key];
+    n += key.length + (typeof v === 'string' ? v.length : (v ?? []).reduce((a, x) => a + x.length, 0));
+  }
+  return n;
+}
+
 function isSecurityMessage(msg: RawMessage): boolean {
   const privilege = header(msg, 'privilege');
   return privilege !== undefined && privilege.split(',').some((p) => p.trim().toLowerCase() === 'security');
@@ -54,6 +68,7 @@ export function normalise(msg: RawMessage, receivedAt: number): NormaliseResult 
   if (kind === undefined) return { ok: false, reason: 'not-event' };
   if (!isSecurityMessage(msg)) return { ok: false, reason: 'not-security' };
   if (!KIND.test(kind)) return { ok: false, reason: 'bad-kind' };
+  if (messageChars(msg) > MAX_MESSAGE_CHARS) return { ok: false, reason: 'oversized', kind };
   const remote = header(msg, 'remoteaddress');
   if (remote === undefined || remote.trim() === '') return { ok: false, reason: 'no-address', kind };
   const address = parseRemoteAddress(remote.trim());

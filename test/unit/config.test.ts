@@ -69,6 +69,7 @@ test('a broken config names the field and never shows a secret', () => {
     ['{"policy":{"findtime":"ten"}}', {}, /policy\.findtime/],
     ['{"policy":{"ignoreip":["10.0.0.300"]}}', {}, /policy\.ignoreip.*10\.0\.0\.300/],
     ['{"nft":{"table":"x; flush ruleset"}}', {}, /nft\.table/],
+    ['{"redis":{"keyPrefix":"a{b}:"}}', {}, /redis\.keyPrefix/],
     ['{"policy":{"maxretyr":3}}', {}, /policy\.maxretyr/],
     ['{}', { AMI_GUARD_REDIS_URL: 'http://user:hunter2@redis:6379' }, /redis\.url/],
     ['{}', { AMI_GUARD_REDIS_URL: 'redis://user:hunter2@[redis' }, /redis\.url/],
@@ -92,4 +93,11 @@ test('invalid JSON is reported by position, without quoting the file', () => {
     return true;
   });
   assert.throws(() => loadConfig({ file: join(dir, 'missing.json'), env: {} }), /cannot read config file .*ENOENT/);
+});
+
+test('the README documents every configuration field and its environment variable', () => {
+  const readme = readFileSync('README.md', 'utf8');
+  for (const [env, path] of envVars()) {
+    assert.ok(readme.includes(`| \`${path}\` | \`${env}\` |`), `README lacks the row for ${path}`);
+  }
 });

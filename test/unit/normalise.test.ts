@@ -85,3 +85,8 @@ test('EventTV parsing', () => {
   assert.equal(parseEventTime('yesterday'), null);
   assert.equal(parseEventTime(undefined), null);
 });
+
+test('an event bigger than any real one is dropped whole', () => {
+  const raw = `Event: InvalidPassword\r\nPrivilege: security,all\r\nService: SIP\r\nAccountID: ${'x'.repeat(70 * 1024)}\r\nRemoteAddress: IPV4/UDP/198.18.0.11/5060\r\n\r\n`;
+  assert.deepEqual(normalise(parseHeaderBlock(raw), 0), { ok: false, reason: 'oversized', kind: 'InvalidPassword' });
+});
