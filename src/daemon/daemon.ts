@@ -1,7 +1,7 @@
 // The flow of `ami-guard run`: AMI messages in, events normalised, decisions made, state in the store, bans out
 // to the firewall. Nothing here blocks the event loop: each message costs a parse and at most one store call,
 // whose reply is handled asynchronously.
-import type { EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
 import type { RawMessage, SecurityEvent } from '../events/types.js';
 import { normalise } from '../events/normalise.js';
@@ -32,7 +32,12 @@ export interface DaemonOptions {
 
 const STORE_ERROR_LOG_INTERVAL_MS = 5_000;
 
-export class Daemon {
+export interface DaemonEvents {
+  /** a ban decided by this node (not one learnt from the store or another node) */
+  ban: [BanRecord];
+}
+
+export class Daemon extends EventEmitter<DaemonEvents> {
   private readonly cache = new BanCache();
   private pending = 0;
   private idleWaiters: Array<() => void> = [];
@@ -42,6 +47,7 @@ export class Daemon {
   private readonly now: () => number;
 
   constructor(private readonly o: DaemonOptions) {
+    super();
     this.now = o.now ?? Date.now;
     this.onMessage = this.onMessage.bind(this);
   }
@@ -110,7 +116,10 @@ export class Daemon {
     this.o.store
       .recordFailure({ address: event.address, kind: event.kind, account: event.accountId, weight, now: event.receivedAt })
       .then((verdict) => {
-        if (verdict.type === 'banned') this.enforce(verdict.ban, true);
+        if (verdict.type === 'banned') {
+          this.enforce(verdict.ban, true);
+          this.emit('ban', verdict.ban);
+        }
         else if (verdict.type === 'already-banned' && !this.cache.isBanned(event.address.text, this.now())) {
           // banned elsewhere (another node, or before a restart) and not yet known here: enforce it now
           this.enforce({ address: event.address.text, until: verdict.until }, false);
