@@ -4,7 +4,7 @@
 import type { IpTarget } from '../net/ip.js';
 import { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, checkFailure, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
-  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, Store,
+  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, RecentFailure, Store,
 } from './store.js';
 
 const PAGE_SIZE = 5_000;
@@ -139,9 +139,10 @@ export class MemoryStore implements Store {
     const address = input.target.text;
     const { now } = input;
     this.windows.delete(address);
+    const note = (input.note ?? '').slice(0, REASON_MAX);
     return this.writeBan(address, {
       reason: input.reason.slice(0, REASON_MAX), kinds: {}, count: 0, firstSeen: now, lastSeen: now, bannedAt: now,
-      until: now + input.durationMs,
+      until: now + input.durationMs, ...(note ? { note } : {}),
     });
   }
 
@@ -159,11 +160,19 @@ export class MemoryStore implements Store {
     return [...(this.histories.get(target.text) ?? [])];
   }
 
+  async recentFailures(target: IpTarget): Promise<RecentFailure[]> {
+    return (this.windows.get(target.text) ?? []).map((f) => ({ ...f }));
+  }
+
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
     // a snapshot: the table reorders on writes, and a live walk could meet a re-written ban twice
     const active: ActiveBan[] = [];
     for (const b of this.bans.values()) if (b.until > now) active.push({ address: b.address, until: b.until });
     for (let i = 0; i < active.length; i += PAGE_SIZE) yield active.slice(i, i + PAGE_SIZE);
+  }
+
+  async ping(): Promise<number> {
+    return 0;
   }
 
   async close(): Promise<void> {

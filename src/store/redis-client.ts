@@ -1,7 +1,7 @@
 // The one place that opens a Redis connection. Callers get a client that fails fast while Redis is away (so the
 // daemon can fall back to the in-process store) and reconnects on its own, and whose errors and logs never carry
 // the password from the URL.
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { redactUrl, type Logger } from '../log.js';
 
 export interface RedisClientOptions {
@@ -37,9 +37,64 @@ export function createRedisClient(opts: RedisClientOptions): Redis {
   if (protocol !== 'redis:' && protocol !== 'rediss:') {
     throw new Error(`invalid redis url ${where}: use redis:// or rediss://`);
   }
+  return watch(new Redis(opts.url, clientOptions(opts)), where, opts.logger);
+}
 
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface RedisTopologyOptions extends Omit<RedisClientOptions, 'url'> {
+  readonly username?: string;
+  readonly password?: string;
+  /** rediss: TLS to every node */
+  readonly tls?: boolean;
+}
+
+/** A Sentinel-managed primary: ioredis asks the sentinels where the primary is and follows failovers. */
+export function createSentinelClient(sentinels: readonly HostPort[], name: string, opts: RedisTopologyOptions): Redis {
+  const where = `sentinel ${name} via ${sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
+  return watch(
+    new Redis({
+      ...clientOptions(opts),
+      sentinels: sentinels.map((s) => ({ host: s.host, port: s.port })),
+      name,
+      ...(opts.username ? { username: opts.username } : {}),
+      ...(opts.password ? { password: opts.password } : {}),
+      ...(opts.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+    }),
+    where,
+    opts.logger,
+  );
+}
+
+/** Redis Cluster: every script touches one slot (keys share the address's hash tag), so they run unchanged. */
+export function createClusterClient(nodes: readonly HostPort[], opts: RedisTopologyOptions): Cluster {
+  const where = `cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
+  const { maxRetriesPerRequest: _unused, ...redisOptions } = clientOptions(opts);
+  return watch(
+    new Cluster(
+      nodes.map((n) => ({ host: n.host, port: n.port })),
+      {
+        enableAutoPipelining: true,
+        clusterRetryStrategy: (attempt) => reconnectDelay(attempt, opts.maxReconnectDelayMs ?? 5_000),
+        redisOptions: {
+          ...redisOptions,
+          ...(opts.username ? { username: opts.username } : {}),
+          ...(opts.password ? { password: opts.password } : {}),
+          ...(opts.tls ? { tls: {} } : {}),
+        },
+      },
+    ),
+    where,
+    opts.logger,
+  );
+}
+
+function clientOptions(opts: Omit<RedisClientOptions, 'url'>): RedisOptions {
   const maxDelay = opts.maxReconnectDelayMs ?? 5_000;
-  const client = new Redis(opts.url, {
+  return {
     // one round trip carries every command issued in the same tick: the failure scripts of a burst of events
     enableAutoPipelining: true,
     connectTimeout: opts.connectTimeoutMs ?? 5_000,
@@ -51,17 +106,20 @@ export function createRedisClient(opts: RedisClientOptions): Redis {
     retryStrategy: (attempt) => reconnectDelay(attempt, maxDelay),
     // after a failover the old primary answers READONLY; reconnecting (and resending) reaches the new one
     reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
-  });
+  };
+}
 
+/** Logs an outage once (not once per reconnect attempt) and its end, and scrubs AUTH arguments from errors. */
+function watch<T extends Redis | Cluster>(client: T, where: string, logger: Logger | undefined): T {
   let down = false;
   client.on('error', (err: Error) => {
     scrubAuthArgs(err);
-    if (down) return; // once per outage, not once per reconnect attempt
+    if (down) return;
     down = true;
-    opts.logger?.warn({ redis: where, error: err.message }, 'redis unavailable');
+    logger?.warn({ redis: where, error: err.message }, 'redis unavailable');
   });
   client.on('ready', () => {
-    opts.logger?.info({ redis: where }, down ? 'redis reachable again' : 'redis connected');
+    logger?.info({ redis: where }, down ? 'redis reachable again' : 'redis connected');
     down = false;
   });
   return client;

@@ -4,7 +4,7 @@ import type { IpTarget } from '../net/ip.js';
 import { KeySpace } from './keys.js';
 import { storeScripts, parseKinds, type StoreScripts } from './scripts.js';
 import type {
-  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, Store,
+  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, RecentFailure, Store,
 } from './store.js';
 
 /** bans kept per address; a ban record's `prev` counts up to this */
@@ -68,14 +68,15 @@ export class RedisStore implements Store {
     const address = input.target.text;
     const until = input.now + input.durationMs;
     const reason = input.reason.slice(0, REASON_MAX);
+    const note = (input.note ?? '').slice(0, REASON_MAX);
     const prev = await this.scripts.ban(this.keys.target(address), {
       now: input.now, until, reason, node: this.nodeId, historyTtlMs: this.policy.historyTtlMs,
-      historyCap: HISTORY_CAP,
+      historyCap: HISTORY_CAP, note,
     });
     await this.indexBan(address, until, input.durationMs);
     return {
       address, reason, kinds: {}, count: 0, firstSeen: input.now, lastSeen: input.now, bannedAt: input.now, until,
-      node: this.nodeId, previousBans: prev,
+      node: this.nodeId, previousBans: prev, ...(note ? { note } : {}),
     };
   }
 
@@ -104,7 +105,17 @@ export class RedisStore implements Store {
       until,
       node: h.node ?? '',
       previousBans: num(h.prev) ?? 0,
+      ...(h.note ? { note: h.note } : {}),
     };
+  }
+
+  async recentFailures(target: IpTarget): Promise<RecentFailure[]> {
+    const raw = await this.client.lrange(this.keys.target(target.text).fail, 0, -1);
+    return raw.flatMap((entry) => {
+      // `<ms>|<kind>|<account>`: the account is last because it may itself contain `|`
+      const m = /^(\d+)\|([^|]*)\|(.*)$/s.exec(entry);
+      return m ? [{ at: Number(m[1]), kind: m[2]!, account: m[3]! }] : [];
+    });
   }
 
   async history(target: IpTarget): Promise<HistoryEntry[]> {
@@ -128,6 +139,12 @@ export class RedisStore implements Store {
       if (page.length > 0) yield page;
       if (page.length < PAGE_SIZE) return;
     }
+  }
+
+  async ping(): Promise<number> {
+    const started = performance.now();
+    await this.client.ping();
+    return performance.now() - started;
   }
 
   async close(): Promise<void> {

@@ -65,6 +65,7 @@ export interface BanArgs {
   readonly node: string;
   readonly historyTtlMs: number;
   readonly historyCap: number;
+  readonly note: string;
 }
 
 export interface StoreScripts {
@@ -96,7 +97,7 @@ export function storeScripts(client: Redis | Cluster): StoreScripts {
     async ban(keys, a) {
       const reply = await c.amiGuardBan(
         keys.ban, keys.hist, keys.fail,
-        a.now, a.until, a.until - a.now, a.reason, a.node, a.historyTtlMs, a.historyCap,
+        a.now, a.until, a.until - a.now, a.reason, a.node, a.historyTtlMs, a.historyCap, a.note,
       );
       return integer(reply, 'ban.lua');
     },

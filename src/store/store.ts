@@ -39,6 +39,16 @@ export interface BanRecord {
   readonly node: string;
   /** bans of this address in its history before this one */
   readonly previousBans: number;
+  /** the operator's words for a manual ban (`ami-guard ban --reason`) */
+  readonly note?: string;
+}
+
+/** One failure in an address's current window. */
+export interface RecentFailure {
+  readonly at: number;
+  readonly kind: string;
+  /** attacker-controlled, data only */
+  readonly account: string;
 }
 
 export interface HistoryEntry {
@@ -64,6 +74,7 @@ export interface ManualBanInput {
   readonly reason: string;
   readonly durationMs: number;
   readonly now: number;
+  readonly note?: string;
 }
 
 export interface Store {
@@ -76,7 +87,11 @@ export interface Store {
   unban(target: IpTarget): Promise<boolean>;
   getBan(target: IpTarget, now: number): Promise<BanRecord | null>;
   history(target: IpTarget): Promise<HistoryEntry[]>;
+  /** the failures in the target's current window, newest first */
+  recentFailures(target: IpTarget): Promise<RecentFailure[]>;
   /** active bans (until > now), a page at a time, so 100k bans never sit in one reply */
   activeBans(now: number): AsyncIterable<ActiveBan[]>;
+  /** one round trip to the store; resolves with its time in ms (health check and latency metric) */
+  ping(): Promise<number>;
   close(): Promise<void>;
 }

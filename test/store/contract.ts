@@ -228,5 +228,27 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(seen.size, expected.size);
       assert.deepEqual(seen, expected);
     });
+
+    it('keeps the failures of the current window, newest first, with account ids as inert data', async () => {
+      const store = await make();
+      await store.recordFailure(failure('198.51.100.20', T0, { kind: 'InvalidAccountID', account: 'a|b{c}' }));
+      await store.recordFailure(failure('198.51.100.20', T0 + 1000, { kind: 'ChallengeResponseFailed', account: '6001' }));
+      assert.deepEqual(await store.recentFailures(target('198.51.100.20')), [
+        { at: T0 + 1000, kind: 'ChallengeResponseFailed', account: '6001' },
+        { at: T0, kind: 'InvalidAccountID', account: 'a|b{c}' },
+      ]);
+      assert.deepEqual(await store.recentFailures(target('198.51.100.21')), []);
+    });
+
+    it('keeps the operator\'s note with a manual ban', async () => {
+      const store = await make();
+      const rec = await store.ban({ target: target('203.0.113.0/24'), reason: 'manual', durationMs: 60_000, now: T0, note: 'ticket 7' });
+      assert.equal(rec.note, 'ticket 7');
+      const got = await store.getBan(target('203.0.113.0/24'), T0 + 1);
+      assert.equal(got?.note, 'ticket 7');
+      assert.equal(got?.reason, 'manual');
+      const plain = await store.ban({ target: target('203.0.113.9'), reason: 'manual', durationMs: 60_000, now: T0 });
+      assert.equal(plain.note, undefined);
+    });
   });
 }

@@ -6,7 +6,7 @@
 -- KEYS[3] fail  LIST of recent failures (deleted)
 -- ARGV[1] now (ms)             ARGV[2] until (ms)       ARGV[3] duration (ms, = until - now)
 -- ARGV[4] reason               ARGV[5] node id
--- ARGV[6] history ttl (ms)     ARGV[7] history cap
+-- ARGV[6] history ttl (ms)     ARGV[7] history cap      ARGV[8] note (may be empty)
 --
 -- Returns prev: the number of history entries before this ban.
 
@@ -14,6 +14,7 @@ local prev = redis.call('LLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('HSET', KEYS[1], 'reason', ARGV[4], 'kinds', '{}', 'count', 0, 'first', ARGV[1], 'last', ARGV[1],
   'at', ARGV[1], 'until', ARGV[2], 'node', ARGV[5], 'prev', prev)
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'note', ARGV[8]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('LPUSH', KEYS[2],
   '{"at":' .. ARGV[1] .. ',"until":' .. ARGV[2] .. ',"reason":' .. cjson.encode(ARGV[4]) ..
