@@ -1,4 +1,5 @@
 import { pino, type Logger, type LevelWithSilent } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -18,8 +19,15 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: Node
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination ?? process.stdout,
+    destination ?? stdoutDestination(),
   );
+}
+
+/** A terminal gets readable lines; anything else (journald, docker logs, a pipe, the tests) one JSON object per line. */
+function stdoutDestination(): NodeJS.WritableStream {
+  if (!process.stdout.isTTY) return process.stdout;
+  // sync: the CLI ends with process.exit(), which would cut an asynchronous writer short
+  return pretty({ colorize: true, sync: true, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'pid,hostname,name' });
 }
 
 /** `redis://user:pass@host:6379/0` → `redis://user:***@host:6379/0`; anything unparsable is hidden whole. */

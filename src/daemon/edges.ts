@@ -1,0 +1,79 @@
+// What turns the daemon into a service an operator can watch: the HTTP listener (/metrics, /healthz) with its
+// background health checks, and the ban notifications. Each is optional (http.port 0, notify.webhook.url empty).
+import type { AppConfig } from '../config/schema.js';
+import type { Firewall } from '../firewall/firewall.js';
+import { HealthMonitor } from '../http/health.js';
+import { startHttpServer, type HttpServer } from '../http/server.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { WebhookNotifier } from '../notify/webhook.js';
+import type { Store } from '../store/store.js';
+
+export interface ServiceEdgesOptions {
+  readonly cfg: Pick<AppConfig, 'http' | 'notify' | 'node'>;
+  readonly store: Store;
+  readonly firewall: Firewall;
+  readonly amiConnected: () => boolean;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+export class ServiceEdges {
+  /** undefined when no webhook is configured */
+  readonly notifier: WebhookNotifier | undefined;
+  private readonly health: HealthMonitor;
+  private http: HttpServer | undefined;
+
+  constructor(private readonly o: ServiceEdgesOptions) {
+    const webhook = o.cfg.notify.webhook;
+    this.notifier = webhook.url
+      ? new WebhookNotifier({
+          url: webhook.url,
+          timeoutMs: webhook.timeout,
+          retries: webhook.retries,
+          queueSize: webhook.queue,
+          nodeId: o.cfg.node.id,
+          logger: o.logger,
+          metrics: o.metrics,
+        })
+      : undefined;
+    this.health = new HealthMonitor({
+      store: o.store,
+      firewall: o.firewall,
+      amiConnected: o.amiConnected,
+      metrics: o.metrics,
+      logger: o.logger,
+    });
+  }
+
+  /** Binds the HTTP port before the daemon starts, so a port in use fails the start at once. */
+  async listen(): Promise<void> {
+    const { host, port } = this.o.cfg.http;
+    if (port === 0) {
+      this.o.logger.info('http listener off (http.port is 0)');
+      return;
+    }
+    this.http = await startHttpServer({ host, port, metrics: this.o.metrics, health: () => this.health.report(), logger: this.o.logger });
+  }
+
+  /** The last periodic nft check (the status record reads it rather than spawning nft again). */
+  firewallPresent(): boolean {
+    return this.health.report().firewall.present;
+  }
+
+  /** Once the daemon has built its table: until then /healthz answers 503. */
+  startChecks(): void {
+    this.health.start();
+  }
+
+  /** First thing at shutdown, so no check touches the store or nft while the daemon closes them. */
+  async closeListener(): Promise<void> {
+    this.health.stop();
+    await this.http?.close();
+  }
+
+  /** Last thing at shutdown, so the bans decided while the daemon drained are still sent. */
+  async closeNotifier(): Promise<void> {
+    await this.notifier?.close();
+  }
+}
