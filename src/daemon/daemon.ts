@@ -8,7 +8,7 @@ import { normalise } from '../events/normalise.js';
 import { Policy } from '../policy/policy.js';
 import type { BanRecord, Store } from '../store/store.js';
 import type { Firewall, FirewallBan } from '../firewall/firewall.js';
-import { parseTarget } from '../net/ip.js';
+import { parseTarget, unbannableReason, type IpTarget } from '../net/ip.js';
 import type { Metrics } from '../metrics.js';
 import { BanCache } from './ban-cache.js';
 import { formatDuration } from '../config/duration.js';
@@ -27,7 +27,25 @@ export interface DaemonOptions {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly maxPending: number;
+  /** the fleet's ban channel: where this node's bans go out and other nodes' bans and unbans come in */
+  readonly fleet?: FleetLink;
   readonly now?: () => number;
+}
+
+/** What the fleet link may ask of the daemon. */
+export interface FleetTarget {
+  /** enforce a ban made elsewhere (idempotent) */
+  applyBan(target: IpTarget, until: number): void;
+  /** lift a ban everywhere it is enforced here (idempotent) */
+  applyUnban(target: IpTarget): void;
+  reconcile(why: string): Promise<void>;
+}
+
+export interface FleetLink {
+  /** where to start reading: taken before the start-up reconciliation, so nothing said during it is missed */
+  tail(): Promise<string>;
+  start(from: string, target: FleetTarget): void;
+  stop(): Promise<void>;
 }
 
 const STORE_ERROR_LOG_INTERVAL_MS = 5_000;
@@ -37,7 +55,7 @@ export interface DaemonEvents {
   ban: [BanRecord];
 }
 
-export class Daemon extends EventEmitter<DaemonEvents> {
+export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
   private pending = 0;
   private idleWaiters: Array<() => void> = [];
@@ -45,6 +63,12 @@ export class Daemon extends EventEmitter<DaemonEvents> {
   private stopping = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
+  private reconciling: Promise<void> | undefined;
+  /**
+   * Bans and unbans enforced while a reconciliation is in flight: its transaction replaces the sets with what the
+   * store held when it was read, so these are replayed on top once it is done.
+   */
+  private journal: Array<{ target: IpTarget; until: number | null }> | undefined;
 
   constructor(private readonly o: DaemonOptions) {
     super();
@@ -54,7 +78,9 @@ export class Daemon extends EventEmitter<DaemonEvents> {
 
   async start(): Promise<void> {
     await this.o.firewall.init();
+    const from = await this.o.fleet?.tail();
     await this.reconcile('start-up');
+    if (this.o.fleet && from !== undefined) this.o.fleet.start(from, this);
     this.o.source.on('message', this.onMessage);
     this.sweepTimer = setInterval(() => this.cache.sweep(this.now()), 60_000).unref();
     await this.o.source.start();
@@ -62,6 +88,22 @@ export class Daemon extends EventEmitter<DaemonEvents> {
 
   /** Makes the kernel sets equal the store's active bans, with their remaining time as timeouts. */
   async reconcile(why: string): Promise<void> {
+    // one at a time: a second request while one runs is served by the one that runs
+    if (this.reconciling) return this.reconciling;
+    this.journal = [];
+    this.reconciling = this.reconcileOnce(why).finally(() => {
+      const journal = this.journal ?? [];
+      this.journal = undefined;
+      this.reconciling = undefined;
+      for (const j of journal) {
+        if (j.until === null) void this.removeFromFirewall(j.target);
+        else void this.addToFirewall(j.target, j.until);
+      }
+    });
+    return this.reconciling;
+  }
+
+  private async reconcileOnce(why: string): Promise<void> {
     const started = this.now();
     const bans: FirewallBan[] = [];
     for await (const page of this.o.store.activeBans(started)) {
@@ -71,6 +113,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
           this.o.logger.warn({ address: b.address.slice(0, 80) }, 'store holds a ban for an invalid address; skipped');
           continue;
         }
+        if (!this.mayBlock(target)) continue;
         bans.push({ target, timeoutMs: b.until - started });
         this.cache.set(target.text, b.until);
       }
@@ -133,11 +176,55 @@ export class Daemon extends EventEmitter<DaemonEvents> {
       });
   }
 
+  applyBan(target: IpTarget, until: number): void {
+    if (until <= this.now() || !this.mayBlock(target)) return;
+    this.cache.set(target.text, until);
+    this.journal?.push({ target, until });
+    void this.addToFirewall(target, until);
+  }
+
+  applyUnban(target: IpTarget): void {
+    this.cache.delete(target.text);
+    this.journal?.push({ target, until: null });
+    void this.removeFromFirewall(target);
+  }
+
+  /** This node's ignore list holds for every ban, whoever made it; and no ban may cut the host off from itself. */
+  private mayBlock(target: IpTarget): boolean {
+    if (this.o.policy.ignore.covers(target) || unbannableReason(target)) {
+      this.o.metrics.skipped.inc({ why: 'ignored' });
+      this.o.logger.info({ address: target.text }, 'ban from the store or the fleet not applied here: address is ignore-listed');
+      return false;
+    }
+    return true;
+  }
+
+  private async addToFirewall(target: IpTarget, until: number): Promise<void> {
+    const timeoutMs = until - this.now();
+    if (timeoutMs <= 0) return;
+    try {
+      await this.o.firewall.add([{ target, timeoutMs }]);
+    } catch (err) {
+      this.o.metrics.firewallErrors.inc();
+      this.o.logger.error({ address: target.text, err: (err as Error).message }, 'could not apply ban to nftables');
+    }
+  }
+
+  private async removeFromFirewall(target: IpTarget): Promise<void> {
+    try {
+      await this.o.firewall.delete([target]);
+    } catch (err) {
+      this.o.metrics.firewallErrors.inc();
+      this.o.logger.error({ address: target.text, err: (err as Error).message }, 'could not lift ban in nftables');
+    }
+  }
+
   private enforce(ban: Pick<BanRecord, 'address' | 'until'> & Partial<BanRecord>, newBan: boolean): void {
     const target = parseTarget(ban.address);
     if (!target) return;
     const now = this.now();
     this.cache.set(target.text, ban.until);
+    this.journal?.push({ target, until: ban.until });
     if (newBan) {
       this.o.metrics.bans.inc({ reason: ban.reason ?? 'failures' });
       this.o.logger.info(
@@ -154,10 +241,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
         `ban ${target.text}`,
       );
     }
-    this.o.firewall.add([{ target, timeoutMs: ban.until - now }]).catch((err: unknown) => {
-      this.o.metrics.firewallErrors.inc();
-      this.o.logger.error({ address: target.text, err: (err as Error).message }, 'could not apply ban to nftables');
-    });
+    void this.addToFirewall(target, ban.until);
   }
 
   private storeFailed(err: unknown): void {
@@ -186,6 +270,7 @@ export class Daemon extends EventEmitter<DaemonEvents> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     await this.o.source.stop();
     this.o.source.off('message', this.onMessage);
+    await this.o.fleet?.stop();
     await this.idle();
     await this.o.firewall.shutdown();
     await this.o.store.close();
