@@ -1,52 +1,88 @@
 #!/usr/bin/env node
-// Entry point of the `ami-guard` command. Exit codes: 0 success, 1 runtime failure (Redis, nft, AMI unreachable),
-// 2 usage or configuration error.
+// Entry point of the `ami-guard` command. Exit codes: 0 success, 1 runtime failure (Redis unreachable, nft
+// unusable), 2 usage or configuration error (a bad address, an unknown option, an invalid config field).
 import { Command, CommanderError } from 'commander';
-import { readFileSync } from 'node:fs';
-import { loadConfig, ConfigError } from '../config/load.js';
+import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, loadCliConfig } from './context.js';
+import { version } from './version.js';
 import { runDaemon } from './run.js';
+import { ban } from './commands/ban.js';
+import { unban } from './commands/unban.js';
+import { list } from './commands/list.js';
+import { show } from './commands/show.js';
+import { status } from './commands/status.js';
+import { replay } from './commands/replay.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+function withConfig(cmd: Command): Command {
+  return cmd.option('-c, --config <file>', 'JSON configuration file (AMI_GUARD_* environment variables override it)');
 }
 
-async function main(argv: string[]): Promise<number> {
-  const program = new Command('ami-guard')
+function program(setResult: (p: Promise<number>) => void): Command {
+  const root = new Command('ami-guard')
     .description('Intrusion prevention for Asterisk: AMI security events -> Redis -> nftables bans')
     .version(version(), '-V, --version')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .showHelpAfterError('(ami-guard --help lists the commands)');
 
+  withConfig(root.command('run').description('run the daemon: watch AMI security events and ban attackers'))
+    .action((opts) => setResult(runDaemon(loadCliConfig(opts))));
+
+  withConfig(root.command('ban').description('ban addresses or CIDR networks by hand, on every PBX sharing the Redis'))
+    .argument('<address...>', 'IPv4/IPv6 addresses or CIDR networks')
+    .option('--for <duration>', 'ban duration, e.g. 90s, 10m, 1h, 3d (default: policy.bantime)')
+    .option('--reason <text>', 'a note kept with the ban (its reason is recorded as "manual")')
+    .option('--json', 'machine-readable output')
+    .action((args: string[], opts) => setResult(ban(args, opts)));
+
+  withConfig(root.command('unban').description('lift bans everywhere: Redis record, failure counters, every PBX\'s nft set'))
+    .argument('<address...>', 'IPv4/IPv6 addresses or CIDR networks')
+    .option('--json', 'machine-readable output')
+    .action((args: string[], opts) => setResult(unban(args, opts)));
+
+  withConfig(root.command('list').description('list active bans'))
+    .option('--json', 'machine-readable output (a JSON array, streamed)')
+    .action((opts) => setResult(list(opts)));
+
+  withConfig(root.command('show').description('everything known about one address: ban, failures, history, ignore list'))
+    .argument('<address>', 'an IPv4/IPv6 address or CIDR network')
+    .option('--json', 'machine-readable output')
+    .action((arg: string, opts) => setResult(show([arg], opts)));
+
+  withConfig(root.command('status').description('daemons, Redis, the nft table, bans by reason'))
+    .option('--json', 'machine-readable output')
+    .action((opts) => setResult(status(opts)));
+
+  withConfig(root.command('replay').description('dry run: what the current policy would ban in a recorded AMI stream'))
+    .argument('<file>', 'a recording: .ami (raw AMI bytes) or .jsonl (one {t_ms, conn, raw} per message)')
+    .option('--json', 'machine-readable output')
+    .action((file: string, opts) => setResult(replay([file], opts)));
+
+  for (const cmd of root.commands) cmd.exitOverride();
+  return root;
+}
+
+async function main(argv: string[]): Promise<number> {
   let result: Promise<number> = Promise.resolve(EXIT_OK);
-  program
-    .command('run')
-    .description('run the daemon: watch AMI security events and ban attackers')
-    .option('-c, --config <file>', 'JSON configuration file (AMI_GUARD_* environment variables override it)')
-    .action((opts: { config?: string }) => {
-      const cfg = loadConfig({ file: opts.config });
-      result = runDaemon(cfg);
-    });
-
   try {
-    await program.parseAsync(argv);
+    await program((p) => {
+      result = p;
+    }).parseAsync(argv);
+    return await result;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-    if (err instanceof ConfigError) {
+    if (err instanceof CliError) {
       process.stderr.write(`ami-guard: ${err.message}\n`);
-      return EXIT_USAGE;
+      return err.exitCode;
     }
     throw err;
   }
-  return result;
 }
 
 main(process.argv).then(
-  (code) => process.exit(code),
+  (code) => {
+    // exit once stdout is flushed (a long listing on a pipe is written asynchronously); a daemon that stopped or a
+    // verb that answered leaves nothing else worth waiting for, such as a client's reconnect timer
+    process.stdout.write('', () => process.exit(code));
+  },
   (err: unknown) => {
     process.stderr.write(`ami-guard: ${(err as Error).message}\n`);
     process.exit(EXIT_FAILURE);

@@ -1,33 +1,44 @@
 // `ami-guard run`: builds the daemon from the configuration and keeps it running until SIGTERM/SIGINT.
 import type { AppConfig } from '../config/schema.js';
-import { createLogger, redactUrl, type Logger } from '../log.js';
-import { Metrics } from '../metrics.js';
+import { createLogger, type Logger } from '../log.js';
+import { Metrics, counterTotal } from '../metrics.js';
 import { Policy } from '../policy/policy.js';
 import { Daemon } from '../daemon/daemon.js';
 import { AmiSupervisor } from '../ami/supervisor.js';
 import { NftFirewall } from '../firewall/nft.js';
-import { createRedisClient } from '../store/redis-client.js';
-import { RedisStore } from '../store/redis-store.js';
-import { MemoryStore } from '../store/memory-store.js';
+import { MeasuredFirewall } from '../firewall/measured.js';
+import { RetryingFirewall } from '../firewall/retry.js';
+import { FirewallWatchdog } from '../firewall/watchdog.js';
+import { ServiceEdges } from '../daemon/edges.js';
 import type { Store } from '../store/store.js';
+import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
+import { FleetSync } from '../fleet/sync.js';
+import { NodeStatusReporter } from '../fleet/node-status.js';
+import { version } from './version.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
-export function createStore(cfg: AppConfig, policy: Policy, logger: Logger): Store {
-  if (!cfg.redis.url) {
+const STATUS_INTERVAL_MS = 5_000;
+
+/** the watchdog looks for bans with at least this long left, so one the kernel has just expired is never a loss */
+const WATCHDOG_MARGIN_MS = 2_000;
+
+function openBackends(cfg: AppConfig, policy: Policy, logger: Logger): Backends {
+  if (!usesRedis(cfg)) {
     logger.warn('redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs and nothing survives a restart');
-    return new MemoryStore({ nodeId: cfg.node.id, policy: policy.params });
+  } else {
+    logger.info({ redis: describeRedis(cfg) }, 'using Redis');
   }
-  logger.info({ redis: redactUrl(cfg.redis.url) }, 'using Redis');
-  const client = createRedisClient({ url: cfg.redis.url, logger });
-  return new RedisStore({ client, keyPrefix: cfg.redis.keyPrefix, nodeId: cfg.node.id, policy: policy.params });
+  return createBackends(cfg, policy, logger);
 }
 
 export async function runDaemon(cfg: AppConfig): Promise<number> {
   const logger = createLogger(cfg.log.level);
   const metrics = new Metrics(true);
   const policy = new Policy(cfg.policy);
-  const firewall = new NftFirewall({ table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger });
+  const nft = new NftFirewall({ table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger });
+  const measured = new MeasuredFirewall(nft, metrics);
+  const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
   const source = new AmiSupervisor({
     host: cfg.ami.host,
     port: cfg.ami.port,
@@ -45,14 +56,66 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     metrics.amiGapSeconds.inc(gapMs / 1000);
   });
 
-  let store: Store;
+  let backends: Backends;
   try {
-    store = createStore(cfg, policy, logger);
+    backends = openBackends(cfg, policy, logger);
   } catch (err) {
     logger.error({ err: (err as Error).message }, 'cannot set up the store');
     return 1;
   }
-  const daemon = new Daemon({ policy, store, firewall, source, logger, metrics, maxPending: cfg.pipeline.maxPending });
+  const store: Store = backends.store;
+  const fleet = new FleetSync({
+    channel: backends.channel,
+    origin: originId('daemon'),
+    nodeId: cfg.node.id,
+    reconcileIntervalMs: cfg.fleet.reconcileInterval,
+    logger,
+  });
+  const daemon = new Daemon({ policy, store, firewall, source, logger, metrics, maxPending: cfg.pipeline.maxPending, fleet });
+  const watchdog = cfg.nft.checkInterval > 0
+    ? new FirewallWatchdog({
+        firewall: nft,
+        expected: () => measured.inForce(WATCHDOG_MARGIN_MS),
+        intervalMs: Math.max(cfg.nft.checkInterval, 1_000),
+        logger,
+        restore: async () => {
+          await firewall.init();
+          await daemon.reconcile('nft table restored');
+          metrics.nftRestores.inc();
+        },
+      })
+    : undefined;
+  const edges = new ServiceEdges({ cfg, store, firewall, amiConnected: () => source.stats.connected, metrics, logger });
+  daemon.on('ban', (ban) => edges.notifier?.notifyBan(ban));
+  daemon.on('ban', (ban) => {
+    fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
+  });
+  // the process that lifted a ban (the CLI) notifies the webhook; each node only counts it
+  fleet.on('unban', () => metrics.unbans.inc({ source: 'fleet' }));
+  const startedAt = Date.now();
+  const status = backends.redis
+    ? new NodeStatusReporter({
+        client: backends.redis,
+        keyPrefix: cfg.redis.keyPrefix,
+        nodeId: cfg.node.id,
+        intervalMs: STATUS_INTERVAL_MS,
+        logger,
+        collect: async () => {
+          return {
+            node: cfg.node.id,
+            version: version(),
+            pid: process.pid,
+            startedAt,
+            ami: { connected: source.stats.connected, reconnects: source.stats.reconnects },
+            firewall: { present: edges.firewallPresent() },
+            events: await counterTotal(metrics.events),
+            failures: await counterTotal(metrics.failures),
+            invalid: await counterTotal(metrics.invalidEvents),
+            bans: await counterTotal(metrics.bans),
+          };
+        },
+      })
+    : undefined;
 
   logger.info(
     {
@@ -69,9 +132,14 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     'ami-guard starting',
   );
   try {
+    await edges.listen();
     await daemon.start();
+    edges.startChecks();
+    watchdog?.start();
+    status?.start();
   } catch (err) {
     logger.error({ err: (err as Error).message }, 'ami-guard could not start');
+    await edges.closeListener();
     await store.close().catch(() => undefined);
     return 1;
   }
@@ -87,18 +155,23 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         resolve(0);
       }, SHUTDOWN_DEADLINE_MS);
       deadline.unref();
-      daemon.stop().then(
-        () => {
-          clearTimeout(deadline);
-          logger.info('stopped');
-          resolve(0);
-        },
-        (err: unknown) => {
-          clearTimeout(deadline);
-          logger.error({ err: (err as Error).message }, 'error while stopping');
-          resolve(1);
-        },
-      );
+      edges.closeListener()
+        .then(() => watchdog?.stop())
+        .then(() => (status ? status.stop() : undefined))
+        .then(() => daemon.stop())
+        .finally(() => edges.closeNotifier())
+        .then(
+          () => {
+            clearTimeout(deadline);
+            logger.info('stopped');
+            resolve(0);
+          },
+          (err: unknown) => {
+            clearTimeout(deadline);
+            logger.error({ err: (err as Error).message }, 'error while stopping');
+            resolve(1);
+          },
+        );
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

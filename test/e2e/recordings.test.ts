@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { startBed, FIXTURES } from '../support/bed.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { loadConfig } from '../../src/config/load.js';
+import { cli } from '../support/cli.js';
 
 interface Source {
   ip: string;
@@ -55,6 +56,12 @@ scenarios.forEach((s, i) => {
       assert.equal(l.count, defaults.maxretry);
       assert.equal(l.reason, 'failures');
     }
+    // the dry run on the same recording (raw .ami bytes) predicts exactly what the daemon did
+    const dry = await cli(['replay', join(FIXTURES, `${s}.ami`), '--json', '--config', bed.configFile]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const report = JSON.parse(dry.stdout) as { addresses: Array<{ address: string; verdict: string; countAtBan: number | null }> };
+    assert.deepEqual(report.addresses.filter((a) => a.verdict === 'banned').map((a) => a.address).sort(), banned);
+    for (const a of report.addresses) if (a.verdict === 'banned') assert.equal(a.countAtBan, defaults.maxretry);
   });
 });
 

@@ -75,6 +75,8 @@ export async function startBed(o: BedOptions): Promise<Bed> {
     node: { id: 'test-node' },
     nft: { table, netns: ns.name },
     log: { level: 'info' },
+    // several daemons share the machine in a test: the HTTP listener is off unless a test turns it on
+    http: { port: 0 },
   };
   for (const [section, values] of Object.entries(o.config ?? {})) base[section] = { ...base[section], ...values };
   const configFile = writeConfig(base);
@@ -96,7 +98,11 @@ export async function startBed(o: BedOptions): Promise<Bed> {
     firewall,
     elements,
     async settle(maxretry = 5) {
-      await replay.playDone;
+      // a daemon that dies before it has logged in would leave playDone pending for ever
+      const died = daemon.exited.then((code) => {
+        throw new Error(`the daemon exited (${String(code)}) before the recording was played; output:\n${daemon.output().slice(-4000)}`);
+      });
+      await Promise.race([replay.playDone, died]);
       replay.inject(markerEvents(maxretry));
       await waitFor('the marker ban', async () => ((await elements()).includes(MARKER) ? true : undefined), 20_000);
       return (await elements()).filter((a) => a !== MARKER);

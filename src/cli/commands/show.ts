@@ -1,0 +1,69 @@
+import { Policy } from '../../policy/policy.js';
+import { unbannableReason } from '../../net/ip.js';
+import { formatDuration } from '../../config/duration.js';
+import { connect, loadCliConfig, parseTargets, type ConfigOption } from '../context.js';
+import { ago, isoTime, left } from '../output.js';
+import { toJson } from './list.js';
+
+export interface ShowOptions extends ConfigOption {
+  json?: boolean;
+}
+
+/** Everything known about one address: its ban and why, its current failures, its history, the ignore list. */
+export async function show(args: string[], opts: ShowOptions): Promise<number> {
+  const cfg = loadCliConfig(opts);
+  const [target] = parseTargets(args.slice(0, 1), { allowNetworks: true });
+  const policy = new Policy(cfg.policy);
+  const conn = await connect(cfg, policy);
+  const now = Date.now();
+  let ban, failures, history;
+  try {
+    [ban, failures, history] = await Promise.all([conn.store.getBan(target!, now), conn.store.recentFailures(target!), conn.store.history(target!)]);
+  } finally {
+    await conn.close();
+  }
+  const ignored = policy.ignore.covers(target!);
+  const unbannable = unbannableReason(target!);
+
+  if (opts.json) {
+    process.stdout.write(
+      `${JSON.stringify({
+        address: target!.text,
+        banned: ban !== null,
+        ban: ban ? toJson(ban, now) : null,
+        failures: failures.map((f) => ({ at: isoTime(f.at), kind: f.kind, account: f.account })),
+        history: history.map((h) => ({ at: isoTime(h.at), until: isoTime(h.until), reason: h.reason, node: h.node })),
+        ignored,
+        unbannable: unbannable ?? false,
+      })}\n`,
+    );
+    return 0;
+  }
+
+  const lines: string[] = [target!.text];
+  if (ban) {
+    const note = ban.note ? ` "${ban.note}"` : '';
+    lines.push(`  banned:    yes, ${ban.reason}${note}, by ${ban.node} ${ago(ban.bannedAt, now)}, ${left(ban.until, now)} left (until ${isoTime(ban.until)})`);
+    if (ban.count > 0) {
+      const kinds = Object.entries(ban.kinds).map(([k, n]) => `${n} ${k}`).join(', ');
+      lines.push(`  why:       ${ban.count} failures from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${kinds}`);
+    }
+  } else {
+    lines.push('  banned:    no');
+  }
+  lines.push(`  ignoreip:  ${ignored ? 'yes (never counted, never banned)' : 'no'}${unbannable ? `; never bannable (${unbannable})` : ''}`);
+  if (failures.length) {
+    lines.push(`  failures in the current window (${failures.length}, newest first):`);
+    for (const f of failures) lines.push(`    ${isoTime(f.at)}  ${f.kind.padEnd(24)} ${JSON.stringify(f.account)}`);
+  } else {
+    lines.push('  failures in the current window: none');
+  }
+  if (history.length) {
+    lines.push(`  ban history (${history.length}, newest first):`);
+    for (const h of history) lines.push(`    ${isoTime(h.at)}  ${h.reason.padEnd(9)} ${formatDuration(h.until - h.at).padEnd(7)} by ${h.node}`);
+  } else {
+    lines.push('  ban history: none');
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}
