@@ -20,5 +20,11 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY config/example.json ./config/example.json
+# /metrics and /healthz (http.port; with network_mode: host this is a port of the host)
+EXPOSE 9538
+# healthy = AMI logged in, store answering, nft table in place. No curl in the slim image: node's own fetch. The
+# probe asks loopback, so http.host must be 127.0.0.1 (the default) or 0.0.0.0; http.port 0 turns /healthz off.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.AMI_GUARD_HTTP_PORT||9538)+'/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
 CMD ["run"]

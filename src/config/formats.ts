@@ -1,6 +1,7 @@
 // Custom convict formats. Each coerces what an env var can carry (a string) and validates with a message that
 // names what is wrong; convict prefixes it with the field's path.
 import convict from 'convict';
+import { isIP } from 'node:net';
 import { parseDuration } from './duration.js';
 import { parseTarget } from '../net/ip.js';
 
@@ -14,6 +15,7 @@ export const NFT_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
 const EVENT_NAME = /^[A-Za-z][A-Za-z0-9]{0,63}$/;
 // braces would move the Redis Cluster hash tag; whitespace makes keys unreadable in redis-cli
 const KEY_PREFIX = /^[A-Za-z0-9:_.-]{0,64}$/;
+const NODE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 const NETNS = /^([A-Za-z0-9_.-]{1,64}|\/[A-Za-z0-9_./-]{1,255})$/;
 
 export function registerFormats(): void {
@@ -67,6 +69,23 @@ export function registerFormats(): void {
     },
   });
   convict.addFormat({
+    name: 'host-port-list',
+    coerce: asList,
+    validate: (v: unknown) => {
+      for (const item of asList(v)) {
+        if (typeof item !== 'string' || parseHostPort(item) === null) {
+          throw new Error(`${JSON.stringify(item)} is not host:port (IPv6 as [addr]:port)`);
+        }
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'node-id',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string' || !NODE_ID.test(v)) throw new Error('must be 1 to 64 characters from A-Z a-z 0-9 _ . -');
+    },
+  });
+  convict.addFormat({
     name: 'key-prefix',
     validate: (v: unknown) => {
       if (typeof v !== 'string' || !KEY_PREFIX.test(v)) {
@@ -79,6 +98,29 @@ export function registerFormats(): void {
     validate: (v: unknown) => {
       if (typeof v !== 'string' || (v !== '' && !NETNS.test(v))) {
         throw new Error('must be empty, a namespace name (ip netns) or an absolute path such as /proc/1234/ns/net');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'ip-address',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string' || isIP(v) === 0) throw new Error('must be an IPv4 or IPv6 address, e.g. 127.0.0.1 or ::1');
+    },
+  });
+  convict.addFormat({
+    name: 'webhook-url',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string') throw new Error('must be a string');
+      if (v === '') return;
+      let u: URL;
+      try {
+        u = new URL(v);
+      } catch {
+        // never echo the value: it may carry a token
+        throw new Error('is not a valid URL (expected http://… or https://…)');
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+        throw new Error('must use http:// or https://');
       }
     },
   });
@@ -99,4 +141,13 @@ export function registerFormats(): void {
       }
     },
   });
+}
+
+/** `host:port` or `[v6]:port` → parts; null when it is neither. */
+export function parseHostPort(text: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  return { host: (m[1] ?? m[2])!, port };
 }

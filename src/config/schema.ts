@@ -24,9 +24,40 @@ export const schema = {
       sensitive: true,
     },
     keyPrefix: { doc: 'Prefix of every key ami-guard writes.', format: 'key-prefix', default: 'ami-guard:' },
+    sentinels: {
+      doc: 'Sentinels (host:port list) of a Sentinel-managed primary named redis.name; used instead of redis.url when set.',
+      format: 'host-port-list',
+      default: [],
+    },
+    name: { doc: 'The primary\'s name in Sentinel (with redis.sentinels).', format: String, default: 'mymaster' },
+    cluster: {
+      doc: 'Redis Cluster nodes (host:port list); used instead of redis.url and redis.sentinels when set.',
+      format: 'host-port-list',
+      default: [],
+    },
+    username: { doc: 'ACL user for redis.sentinels / redis.cluster (with redis.url, put it in the URL).', format: String, default: '' },
+    password: {
+      doc: 'Password for redis.sentinels / redis.cluster (with redis.url, put it in the URL). Never logged.',
+      format: String,
+      default: '',
+      sensitive: true,
+    },
+    tls: { doc: 'TLS to the sentinels / cluster nodes (with redis.url, use rediss://).', format: Boolean, default: false },
   },
   node: {
-    id: { doc: 'This PBX\'s name in ban records and history.', format: String, default: hostname() },
+    id: { doc: 'This PBX\'s name in ban records, history and the fleet channel.', format: 'node-id', default: hostname() },
+  },
+  fleet: {
+    reconcileInterval: {
+      doc: 'How often the nft sets are rebuilt from the ban records in Redis, re-asserting every timeout.',
+      format: 'duration',
+      default: '5m',
+    },
+    streamMaxlen: {
+      doc: 'Ban/unban messages the fleet channel (a Redis Stream) keeps; a node further behind reconciles from the records.',
+      format: 'positive-int',
+      default: 100000,
+    },
   },
   policy: {
     failures: {
@@ -54,12 +85,38 @@ export const schema = {
       format: 'netns',
       default: '',
     },
+    checkInterval: {
+      doc: 'How often our table is checked; when someone else flushed or deleted it, or emptied its sets, it is recreated and the bans put back. 0 turns the check off; at least 1s otherwise.',
+      format: 'duration',
+      default: '5s',
+    },
   },
   pipeline: {
     maxPending: {
       doc: 'Events waiting for the store at most; beyond it new failure events are shed (counted), decided bans never are.',
       format: 'positive-int',
       default: 20000,
+    },
+  },
+  http: {
+    host: { doc: 'Address the HTTP listener (/metrics, /healthz) binds to.', format: 'ip-address', default: '127.0.0.1' },
+    port: { doc: 'Port of the HTTP listener; 0 turns it off.', format: 'port', default: 9538 },
+  },
+  notify: {
+    webhook: {
+      url: {
+        doc: 'URL that receives a JSON POST for every ban (with a Slack-compatible text field); credentials may sit in the URL. Empty: no notifications. Never logged.',
+        format: 'webhook-url',
+        default: '',
+        sensitive: true,
+      },
+      timeout: { doc: 'How long one webhook request may take before it counts as failed.', format: 'duration', default: '5s' },
+      retries: { doc: 'Retries of a failed webhook request, with exponential backoff; 4xx answers are not retried.', format: 'nat', default: 3 },
+      queue: {
+        doc: 'Notifications waiting for the webhook at most; beyond it the oldest is dropped (counted), so a dead webhook never holds up a ban.',
+        format: 'positive-int',
+        default: 1000,
+      },
     },
   },
   log: {
@@ -81,8 +138,18 @@ export interface AppConfig {
     pingTimeout: number;
     reconnectMax: number;
   };
-  redis: { url: string; keyPrefix: string };
+  redis: {
+    url: string;
+    keyPrefix: string;
+    sentinels: string[];
+    name: string;
+    cluster: string[];
+    username: string;
+    password: string;
+    tls: boolean;
+  };
   node: { id: string };
+  fleet: { reconcileInterval: number; streamMaxlen: number };
   policy: {
     failures: string[];
     maxretry: number;
@@ -91,7 +158,9 @@ export interface AppConfig {
     ignoreip: string[];
     history: { ttl: number };
   };
-  nft: { table: string; path: string; netns: string };
+  nft: { table: string; path: string; netns: string; checkInterval: number };
   pipeline: { maxPending: number };
+  http: { host: string; port: number };
+  notify: { webhook: { url: string; timeout: number; retries: number; queue: number } };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
