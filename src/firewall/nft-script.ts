@@ -189,6 +189,19 @@ export class NftScript {
     return lines(SETS.map((s) => `flush set inet ${this.table} ${s.name}`)) + this.add(bans, false);
   }
 
+  /**
+   * Looks elements up, one statement per set: nft fails the script unless every one is there. A network is found
+   * inside a wider element of its interval set, as when it was folded into that one.
+   */
+  get(targets: readonly IpTarget[]): string {
+    return lines(bySet(targets.map(elementText)).map(([set, texts]) => `get element inet ${this.table} ${set.name} { ${texts.join(', ')} }`));
+  }
+
+  /** the name of the set holding a target */
+  setName(target: IpTarget): string {
+    return setOf(elementText(target)).name;
+  }
+
   /** `nft -j list table …`: every set with its elements */
   listTableCommand(): string[] {
     return ['list', 'table', 'inet', this.table];

@@ -135,6 +135,35 @@ export class NftFirewall implements Firewall {
     return inspectLayout(await this.queryLayout(), this.script.table).complete;
   }
 
+  /** What is missing or misshapen in our table, in words such as `set banned_v4`; empty when it is complete. */
+  async gaps(): Promise<string[]> {
+    const { stale, missing } = inspectLayout(await this.queryLayout(), this.script.table);
+    return [...missing, ...stale];
+  }
+
+  /**
+   * The sets lacking one of these targets. Queued behind the writes already asked for, so a target added or deleted
+   * before the call is looked up after that write. One nft run when all are there; one per target otherwise.
+   */
+  missingFrom(targets: readonly IpTarget[]): Promise<string[]> {
+    return this.task(async () => {
+      if (targets.length === 0 || (await this.lookUp(targets))) return [];
+      const sets = new Set<string>();
+      for (const t of targets) if (!(await this.lookUp([t]))) sets.add(this.script.setName(t));
+      return [...sets];
+    });
+  }
+
+  private async lookUp(targets: readonly IpTarget[]): Promise<boolean> {
+    try {
+      await this.runner.apply(this.script.get(targets));
+      return true;
+    } catch (e) {
+      if (e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.stderr)) return false;
+      throw e;
+    }
+  }
+
   async shutdown(): Promise<void> {
     this.closed = true;
     await this.task(() => Promise.resolve());
@@ -375,8 +404,8 @@ function settle(job: Exclude<Job, { kind: 'task' }>, failed: ReadonlyMap<string,
     return;
   }
   const verb = job.kind === 'add' ? 'ban' : 'unban';
-  const reason = failed.get(bad[0]!.text)!.message;
-  job.reject(new Error(`nft could not ${verb} ${bad.map((t) => t.text).join(', ')}: ${reason}`));
+  const cause = failed.get(bad[0]!.text)!;
+  job.reject(new Error(`nft could not ${verb} ${bad.map((t) => t.text).join(', ')}: ${cause.message}`, { cause }));
 }
 
 /** Whether `outer` contains `inner` (an element covers itself). */
@@ -490,10 +519,11 @@ type Fields = Record<string, unknown>;
 
 /**
  * Judges our table from the terse inet ruleset. `stale`: our sets or chain as they exist but shaped otherwise
- * (another key type or flags, another hook or priority), which `add` cannot change. `complete`: all four sets and
- * the chain in our shape, with a drop rule for each set.
+ * (another key type or flags, another hook or priority), which `add` cannot change. `missing`: the table, or those of
+ * its sets, chain and drop rules that are not there. `complete`: all four sets and the chain in our shape, with a
+ * drop rule for each set.
  */
-export function inspectLayout(json: unknown, table: string): { stale: string[]; complete: boolean } {
+export function inspectLayout(json: unknown, table: string): { stale: string[]; missing: string[]; complete: boolean } {
   const ours = (kind: string): Fields[] => nftItems<Record<string, Fields | undefined>>(json)
     .map((i) => i[kind]).filter((o): o is Fields => o?.['family'] === 'inet' && o['table'] === table);
   const stale: string[] = [];
@@ -512,5 +542,12 @@ export function inspectLayout(json: unknown, table: string): { stale: string[]; 
   const rules = ours('rule').filter((r) => r['chain'] === CHAIN_NAME).map((r) => JSON.stringify(r['expr']));
   const drops = (set: string) => rules.some((r) => r.includes(`"@${set}"`) && r.includes('"drop"'));
   const complete = stale.length === 0 && chain !== undefined && SETS.every((s) => sets.has(s.name) && drops(s.name));
-  return { stale, complete };
+  const tableThere = nftItems<{ table?: Fields }>(json).some((i) => i.table?.['family'] === 'inet' && i.table['name'] === table);
+  const missing = !tableThere
+    ? [`table inet ${table}`]
+    : [
+        ...SETS.filter((s) => !sets.has(s.name)).map((s) => `set ${s.name}`),
+        ...(chain === undefined ? [`chain ${CHAIN_NAME}`] : SETS.filter((s) => sets.has(s.name) && !drops(s.name)).map((s) => `drop rule for @${s.name}`)),
+      ];
+  return { stale, missing, complete };
 }

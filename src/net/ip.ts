@@ -36,6 +36,21 @@ function fromParsed(parsed: ipaddr.IPv4 | ipaddr.IPv6): IpAddress {
 }
 
 /**
+ * IPv6 text with a dotted IPv4 tail rewritten as two hex groups, or null when the tail is not a strict dotted quad.
+ * ipaddr.js reads `::1.2.3.4` (IPv4-compatible, which inet_ntop prints for `::102:304`) as the IPv4-mapped
+ * `::ffff:1.2.3.4`, which would fold an IPv6 source into an unrelated IPv4 address, and it accepts leading zeros in
+ * the tail (`::ffff:010.0.0.1`).
+ */
+function hexTail(input: string): string | null {
+  const colon = input.lastIndexOf(':');
+  const tail = input.slice(colon + 1);
+  if (!tail.includes('.')) return input;
+  if (!IPV4_STRICT.test(tail)) return null;
+  const [a, b, c, d] = tail.split('.').map(Number) as [number, number, number, number];
+  return `${input.slice(0, colon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+}
+
+/**
  * Parses one IP address. IPv4 must be a strict dotted quad (no `0x10`, no `10.1`, no leading zeros, which
  * ipaddr.js and inet_aton would otherwise read as octal or shorthand); IPv6 in any valid spelling, without a
  * zone id. Returns null for anything else.
@@ -44,9 +59,10 @@ export function parseAddress(input: string): IpAddress | null {
   if (typeof input !== 'string' || input.length === 0 || input.length > 64) return null;
   if (IPV4_STRICT.test(input)) return fromParsed(ipaddr.IPv4.parse(input));
   if (!input.includes(':') || !IPV6_CHARS.test(input)) return null;
-  if (!ipaddr.IPv6.isValid(input)) return null;
+  const hex = hexTail(input);
+  if (hex === null || !ipaddr.IPv6.isValid(hex)) return null;
   try {
-    return fromParsed(ipaddr.IPv6.parse(input));
+    return fromParsed(ipaddr.IPv6.parse(hex));
   } catch {
     return null;
   }

@@ -25,6 +25,16 @@ test('IPv4-mapped IPv6 is the IPv4 address', () => {
   assert.equal(parseTarget('::ffff:198.18.0.0/112')?.text, '198.18.0.0/16');
 });
 
+test('IPv4-compatible IPv6 stays IPv6, and a dotted tail is as strict as IPv4 (found by test/fuzz)', () => {
+  // inet_ntop prints ::7f00:1 as ::127.0.0.1; it is an IPv6 source, not 127.0.0.1
+  assert.deepEqual(parseAddress('::127.0.0.1'), { kind: 'address', family: 6, text: '::7f00:1' });
+  assert.equal(parseAddress('::0.0.0.1')?.text, '::1');
+  assert.equal(parseTarget('::198.18.0.0/112')?.text, '::c612:0/112');
+  for (const bad of ['::ffff:010.0.0.1', '::ffff:1.2.3.04', '::ffff:999.0.0.1', '::ffff:1.2.3', '1.2.3.4::1']) {
+    assert.equal(parseAddress(bad), null, bad);
+  }
+});
+
 test('CIDR targets are normalised, /32 and /128 are addresses', () => {
   assert.equal(parseTarget('203.0.113.77/24')?.text, '203.0.113.0/24');
   assert.equal(parseTarget('2001:db8::1/48')?.text, '2001:db8::/48');
