@@ -50,6 +50,41 @@ export function registerFormats(): void {
     },
   });
   convict.addFormat({
+    name: 'weights',
+    coerce: (v: unknown) => {
+      if (typeof v !== 'string') return v;
+      const text = v.trim();
+      if (text.startsWith('{')) {
+        try {
+          return JSON.parse(text) as unknown;
+        } catch {
+          return v;
+        }
+      }
+      // Kind=2,Other=0: the environment's spelling
+      const out: Record<string, unknown> = {};
+      for (const pair of asList(text)) {
+        const [k, n] = String(pair).split('=');
+        out[k?.trim() ?? ''] = n !== undefined && /^\d+$/.test(n.trim()) ? Number(n) : n;
+      }
+      return out;
+    },
+    validate: (v: unknown) => {
+      if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must map event kinds to weights, e.g. {"RequestBadFormat": 2}');
+      for (const [k, n] of Object.entries(v)) {
+        if (!EVENT_NAME.test(k)) throw new Error(`${JSON.stringify(k)} is not an AMI event name`);
+        if (!Number.isInteger(n) || (n as number) < 0 || (n as number) > 100) throw new Error(`weight of ${k} must be an integer from 0 to 100`);
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'factor',
+    coerce: (v: unknown) => (typeof v === 'string' && /^\d+(\.\d+)?$/.test(v.trim()) ? Number(v) : v),
+    validate: (v: unknown) => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 1 || v > 100) throw new Error('must be a number from 1 to 100');
+    },
+  });
+  convict.addFormat({
     name: 'event-names',
     coerce: asList,
     validate: (v: unknown) => {

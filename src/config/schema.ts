@@ -3,8 +3,29 @@
 // policy.maxretry → AMI_GUARD_POLICY_MAXRETRY). config/example.json documents every field.
 import { hostname } from 'node:os';
 
-/** Failure kinds counted by default: the Error-severity events a password guesser or scanner triggers. */
-export const DEFAULT_FAILURE_KINDS = ['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword', 'FailedACL'];
+/**
+ * How much each kind of Asterisk's security-event catalogue counts against its address. The Error-severity kinds an
+ * attacker causes count 1; informational ones 0 (ChallengeSent feeds the scanner rule, SuccessfulAuth the trust rule);
+ * MemoryLimit and LoadAverageLimit are the server's own limits, not something an address did. `policy.weights` is
+ * merged over this; kinds not listed anywhere count 0.
+ */
+export const DEFAULT_WEIGHTS: Readonly<Record<string, number>> = {
+  InvalidAccountID: 1,
+  ChallengeResponseFailed: 1,
+  InvalidPassword: 1,
+  FailedACL: 1,
+  RequestNotSupported: 1,
+  RequestNotAllowed: 1,
+  RequestBadFormat: 1,
+  AuthMethodNotAllowed: 1,
+  UnexpectedAddress: 1,
+  InvalidTransport: 1,
+  SessionLimit: 1,
+  MemoryLimit: 0,
+  LoadAverageLimit: 0,
+  SuccessfulAuth: 0,
+  ChallengeSent: 0,
+};
 
 export const schema = {
   ami: {
@@ -60,10 +81,10 @@ export const schema = {
     },
   },
   policy: {
-    failures: {
-      doc: 'AMI security event kinds that count as failures.',
-      format: 'event-names',
-      default: DEFAULT_FAILURE_KINDS,
+    weights: {
+      doc: 'How much each security event kind counts as a failure (0 = informational), merged over the built-in table (README); e.g. {"RequestBadFormat": 2} or, in the environment, RequestBadFormat=2,SessionLimit=0.',
+      format: 'weights',
+      default: {},
     },
     maxretry: { doc: 'Failures from one address within findtime that trigger a ban.', format: 'positive-int', default: 5 },
     findtime: { doc: 'The sliding window in which maxretry failures must fall.', format: 'duration', default: '10m' },
@@ -74,7 +95,29 @@ export const schema = {
       default: ['127.0.0.0/8', '::1'],
     },
     history: {
-      ttl: { doc: 'How long an address\'s ban history is kept.', format: 'duration', default: '30d' },
+      ttl: { doc: 'How long an address\'s ban history is kept (escalation and recidive read it).', format: 'duration', default: '30d' },
+    },
+    increment: {
+      factor: { doc: 'fail2ban\'s bantime.factor: each new ban of an address lasts bantime x factor^(earlier bans).', format: 'factor', default: 2 },
+      maxtime: { doc: 'fail2ban\'s bantime.maxtime: the cap of an escalated ban.', format: 'duration', default: '1w' },
+      rndtime: { doc: 'fail2ban\'s bantime.rndtime: up to this much random time added to each ban, so bots cannot time their return.', format: 'duration', default: '0s' },
+    },
+    offender: {
+      maxretry: { doc: 'Failures that ban an address already in the ban history (a known offender gets fewer chances).', format: 'positive-int', default: 3 },
+    },
+    scanner: {
+      maxretry: { doc: 'Challenges (ChallengeSent) not followed by a successful login that make an address a silent scanner.', format: 'positive-int', default: 10 },
+      findtime: { doc: 'The window for scanner.maxretry.', format: 'duration', default: '1m' },
+    },
+    trust: {
+      ttl: { doc: 'How long a successful login (pjsip/chan_sip with a password) trusts its address.', format: 'duration', default: '1d' },
+      maxretry: { doc: 'The failure threshold of a trusted address (instead of maxretry): trust is never immunity.', format: 'positive-int', default: 10 },
+      ami: { doc: 'Whether a successful AMI login trusts its address too.', format: Boolean, default: false },
+    },
+    recidive: {
+      maxretry: { doc: 'Bans of one address within recidive.findtime that make the next one a recidive ban.', format: 'positive-int', default: 5 },
+      findtime: { doc: 'The window for recidive.maxretry.', format: 'duration', default: '1d' },
+      bantime: { doc: 'How long a recidive ban lasts.', format: 'duration', default: '1w' },
     },
   },
   nft: {
@@ -151,12 +194,17 @@ export interface AppConfig {
   node: { id: string };
   fleet: { reconcileInterval: number; streamMaxlen: number };
   policy: {
-    failures: string[];
+    weights: Record<string, number>;
     maxretry: number;
     findtime: number;
     bantime: number;
     ignoreip: string[];
     history: { ttl: number };
+    increment: { factor: number; maxtime: number; rndtime: number };
+    offender: { maxretry: number };
+    scanner: { maxretry: number; findtime: number };
+    trust: { ttl: number; maxretry: number; ami: boolean };
+    recidive: { maxretry: number; findtime: number; bantime: number };
   };
   nft: { table: string; path: string; netns: string; checkInterval: number };
   pipeline: { maxPending: number };

@@ -5,7 +5,9 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
 import type { RawMessage, SecurityEvent } from '../events/types.js';
 import { normalise } from '../events/normalise.js';
-import { Policy } from '../policy/policy.js';
+import { Policy, type EventDecision } from '../policy/policy.js';
+import { recordEvent } from '../policy/record.js';
+import { StreamDecider } from '../policy/same-request.js';
 import type { BanRecord, Store } from '../store/store.js';
 import type { Firewall, FirewallBan } from '../firewall/firewall.js';
 import { parseTarget, unbannableReason, type IpTarget } from '../net/ip.js';
@@ -57,6 +59,7 @@ export interface DaemonEvents {
 
 export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
+  private readonly decider: StreamDecider;
   private pending = 0;
   private idleWaiters: Array<() => void> = [];
   private lastStoreErrorLog = 0;
@@ -73,6 +76,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   constructor(private readonly o: DaemonOptions) {
     super();
     this.now = o.now ?? Date.now;
+    this.decider = new StreamDecider(o.policy);
     this.onMessage = this.onMessage.bind(this);
   }
 
@@ -134,7 +138,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     const event = result.event;
     this.o.metrics.events.inc({ kind: event.kind, service: event.service });
-    const decision = this.o.policy.decide(event);
+    const decision = this.decider.decide(event);
     if (decision.action === 'skip') {
       if (decision.why !== 'not-a-failure') this.o.metrics.skipped.inc({ why: decision.why });
       return;
@@ -145,20 +149,20 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     if (this.stopping) return;
     if (this.pending >= this.o.maxPending) {
-      // shedding a failure loses one count, never a decided ban: bans are applied from the store's verdicts
+      // shedding an event loses one count, never a decided ban: bans are applied from the store's verdicts
       this.o.metrics.shed.inc();
       return;
     }
-    this.o.metrics.failures.inc({ kind: event.kind });
-    this.count(event, decision.weight);
+    if (decision.action === 'count') this.o.metrics.failures.inc({ kind: event.kind });
+    this.record(event, decision);
   }
 
-  private count(event: SecurityEvent, weight: number): void {
+  private record(event: SecurityEvent, decision: Exclude<EventDecision, { action: 'skip' }>): void {
     this.pending++;
     this.o.metrics.pending.set(this.pending);
-    this.o.store
-      .recordFailure({ address: event.address, kind: event.kind, account: event.accountId, weight, now: event.receivedAt })
+    recordEvent(this.o.store, event, decision, event.receivedAt)
       .then((verdict) => {
+        if (!verdict) return;
         if (verdict.type === 'banned') {
           this.enforce(verdict.ban, true);
           this.emit('ban', verdict.ban);

@@ -85,6 +85,7 @@ export function normalise(msg: RawMessage, receivedAt: number): NormaliseResult 
       receivedAt,
       severity: sanitizeText(header(msg, 'severity'), 32),
       usingPassword: header(msg, 'usingpassword')?.trim() === '1',
+      sessionId: sanitizeText(header(msg, 'sessionid'), 128),
     },
   };
 }

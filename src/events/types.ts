@@ -22,4 +22,6 @@ export interface SecurityEvent {
   readonly severity: string;
   /** SuccessfulAuth only: `UsingPassword: 1` */
   readonly usingPassword: boolean;
+  /** attacker-controlled (pjsip: the SIP Call-ID), printable and truncated; tells one request's events apart */
+  readonly sessionId: string;
 }

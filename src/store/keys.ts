@@ -10,6 +10,10 @@ export interface TargetKeys {
   readonly ban: string;
   /** LIST of past bans as JSON, newest first */
   readonly hist: string;
+  /** LIST of challenges not (yet) answered by a successful login, newest first */
+  readonly chal: string;
+  /** STRING, present while the address is trusted after a successful login */
+  readonly trust: string;
 }
 
 // Braces would move the hash tag and whitespace or control characters make keys unreadable in redis-cli.
@@ -32,6 +36,6 @@ export class KeySpace {
       throw new RangeError(`refusing to build a key from non-canonical target ${JSON.stringify(target)}`);
     }
     const base = `${this.prefix}{${target}}:`;
-    return { fail: `${base}fail`, ban: `${base}ban`, hist: `${base}hist` };
+    return { fail: `${base}fail`, ban: `${base}ban`, hist: `${base}hist`, chal: `${base}chal`, trust: `${base}trust` };
   }
 }

@@ -2,9 +2,10 @@
 // Redis scripts, with the same bound on memory: every record expires, and each table holds at most `maxAddresses`
 // entries, so a flood from spoofed sources can cost a fixed amount of memory and no more.
 import type { IpTarget } from '../net/ip.js';
-import { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, checkFailure, checkManualBan, checkPolicy } from './redis-store.js';
+import { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, banRule, checkFailure, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
-  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, RecentFailure, Store,
+  ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams,
+  RecentFailure, Store, SuccessInput,
 } from './store.js';
 
 const PAGE_SIZE = 5_000;
@@ -81,6 +82,10 @@ export class MemoryStore implements Store {
   private readonly bans: ExpiringTable<BanRecord>;
   /** newest first, at most HISTORY_CAP */
   private readonly histories: ExpiringTable<HistoryEntry[]>;
+  /** unanswered challenges (ms), newest first */
+  private readonly challenges: ExpiringTable<number[]>;
+  /** trusted since (ms) */
+  private readonly trusted: ExpiringTable<number>;
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(opts: MemoryStoreOptions) {
@@ -91,6 +96,8 @@ export class MemoryStore implements Store {
     this.windows = new ExpiringTable(cap, clock);
     this.bans = new ExpiringTable(cap, clock);
     this.histories = new ExpiringTable(cap, clock);
+    this.challenges = new ExpiringTable(cap, clock);
+    this.trusted = new ExpiringTable(cap, clock);
     this.sweeper = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
   }
@@ -104,22 +111,24 @@ export class MemoryStore implements Store {
     checkFailure(input);
     const address = input.address.text;
     const { now } = input;
-    const { maxretry, findtimeMs, bantimeMs } = this.policy;
+    const p = this.policy;
+    const banned = this.activeBan(address, now);
+    if (banned) return banned;
 
-    const existing = this.bans.get(address);
-    if (existing) {
-      if (existing.until > now) return { type: 'already-banned', until: existing.until };
-      this.bans.delete(address);
-    }
+    // the same thresholds as record-failure.lua: trusted higher, known offender lower
+    let threshold = p.maxretry;
+    if (this.trusted.get(address) !== undefined) threshold = p.trust.maxretry;
+    else if ((this.histories.get(address) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
+    const cap = Math.max(p.maxretry, p.trust.maxretry);
 
     const failure: Failure = { at: now, kind: input.kind, account: input.account.slice(0, ACCOUNT_MAX) };
-    const added = Array<Failure>(Math.min(input.weight, maxretry)).fill(failure);
-    const window = added.concat(this.windows.get(address) ?? []).slice(0, maxretry);
+    const added = Array<Failure>(Math.min(input.weight, cap)).fill(failure);
+    const window = added.concat(this.windows.get(address) ?? []).slice(0, cap);
 
-    const cutoff = now - findtimeMs;
+    const cutoff = now - p.findtimeMs;
     const counted = window.filter((f) => f.at > cutoff);
-    if (counted.length < maxretry) {
-      this.windows.set(address, window, findtimeMs);
+    if (counted.length < threshold) {
+      this.windows.set(address, window, p.findtimeMs);
       return { type: 'counted', count: counted.length };
     }
 
@@ -127,11 +136,59 @@ export class MemoryStore implements Store {
     for (const f of counted) byKind.set(f.kind, (byKind.get(f.kind) ?? 0) + 1);
     const times = counted.map((f) => f.at);
     this.windows.delete(address);
-    const ban = this.writeBan(address, {
-      reason: 'failures', kinds: Object.fromEntries(byKind), count: counted.length, firstSeen: Math.min(...times),
-      lastSeen: Math.max(...times), bannedAt: now, until: now + bantimeMs,
+    return { type: 'banned', ban: this.decideBan(address, now, 'failures', Object.fromEntries(byKind), counted.length, times) };
+  }
+
+  async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
+    const address = input.address.text;
+    const { now } = input;
+    const { maxretry, findtimeMs } = this.policy.scanner;
+    const banned = this.activeBan(address, now);
+    if (banned) return banned;
+    const pending = [now, ...(this.challenges.get(address) ?? [])].slice(0, maxretry);
+    const counted = pending.filter((t) => t > now - findtimeMs);
+    if (counted.length < maxretry) {
+      this.challenges.set(address, pending, findtimeMs);
+      return { type: 'counted', count: counted.length };
+    }
+    this.challenges.delete(address);
+    return { type: 'banned', ban: this.decideBan(address, now, 'scanner', { ChallengeSent: counted.length }, counted.length, counted) };
+  }
+
+  async recordSuccess(input: SuccessInput): Promise<void> {
+    const address = input.address.text;
+    const pending = this.challenges.get(address);
+    // one challenge answered: the newest, as record-success.lua pops it
+    if (pending && pending.length > 0) this.challenges.set(address, pending.slice(1), this.policy.scanner.findtimeMs);
+    if (input.trust) this.trusted.set(address, input.now, this.policy.trust.ttlMs);
+  }
+
+  async trustedUntil(target: IpTarget, now: number): Promise<number | null> {
+    const since = this.trusted.get(target.text);
+    return since === undefined ? null : since + this.policy.trust.ttlMs > now ? since + this.policy.trust.ttlMs : null;
+  }
+
+  private activeBan(address: string, now: number): FailureVerdict | null {
+    const existing = this.bans.get(address);
+    if (!existing) return null;
+    if (existing.until > now) return { type: 'already-banned', until: existing.until };
+    this.bans.delete(address);
+    return null;
+  }
+
+  /** include/ban.lua in TypeScript: escalation by earlier bans, capped, with jitter; the recidive rule. */
+  private decideBan(address: string, now: number, reason: string, kinds: Record<string, number>, count: number, times: number[]): BanRecord {
+    const rule = banRule(this.policy, this.nodeId);
+    const history = this.histories.get(address) ?? [];
+    let duration = Math.min(rule.bantimeMs * rule.factor ** history.length, rule.maxtimeMs);
+    duration = Math.floor(duration + rule.jitterMs);
+    const recent = history.filter((h) => h.at > now - rule.recidiveFindtimeMs).length;
+    const recidive = recent + 1 >= rule.recidiveMaxretry;
+    if (recidive) duration = Math.max(duration, rule.recidiveBantimeMs);
+    return this.writeBan(address, {
+      reason: recidive ? 'recidive' : reason, kinds, count, firstSeen: Math.min(...times), lastSeen: Math.max(...times),
+      bannedAt: now, until: now + duration,
     });
-    return { type: 'banned', ban };
   }
 
   async ban(input: ManualBanInput): Promise<BanRecord> {
@@ -148,6 +205,7 @@ export class MemoryStore implements Store {
 
   async unban(target: IpTarget): Promise<boolean> {
     this.windows.delete(target.text);
+    this.challenges.delete(target.text);
     return this.bans.delete(target.text);
   }
 
@@ -183,6 +241,8 @@ export class MemoryStore implements Store {
     this.windows.sweep();
     this.bans.sweep();
     this.histories.sweep();
+    this.challenges.sweep();
+    this.trusted.sweep();
   }
 
   private writeBan(address: string, b: Omit<BanRecord, 'address' | 'node' | 'previousBans'>): BanRecord {

@@ -2,9 +2,10 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { IpTarget } from '../net/ip.js';
 import { KeySpace } from './keys.js';
-import { storeScripts, parseKinds, type StoreScripts } from './scripts.js';
+import { storeScripts, parseKinds, type BanRule, type RecordReply, type StoreScripts } from './scripts.js';
 import type {
-  ActiveBan, BanRecord, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams, RecentFailure, Store,
+  ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams,
+  RecentFailure, Store, SuccessInput,
 } from './store.js';
 
 /** bans kept per address; a ban record's `prev` counts up to this */
@@ -46,19 +47,46 @@ export class RedisStore implements Store {
     checkFailure(input);
     // `|` separates the fields of a window entry; kinds are Asterisk event names, which never contain it
     if (input.kind.includes('|')) throw new RangeError(`invalid failure kind ${JSON.stringify(input.kind)}`);
-    const { maxretry, findtimeMs, bantimeMs, historyTtlMs } = this.policy;
-    const until = input.now + bantimeMs;
+    const p = this.policy;
     const reply = await this.scripts.recordFailure(keys, {
       now: input.now, kind: input.kind, account: input.account.slice(0, ACCOUNT_MAX), weight: input.weight,
-      maxretry, findtimeMs, bantimeMs, until, historyTtlMs, historyCap: HISTORY_CAP, node: this.nodeId,
+      maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry,
+      offenderMaxretry: p.offenderMaxretry, rule: banRule(p, this.nodeId),
     });
+    return this.verdict(address, input.now, reply);
+  }
+
+  async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
+    checkTime(input.now);
+    const address = input.address.text;
+    const p = this.policy;
+    const reply = await this.scripts.recordChallenge(this.keys.target(address), {
+      now: input.now, maxretry: p.scanner.maxretry, findtimeMs: p.scanner.findtimeMs, rule: banRule(p, this.nodeId),
+    });
+    return this.verdict(address, input.now, reply);
+  }
+
+  async recordSuccess(input: SuccessInput): Promise<void> {
+    checkTime(input.now);
+    await this.scripts.recordSuccess(this.keys.target(input.address.text), {
+      now: input.now, trustTtlMs: this.policy.trust.ttlMs, trust: input.trust,
+    });
+  }
+
+  async trustedUntil(target: IpTarget, now: number): Promise<number | null> {
+    const ttl = await this.client.pttl(this.keys.target(target.text).trust);
+    return ttl > 0 ? now + ttl : null;
+  }
+
+  private async verdict(address: string, now: number, reply: RecordReply): Promise<FailureVerdict> {
+    if (reply.type === 'counted') return { type: 'counted', count: reply.count };
     if (reply.type !== 'banned') return reply;
-    await this.indexBan(address, until, bantimeMs);
+    await this.indexBan(address, reply.until, reply.until - now);
     return {
       type: 'banned',
       ban: {
-        address, reason: 'failures', kinds: reply.kinds, count: reply.count, firstSeen: reply.first,
-        lastSeen: reply.last, bannedAt: input.now, until, node: this.nodeId, previousBans: reply.prev,
+        address, reason: reply.reason, kinds: reply.kinds, count: reply.count, firstSeen: reply.first,
+        lastSeen: reply.last, bannedAt: now, until: reply.until, node: this.nodeId, previousBans: reply.prev,
       },
     };
   }
@@ -169,10 +197,38 @@ export class RedisStore implements Store {
 
 /** Config validation is the first line; this one keeps a bad policy from reaching the scripts as nonsense. */
 export function checkPolicy(policy: PolicyParams): PolicyParams {
-  for (const [name, v] of Object.entries(policy)) {
+  const positive: Array<[string, number]> = [
+    ['maxretry', policy.maxretry], ['findtime', policy.findtimeMs], ['bantime', policy.bantimeMs],
+    ['history.ttl', policy.historyTtlMs], ['increment.maxtime', policy.increment.maxtimeMs],
+    ['offender.maxretry', policy.offenderMaxretry], ['scanner.maxretry', policy.scanner.maxretry],
+    ['scanner.findtime', policy.scanner.findtimeMs], ['trust.ttl', policy.trust.ttlMs], ['trust.maxretry', policy.trust.maxretry],
+    ['recidive.maxretry', policy.recidive.maxretry], ['recidive.findtime', policy.recidive.findtimeMs],
+    ['recidive.bantime', policy.recidive.bantimeMs],
+  ];
+  for (const [name, v] of positive) {
     if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`invalid policy ${name}: ${v}`);
   }
+  if (!Number.isFinite(policy.increment.factor) || policy.increment.factor < 1) {
+    throw new RangeError(`invalid policy increment.factor: ${policy.increment.factor}`);
+  }
+  if (!Number.isSafeInteger(policy.increment.rndtimeMs) || policy.increment.rndtimeMs < 0) {
+    throw new RangeError(`invalid policy increment.rndtime: ${policy.increment.rndtimeMs}`);
+  }
   return policy;
+}
+
+/** The ban block of the scripts, with a fresh jitter draw (fail2ban's bantime.rndtime). */
+export function banRule(p: PolicyParams, node: string): BanRule {
+  return {
+    bantimeMs: p.bantimeMs, factor: p.increment.factor, maxtimeMs: p.increment.maxtimeMs,
+    jitterMs: p.increment.rndtimeMs > 0 ? Math.floor(Math.random() * (p.increment.rndtimeMs + 1)) : 0,
+    recidiveMaxretry: p.recidive.maxretry, recidiveFindtimeMs: p.recidive.findtimeMs,
+    recidiveBantimeMs: p.recidive.bantimeMs, historyTtlMs: p.historyTtlMs, historyCap: HISTORY_CAP, node,
+  };
+}
+
+function checkTime(now: number): void {
+  if (!Number.isSafeInteger(now)) throw new RangeError(`invalid time ${now}`);
 }
 
 /** Checks what both stores rely on: integer ms (they are written into entries and JSON as digits) and weight. */

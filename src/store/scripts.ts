@@ -8,9 +8,11 @@ import type { TargetKeys } from './keys.js';
 const LUA_DIR = new URL('./lua/', import.meta.url);
 
 const SCRIPTS = {
-  recordFailure: { file: 'record-failure.lua', command: 'amiGuardRecordFailure', keys: 3 },
-  ban: { file: 'ban.lua', command: 'amiGuardBan', keys: 3 },
-  unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 2 },
+  recordFailure: { file: 'record-failure.lua', command: 'amiGuardRecordFailure', keys: 4, include: true },
+  recordChallenge: { file: 'record-challenge.lua', command: 'amiGuardRecordChallenge', keys: 3, include: true },
+  recordSuccess: { file: 'record-success.lua', command: 'amiGuardRecordSuccess', keys: 2, include: false },
+  ban: { file: 'ban.lua', command: 'amiGuardBan', keys: 3, include: false },
+  unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 3, include: false },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -21,13 +23,45 @@ type DefinedCommands = Record<(typeof SCRIPTS)[ScriptName]['command'], (...args:
 
 let sources: Record<ScriptName, string> | undefined;
 
+/** Reads each script once; the shared ban logic is prepended where a script can decide a ban. */
 function loadSources(): Record<ScriptName, string> {
-  sources ??= {
-    recordFailure: readFileSync(new URL(SCRIPTS.recordFailure.file, LUA_DIR), 'utf8'),
-    ban: readFileSync(new URL(SCRIPTS.ban.file, LUA_DIR), 'utf8'),
-    unban: readFileSync(new URL(SCRIPTS.unban.file, LUA_DIR), 'utf8'),
-  };
+  if (!sources) {
+    const include = readFileSync(new URL('include/ban.lua', LUA_DIR), 'utf8');
+    const read = (name: ScriptName): string => {
+      const body = readFileSync(new URL(SCRIPTS[name].file, LUA_DIR), 'utf8');
+      return SCRIPTS[name].include ? `${include}\n${body}` : body;
+    };
+    sources = {
+      recordFailure: read('recordFailure'),
+      recordChallenge: read('recordChallenge'),
+      recordSuccess: read('recordSuccess'),
+      ban: read('ban'),
+      unban: read('unban'),
+    };
+  }
   return sources;
+}
+
+/** How long a ban lasts and when it becomes recidive: the ARGV block of include/ban.lua. */
+export interface BanRule {
+  readonly bantimeMs: number;
+  readonly factor: number;
+  readonly maxtimeMs: number;
+  /** drawn by the caller in [0, rndtime], so the script itself stays deterministic */
+  readonly jitterMs: number;
+  readonly recidiveMaxretry: number;
+  readonly recidiveFindtimeMs: number;
+  readonly recidiveBantimeMs: number;
+  readonly historyTtlMs: number;
+  readonly historyCap: number;
+  readonly node: string;
+}
+
+function banBlock(r: BanRule): Arg[] {
+  return [
+    r.bantimeMs, r.factor, r.maxtimeMs, r.jitterMs, r.recidiveMaxretry, r.recidiveFindtimeMs, r.recidiveBantimeMs,
+    r.historyTtlMs, r.historyCap, r.node,
+  ];
 }
 
 export interface RecordFailureArgs {
@@ -38,16 +72,20 @@ export interface RecordFailureArgs {
   readonly weight: number;
   readonly maxretry: number;
   readonly findtimeMs: number;
-  readonly bantimeMs: number;
-  /** now + bantimeMs, computed once by the caller so the reply and the record agree */
-  readonly until: number;
-  readonly historyTtlMs: number;
-  readonly historyCap: number;
-  readonly node: string;
+  readonly trustMaxretry: number;
+  readonly offenderMaxretry: number;
+  readonly rule: BanRule;
 }
 
-export type RecordFailureReply =
-  | { readonly type: 'counted'; readonly count: number }
+export interface RecordChallengeArgs {
+  readonly now: number;
+  readonly maxretry: number;
+  readonly findtimeMs: number;
+  readonly rule: BanRule;
+}
+
+export type RecordReply =
+  | { readonly type: 'counted'; readonly count: number; readonly threshold: number }
   | { readonly type: 'already-banned'; readonly until: number }
   | {
       readonly type: 'banned';
@@ -56,6 +94,8 @@ export type RecordFailureReply =
       readonly first: number;
       readonly last: number;
       readonly prev: number;
+      readonly reason: string;
+      readonly until: number;
     };
 
 export interface BanArgs {
@@ -69,7 +109,9 @@ export interface BanArgs {
 }
 
 export interface StoreScripts {
-  recordFailure(keys: TargetKeys, args: RecordFailureArgs): Promise<RecordFailureReply>;
+  recordFailure(keys: TargetKeys, args: RecordFailureArgs): Promise<RecordReply>;
+  recordChallenge(keys: TargetKeys, args: RecordChallengeArgs): Promise<RecordReply>;
+  recordSuccess(keys: TargetKeys, args: { now: number; trustTtlMs: number; trust: boolean }): Promise<void>;
   /** resolves to the number of history entries before this ban */
   ban(keys: TargetKeys, args: BanArgs): Promise<number>;
   /** resolves to whether a ban existed */
@@ -88,11 +130,18 @@ export function storeScripts(client: Redis | Cluster): StoreScripts {
   return {
     async recordFailure(keys, a) {
       const reply = await c.amiGuardRecordFailure(
-        keys.fail, keys.ban, keys.hist,
-        a.now, a.kind, a.account, a.weight, a.maxretry, a.findtimeMs, a.bantimeMs, a.until, a.historyTtlMs,
-        a.historyCap, a.node,
+        keys.fail, keys.ban, keys.hist, keys.trust,
+        a.now, a.kind, a.account, a.weight, a.maxretry, a.findtimeMs, a.trustMaxretry, a.offenderMaxretry,
+        ...banBlock(a.rule),
       );
-      return parseRecordFailureReply(reply);
+      return parseRecordReply(reply, 'record-failure.lua');
+    },
+    async recordChallenge(keys, a) {
+      const reply = await c.amiGuardRecordChallenge(keys.chal, keys.ban, keys.hist, a.now, a.maxretry, a.findtimeMs, ...banBlock(a.rule));
+      return parseRecordReply(reply, 'record-challenge.lua');
+    },
+    async recordSuccess(keys, a) {
+      await c.amiGuardRecordSuccess(keys.chal, keys.trust, a.now, a.trustTtlMs, a.trust ? '1' : '0');
     },
     async ban(keys, a) {
       const reply = await c.amiGuardBan(
@@ -102,31 +151,33 @@ export function storeScripts(client: Redis | Cluster): StoreScripts {
       return integer(reply, 'ban.lua');
     },
     async unban(keys) {
-      return integer(await c.amiGuardUnban(keys.ban, keys.fail), 'unban.lua') === 1;
+      return integer(await c.amiGuardUnban(keys.ban, keys.fail, keys.chal), 'unban.lua') === 1;
     },
   };
 }
 
-function parseRecordFailureReply(reply: unknown): RecordFailureReply {
+function parseRecordReply(reply: unknown, script: string): RecordReply {
   if (Array.isArray(reply)) {
-    const [type, a, kinds, first, last, prev] = reply as unknown[];
+    const [type, a, b, first, last, prev, reason, until] = reply as unknown[];
     switch (type) {
       case 'counted':
-        return { type, count: integer(a, 'record-failure.lua') };
+        return { type, count: integer(a, script), threshold: integer(b, script) };
       case 'already-banned':
-        return { type, until: integer(a, 'record-failure.lua') };
+        return { type, until: integer(a, script) };
       case 'banned':
         return {
           type,
-          count: integer(a, 'record-failure.lua'),
-          kinds: parseKinds(kinds),
-          first: integer(first, 'record-failure.lua'),
-          last: integer(last, 'record-failure.lua'),
-          prev: integer(prev, 'record-failure.lua'),
+          count: integer(a, script),
+          kinds: parseKinds(b),
+          first: integer(first, script),
+          last: integer(last, script),
+          prev: integer(prev, script),
+          reason: typeof reason === 'string' ? reason : 'failures',
+          until: integer(until, script),
         };
     }
   }
-  throw new Error(`unexpected reply from record-failure.lua: ${JSON.stringify(reply)}`);
+  throw new Error(`unexpected reply from ${script}: ${JSON.stringify(reply)}`);
 }
 
 function integer(v: unknown, script: string): number {

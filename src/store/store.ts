@@ -9,6 +9,37 @@ export interface PolicyParams {
   readonly bantimeMs: number;
   /** how long an address's ban history is kept */
   readonly historyTtlMs: number;
+  /** fail2ban's bantime.increment: bantime x factor^(earlier bans), capped at maxtime, plus up to rndtime */
+  readonly increment: { readonly factor: number; readonly maxtimeMs: number; readonly rndtimeMs: number };
+  /** threshold for an address with ban history (a known offender): fewer failures ban it */
+  readonly offenderMaxretry: number;
+  /** unanswered challenges within findtime that make an address a silent scanner */
+  readonly scanner: { readonly maxretry: number; readonly findtimeMs: number };
+  /** a successful login trusts its address this long, with this (higher) failure threshold */
+  readonly trust: { readonly ttlMs: number; readonly maxretry: number };
+  /** the recidive jail: the maxretry-th ban within findtime lasts bantime */
+  readonly recidive: { readonly maxretry: number; readonly findtimeMs: number; readonly bantimeMs: number };
+}
+
+/** Defaults for the rules beyond maxretry/findtime/bantime (the config's defaults; tests build on them). */
+export const DEFAULT_RULES: Pick<PolicyParams, 'increment' | 'offenderMaxretry' | 'scanner' | 'trust' | 'recidive'> = {
+  increment: { factor: 2, maxtimeMs: 604_800_000, rndtimeMs: 0 },
+  offenderMaxretry: 3,
+  scanner: { maxretry: 10, findtimeMs: 60_000 },
+  trust: { ttlMs: 86_400_000, maxretry: 10 },
+  recidive: { maxretry: 5, findtimeMs: 86_400_000, bantimeMs: 604_800_000 },
+};
+
+export interface ChallengeInput {
+  readonly address: IpAddress;
+  readonly now: number;
+}
+
+export interface SuccessInput {
+  readonly address: IpAddress;
+  readonly now: number;
+  /** whether this login makes the address trusted (pjsip/chan_sip with a password; AMI only if configured) */
+  readonly trust: boolean;
 }
 
 export interface FailureInput {
@@ -81,6 +112,12 @@ export interface Store {
   readonly kind: 'redis' | 'memory';
   /** records one failure atomically and decides: counted, banned now, or already banned */
   recordFailure(input: FailureInput): Promise<FailureVerdict>;
+  /** records a challenge sent to an address and decides whether it is a silent scanner */
+  recordChallenge(input: ChallengeInput): Promise<FailureVerdict>;
+  /** a successful login: answers one pending challenge, and may make the address trusted */
+  recordSuccess(input: SuccessInput): Promise<void>;
+  /** until when the target is trusted, or null */
+  trustedUntil(target: IpTarget, now: number): Promise<number | null>;
   /** a ban decided outside the failure counter (operator, later rules); replaces an existing ban of the target */
   ban(input: ManualBanInput): Promise<BanRecord>;
   /** removes the ban and resets the failure window; history stays. Returns whether a ban existed. */

@@ -12,6 +12,8 @@ after(async () => {
   await redis?.stop();
 });
 
+let session = 0;
+
 function securityEvent(fields: Record<string, string>): string {
   const base: Record<string, string> = {
     Event: 'InvalidPassword',
@@ -21,7 +23,7 @@ function securityEvent(fields: Record<string, string>): string {
     Service: 'SIP',
     EventVersion: '2',
     AccountID: '6001',
-    SessionID: '0x7f6bc409f790',
+    SessionID: `0x7f6bc5${(++session).toString(16).padStart(6, '0')}`,
     LocalAddress: 'IPV4/UDP/198.18.0.1/5060',
   };
   const all = { ...base, ...fields };

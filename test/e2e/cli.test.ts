@@ -106,16 +106,21 @@ test('ban and unban: kernel set and Redis both follow, counters reset, history k
   assert.equal(s.history.length, 1, 'history survives an unban');
   assert.equal(s.failures.length, 0, 'the failure window is reset');
 
-  // the daemon heard the unban: the next failures count afresh, and the fifth bans again
+  // the daemon heard the unban: the next failures count afresh; as a known offender the address now gets
+  // offender.maxretry (3) chances, and its second ban lasts twice as long
   await bed.daemon.waitForLog((l) => l.msg === 'unban 198.18.0.11');
-  bed.replay.inject(markerEvents(4, '198.18.0.11'));
+  bed.replay.inject(markerEvents(2, '198.18.0.11'));
   bed.replay.inject(markerEvents(5, '192.0.2.251'));
   await waitFor('the second marker', async () => ((await bed.elements()).includes('192.0.2.251') ? true : undefined));
-  assert.ok(!(await bed.elements()).includes('198.18.0.11'), 'four failures after an unban are not a ban');
+  assert.ok(!(await bed.elements()).includes('198.18.0.11'), 'two failures after an unban are not a ban');
   bed.replay.inject(markerEvents(1, '198.18.0.11'));
   await waitFor('the re-ban', async () => ((await bed.elements()).includes('198.18.0.11') ? true : undefined));
-  const again = JSON.parse((await run('show', '198.18.0.11', '--json')).stdout) as { ban: { previousBans: number } };
+  const again = JSON.parse((await run('show', '198.18.0.11', '--json')).stdout) as {
+    ban: { previousBans: number; count: number; remainingSeconds: number };
+  };
   assert.equal(again.ban.previousBans, 1);
+  assert.equal(again.ban.count, 3);
+  assert.ok(again.ban.remainingSeconds > 3600 && again.ban.remainingSeconds <= 7200, String(again.ban.remainingSeconds));
   assert.ok((await bed.elements()).includes(MARKER));
 });
 

@@ -2,13 +2,14 @@
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseAddress, parseTarget, type IpAddress, type IpTarget } from '../../src/net/ip.js';
-import type { ActiveBan, FailureInput, PolicyParams, Store } from '../../src/store/store.js';
+import { DEFAULT_RULES, type ActiveBan, type FailureInput, type PolicyParams, type Store } from '../../src/store/store.js';
 
 export const POLICY: PolicyParams = {
   maxretry: 5,
   findtimeMs: 600_000,
   bantimeMs: 3_600_000,
   historyTtlMs: 30 * 86_400_000,
+  ...DEFAULT_RULES,
 };
 export const NODE = 'pbx-test-1';
 export const T0 = 1_700_000_000_000;
@@ -124,7 +125,8 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       // a weight beyond maxretry bans at once and counts maxretry
       const big = await store.recordFailure(failure('192.0.2.11', T0, { weight: 50 }));
       assert.ok(big.type === 'banned');
-      assert.equal(big.ban.count, POLICY.maxretry);
+      // the window keeps as many entries as the highest threshold (a trusted address's)
+      assert.equal(big.ban.count, Math.max(POLICY.maxretry, POLICY.trust.maxretry));
       await assert.rejects(store.recordFailure(failure('192.0.2.12', T0, { weight: 0 })), RangeError);
       await assert.rejects(store.recordFailure(failure('192.0.2.12', T0, { weight: 1.5 })), RangeError);
       await assert.rejects(store.recordFailure(failure('192.0.2.12', T0 + 0.5)), RangeError);
@@ -142,21 +144,24 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(await store.history(target(ip)),
         [{ at: T0 + 4, until: T0 + 4 + POLICY.bantimeMs, reason: 'failures', node: NODE }]);
 
+      // now a known offender: offenderMaxretry failures ban it
+      const again = POLICY.offenderMaxretry;
       const t1 = T0 + 100;
-      for (let i = 0; i < POLICY.maxretry - 1; i++) {
+      for (let i = 0; i < again - 1; i++) {
         assert.deepEqual(await store.recordFailure(failure(ip, t1 + i)), { type: 'counted', count: i + 1 });
       }
       // unban without a ban still resets the window
       assert.equal(await store.unban(target(ip)), false);
       assert.deepEqual(await store.recordFailure(failure(ip, t1 + 10)), { type: 'counted', count: 1 });
       let v;
-      for (let i = 1; i < POLICY.maxretry; i++) v = await store.recordFailure(failure(ip, t1 + 10 + i));
+      for (let i = 1; i < again; i++) v = await store.recordFailure(failure(ip, t1 + 10 + i));
       assert.ok(v?.type === 'banned');
       assert.equal(v.ban.previousBans, 1);
       const hist = await store.history(target(ip));
-      assert.deepEqual(hist.map((h) => h.at), [t1 + 10 + POLICY.maxretry - 1, T0 + 4], 'newest first');
+      assert.deepEqual(hist.map((h) => h.at), [t1 + 10 + again - 1, T0 + 4], 'newest first');
+      // the second ban lasts bantime x factor
       assert.deepEqual(await collect(store.activeBans(t1 + 100)),
-        [[{ address: ip, until: t1 + 10 + POLICY.maxretry - 1 + POLICY.bantimeMs }]]);
+        [[{ address: ip, until: t1 + 10 + again - 1 + POLICY.bantimeMs * POLICY.increment.factor }]]);
       await store.unban(target(ip));
       assert.deepEqual(await collect(store.activeBans(t1 + 100)), [], 'unban leaves the index');
     });
@@ -249,6 +254,62 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(got?.reason, 'manual');
       const plain = await store.ban({ target: target('203.0.113.9'), reason: 'manual', durationMs: 60_000, now: T0 });
       assert.equal(plain.note, undefined);
+    });
+
+    it('a trusted address survives mistyped passwords and is banned past the trusted threshold', async () => {
+      const store = await make();
+      const a = '198.51.100.60';
+      await store.recordSuccess({ address: addr(a), now: T0, trust: true });
+      assert.ok((await store.trustedUntil(target(a), T0 + 1))! > T0);
+      for (let i = 1; i < POLICY.trust.maxretry; i++) {
+        assert.equal((await store.recordFailure(failure(a, T0 + i))).type, 'counted', `failure ${i}`);
+      }
+      const v = await store.recordFailure(failure(a, T0 + 100));
+      assert.equal(v.type, 'banned');
+      assert.equal(v.type === 'banned' && v.ban.count, POLICY.trust.maxretry);
+      // a login without the trust flag (AMI, by default) trusts nothing
+      await store.recordSuccess({ address: addr('198.51.100.61'), now: T0, trust: false });
+      assert.equal(await store.trustedUntil(target('198.51.100.61'), T0 + 1), null);
+    });
+
+    it('silent scanner: unanswered challenges ban; answered ones never do', async () => {
+      const store = await make();
+      const phone = '198.51.100.70';
+      for (let i = 0; i < 3 * POLICY.scanner.maxretry; i++) {
+        assert.equal((await store.recordChallenge({ address: addr(phone), now: T0 + i * 10 })).type, 'counted');
+        await store.recordSuccess({ address: addr(phone), now: T0 + i * 10 + 1, trust: true });
+      }
+      const scanner = '198.51.100.71';
+      let v;
+      for (let i = 0; i < POLICY.scanner.maxretry; i++) v = await store.recordChallenge({ address: addr(scanner), now: T0 + i });
+      assert.equal(v!.type, 'banned');
+      if (v!.type === 'banned') {
+        assert.equal(v!.ban.reason, 'scanner');
+        assert.deepEqual(v!.ban.kinds, { ChallengeSent: POLICY.scanner.maxretry });
+      }
+    });
+
+    it('escalation: bans last bantime x2, x4 …; a known offender needs fewer failures; the recidive ban comes last', async () => {
+      const store = await make();
+      const a = '198.51.100.80';
+      let now = T0;
+      const durations: number[] = [];
+      const reasons: string[] = [];
+      for (let ban = 0; ban < POLICY.recidive.maxretry; ban++) {
+        const needed = ban === 0 ? POLICY.maxretry : POLICY.offenderMaxretry;
+        let v;
+        for (let i = 0; i < needed; i++) v = await store.recordFailure(failure(a, (now += 1000)));
+        assert.equal(v!.type, 'banned', `ban ${ban + 1} after ${needed} failures`);
+        if (v!.type !== 'banned') return;
+        durations.push(v!.ban.until - v!.ban.bannedAt);
+        reasons.push(v!.ban.reason);
+        assert.equal(v!.ban.previousBans, ban);
+        await store.unban(target(a));
+      }
+      const b = POLICY.bantimeMs;
+      assert.deepEqual(durations.slice(0, 4), [b, 2 * b, 4 * b, Math.min(8 * b, POLICY.increment.maxtimeMs)]);
+      assert.deepEqual(reasons, ['failures', 'failures', 'failures', 'failures', 'recidive']);
+      assert.equal(durations[4], Math.max(POLICY.recidive.bantimeMs, Math.min(16 * b, POLICY.increment.maxtimeMs)));
     });
   });
 }

@@ -8,6 +8,7 @@ describe('KeySpace', () => {
   it('builds hash-tagged keys from canonical addresses and networks', () => {
     assert.deepEqual(keys.target('198.51.100.7'), {
       fail: 'ami-guard:{198.51.100.7}:fail', ban: 'ami-guard:{198.51.100.7}:ban', hist: 'ami-guard:{198.51.100.7}:hist',
+      chal: 'ami-guard:{198.51.100.7}:chal', trust: 'ami-guard:{198.51.100.7}:trust',
     });
     assert.equal(keys.target('2001:db8::/32').ban, 'ami-guard:{2001:db8::/32}:ban');
     assert.equal(keys.banIndex, 'ami-guard:bans');

@@ -50,12 +50,15 @@ function recordingPath(r: string): string {
   return r.includes('/') ? r : join(FIXTURES, `${r}.jsonl`);
 }
 
+let markerSession = 0;
+
 export function markerEvents(count: number, address = MARKER): string {
   let out = '';
   for (let i = 0; i < count; i++) {
     out +=
       'Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:25:18.477+0000\r\n' +
-      'Severity: Error\r\nService: SIP\r\nEventVersion: 2\r\nAccountID: marker\r\nSessionID: 0x7f6bc409f790\r\n' +
+      // each guess is its own request (its own session), as Asterisk reports distinct attempts
+      `Severity: Error\r\nService: SIP\r\nEventVersion: 2\r\nAccountID: marker\r\nSessionID: 0x7f6bc4${(++markerSession).toString(16).padStart(6, '0')}\r\n` +
       `LocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/${address}/5060\r\n` +
       'Challenge: 54fab602\r\nReceivedChallenge: 54fab602\r\nReceivedHash: b9dd22c34ba6f916468ec5eb3cbc540f\r\n\r\n';
   }

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Policy } from '../../src/policy/policy.js';
+import { StreamDecider } from '../../src/policy/same-request.js';
 import { loadConfig } from '../../src/config/load.js';
 import { parseAddress } from '../../src/net/ip.js';
 import type { SecurityEvent } from '../../src/events/types.js';
@@ -15,17 +16,44 @@ const ev = (kind: string, address: string): SecurityEvent => ({
   receivedAt: 0,
   severity: 'Error',
   usingPassword: false,
+  sessionId: '',
 });
 
-test('only the configured failure kinds count', () => {
+test('every kind has a weight: the Error kinds count 1, informational ones feed their own rules', () => {
   const p = new Policy(loadConfig({ env: {} }).policy);
-  for (const k of ['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword', 'FailedACL']) {
-    assert.deepEqual(p.decide(ev(k, '198.18.0.11')), { action: 'count', weight: 1 });
+  for (const k of ['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword', 'FailedACL', 'RequestNotSupported',
+    'RequestNotAllowed', 'RequestBadFormat', 'AuthMethodNotAllowed', 'UnexpectedAddress', 'InvalidTransport', 'SessionLimit']) {
+    assert.deepEqual(p.decide(ev(k, '198.18.0.11')), { action: 'count', weight: 1 }, k);
   }
-  for (const k of ['ChallengeSent', 'SuccessfulAuth', 'FullyBooted']) assert.equal(p.decide(ev(k, '198.18.0.11')).action, 'skip');
-  const custom = new Policy(loadConfig({ env: { AMI_GUARD_POLICY_FAILURES: 'RequestBadFormat' } }).policy);
+  for (const k of ['MemoryLimit', 'LoadAverageLimit', 'FullyBooted', 'SomethingNew']) {
+    assert.deepEqual(p.decide(ev(k, '198.18.0.11')), { action: 'skip', why: 'not-a-failure' }, k);
+  }
+  assert.deepEqual(p.decide(ev('ChallengeSent', '198.18.0.11')), { action: 'challenge' });
+  const custom = new Policy(loadConfig({ env: { AMI_GUARD_POLICY_WEIGHTS: 'InvalidPassword=0,RequestBadFormat=3' } }).policy);
   assert.equal(custom.decide(ev('InvalidPassword', '198.18.0.11')).action, 'skip');
-  assert.equal(custom.decide(ev('RequestBadFormat', '198.18.0.11')).action, 'count');
+  assert.deepEqual(custom.decide(ev('RequestBadFormat', '198.18.0.11')), { action: 'count', weight: 3 });
+  assert.deepEqual(custom.decide(ev('FailedACL', '198.18.0.11')), { action: 'count', weight: 1 }, 'merged over the defaults');
+  assert.throws(() => loadConfig({ env: { AMI_GUARD_POLICY_WEIGHTS: 'Bad Kind=1' } }), /policy\.weights/);
+});
+
+test('a successful login with a password trusts a phone; an AMI login only when configured', () => {
+  const success = (service: string, usingPassword: boolean): SecurityEvent => ({ ...ev('SuccessfulAuth', '198.18.0.20'), service, usingPassword });
+  const p = new Policy(loadConfig({ env: {} }).policy);
+  assert.deepEqual(p.decide(success('PJSIP', true)), { action: 'success', trust: true });
+  assert.deepEqual(p.decide(success('SIP', true)), { action: 'success', trust: true });
+  assert.deepEqual(p.decide(success('AMI', false)), { action: 'success', trust: false });
+  const ami = new Policy(loadConfig({ env: { AMI_GUARD_POLICY_TRUST_AMI: 'true' } }).policy);
+  assert.deepEqual(ami.decide(success('AMI', false)), { action: 'success', trust: true });
+});
+
+test('one request reported twice (same session, same time) counts once', () => {
+  const p = new StreamDecider(new Policy(loadConfig({ env: {} }).policy));
+  const at = (kind: string, session: string, t: number): SecurityEvent => ({ ...ev(kind, '198.18.0.13'), sessionId: session, eventTime: t });
+  assert.equal(p.decide(at('FailedACL', '1-4574@x', 1000)).action, 'count');
+  assert.deepEqual(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1000)), { action: 'skip', why: 'same-request' });
+  // the next guess on the same Call-ID, a few ms later, is a new request
+  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1005)).action, 'count');
+  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1010)).action, 'count');
 });
 
 test('ignoreip: addresses and networks, v4, v6 and v4-mapped, loopback by default', () => {

@@ -6,6 +6,8 @@ import { readRecordingEvents } from '../../ami/recording.js';
 import { normalise } from '../../events/normalise.js';
 import { Policy } from '../../policy/policy.js';
 import { MemoryStore } from '../../store/memory-store.js';
+import { recordEvent } from '../../policy/record.js';
+import { StreamDecider } from '../../policy/same-request.js';
 import { CliError, EXIT_USAGE, loadCliConfig, type ConfigOption } from '../context.js';
 import { Table, isoTime } from '../output.js';
 
@@ -37,6 +39,7 @@ export async function replayFile(file: string, opts: ConfigOption): Promise<Repl
   if (!existsSync(file)) throw new CliError(EXIT_USAGE, `${file}: no such file`);
   const cfg = loadCliConfig(opts);
   const policy = new Policy(cfg.policy);
+  const decider = new StreamDecider(policy);
   let clock = 0;
   const store = new MemoryStore({ nodeId: 'replay', policy: policy.params, clock: () => clock });
   const byAddress = new Map<string, AddressReport>();
@@ -60,14 +63,14 @@ export async function replayFile(file: string, opts: ConfigOption): Promise<Repl
       }
       a.events[e.kind] = (a.events[e.kind] ?? 0) + 1;
       if (policy.ignore.has(e.address)) a.verdict = 'ignored';
-      const d = policy.decide(e);
+      const d = decider.decide(e);
       if (d.action === 'skip') {
         if (d.why === 'ignored' || d.why === 'unbannable') a.verdict = 'ignored';
         continue;
       }
-      a.counted += d.weight;
-      const v = await store.recordFailure({ address: e.address, kind: e.kind, account: e.accountId, weight: d.weight, now: clock });
-      if (v.type === 'banned') {
+      if (d.action === 'count') a.counted += d.weight;
+      const v = await recordEvent(store, e, d, clock);
+      if (v?.type === 'banned') {
         a.verdict = 'banned';
         a.bannedAt = isoTime(v.ban.bannedAt);
         a.countAtBan = v.ban.count;

@@ -16,9 +16,14 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const policy = new Policy(cfg.policy);
   const conn = await connect(cfg, policy);
   const now = Date.now();
-  let ban, failures, history;
+  let ban, failures, history, trustedUntil;
   try {
-    [ban, failures, history] = await Promise.all([conn.store.getBan(target!, now), conn.store.recentFailures(target!), conn.store.history(target!)]);
+    [ban, failures, history, trustedUntil] = await Promise.all([
+      conn.store.getBan(target!, now),
+      conn.store.recentFailures(target!),
+      conn.store.history(target!),
+      conn.store.trustedUntil(target!, now),
+    ]);
   } finally {
     await conn.close();
   }
@@ -35,6 +40,8 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
         history: history.map((h) => ({ at: isoTime(h.at), until: isoTime(h.until), reason: h.reason, node: h.node })),
         ignored,
         unbannable: unbannable ?? false,
+        trusted: trustedUntil !== null,
+        trustedUntil: trustedUntil === null ? null : isoTime(trustedUntil),
       })}\n`,
     );
     return 0;
@@ -52,6 +59,9 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
     lines.push('  banned:    no');
   }
   lines.push(`  ignoreip:  ${ignored ? 'yes (never counted, never banned)' : 'no'}${unbannable ? `; never bannable (${unbannable})` : ''}`);
+  lines.push(
+    `  trusted:   ${trustedUntil === null ? 'no' : `yes, after a successful login, until ${isoTime(trustedUntil)} (ban threshold ${policy.params.trust.maxretry} instead of ${policy.params.maxretry})`}`,
+  );
   if (failures.length) {
     lines.push(`  failures in the current window (${failures.length}, newest first):`);
     for (const f of failures) lines.push(`    ${isoTime(f.at)}  ${f.kind.padEnd(24)} ${JSON.stringify(f.account)}`);
