@@ -178,18 +178,23 @@ test('inspectLayout finds our sets and chain shaped otherwise, and only ours', (
     expr: [{ match: { right: `@${name}` } }, { counter: null }, { drop: null }] } });
   const chain = (prio: number) => ({ chain: { family: 'inet', table: 'ag', name: 'prerouting', type: 'filter',
     hook: 'prerouting', prio } });
+  const table = (name: string) => ({ table: { family: 'inet', name } });
   const current = [
-    ...SETS.map((s) => set('ag', s.name, s.type, [...s.flags])), chain(-300), ...SETS.map((s) => rule(s.name)),
+    table('ag'), ...SETS.map((s) => set('ag', s.name, s.type, [...s.flags])), chain(-300), ...SETS.map((s) => rule(s.name)),
   ];
-  assert.deepEqual(inspectLayout({ nftables: current }, 'ag'), { stale: [], complete: true });
-  assert.deepEqual(inspectLayout({ nftables: current.slice(0, -1) }, 'ag'), { stale: [], complete: false });
-  assert.deepEqual(inspectLayout({ nftables: [] }, 'ag'), { stale: [], complete: false });
+  assert.deepEqual(inspectLayout({ nftables: current }, 'ag'), { stale: [], missing: [], complete: true });
+  assert.deepEqual(inspectLayout({ nftables: current.slice(0, -1) }, 'ag'),
+    { stale: [], missing: [`drop rule for @${SETS.at(-1)!.name}`], complete: false });
+  assert.deepEqual(inspectLayout({ nftables: [] }, 'ag'), { stale: [], missing: ['table inet ag'], complete: false });
   const old = [
+    table('ag'), table('other'),
     set('ag', 'banned_v4', 'ipv4_addr', ['interval', 'timeout']), set('ag', 'banned_v6', 'ipv6_addr', ['timeout']),
     set('ag', 'banned_v4_net', 'ipv6_addr', ['interval', 'timeout']), chain(0),
     set('other', 'banned_v6', 'ipv6_addr', ['interval']),
   ];
-  assert.deepEqual(inspectLayout({ nftables: old }, 'ag'),
-    { stale: ['set banned_v4', 'set banned_v4_net', 'chain prerouting'], complete: false });
-  assert.deepEqual(inspectLayout({ nftables: old }, 'other'), { stale: ['set banned_v6'], complete: false });
+  const ag = inspectLayout({ nftables: old }, 'ag');
+  assert.deepEqual([ag.stale, ag.complete], [['set banned_v4', 'set banned_v4_net', 'chain prerouting'], false]);
+  assert.ok(ag.missing.includes('set banned_v6_net'), ag.missing.join(', '));
+  const other = inspectLayout({ nftables: old }, 'other');
+  assert.deepEqual([other.stale, other.complete], [['set banned_v6'], false]);
 });
