@@ -53,7 +53,7 @@ export class Metrics {
   });
   readonly firewallErrors = new Counter({
     name: 'ami_guard_firewall_errors_total',
-    help: 'nft applies that failed',
+    help: 'nft writes given up on: still failing after the retries (the next reconciliation writes them)',
     registers: [this.registry],
   });
   readonly nftRetries = new Counter({

@@ -56,6 +56,12 @@ export async function connect(cfg: AppConfig, policy: Policy): Promise<Connected
   }
   const backends = createBackends(cfg, policy, quietLogger, { failFast: true });
   const redis = backends.redis!;
+  // a failed command only says the retries ran out; the connection's own error says why (refused, TLS, auth)
+  let cause: Error | undefined;
+  const onError = (err: Error): void => {
+    cause ??= err;
+  };
+  redis.on('error', onError);
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -66,9 +72,10 @@ export async function connect(cfg: AppConfig, policy: Policy): Promise<Connected
     ]);
   } catch (err) {
     redis.disconnect();
-    throw new CliError(EXIT_FAILURE, `cannot reach Redis at ${describeRedis(cfg)}: ${(err as Error).message}`);
+    throw new CliError(EXIT_FAILURE, `cannot reach Redis at ${describeRedis(cfg)}: ${(cause ?? (err as Error)).message}`);
   } finally {
     clearTimeout(timer);
+    redis.off('error', onError);
   }
   return {
     ...backends,
