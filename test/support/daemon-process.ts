@@ -1,6 +1,6 @@
 // Runs the real `ami-guard run` as a child process, the way an operator would, and reads its JSON log lines.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -24,8 +24,15 @@ export interface DaemonProcess {
   exited: Promise<number | null>;
 }
 
+const configDirs: string[] = [];
+// the test process removes its config files when it ends
+process.once('exit', () => {
+  for (const dir of configDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 export function writeConfig(config: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'ag-cfg-'));
+  configDirs.push(dir);
   const file = join(dir, 'config.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
   return file;
