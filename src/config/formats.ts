@@ -142,40 +142,8 @@ export function registerFormats(): void {
       if (typeof v !== 'string' || isIP(v) === 0) throw new Error('must be an IPv4 or IPv6 address, e.g. 127.0.0.1 or ::1');
     },
   });
-  convict.addFormat({
-    name: 'webhook-url',
-    validate: (v: unknown) => {
-      if (typeof v !== 'string') throw new Error('must be a string');
-      if (v === '') return;
-      let u: URL;
-      try {
-        u = new URL(v);
-      } catch {
-        // never echo the value: it may carry a token
-        throw new Error('is not a valid URL (expected http://… or https://…)');
-      }
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-        throw new Error('must use http:// or https://');
-      }
-    },
-  });
-  convict.addFormat({
-    name: 'redis-url',
-    validate: (v: unknown) => {
-      if (typeof v !== 'string') throw new Error('must be a string');
-      if (v === '') return;
-      let u: URL;
-      try {
-        u = new URL(v);
-      } catch {
-        // never echo the value: it may carry a password
-        throw new Error('is not a valid URL (expected redis://[user:password@]host:port[/db] or rediss://…)');
-      }
-      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
-        throw new Error(`must use redis:// or rediss://, not ${u.protocol}//`);
-      }
-    },
-  });
+  convict.addFormat(urlFormat('webhook-url', ['http:', 'https:'], 'http://… or https://…'));
+  convict.addFormat(urlFormat('redis-url', ['redis:', 'rediss:'], 'redis://[user:password@]host:port[/db] or rediss://…'));
 }
 
 /** `host:port` or `[v6]:port` → parts; null when it is neither. */
@@ -185,4 +153,22 @@ export function parseHostPort(text: string): { host: string; port: number } | nu
   const port = Number(m[3]);
   if (port < 1 || port > 65535) return null;
   return { host: (m[1] ?? m[2])!, port };
+}
+
+/** An optional URL of given schemes. The value is never echoed: it may carry a password or a token. */
+function urlFormat(name: string, protocols: readonly string[], expected: string): convict.Format {
+  return {
+    name,
+    validate: (v: unknown) => {
+      if (typeof v !== 'string') throw new Error('must be a string');
+      if (v === '') return;
+      let u: URL;
+      try {
+        u = new URL(v);
+      } catch {
+        throw new Error(`is not a valid URL (expected ${expected})`);
+      }
+      if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.map((p) => `${p}//`).join(' or ')}, not ${u.protocol}//`);
+    },
+  };
 }

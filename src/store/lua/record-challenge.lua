@@ -11,11 +11,8 @@
 --         {'banned', count, kindsJson, first, last, prev, reason, until}
 
 local now = tonumber(ARGV[1])
-local banUntil = redis.call('HGET', KEYS[2], 'until')
-if banUntil then
-  if (tonumber(banUntil) or 0) > now then return {'already-banned', banUntil} end
-  redis.call('DEL', KEYS[2])
-end
+local banUntil = amiGuardActiveBan(KEYS[2], now)
+if banUntil then return {'already-banned', banUntil} end
 
 local maxretry = tonumber(ARGV[2])
 if redis.call('LPUSH', KEYS[1], ARGV[1]) > maxretry then redis.call('LTRIM', KEYS[1], 0, maxretry - 1) end

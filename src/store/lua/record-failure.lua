@@ -17,12 +17,8 @@
 
 local now = tonumber(ARGV[1])
 
-local banUntil = redis.call('HGET', KEYS[2], 'until')
-if banUntil then
-  if (tonumber(banUntil) or 0) > now then return {'already-banned', banUntil} end
-  -- over by the caller's clock though Redis has not expired it yet (clock skew): the address is free again
-  redis.call('DEL', KEYS[2])
-end
+local banUntil = amiGuardActiveBan(KEYS[2], now)
+if banUntil then return {'already-banned', banUntil} end
 
 local maxretry = tonumber(ARGV[5])
 local trustMaxretry = tonumber(ARGV[7])

@@ -7,6 +7,16 @@
 --   +4 recidive maxretry   +5 recidive findtime (ms)   +6 recidive bantime (ms)
 --   +7 history ttl (ms)    +8 history cap               +9 node id
 
+-- The address's ban, if one is in force by the caller's clock; one over by that clock though Redis has not expired
+-- it yet (clock skew between nodes) is removed, and the address is free again.
+local function amiGuardActiveBan(banKey, now)
+  local banUntil = redis.call('HGET', banKey, 'until')
+  if not banUntil then return nil end
+  if (tonumber(banUntil) or 0) > now then return banUntil end
+  redis.call('DEL', banKey)
+  return nil
+end
+
 local function amiGuardBanParams(at)
   return {
     bantime = tonumber(ARGV[at]), factor = tonumber(ARGV[at + 1]), maxtime = tonumber(ARGV[at + 2]),
