@@ -1,0 +1,186 @@
+// Ban latency: the synthetic AMI server writes the threshold-crossing event of one address; the clock stops when
+// `nft monitor` in the namespace reports the address added to the kernel set. maxretry-1 failures go first (and are
+// seen counted in Redis) so that only the crossing event is timed; one address at a time, each address new.
+//
+// Also measured here, to say what the figure is made of and what the floor of each method is:
+// - decision: write → the daemon's `ban` log line read by the bench (normalise, policy, EVALSHA, ban index);
+// - nft spawn: `nsenter --net=… nft -f -` with a one-element add, as the daemon's runner does it → monitor line;
+// - nft -i: a line written to a long-lived `nft -i` → monitor line (the monitor's own floor, and what a persistent
+//   nft writer would cost);
+// - polling: one `nft -j list set` of the daemon's host set, the resolution a polling observer would have.
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { createBenchNetns } from '../lib/netns.js';
+import { SyntheticAmi } from '../lib/ami-server.js';
+import { daemonConfig, daemonEnv, startDaemon } from '../lib/daemon.js';
+import { NftInteractive, NftMonitor, PROBE_TABLE } from '../lib/nft-monitor.js';
+import { systemCpu } from '../lib/proc.js';
+import { startRedis } from '../lib/redis.js';
+import { amiTemplate, nextSeq, render } from '../lib/stream.js';
+import { measured, type BenchContext, type BenchResult, type Benchmark } from '../lib/types.js';
+import { attacker, now, poll, round, roundSummary, sleep, summarise, withTimeout } from '../lib/util.js';
+
+const MAXRETRY = 5;
+const GOAL_P99_MS = 2;
+
+export const latency: Benchmark = {
+  name: 'latency',
+  title: 'ban latency (AMI write → element in the kernel set)',
+  timeoutMs: 300_000,
+  async run(ctx: BenchContext): Promise<BenchResult> {
+    const { cleanups, opts, log, signal } = ctx;
+    const redis = await startRedis(cleanups);
+    const ns = await createBenchNetns(cleanups);
+    const ami = await SyntheticAmi.start();
+    cleanups.add(() => ami.stop());
+    const env = await daemonEnv();
+    const daemon = startDaemon({
+      config: daemonConfig({ amiPort: ami.port, redisUrl: redis.server.url, netns: ns.name }),
+      env,
+    });
+    cleanups.add(async () => {
+      await daemon.stop();
+    });
+    await daemon.waitForLog((l) => l.msg === 'reconciled firewall with store', 30_000);
+    await withTimeout(ami.ready, 30_000, 'the daemon logging in to the synthetic AMI');
+    const mon = await NftMonitor.start(ns);
+    cleanups.add(() => mon.stop());
+    const banRead = new Map<string, number>();
+    daemon.onBan = (address, at) => banRead.set(address, at);
+
+    const tpl = amiTemplate();
+    const sys0 = systemCpu();
+    const t00 = now();
+    const total: number[] = [];
+    const decision: number[] = [];
+    const firewall: number[] = [];
+    let missed = 0;
+    let notCountedInTime = 0;
+    log(`timing ${opts.bans} bans, one address at a time`);
+    for (let i = 0; i < opts.bans; i++) {
+      signal.throwIfAborted();
+      const address = attacker(i);
+      let first = '';
+      for (let k = 0; k < MAXRETRY - 1; k++) first += render(tpl, address, nextSeq());
+      const event = render(tpl, address, nextSeq());
+      ami.write(first);
+      // wait until the daemon has counted them, so the crossing event alone is timed
+      const key = `ami-guard:{${address}}:fail`;
+      try {
+        await poll('failures counted', async () => ((await redis.client.llen(key)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal);
+      } catch {
+        notCountedInTime++;
+        await sleep(50);
+      }
+      const seen = mon.waitFor(address, 5000);
+      const t0 = ami.write(event);
+      const t1 = await seen;
+      if (t1 === null) {
+        missed++;
+        if (missed === 3 && total.length === 0) {
+          const said = daemon.logs.filter((l) => l.level >= 40).slice(-3).map((l) => l.msg).join(' | ');
+          throw new Error(`the first 3 bans never reached the kernel set (daemon said: ${said || 'nothing'}); ` +
+            `${notCountedInTime} were not seen counted in Redis under ami-guard:{address}:fail`);
+        }
+        continue;
+      }
+      total.push(t1 - t0);
+      const d = banRead.get(address);
+      if (d !== undefined) {
+        decision.push(d - t0);
+        firewall.push(t1 - d);
+      }
+    }
+
+    const sys1 = systemCpu();
+    const t01 = now();
+    // floors and alternatives, in the same namespace
+    log('calibrating: nft -i, spawned nft, polling');
+    const nfti = new NftInteractive(ns);
+    cleanups.add(() => nfti.stop());
+    await sleep(300);
+    const interactive: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      signal.throwIfAborted();
+      const el = mon.nextCanary();
+      const seen = mon.waitFor(el, 2000);
+      const t0 = nfti.send(`add element inet ${PROBE_TABLE} canary { ${el} timeout 60s }`);
+      const t1 = await seen;
+      if (t1 !== null) interactive.push(t1 - t0);
+    }
+    // spawned nft, from a small child process (see spawn-floor.ts): start stamps converted to this process's clock
+    const toLocal = (epochMs: number): number => epochMs - performance.timeOrigin;
+    const els = Array.from({ length: 100 }, () => mon.nextCanary());
+    const waits = new Map(els.map((el) => [el, mon.waitFor(el, 60_000)]));
+    const runs = await floorRuns(ns.name, ['add', PROBE_TABLE, 'canary', ...els]);
+    const spawned: number[] = [];
+    const spawnedExit: number[] = [];
+    for (const r of runs) {
+      const seen = await waits.get(r.el!)!;
+      if (seen !== null) spawned.push(seen - toLocal(r.start));
+      spawnedExit.push(r.exit - r.start);
+    }
+    const listing = (await floorRuns(ns.name, ['list', 'ami_guard', 'banned_v4', '20'])).map((r) => r.exit - r.start);
+    const sys2 = systemCpu();
+    const t02 = now();
+    // how busy the whole machine was (everything, this bench included): contention shows here
+    const machineBusyCores = {
+      bans: round((sys1.busy - sys0.busy) / (t01 - t00), 2),
+      calibration: round((sys2.busy - sys1.busy) / (t02 - t01), 2),
+    };
+    const s = roundSummary(summarise(total));
+    const data = {
+      bans: opts.bans,
+      timed: total.length,
+      missed,
+      notCountedInTime,
+      machineBusyCores,
+      totalMs: s,
+      decisionMs: roundSummary(summarise(decision)),
+      firewallMs: roundSummary(summarise(firewall)),
+      floors: {
+        nftInteractiveToMonitorMs: roundSummary(summarise(interactive)),
+        nftSpawnToMonitorMs: roundSummary(summarise(spawned)),
+        nftSpawnToExitMs: roundSummary(summarise(spawnedExit)),
+        listSetMs: { elements: opts.bans, ...roundSummary(summarise(listing)) },
+      },
+    };
+    const f = data.floors;
+    return {
+      data,
+      rows: [
+        measured('ban latency p50 / p99', `${s.p50} / ${s.p99} ms`, {
+          goal: `p99 ≤ ${GOAL_P99_MS} ms`,
+          met: s.p99 <= GOAL_P99_MS,
+          note: `${total.length} bans of distinct addresses${missed ? `, ${missed} not seen within 5 s` : ''}; max ${s.max} ms`,
+        }),
+        measured('  of which decision (write → ban log) p50 / p99', `${data.decisionMs.p50} / ${data.decisionMs.p99} ms`),
+        measured('  of which nft apply (ban log → set) p50 / p99', `${data.firewallMs.p50} / ${data.firewallMs.p99} ms`),
+        measured('  floor: spawned nft add → monitor p50 / p99', `${f.nftSpawnToMonitorMs.p50} / ${f.nftSpawnToMonitorMs.p99} ms`, {
+          note: 'nsenter + nft -f -, as the daemon runs it',
+        }),
+        measured('  floor: persistent nft -i add → monitor p50 / p99', `${f.nftInteractiveToMonitorMs.p50} / ${f.nftInteractiveToMonitorMs.p99} ms`, {
+          note: 'bounds the monitor path itself',
+        }),
+        measured('  polling floor: one nft -j list set', `${round(f.listSetMs.p50, 1)} ms`, { note: `${opts.bans} elements` }),
+      ],
+    };
+  },
+};
+
+/** Runs bench/lib/spawn-floor.js in a small child process and returns its timed runs. */
+function floorRuns(netns: string, args: string[]): Promise<Array<{ el: string | null; start: number; exit: number }>> {
+  return new Promise((resolve, reject) => {
+    const script = new URL('../lib/spawn-floor.js', import.meta.url).pathname;
+    const c = spawn(process.execPath, [script, netns, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+    c.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+    c.on('error', reject);
+    c.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`spawn-floor exited ${String(code)}: ${err.slice(-300)}`));
+      resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { el: string | null; start: number; exit: number }));
+    });
+  });
+}

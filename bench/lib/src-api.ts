@@ -1,0 +1,123 @@
+// The one place where benchmarks call into src/ beyond the frame reader. Other engineers change these types while the
+// bench has to keep compiling (tsc builds bench/ with everything else, so a type error here would break everyone's
+// `npm run build`): calls go through loose shapes, and a changed API shows up as a failed benchmark at run time,
+// never as a broken build.
+import { loadConfig } from '../../src/config/load.js';
+import { normalise } from '../../src/events/normalise.js';
+import { NftFirewall } from '../../src/firewall/nft.js';
+import { NftScript } from '../../src/firewall/nft-script.js';
+import { parseAddress, parseTarget } from '../../src/net/ip.js';
+import { Policy } from '../../src/policy/policy.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
+import { RedisStore } from '../../src/store/redis-store.js';
+import type { RawMessage } from '../../src/events/types.js';
+
+/** The fields of a SecurityEvent the benchmarks use (the real one carries more). */
+export interface BenchEvent {
+  readonly kind: string;
+  readonly service: string;
+  readonly address: { readonly kind: 'address'; readonly family: 4 | 6; readonly text: string };
+  readonly accountId: string;
+  readonly receivedAt: number;
+}
+
+export interface BenchDecision {
+  readonly action: 'count' | 'skip';
+  readonly weight?: number;
+  readonly why?: string;
+}
+
+export interface BenchPolicy {
+  /** the daemon's Policy.decide on a normalised event */
+  decide(event: BenchEvent): BenchDecision;
+  readonly params: { readonly maxretry: number; readonly findtimeMs: number; readonly bantimeMs: number; readonly historyTtlMs: number };
+  /** canonical ignoreip entries */
+  readonly ignoreEntries: readonly string[];
+}
+
+type AnyFn = (...args: unknown[]) => unknown;
+
+/** The daemon's Policy built from the default configuration (as `ami-guard run` with no config file would). */
+export function defaultPolicy(): BenchPolicy {
+  const cfg = loadConfig({ env: {} }) as unknown as { policy: unknown };
+  const PolicyCtor = Policy as unknown as new (c: unknown) => {
+    decide: AnyFn;
+    params: BenchPolicy['params'];
+    ignore: { entries: readonly string[] };
+  };
+  const p = new PolicyCtor(cfg.policy);
+  return {
+    decide: (e) => p.decide(e) as BenchDecision,
+    params: p.params,
+    ignoreEntries: p.ignore.entries,
+  };
+}
+
+/** normalise() of the daemon; null when the message is not a usable security event. */
+export function normaliseEvent(headers: RawMessage, receivedAt: number): BenchEvent | null {
+  const r = (normalise as unknown as AnyFn)(headers, receivedAt) as { ok: boolean; event?: BenchEvent };
+  return r.ok && r.event ? r.event : null;
+}
+
+export interface BenchStore {
+  recordFailure(address: string, kind: string, account: string, now: number): Promise<unknown>;
+  ban(address: string, durationMs: number, reason: string, now: number): Promise<unknown>;
+  activeBans(now: number): AsyncIterable<Array<{ address: string; until: number }>>;
+  close(): Promise<void>;
+}
+
+/** RedisStore as the daemon builds it (createRedisClient, key prefix `ami-guard:`, default policy). */
+export function redisStore(url: string, nodeId: string): BenchStore {
+  const client = createRedisClient({ url });
+  const StoreCtor = RedisStore as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
+  const s = new StoreCtor({ client, keyPrefix: 'ami-guard:', nodeId, policy: defaultPolicy().params });
+  const addr = (a: string): unknown => {
+    const p = parseAddress(a);
+    if (!p) throw new Error(`not an address: ${a}`);
+    return p;
+  };
+  return {
+    recordFailure: (a, kind, account, now) =>
+      s['recordFailure']!.call(s, { address: addr(a), kind, account, weight: 1, now }) as Promise<unknown>,
+    ban: (a, durationMs, reason, now) =>
+      s['ban']!.call(s, { target: addr(a), reason, durationMs, now }) as Promise<unknown>,
+    activeBans: (now) => s['activeBans']!.call(s, now) as AsyncIterable<Array<{ address: string; until: number }>>,
+    close: () => (s['close']!.call(s) as Promise<void>).catch(() => undefined),
+  };
+}
+
+export interface BenchFirewall {
+  init(): Promise<void>;
+  /** bans one address for timeoutMs; resolves once it is in the kernel (batched with whatever else is queued) */
+  add(address: BenchEvent['address'], timeoutMs: number): Promise<void>;
+  commit(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+/** The daemon's NftFirewall on our table inside `netns`. */
+export function nftFirewall(netns: string): BenchFirewall {
+  const Ctor = NftFirewall as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
+  const f = new Ctor({ table: 'ami_guard', netns });
+  return {
+    init: () => f['init']!.call(f) as Promise<void>,
+    add: (address, timeoutMs) => f['add']!.call(f, [{ target: address, timeoutMs }]) as Promise<void>,
+    commit: () => f['commit']!.call(f) as Promise<void>,
+    shutdown: () => f['shutdown']!.call(f) as Promise<void>,
+  };
+}
+
+/** The daemon's own nft scripts for table ami_guard: creating it, and the start-up reconciliation's replace-all. */
+export function nftScripts(): { init(): string; replaceAll(bans: Array<{ target: unknown; timeoutMs: number }>): string } {
+  const s = new (NftScript as unknown as new (t: string) => Record<string, AnyFn>)('ami_guard');
+  return {
+    init: () => s['init']!.call(s) as string,
+    replaceAll: (bans) => s['replaceAll']!.call(s, bans) as string,
+  };
+}
+
+/** parseTarget of the daemon (what reconciliation does to every address read from the store). */
+export function parseTargetText(text: string): unknown {
+  const t = parseTarget(text);
+  if (!t) throw new Error(`not a target: ${text}`);
+  return t;
+}
