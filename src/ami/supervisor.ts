@@ -104,6 +104,8 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
   #reconnectTimer: NodeJS.Timeout | undefined;
   #loginTimer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
+  /** when the current connection last delivered an event (performance.now()) */
+  #lastEventAt = 0;
   #pingDeadline: NodeJS.Timeout | undefined;
   #gapStartedMono: number | null = null;
   /** set by the first rejected login of a streak, so the error is logged once and the recovery is logged */
@@ -173,7 +175,9 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
     // Never removeAllListeners(): it would also drop the library's own no-op 'error' listener, and a late socket
     // error on a listener-less emitter throws.
     mgr.on('managerevent', (event) => {
-      if (att.gen === this.#gen) this.#emit('message', asRawMessage(event));
+      if (att.gen !== this.#gen) return;
+      this.#lastEventAt = performance.now();
+      this.#emit('message', asRawMessage(event));
     });
     mgr.on('connect', () => {
       att.socketOpen = true;
@@ -271,11 +275,15 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
 
   #ping(att: Attempt): void {
     if (att.gen !== this.#gen || this.#pingDeadline) return; // the previous Ping is still within its timeout
+    const sentAt = performance.now();
     this.#pingDeadline = setTimeout(
       () =>
         this.#guard(() => {
           this.#pingDeadline = undefined;
           if (att.gen !== this.#gen) return;
+          // Under a flood the Pong queues behind megabytes of events; events still arriving prove the session is
+          // alive, and dropping it would lose what Asterisk has buffered for us.
+          if (this.#lastEventAt > sentAt) return;
           this.#stats.pingTimeouts++;
           this.#log.warn({ timeoutMs: this.#pingTimeoutMs }, 'AMI did not answer Ping; dropping the connection');
           this.#lost(att, 'ping-timeout');

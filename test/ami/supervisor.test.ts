@@ -176,6 +176,30 @@ test('no Ping reply: torn down within pingInterval + pingTimeout, then reconnect
   assert.ok(sup.stats.reconnects >= 1);
 });
 
+test('a busy connection is alive: events arriving while the Pong queues behind them keep it up', async () => {
+  const s = await server('legit-phone');
+  const { sup, messages } = supervise(s.port, { pingIntervalMs: 100, pingTimeoutMs: 100 });
+  const disconnected: DisconnectedInfo[] = [];
+  sup.on('disconnected', (d) => disconnected.push(d));
+  sup.start();
+  await waitFor(() => sup.stats.connected, 2000, 'connected');
+  await s.playDone;
+  // Pongs held back (as behind a flood), events flowing: the session is alive and must not be dropped
+  s.setPingResponses(false);
+  const event = 'Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 1\r\nLastReload: 1\r\nStatus: Fully Booted\r\n\r\n';
+  const before = messages.length;
+  for (let i = 0; i < 20; i++) {
+    s.inject(event);
+    await sleep(40);
+  }
+  await waitFor(() => messages.length >= before + 20, 2000, 'the injected events');
+  assert.equal(disconnected.length, 0, 'dropped while events were arriving');
+  // the flood stops and Pings stay unanswered: now it is dead
+  await waitFor(() => disconnected.length > 0, 2000, 'teardown once events stop');
+  assert.equal(disconnected[0]!.reason, 'ping-timeout');
+  s.setPingResponses(true);
+});
+
 test('asterisk-restart: both connections\' events arrive and the reconnect happens by itself', async () => {
   const s = await server('asterisk-restart', { speed: 10 });
   const { sup, messages } = supervise(s.port);
