@@ -28,7 +28,7 @@ const cleanup = async (): Promise<void> => {
 function show(l: LogLine): void {
   const time = String(l.time ?? '').slice(11, 23);
   if (l.event === 'ban') {
-    console.log(`${time}  BAN    ${String(l.address).padEnd(16)} ${l.count} failures ${JSON.stringify(l.kinds)} for ${l.duration}`);
+    console.log(`${time}  BAN    ${String(l.address).padEnd(16)} ${String(l.reason)}: ${l.count} × ${JSON.stringify(l.kinds)} for ${l.duration}`);
   } else if (l.level >= 40 || /starting|reconciled|AMI|stopp/.test(l.msg)) {
     console.log(`${time}  ${l.level >= 50 ? 'ERROR' : l.level >= 40 ? 'WARN ' : 'info '}  ${l.msg}`);
   }
