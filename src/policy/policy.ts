@@ -2,7 +2,7 @@
 // decided atomically in the store (a Lua script on Redis) with the parameters derived here, so every node of a
 // fleet decides the same way.
 import type { SecurityEvent } from '../events/types.js';
-import { DEFAULT_RULES, type PolicyParams } from '../store/store.js';
+import type { PolicyParams } from '../store/store.js';
 import { unbannableReason } from '../net/ip.js';
 import { IgnoreList } from './ignore-list.js';
 import { DEFAULT_WEIGHTS, type AppConfig } from '../config/schema.js';
@@ -30,21 +30,17 @@ export class Policy {
   constructor(cfg: AppConfig['policy']) {
     this.ignore = new IgnoreList(cfg.ignoreip);
     this.weights = { ...DEFAULT_WEIGHTS, ...cfg.weights };
-    this.trustAmi = cfg.trust?.ami ?? false;
+    this.trustAmi = cfg.trust.ami;
     this.params = {
       maxretry: cfg.maxretry,
       findtimeMs: cfg.findtime,
       bantimeMs: cfg.bantime,
       historyTtlMs: cfg.history.ttl,
-      increment: cfg.increment
-        ? { factor: cfg.increment.factor, maxtimeMs: cfg.increment.maxtime, rndtimeMs: cfg.increment.rndtime }
-        : DEFAULT_RULES.increment,
-      offenderMaxretry: cfg.offender?.maxretry ?? DEFAULT_RULES.offenderMaxretry,
-      scanner: cfg.scanner ? { maxretry: cfg.scanner.maxretry, findtimeMs: cfg.scanner.findtime } : DEFAULT_RULES.scanner,
-      trust: cfg.trust ? { ttlMs: cfg.trust.ttl, maxretry: cfg.trust.maxretry } : DEFAULT_RULES.trust,
-      recidive: cfg.recidive
-        ? { maxretry: cfg.recidive.maxretry, findtimeMs: cfg.recidive.findtime, bantimeMs: cfg.recidive.bantime }
-        : DEFAULT_RULES.recidive,
+      increment: { factor: cfg.increment.factor, maxtimeMs: cfg.increment.maxtime, rndtimeMs: cfg.increment.rndtime },
+      offenderMaxretry: cfg.offender.maxretry,
+      scanner: { maxretry: cfg.scanner.maxretry, findtimeMs: cfg.scanner.findtime },
+      trust: { ttlMs: cfg.trust.ttl, maxretry: cfg.trust.maxretry },
+      recidive: { maxretry: cfg.recidive.maxretry, findtimeMs: cfg.recidive.findtime, bantimeMs: cfg.recidive.bantime },
     };
   }
 

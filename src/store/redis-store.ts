@@ -2,7 +2,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { IpTarget } from '../net/ip.js';
 import { KeySpace } from './keys.js';
-import { storeScripts, parseKinds, type BanRule, type RecordReply, type StoreScripts } from './scripts.js';
+import { banBlock, storeScripts, parseKinds, type Arg, type BanRule, type RecordReply, type StoreScripts } from './scripts.js';
 import type {
   ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams,
   RecentFailure, Store, SuccessInput,
@@ -32,6 +32,7 @@ export class RedisStore implements Store {
   private readonly scripts: StoreScripts;
   private readonly nodeId: string;
   private readonly policy: PolicyParams;
+  private readonly fixedBanArgs: readonly Arg[];
 
   constructor(opts: RedisStoreOptions) {
     this.client = opts.client;
@@ -39,6 +40,7 @@ export class RedisStore implements Store {
     this.scripts = storeScripts(opts.client);
     this.nodeId = opts.nodeId;
     this.policy = checkPolicy(opts.policy);
+    this.fixedBanArgs = banBlock(banRule(this.policy, this.nodeId));
   }
 
   async recordFailure(input: FailureInput): Promise<FailureVerdict> {
@@ -51,7 +53,7 @@ export class RedisStore implements Store {
     const reply = await this.scripts.recordFailure(keys, {
       now: input.now, kind: input.kind, account: input.account.slice(0, ACCOUNT_MAX), weight: input.weight,
       maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry,
-      offenderMaxretry: p.offenderMaxretry, rule: banRule(p, this.nodeId),
+      offenderMaxretry: p.offenderMaxretry, banArgs: this.banArgs(),
     });
     return this.verdict(address, input.now, reply);
   }
@@ -61,7 +63,7 @@ export class RedisStore implements Store {
     const address = input.address.text;
     const p = this.policy;
     const reply = await this.scripts.recordChallenge(this.keys.target(address), {
-      now: input.now, maxretry: p.scanner.maxretry, findtimeMs: p.scanner.findtimeMs, rule: banRule(p, this.nodeId),
+      now: input.now, maxretry: p.scanner.maxretry, findtimeMs: p.scanner.findtimeMs, banArgs: this.banArgs(),
     });
     return this.verdict(address, input.now, reply);
   }
@@ -76,6 +78,11 @@ export class RedisStore implements Store {
   async trustedUntil(target: IpTarget, now: number): Promise<number | null> {
     const ttl = await this.client.pttl(this.keys.target(target.text).trust);
     return ttl > 0 ? now + ttl : null;
+  }
+
+  /** The ban block of every scripted event: built once, fresh only when rndtime asks for a new jitter draw. */
+  private banArgs(): readonly Arg[] {
+    return this.policy.increment.rndtimeMs > 0 ? banBlock(banRule(this.policy, this.nodeId)) : this.fixedBanArgs;
   }
 
   private async verdict(address: string, now: number, reply: RecordReply): Promise<FailureVerdict> {

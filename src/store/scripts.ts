@@ -16,7 +16,7 @@ const SCRIPTS = {
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
-type Arg = string | number;
+export type Arg = string | number;
 
 /** What defineCommand adds to a client, by the command names above. */
 type DefinedCommands = Record<(typeof SCRIPTS)[ScriptName]['command'], (...args: Arg[]) => Promise<unknown>>;
@@ -57,7 +57,8 @@ export interface BanRule {
   readonly node: string;
 }
 
-function banBlock(r: BanRule): Arg[] {
+/** The ban block as script arguments; callers build it once and reuse it (it is the same for every event). */
+export function banBlock(r: BanRule): readonly Arg[] {
   return [
     r.bantimeMs, r.factor, r.maxtimeMs, r.jitterMs, r.recidiveMaxretry, r.recidiveFindtimeMs, r.recidiveBantimeMs,
     r.historyTtlMs, r.historyCap, r.node,
@@ -74,14 +75,16 @@ export interface RecordFailureArgs {
   readonly findtimeMs: number;
   readonly trustMaxretry: number;
   readonly offenderMaxretry: number;
-  readonly rule: BanRule;
+  /** banBlock(rule) */
+  readonly banArgs: readonly Arg[];
 }
 
 export interface RecordChallengeArgs {
   readonly now: number;
   readonly maxretry: number;
   readonly findtimeMs: number;
-  readonly rule: BanRule;
+  /** banBlock(rule) */
+  readonly banArgs: readonly Arg[];
 }
 
 export type RecordReply =
@@ -132,12 +135,12 @@ export function storeScripts(client: Redis | Cluster): StoreScripts {
       const reply = await c.amiGuardRecordFailure(
         keys.fail, keys.ban, keys.hist, keys.trust,
         a.now, a.kind, a.account, a.weight, a.maxretry, a.findtimeMs, a.trustMaxretry, a.offenderMaxretry,
-        ...banBlock(a.rule),
+        ...a.banArgs,
       );
       return parseRecordReply(reply, 'record-failure.lua');
     },
     async recordChallenge(keys, a) {
-      const reply = await c.amiGuardRecordChallenge(keys.chal, keys.ban, keys.hist, a.now, a.maxretry, a.findtimeMs, ...banBlock(a.rule));
+      const reply = await c.amiGuardRecordChallenge(keys.chal, keys.ban, keys.hist, a.now, a.maxretry, a.findtimeMs, ...a.banArgs);
       return parseRecordReply(reply, 'record-challenge.lua');
     },
     async recordSuccess(keys, a) {
