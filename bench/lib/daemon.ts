@@ -5,16 +5,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { now } from './util.js';
-
-export const CLI = join(process.cwd(), 'dist/src/cli/main.js');
-
-export interface LogLine {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
+import { freePort } from '../../test/support/ports.js';
+import { CLI, type LogLine } from '../../test/support/daemon-process.js';
+export { CLI, freePort, type LogLine };
 
 export interface DaemonOptions {
   readonly config: unknown;
@@ -40,17 +34,6 @@ export interface Daemon {
   readonly exited: Promise<number | null>;
 }
 
-/** A free loopback TCP port (for the daemon's HTTP listener, so parallel runs never collide on its default port). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** where a kept log line records when it was read (performance.now()) */
 const AT = '__readAt';

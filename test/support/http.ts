@@ -1,17 +1,7 @@
 // HTTP helpers for the service tests: free ports, a recording webhook receiver, and a reader for Prometheus text.
-import { createServer as createNetServer } from 'node:net';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+export { freePort } from './ports.js';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export interface ReceivedRequest {
   readonly method: string;

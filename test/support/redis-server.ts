@@ -1,8 +1,9 @@
 // Starts a throwaway redis-server for a test: loopback only, no persistence, its own temp dir, a free port.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import { freePort } from './ports.js';
 import { join } from 'node:path';
 
 export interface RedisServer {
@@ -69,16 +70,6 @@ async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisS
   return { url: `redis://${auth}127.0.0.1:${port}`, port, pid: child.pid!, stop };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Resolves once the server answers PING (+PONG, or -NOAUTH when it wants a password: it is up either way). */
 async function waitForPing(port: number, child: ChildProcess): Promise<void> {
