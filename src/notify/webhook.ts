@@ -129,6 +129,14 @@ export class WebhookNotifier {
   }
 
   private async post(body: string): Promise<Failure | null> {
+    // A controller and timer of our own rather than AbortSignal.any([AbortSignal.timeout(…), …]): undici follows
+    // the signal through a weak reference, and after a garbage collection the timeout could be lost and the request
+    // hang for good (nodejs/node#55428, undici#4068). The timer here holds the controller until it fires or clears.
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(new DOMException('webhook timeout', 'TimeoutError')), this.o.timeoutMs);
+    const onAbandon = (): void => attempt.abort(new DOMException('shutdown', 'AbortError'));
+    this.abandon.signal.addEventListener('abort', onAbandon, { once: true });
+    if (this.abandon.signal.aborted) onAbandon();
     try {
       const res = await fetch(this.target, {
         method: 'POST',
@@ -136,13 +144,16 @@ export class WebhookNotifier {
         body,
         // a redirect would carry the credentials to wherever it points: report it instead of following it
         redirect: 'manual',
-        signal: AbortSignal.any([AbortSignal.timeout(this.o.timeoutMs), this.abandon.signal]),
+        signal: attempt.signal,
       });
       await res.body?.cancel().catch(() => undefined);
       if (res.ok) return null;
       return { retry: res.status >= 500 || res.status === 408 || res.status === 429, why: `HTTP ${res.status}` };
     } catch (err) {
-      return { retry: true, why: describe(err) };
+      return { retry: true, why: describe(attempt.signal.aborted ? attempt.signal.reason : err) };
+    } finally {
+      clearTimeout(timer);
+      this.abandon.signal.removeEventListener('abort', onAbandon);
     }
   }
 }

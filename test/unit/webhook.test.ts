@@ -3,6 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { WebhookNotifier, type WebhookOptions } from '../../src/notify/webhook.js';
@@ -121,6 +123,21 @@ test('a hanging webhook: the queue drops its oldest, the timeout ends an attempt
   await waitFor('the failure', async () => ((await tm.count('failed')) === 1 ? true : undefined));
   assert.equal(timing.requests.length, 2);
   assert.match(tm.logs(), /"why":"timeout"/);
+});
+
+test('the timeout survives a garbage collection while the request hangs', async (t) => {
+  // undici follows a request's signal through a weak reference: a composed timeout signal could be collected and the
+  // request then hang for good (nodejs/node#55428). This failed in CI once; force the collection here.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const hanging = await startReceiver(() => 'hang');
+  t.after(() => hanging.stop());
+  const h = harness(t, hanging, { timeoutMs: 300, retries: 0 });
+  h.notifier.notifyBan(ban('203.0.113.8'));
+  await hanging.waitFor(1);
+  for (let i = 0; i < 3; i++) gc();
+  await waitFor('the failure', async () => ((await h.count('failed')) === 1 ? true : undefined), 5_000);
+  assert.match(h.logs(), /"why":"timeout"/);
 });
 
 test('credentials in the URL become a basic-auth header and never reach the logs', async (t) => {
