@@ -51,6 +51,27 @@ export class Metrics {
     help: 'Store operations that failed (e.g. Redis unreachable)',
     registers: [this.registry],
   });
+  readonly storeFallbackActive = new Gauge({
+    name: 'ami_guard_store_fallback_active',
+    help: '1 while Redis is unreachable and events are counted and banned in the local fallback store',
+    registers: [this.registry],
+  });
+  readonly storeFallbacks = new Counter({
+    name: 'ami_guard_store_fallbacks_total',
+    help: 'Times Redis became unreachable and the local fallback store took over',
+    registers: [this.registry],
+  });
+  readonly storeFallbackEvents = new Counter({
+    name: 'ami_guard_store_fallback_events_total',
+    help: 'Events counted in the local fallback store while Redis was unreachable',
+    registers: [this.registry],
+  });
+  readonly storeWriteback = new Counter({
+    name: 'ami_guard_store_writeback_total',
+    help: 'Bans decided during a Redis outage, by what became of them once Redis was back: written, covered (Redis already held a ban as long), expired, dropped (more than the fallback keeps)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly firewallErrors = new Counter({
     name: 'ami_guard_firewall_errors_total',
     help: 'nft writes given up on: still failing after the retries (the next reconciliation writes them)',

@@ -11,6 +11,9 @@ import { RetryingFirewall } from '../firewall/retry.js';
 import { FirewallWatchdog } from '../firewall/watchdog.js';
 import { ServiceEdges } from '../daemon/edges.js';
 import type { Store } from '../store/store.js';
+import { RedisStore } from '../store/redis-store.js';
+import { MemoryStore } from '../store/memory-store.js';
+import { FallbackStore } from '../store/fallback-store.js';
 import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
 import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
@@ -30,6 +33,21 @@ function openBackends(cfg: AppConfig, policy: Policy, logger: Logger): Backends 
     logger.info({ redis: describeRedis(cfg) }, 'using Redis');
   }
   return createBackends(cfg, policy, logger);
+}
+
+/** Redis with the bounded local fallback (redis.fallback.maxAddresses), or the store as it is. */
+function withFallback(cfg: AppConfig, backends: Backends, policy: Policy, logger: Logger, metrics: Metrics): Store {
+  const { redis, store } = backends;
+  const max = cfg.redis.fallback.maxAddresses;
+  if (!redis || !(store instanceof RedisStore) || max === 0) return store;
+  return new FallbackStore({
+    primary: store,
+    local: new MemoryStore({ nodeId: cfg.node.id, policy: policy.params, maxAddresses: max }),
+    primaryReady: () => redis.status === 'ready',
+    logger,
+    metrics,
+    maxWriteback: max,
+  });
 }
 
 export async function runDaemon(cfg: AppConfig): Promise<number> {
@@ -63,7 +81,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger.error({ err: (err as Error).message }, 'cannot set up the store');
     return 1;
   }
-  const store: Store = backends.store;
+  const store: Store = withFallback(cfg, backends, policy, logger, metrics);
   const fleet = new FleetSync({
     channel: backends.channel,
     origin: originId('daemon'),
@@ -85,11 +103,25 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         },
       })
     : undefined;
-  const edges = new ServiceEdges({ cfg, store, firewall, amiConnected: () => source.stats.connected, metrics, logger });
+  const edges = new ServiceEdges({
+    cfg, store, firewall, amiConnected: () => source.stats.connected, metrics, logger,
+    ...(store instanceof FallbackStore ? { fallback: () => store.state } : {}),
+  });
   daemon.on('ban', (ban) => edges.notifier?.notifyBan(ban));
   daemon.on('ban', (ban) => {
     fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
   });
+  if (store instanceof FallbackStore) {
+    store.on('recovered', (r) => {
+      // the fleet learns of the outage's bans now; the reconciliation also brings in what the others banned meanwhile
+      for (const ban of r.written) {
+        fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
+      }
+      daemon.reconcile('redis reachable again').catch((err: unknown) => {
+        logger.warn({ err: (err as Error).message }, 'reconciliation after the Redis outage failed; the next periodic one retries');
+      });
+    });
+  }
   // the process that lifted a ban (the CLI) notifies the webhook; each node only counts it
   fleet.on('unban', () => metrics.unbans.inc({ source: 'fleet' }));
   const startedAt = Date.now();

@@ -64,6 +64,13 @@ export const schema = {
       sensitive: true,
     },
     tls: { doc: 'TLS to the sentinels / cluster nodes (with redis.url, use rediss://).', format: Boolean, default: false },
+    fallback: {
+      maxAddresses: {
+        doc: 'While Redis is unreachable the daemon counts and bans in memory with the same policy, tracking at most this many addresses, and writes those bans back when Redis returns; 0 turns the fallback off (events are then not counted during an outage).',
+        format: 'nat',
+        default: 100000,
+      },
+    },
   },
   node: {
     id: { doc: 'This PBX\'s name in ban records, history and the fleet channel.', format: 'node-id', default: hostname() },
@@ -190,6 +197,7 @@ export interface AppConfig {
     username: string;
     password: string;
     tls: boolean;
+    fallback: { maxAddresses: number };
   };
   node: { id: string };
   fleet: { reconcileInterval: number; streamMaxlen: number };

@@ -32,6 +32,11 @@ export class BanCache {
     this.until.delete(address);
   }
 
+  /** the bans in force, oldest first: what to re-assert when the store cannot be read */
+  *active(now: number): IterableIterator<[address: string, until: number]> {
+    for (const [a, u] of this.until) if (u > now) yield [a, u];
+  }
+
   sweep(now: number): void {
     for (const [a, u] of this.until) if (u <= now) this.until.delete(a);
   }

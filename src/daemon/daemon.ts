@@ -109,6 +109,29 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   private async reconcileOnce(why: string): Promise<void> {
     const started = this.now();
+    let bans: FirewallBan[];
+    try {
+      bans = await this.readActiveBans(started);
+    } catch (err) {
+      // The store cannot be read (Redis away): re-assert what this node knows, which never removes anything. A
+      // restored table gets its bans back; the full reconciliation follows once the store answers.
+      const known: FirewallBan[] = [];
+      for (const [address, until] of this.cache.active(started)) {
+        const target = parseTarget(address);
+        if (target) known.push({ target, timeoutMs: until - started });
+      }
+      if (known.length > 0) await this.o.firewall.add(known);
+      this.o.logger.warn(
+        { why, bans: known.length, err: (err as Error).message },
+        'store unreachable: re-applied the bans known here; full reconciliation once it answers',
+      );
+      return;
+    }
+    const r = await this.o.firewall.reconcile(bans);
+    this.o.logger.info({ why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started }, 'reconciled firewall with store');
+  }
+
+  private async readActiveBans(started: number): Promise<FirewallBan[]> {
     const bans: FirewallBan[] = [];
     for await (const page of this.o.store.activeBans(started)) {
       for (const b of page) {
@@ -122,8 +145,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         this.cache.set(target.text, b.until);
       }
     }
-    const r = await this.o.firewall.reconcile(bans);
-    this.o.logger.info({ why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started }, 'reconciled firewall with store');
+    return bans;
   }
 
   private onMessage(raw: RawMessage): void {

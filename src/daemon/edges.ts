@@ -2,7 +2,7 @@
 // background health checks, and the ban notifications. Each is optional (http.port 0, notify.webhook.url empty).
 import type { AppConfig } from '../config/schema.js';
 import type { Firewall } from '../firewall/firewall.js';
-import { HealthMonitor } from '../http/health.js';
+import { HealthMonitor, type FallbackState } from '../http/health.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -14,6 +14,8 @@ export interface ServiceEdgesOptions {
   readonly store: Store;
   readonly firewall: Firewall;
   readonly amiConnected: () => boolean;
+  /** the local fallback's state, when the store has one */
+  readonly fallback?: () => FallbackState;
   readonly metrics: Metrics;
   readonly logger: Logger;
 }
@@ -41,6 +43,7 @@ export class ServiceEdges {
       store: o.store,
       firewall: o.firewall,
       amiConnected: o.amiConnected,
+      ...(o.fallback ? { fallback: o.fallback } : {}),
       metrics: o.metrics,
       logger: o.logger,
     });

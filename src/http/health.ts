@@ -8,12 +8,25 @@ import type { Store } from '../store/store.js';
 
 export type HealthPart = 'ami' | 'store' | 'firewall';
 
+/** The local fallback while Redis is away: whether it is counting, since when, bans waiting to be written back. */
+export interface FallbackState {
+  readonly active: boolean;
+  readonly since: number | null;
+  readonly pendingWriteback: number;
+}
+
 export interface HealthReport {
   readonly status: 'ok' | 'down';
   /** the parts that are down; empty when status is ok */
   readonly down: readonly HealthPart[];
   readonly ami: { readonly connected: boolean };
-  readonly store: { readonly kind: Store['kind']; readonly ok: boolean; readonly rttMs: number | null };
+  readonly store: {
+    readonly kind: Store['kind'];
+    readonly ok: boolean;
+    readonly rttMs: number | null;
+    /** present when the store has a local fallback: a store that is down but whose fallback is active still bans */
+    readonly fallback?: FallbackState;
+  };
   readonly firewall: { readonly present: boolean };
 }
 
@@ -21,6 +34,7 @@ export interface HealthMonitorOptions {
   readonly store: Store;
   readonly firewall: Firewall;
   readonly amiConnected: () => boolean;
+  readonly fallback?: () => FallbackState;
   readonly metrics: Metrics;
   readonly logger: Logger;
   /** default 2 s; each ping also feeds the store latency histogram */
@@ -64,7 +78,10 @@ export class HealthMonitor {
 
   report(): HealthReport {
     const ami = { connected: this.o.amiConnected() };
-    const store = { kind: this.o.store.kind, ok: this.storeOk === true, rttMs: this.rttMs };
+    const store = {
+      kind: this.o.store.kind, ok: this.storeOk === true, rttMs: this.rttMs,
+      ...(this.o.fallback ? { fallback: this.o.fallback() } : {}),
+    };
     const firewall = { present: this.firewallPresent === true };
     const down: HealthPart[] = [];
     if (!ami.connected) down.push('ami');

@@ -115,6 +115,21 @@ export class RedisStore implements Store {
     };
   }
 
+  /**
+   * Writes back a ban decided elsewhere (this node's fallback store while Redis was away), keeping its node and
+   * times. Idempotent; resolves to whether it was written (false: a ban as long is already there, or it is over).
+   */
+  async restoreBan(ban: BanRecord, now: number): Promise<boolean> {
+    checkTime(now);
+    const { written, until } = await this.scripts.restoreBan(this.keys.target(ban.address), {
+      now, until: ban.until, bannedAt: ban.bannedAt, reason: ban.reason.slice(0, REASON_MAX), kinds: ban.kinds,
+      count: ban.count, first: ban.firstSeen, last: ban.lastSeen, node: ban.node, historyTtlMs: this.policy.historyTtlMs,
+      historyCap: HISTORY_CAP,
+    });
+    if (until > now) await this.indexBan(ban.address, until, until - now);
+    return written;
+  }
+
   async unban(target: IpTarget): Promise<boolean> {
     const [existed] = await Promise.all([
       this.scripts.unban(this.keys.target(target.text)),
@@ -183,7 +198,9 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
-    await this.client.quit();
+    // QUIT waits for a reply; with Redis away that would hold a shutdown for the reconnect attempts
+    if (this.client.status === 'ready') await this.client.quit();
+    else this.client.disconnect();
   }
 
   /**

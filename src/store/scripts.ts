@@ -13,6 +13,7 @@ const SCRIPTS = {
   recordSuccess: { file: 'record-success.lua', command: 'amiGuardRecordSuccess', keys: 2, include: false },
   ban: { file: 'ban.lua', command: 'amiGuardBan', keys: 3, include: false },
   unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 3, include: false },
+  restoreBan: { file: 'restore-ban.lua', command: 'amiGuardRestoreBan', keys: 2, include: false },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -37,6 +38,7 @@ function loadSources(): Record<ScriptName, string> {
       recordSuccess: read('recordSuccess'),
       ban: read('ban'),
       unban: read('unban'),
+      restoreBan: read('restoreBan'),
     };
   }
   return sources;
@@ -119,6 +121,22 @@ export interface StoreScripts {
   ban(keys: TargetKeys, args: BanArgs): Promise<number>;
   /** resolves to whether a ban existed */
   unban(keys: TargetKeys): Promise<boolean>;
+  /** whether the ban was written (no: one as long is already there, or it is over), and the until in force (0: none) */
+  restoreBan(keys: TargetKeys, args: RestoreBanArgs): Promise<{ written: boolean; until: number }>;
+}
+
+export interface RestoreBanArgs {
+  readonly now: number;
+  readonly until: number;
+  readonly bannedAt: number;
+  readonly reason: string;
+  readonly kinds: Record<string, number>;
+  readonly count: number;
+  readonly first: number;
+  readonly last: number;
+  readonly node: string;
+  readonly historyTtlMs: number;
+  readonly historyCap: number;
 }
 
 /** Registers the scripts on `client` (once per client) and returns typed wrappers. */
@@ -155,6 +173,15 @@ export function storeScripts(client: Redis | Cluster): StoreScripts {
     },
     async unban(keys) {
       return integer(await c.amiGuardUnban(keys.ban, keys.fail, keys.chal), 'unban.lua') === 1;
+    },
+    async restoreBan(keys, a) {
+      const reply = await c.amiGuardRestoreBan(
+        keys.ban, keys.hist,
+        a.now, a.until, a.bannedAt, a.reason, JSON.stringify(a.kinds), a.count, a.first, a.last, a.node,
+        a.historyTtlMs, a.historyCap,
+      );
+      if (!Array.isArray(reply) || reply.length !== 2) throw new Error(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
+      return { written: integer(reply[0], 'restore-ban.lua') === 1, until: integer(reply[1], 'restore-ban.lua') };
     },
   };
 }

@@ -12,6 +12,10 @@ export interface RedisServer {
   readonly port: number;
   /** of the redis-server process, e.g. to SIGSTOP it and see what a hung server does to a client */
   readonly pid: number;
+  /** kills the server the hard way (SIGKILL, like a crash or an OOM kill); its port and data directory stay */
+  crash(): Promise<void>;
+  /** starts it again on the same port and directory (with `persist`, it reloads what it had) */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -20,6 +24,8 @@ export interface RedisServerOptions {
   readonly password?: string;
   /** more `redis-server` arguments, e.g. `['--maxmemory', '64mb']` */
   readonly args?: readonly string[];
+  /** AOF on with fsync always, so a crash and restart keeps every write (as the docker-compose Redis does) */
+  readonly persist?: boolean;
 }
 
 const START_TIMEOUT_MS = 10_000;
@@ -41,18 +47,26 @@ export async function startRedisServer(opts: RedisServerOptions = {}): Promise<R
 async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), 'ami-guard-redis-'));
   const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
-    '--daemonize', 'no', '--logfile', '',
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--daemonize', 'no', '--logfile', '',
+    ...(opts.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
     ...(opts.password === undefined ? [] : ['--requirepass', opts.password]),
     ...(opts.args ?? []),
   ];
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4_000); });
-  child.stderr.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4_000); });
+  let child: ChildProcess;
   // a test that crashes before its after hook must not leave a server behind
   const killOnExit = (): void => { child.kill('SIGKILL'); };
   process.once('exit', killOnExit);
+  const launch = async (): Promise<void> => {
+    child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4_000); });
+    child.stderr!.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4_000); });
+    try {
+      await waitForPing(port, child);
+    } catch (err) {
+      throw new Error(`redis-server did not start on port ${port}: ${(err as Error).message}\n${output}`);
+    }
+  };
 
   const stop = async (): Promise<void> => {
     process.removeListener('exit', killOnExit);
@@ -61,13 +75,28 @@ async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisS
   };
 
   try {
-    await waitForPing(port, child);
+    await launch();
   } catch (err) {
     await stop();
-    throw new Error(`redis-server did not start on port ${port}: ${(err as Error).message}\n${output}`);
+    throw err;
   }
   const auth = opts.password === undefined ? '' : `:${encodeURIComponent(opts.password)}@`;
-  return { url: `redis://${auth}127.0.0.1:${port}`, port, pid: child.pid!, stop };
+  return {
+    url: `redis://${auth}127.0.0.1:${port}`,
+    port,
+    get pid() {
+      return child.pid!;
+    },
+    async crash() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      await new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGKILL');
+      });
+    },
+    restart: launch,
+    stop,
+  };
 }
 
 

@@ -1,0 +1,269 @@
+// Redis with a local fallback: while Redis is unreachable (connection lost, commands timing out, a paused server)
+// the daemon keeps counting and banning in a bounded in-process store with the same policy, so an attack that
+// starts during an outage is still stopped on this PBX. When Redis answers again, the bans decided meanwhile are
+// written back (ban records, history, index) and the owner reconciles and tells the fleet ('recovered').
+//
+// What the local store cannot know: counts and history kept in Redis. During an outage a known offender gets the
+// ordinary threshold and an unescalated ban (trust is mirrored ahead of time, so a phone that logged in is not
+// banned for the outage's sake); failure windows that did not reach a ban are not written back.
+import { EventEmitter } from 'node:events';
+import type { IpTarget } from '../net/ip.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { MemoryStore } from './memory-store.js';
+import type { RedisStore } from './redis-store.js';
+import type {
+  ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, RecentFailure,
+  Store, SuccessInput,
+} from './store.js';
+
+export interface FallbackStoreOptions {
+  readonly primary: RedisStore;
+  /** built with the same policy and node id; its maxAddresses bounds the fallback's memory */
+  readonly local: MemoryStore;
+  /** whether the Redis connection is up (ioredis `status === 'ready'`): no command is sent into a dead one */
+  readonly primaryReady: () => boolean;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** bans decided during an outage kept for write-back at most (the oldest go first, counted) */
+  readonly maxWriteback: number;
+  /** how often Redis is probed during an outage (default 1,000 ms) */
+  readonly probeIntervalMs?: number;
+  /** a probe unanswered this long fails (default 1,000 ms) */
+  readonly probeTimeoutMs?: number;
+  readonly now?: () => number;
+}
+
+export interface Recovery {
+  /** bans decided locally and now in Redis: the owner announces them to the fleet */
+  readonly written: readonly BanRecord[];
+  /** bans Redis already held as long (another node banned the address meanwhile) */
+  readonly covered: number;
+  readonly expired: number;
+  /** how long events were counted locally (ms) */
+  readonly outageMs: number;
+}
+
+export interface FallbackStoreEvents {
+  fallback: [{ why: string }];
+  recovered: [Recovery];
+}
+
+/** Reply errors that mean "this server cannot serve now", not "this command is wrong". */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF|OOM)\b/;
+const WRITEBACK_BATCH = 500;
+
+/** Our own argument checks fail the same way on any store; anything else from Redis is about Redis. */
+export function isUnavailable(err: unknown): boolean {
+  if (err instanceof RangeError || err instanceof TypeError) return false;
+  const e = err as { name?: unknown; message?: unknown };
+  if (e?.name === 'ReplyError') return typeof e.message === 'string' && UNAVAILABLE_REPLY.test(e.message);
+  return true;
+}
+
+export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements Store {
+  readonly kind = 'redis' as const;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  /** since when events go to the local store; undefined while Redis serves */
+  private outageSince: number | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probing = false;
+  private closed = false;
+  /** bans decided locally, oldest first, not yet in Redis */
+  private readonly writeback: BanRecord[] = [];
+
+  constructor(private readonly o: FallbackStoreOptions) {
+    super();
+    this.log = o.logger.child({ component: 'store' });
+    this.now = o.now ?? Date.now;
+    o.metrics.storeFallbackActive.set(0);
+    for (const result of ['written', 'covered', 'expired', 'dropped']) o.metrics.storeWriteback.inc({ result }, 0);
+  }
+
+  /** for /healthz and the status record */
+  get state(): { readonly active: boolean; readonly since: number | null; readonly pendingWriteback: number } {
+    return { active: this.outageSince !== undefined, since: this.outageSince ?? null, pendingWriteback: this.writeback.length };
+  }
+
+  recordFailure(input: FailureInput): Promise<FailureVerdict> {
+    return this.decide(() => this.o.primary.recordFailure(input), () => this.o.local.recordFailure(input));
+  }
+
+  recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
+    return this.decide(() => this.o.primary.recordChallenge(input), () => this.o.local.recordChallenge(input));
+  }
+
+  async recordSuccess(input: SuccessInput): Promise<void> {
+    // mirrored while Redis serves too: an outage must not make a phone that logged in an hour ago a stranger
+    if (input.trust) await this.o.local.recordSuccess(input);
+    if (this.serving()) {
+      try {
+        await this.o.primary.recordSuccess(input);
+        return;
+      } catch (err) {
+        if (!isUnavailable(err)) throw err;
+        this.enterFallback(err);
+      }
+    }
+    if (!input.trust) await this.o.local.recordSuccess(input);
+  }
+
+  private async decide(primary: () => Promise<FailureVerdict>, local: () => Promise<FailureVerdict>): Promise<FailureVerdict> {
+    if (this.serving()) {
+      try {
+        return await primary();
+      } catch (err) {
+        if (!isUnavailable(err)) throw err;
+        // the event is not lost: counted here instead (if Redis did run the command after all, its reply is what
+        // was lost; Redis then counts it too, and reconciliation picks up any ban it made)
+        this.enterFallback(err);
+      }
+    }
+    this.o.metrics.storeFallbackEvents.inc();
+    const verdict = await local();
+    if (verdict.type === 'banned') this.keepForWriteback(verdict.ban);
+    return verdict;
+  }
+
+  private serving(): boolean {
+    if (this.outageSince !== undefined) return false;
+    if (this.o.primaryReady()) return true;
+    this.enterFallback(new Error('connection to Redis lost'));
+    return false;
+  }
+
+  private enterFallback(err: unknown): void {
+    if (this.outageSince !== undefined || this.closed) return;
+    this.outageSince = this.now();
+    const why = describe(err);
+    this.o.metrics.storeFallbacks.inc();
+    this.o.metrics.storeFallbackActive.set(1);
+    this.log.warn({ why }, 'redis unreachable: counting and banning in the local fallback store until it answers again');
+    this.emit('fallback', { why });
+    this.probeTimer = setInterval(() => void this.probe(), this.o.probeIntervalMs ?? 1_000);
+    this.probeTimer.unref();
+  }
+
+  private keepForWriteback(ban: BanRecord): void {
+    this.writeback.push(ban);
+    if (this.writeback.length > this.o.maxWriteback) {
+      this.writeback.shift();
+      this.o.metrics.storeWriteback.inc({ result: 'dropped' });
+    }
+  }
+
+  private async probe(): Promise<void> {
+    if (this.probing || this.closed || !this.o.primaryReady()) return;
+    this.probing = true;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.o.primary.ping(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('no answer to PING')), this.o.probeTimeoutMs ?? 1_000);
+        }),
+      ]);
+    } catch {
+      return;
+    } finally {
+      clearTimeout(timer);
+      this.probing = false;
+    }
+    await this.recover();
+  }
+
+  /** Redis answers: new events go to it at once; what was decided meanwhile is written back, oldest first. */
+  private async recover(): Promise<void> {
+    if (this.outageSince === undefined) return;
+    const outageMs = this.now() - this.outageSince;
+    clearInterval(this.probeTimer);
+    this.probeTimer = undefined;
+    this.outageSince = undefined;
+    this.o.metrics.storeFallbackActive.set(0);
+    const written: BanRecord[] = [];
+    let covered = 0;
+    let expired = 0;
+    while (this.writeback.length > 0) {
+      const batch = this.writeback.slice(0, WRITEBACK_BATCH);
+      const now = this.now();
+      let results: boolean[];
+      try {
+        results = await Promise.all(batch.map((b) => (b.until > now ? this.o.primary.restoreBan(b, now) : Promise.resolve(false))));
+      } catch (err) {
+        // gone again: what is left stays queued for the next recovery (the script is idempotent, so a batch that
+        // was partly written is safe to send again)
+        this.enterFallback(err);
+        this.log.warn({ written: written.length, left: this.writeback.length }, 'redis lost again during write-back');
+        break;
+      }
+      this.writeback.splice(0, batch.length);
+      batch.forEach((b, i) => {
+        if (results[i]) written.push(b);
+        else if (b.until <= now) expired++;
+        else covered++;
+      });
+    }
+    const m = this.o.metrics.storeWriteback;
+    m.inc({ result: 'written' }, written.length);
+    m.inc({ result: 'covered' }, covered);
+    m.inc({ result: 'expired' }, expired);
+    if (this.outageSince !== undefined) return;
+    this.log.info(
+      { outageMs, written: written.length, covered, expired },
+      'redis reachable again: bans decided meanwhile written back',
+    );
+    this.emit('recovered', { written, covered, expired, outageMs });
+  }
+
+  // The rest serves the CLI-like reads and writes, which only mean something against Redis.
+  trustedUntil(target: IpTarget, now: number): Promise<number | null> {
+    return this.o.primary.trustedUntil(target, now);
+  }
+
+  ban(input: ManualBanInput): Promise<BanRecord> {
+    return this.o.primary.ban(input);
+  }
+
+  unban(target: IpTarget): Promise<boolean> {
+    return this.o.primary.unban(target);
+  }
+
+  getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
+    return this.o.primary.getBan(target, now);
+  }
+
+  history(target: IpTarget): Promise<HistoryEntry[]> {
+    return this.o.primary.history(target);
+  }
+
+  recentFailures(target: IpTarget): Promise<RecentFailure[]> {
+    return this.o.primary.recentFailures(target);
+  }
+
+  activeBans(now: number): AsyncIterable<ActiveBan[]> {
+    return this.o.primary.activeBans(now);
+  }
+
+  ping(): Promise<number> {
+    return this.o.primary.ping();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.probeTimer);
+    if (this.writeback.length > 0) {
+      this.log.warn(
+        { bans: this.writeback.length },
+        'stopping during a Redis outage: bans decided meanwhile stay in the kernel with their timeouts but are not written to Redis',
+      );
+    }
+    await Promise.all([this.o.primary.close().catch(() => undefined), this.o.local.close()]);
+  }
+}
+
+/** why Redis is unavailable, without anything a command carried (error messages of ioredis name commands only) */
+function describe(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0]!.slice(0, 200);
+}
