@@ -109,6 +109,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   });
   daemon.on('ban', (ban) => edges.notifier?.notifyBan(ban));
   daemon.on('ban', (ban) => {
+    // a ban decided during a Redis outage is published with the write-back, so the fleet hears of it once
+    if (store instanceof FallbackStore && store.decidedLocally(ban)) return;
     fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
   });
   if (store instanceof FallbackStore) {

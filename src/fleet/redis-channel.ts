@@ -42,6 +42,9 @@ export class RedisChannel implements BanChannel {
     this.running = true;
     // a blocking XREAD holds its connection: it gets one of its own, never the shared, pipelined client
     this.reader = this.o.client.duplicate();
+    // a copy does not inherit listeners: without one, ioredis prints every failed reconnect to stderr, unstructured.
+    // The outage itself is reported by the read loop below (once) and by the shared client.
+    this.reader.on('error', () => undefined);
     this.loop = this.run(this.reader, fromId, handlers);
   }
 

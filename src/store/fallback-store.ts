@@ -72,6 +72,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   private closed = false;
   /** bans decided locally, oldest first, not yet in Redis */
   private readonly writeback: BanRecord[] = [];
+  private readonly decidedHere = new WeakSet<BanRecord>();
 
   constructor(private readonly o: FallbackStoreOptions) {
     super();
@@ -84,6 +85,11 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   /** for /healthz and the status record */
   get state(): { readonly active: boolean; readonly since: number | null; readonly pendingWriteback: number } {
     return { active: this.outageSince !== undefined, since: this.outageSince ?? null, pendingWriteback: this.writeback.length };
+  }
+
+  /** whether a ban came from the local store: the fleet hears of it from the write-back, not at once */
+  decidedLocally(ban: BanRecord): boolean {
+    return this.decidedHere.has(ban);
   }
 
   recordFailure(input: FailureInput): Promise<FailureVerdict> {
@@ -146,6 +152,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   }
 
   private keepForWriteback(ban: BanRecord): void {
+    this.decidedHere.add(ban);
     this.writeback.push(ban);
     if (this.writeback.length > this.o.maxWriteback) {
       this.writeback.shift();
