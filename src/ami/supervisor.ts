@@ -8,6 +8,7 @@ import AsteriskManager from 'asterisk-manager';
 import type { Logger } from '../log.js';
 import type { RawMessage } from '../events/types.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
+import { PORT_WATCH_INTERVAL_MS, watchPort } from './port-watch.js';
 
 export interface AmiSupervisorOptions {
   host: string;
@@ -102,6 +103,8 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
   #gen = 0;
   #attempt: Attempt | null = null;
   #reconnectTimer: NodeJS.Timeout | undefined;
+  /** during a backoff wait after a connection failure: cuts the wait short once the port answers */
+  #stopPortWatch: (() => void) | undefined;
   #loginTimer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
   /** when the current connection last delivered an event (performance.now()) */
@@ -146,6 +149,7 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
     if (!this.#running) return;
     this.#running = false;
     clearTimeout(this.#reconnectTimer);
+    this.#stopPortWatch?.();
     this.#clearSessionTimers();
     const att = this.#attempt;
     if (!att) return;
@@ -163,7 +167,10 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
   }
 
   #connect(): void {
+    clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = undefined;
+    this.#stopPortWatch?.();
+    this.#stopPortWatch = undefined;
     const gen = ++this.#gen;
     const mgr = AsteriskManager(undefined, this.#host, this.#username, this.#secret, true);
     let markClosed!: () => void;
@@ -322,6 +329,14 @@ export class AmiSupervisor extends EventEmitter<AmiSupervisorEvents> {
     if (!this.#running) return;
     this.#log.debug({ reason, delayMs }, 'next AMI connection attempt scheduled');
     this.#reconnectTimer = setTimeout(() => this.#guard(() => this.#connect()), delayMs);
+    if (reason !== 'auth-failed' && delayMs > PORT_WATCH_INTERVAL_MS) {
+      this.#stopPortWatch = watchPort(this.#host, this.#port, () =>
+        this.#guard(() => {
+          if (!this.#running || !this.#reconnectTimer) return;
+          this.#log.debug('AMI port answers again; connecting now');
+          this.#connect();
+        }));
+    }
   }
 
   /** From here on nothing this attempt's instance emits is acted upon. */

@@ -64,6 +64,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private idleWaiters: Array<() => void> = [];
   private lastStoreErrorLog = 0;
   private stopping = false;
+  /** past the start-up reconciliation: from here a store that cannot be read is ridden out, not fatal */
+  private intakeStarted = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   private reconciling: Promise<void> | undefined;
@@ -86,6 +88,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     await this.reconcile('start-up');
     if (this.o.fleet && from !== undefined) this.o.fleet.start(from, this);
     this.o.source.on('message', this.onMessage);
+    this.intakeStarted = true;
     this.sweepTimer = setInterval(() => this.cache.sweep(this.now()), 60_000).unref();
     await this.o.source.start();
   }
@@ -113,6 +116,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     try {
       bans = await this.readActiveBans(started);
     } catch (err) {
+      // at start-up there is nothing known here to fall back on: a daemon that cannot read the store does not start
+      if (!this.intakeStarted) throw err;
       // The store cannot be read (Redis away): re-assert what this node knows, which never removes anything. A
       // restored table gets its bans back; the full reconciliation follows once the store answers.
       const known: FirewallBan[] = [];

@@ -236,6 +236,32 @@ test('the PBX is down at start: attempts back off, one warning, and it connects 
   assert.equal(sup.stats.reconnects, 0, 'never having been connected is not a gap');
 });
 
+test('Asterisk down for longer than the backoff: the login follows the port answering again, not the backoff', async (t) => {
+  const first = await server('legit-phone');
+  const port = first.port;
+  // a backoff this long would not reconnect within the wait below: only the port watch can
+  const { sup, logs } = supervise(port, { backoff: { initialMs: 60_000, maxMs: 60_000 } });
+  const disconnected: DisconnectedInfo[] = [];
+  sup.on('disconnected', (d) => disconnected.push(d));
+  sup.start();
+  await waitFor(() => sup.stats.connected, 2000, 'connected');
+  await first.stop();
+  await waitFor(() => disconnected.length === 1, 2000, 'the loss noticed');
+  await sleep(1_500); // a few refused probes
+  assert.equal(sup.stats.connected, false);
+
+  const upAt = performance.now();
+  const again = await server('legit-phone', { port });
+  await waitFor(() => sup.stats.connected, 5_000, 'reconnected once the port answers');
+  const ms = performance.now() - upAt;
+  assert.equal(again.logins, 1, 'one login: the probes never log in');
+  assert.equal(sup.stats.reconnects, 1);
+  assert.ok(logs.some((l) => l.msg === 'AMI port answers again; connecting now'));
+  const gap = logs.find((l) => l.msg === 'AMI reconnected; events were not seen during the gap');
+  assert.ok(typeof gap?.['gapMs'] === 'number' && gap['gapMs'] >= 1_500, 'the gap is logged with its length');
+  t.diagnostic(`reconnected ${ms.toFixed(0)} ms after the AMI port answered again (backoff 60 s)`);
+});
+
 test('stop() logs off, resolves once closed and does not reconnect', async () => {
   const s = await server('legit-phone');
   const actions: string[] = [];
