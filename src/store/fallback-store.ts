@@ -73,6 +73,8 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   /** bans decided locally, oldest first, not yet in Redis */
   private readonly writeback: BanRecord[] = [];
   private readonly decidedHere = new WeakSet<BanRecord>();
+  /** written back but not yet announced: a write-back cut short by another outage announces them when it completes */
+  private writtenBack: BanRecord[] = [];
 
   constructor(private readonly o: FallbackStoreOptions) {
     super();
@@ -188,7 +190,8 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     this.probeTimer = undefined;
     this.outageSince = undefined;
     this.o.metrics.storeFallbackActive.set(0);
-    const written: BanRecord[] = [];
+    const written = this.writtenBack;
+    const writtenBefore = written.length;
     let covered = 0;
     let expired = 0;
     while (this.writeback.length > 0) {
@@ -212,10 +215,11 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
       });
     }
     const m = this.o.metrics.storeWriteback;
-    m.inc({ result: 'written' }, written.length);
+    m.inc({ result: 'written' }, written.length - writtenBefore);
     m.inc({ result: 'covered' }, covered);
     m.inc({ result: 'expired' }, expired);
     if (this.outageSince !== undefined) return;
+    this.writtenBack = [];
     this.log.info(
       { outageMs, written: written.length, covered, expired },
       'redis reachable again: bans decided meanwhile written back',
