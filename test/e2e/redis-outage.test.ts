@@ -84,6 +84,15 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   bed.replay.inject(guesses(E, 5));
   await inKernel(bed, E);
 
+  // someone flushes our table while Redis is still down: the bans known here come back without reading Redis
+  await bed.ns.execOk('nft', ['delete', 'table', 'inet', bed.table]);
+  await bed.daemon.waitForLog((l) => l.msg === 'store unreachable: re-applied the bans known here; full reconciliation once it answers', 20_000);
+  await waitFor('every ban back in the kernel', async () => {
+    const now = await bed.elements();
+    return [A, B, C, E, MARKER].every((x) => now.includes(x)) ? true : undefined;
+  }, 20_000);
+  assert.ok(Date.now() - crashedAt < OUTAGE_MS, 'restored while Redis was still down');
+
   await sleep(Math.max(0, crashedAt + OUTAGE_MS - Date.now()));
   await redis.restart();
   const back = await bed.daemon.waitForLog((l) => l.msg === 'redis reachable again: bans decided meanwhile written back', 20_000);
