@@ -84,7 +84,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     for (const result of ['written', 'covered', 'expired', 'dropped']) o.metrics.storeWriteback.inc({ result }, 0);
   }
 
-  /** for /healthz and the status record */
+  /** for /healthz */
   get state(): { readonly active: boolean; readonly since: number | null; readonly pendingWriteback: number } {
     return { active: this.outageSince !== undefined, since: this.outageSince ?? null, pendingWriteback: this.writeback.length };
   }
@@ -123,8 +123,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
         return await primary();
       } catch (err) {
         if (!isUnavailable(err)) throw err;
-        // the event is not lost: counted here instead (if Redis did run the command after all, its reply is what
-        // was lost; Redis then counts it too, and reconciliation picks up any ban it made)
+        // The event is not lost: counted here instead. If Redis did run the command after all (a paused server
+        // wakes and runs what it had queued), only its reply was lost: Redis counts it too, and a ban it decided is
+        // met by this node's write-back of the same ban (restore-ban.lua indexes it) or, at the latest, enforced
+        // when the address is next seen and the script answers already-banned.
         this.enterFallback(err);
       }
     }
