@@ -1,23 +1,13 @@
 // What turns the daemon into a service an operator can watch: the HTTP listener (/metrics, /healthz) with its
 // background health checks, and the ban notifications. Each is optional (http.port 0, notify.webhook.url empty).
 import type { AppConfig } from '../config/schema.js';
-import type { Firewall } from '../firewall/firewall.js';
-import { HealthMonitor, type FallbackState } from '../http/health.js';
+import { HealthMonitor, type HealthMonitorOptions } from '../http/health.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
 import { WebhookNotifier } from '../notify/webhook.js';
-import type { Store } from '../store/store.js';
 
-export interface ServiceEdgesOptions {
+/** what the health checks read, plus the settings of the listener and the webhook */
+export interface ServiceEdgesOptions extends Pick<HealthMonitorOptions, 'store' | 'firewall' | 'amiConnected' | 'fallback' | 'metrics' | 'logger'> {
   readonly cfg: Pick<AppConfig, 'http' | 'notify' | 'node'>;
-  readonly store: Store;
-  readonly firewall: Firewall;
-  readonly amiConnected: () => boolean;
-  /** the local fallback's state, when the store has one */
-  readonly fallback?: () => FallbackState;
-  readonly metrics: Metrics;
-  readonly logger: Logger;
 }
 
 export class ServiceEdges {
@@ -39,14 +29,8 @@ export class ServiceEdges {
           metrics: o.metrics,
         })
       : undefined;
-    this.health = new HealthMonitor({
-      store: o.store,
-      firewall: o.firewall,
-      amiConnected: o.amiConnected,
-      ...(o.fallback ? { fallback: o.fallback } : {}),
-      metrics: o.metrics,
-      logger: o.logger,
-    });
+    const { cfg: _settings, ...checks } = o;
+    this.health = new HealthMonitor(checks);
   }
 
   /** Binds the HTTP port before the daemon starts, so a port in use fails the start at once. */

@@ -5,15 +5,9 @@ import type { Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
+import type { FallbackState } from '../store/fallback-store.js';
 
 export type HealthPart = 'ami' | 'store' | 'firewall';
-
-/** The local fallback while Redis is away: whether it is counting, since when, bans waiting to be written back. */
-export interface FallbackState {
-  readonly active: boolean;
-  readonly since: number | null;
-  readonly pendingWriteback: number;
-}
 
 export interface HealthReport {
   readonly status: 'ok' | 'down';
@@ -34,6 +28,7 @@ export interface HealthMonitorOptions {
   readonly store: Store;
   readonly firewall: Firewall;
   readonly amiConnected: () => boolean;
+  /** the local fallback's state, when the store has one */
   readonly fallback?: () => FallbackState;
   readonly metrics: Metrics;
   readonly logger: Logger;

@@ -44,6 +44,13 @@ export interface Recovery {
   readonly outageMs: number;
 }
 
+/** The local fallback: whether it is counting, since when (ms since the epoch), bans waiting to be written back. */
+export interface FallbackState {
+  readonly active: boolean;
+  readonly since: number | null;
+  readonly pendingWriteback: number;
+}
+
 export interface FallbackStoreEvents {
   fallback: [{ why: string }];
   recovered: [Recovery];
@@ -85,7 +92,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   }
 
   /** for /healthz */
-  get state(): { readonly active: boolean; readonly since: number | null; readonly pendingWriteback: number } {
+  get state(): FallbackState {
     return { active: this.outageSince !== undefined, since: this.outageSince ?? null, pendingWriteback: this.writeback.length };
   }
 

@@ -7,8 +7,8 @@ import { Redis } from 'ioredis';
 import { startBed, markerEvents, MARKER, type Bed } from '../support/bed.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { waitFor } from '../support/netns.js';
-import { freePort, getText, metric, parseMetrics, type Sample } from '../support/http.js';
-import type { HealthReport } from '../../src/http/health.js';
+import { freePort, getHealth, metric, scrapeMetrics } from '../support/http.js';
+import { bannedInKernel } from '../support/bed-wait.js';
 
 const OUTAGE_MS = 30_000;
 const PREFIX = 'outage:';
@@ -20,17 +20,9 @@ function guesses(address: string, n: number): string {
   return address.includes(':') ? raw.replaceAll(`IPV4/UDP/${address}/`, `IPV6/UDP/${address}/`) : raw;
 }
 
-async function scrape(base: string): Promise<Sample[]> {
-  return parseMetrics((await getText(`${base}/metrics`)).body);
-}
 
-async function health(base: string): Promise<{ status: number; report: HealthReport }> {
-  const r = await getText(`${base}/healthz`);
-  return { status: r.status, report: JSON.parse(r.body) as HealthReport };
-}
-
-async function inKernel(bed: Bed, address: string): Promise<void> {
-  await waitFor(`${address} in the kernel set`, async () => ((await bed.elements()).includes(address) ? true : undefined), 20_000);
+function inKernel(bed: Bed, address: string): Promise<void> {
+  return bannedInKernel(bed, address, 20_000);
 }
 
 test('Redis down for 30 s mid-attack: bans go on locally, are written back once, and the fleet hears of each once', async (t) => {
@@ -68,12 +60,12 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   await bed.daemon.waitForLog((l) => l.msg === 'redis unreachable: counting and banning in the local fallback store until it answers again');
 
   const down = await waitFor('/healthz to report the outage', async () => {
-    const h = await health(base);
+    const h = await getHealth(base);
     return h.status === 503 && h.report.store.fallback?.active && h.report.down.includes('store') ? h.report : undefined;
   });
   assert.deepEqual(down.down, ['store']);
   assert.equal(down.store.fallback?.pendingWriteback, 2);
-  let m = await scrape(base);
+  let m = await scrapeMetrics(base);
   assert.equal(metric(m, 'ami_guard_store_fallback_active'), 1);
   assert.equal(metric(m, 'ami_guard_store_fallbacks_total'), 1);
   assert.ok((metric(m, 'ami_guard_store_fallback_events_total') ?? 0) >= 10);
@@ -100,8 +92,8 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   assert.equal(back.covered, 0);
   assert.ok((back.outageMs as number) >= OUTAGE_MS - 1_000, `outage of ${String(back.outageMs)} ms`);
   await bed.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store' && l.why === 'redis reachable again', 20_000);
-  await waitFor('/healthz to answer 200 again', async () => ((await health(base)).status === 200 ? true : undefined), 20_000);
-  assert.deepEqual((await health(base)).report.store.fallback, { active: false, since: null, pendingWriteback: 0 });
+  await waitFor('/healthz to answer 200 again', async () => ((await getHealth(base)).status === 200 ? true : undefined), 20_000);
+  assert.deepEqual((await getHealth(base)).report.store.fallback, { active: false, since: null, pendingWriteback: 0 });
 
   // what happened during the outage is in Redis: records, one history entry each, the index
   for (const address of [A, C, E]) {
@@ -121,7 +113,7 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   const published = stream.map(([, f]) => f[f.indexOf('a') + 1]!).sort();
   assert.deepEqual(published, [A, B, C, E, MARKER].sort());
 
-  m = await scrape(base);
+  m = await scrapeMetrics(base);
   assert.equal(metric(m, 'ami_guard_bans_total'), 5, 'five bans made, each once');
   assert.equal(metric(m, 'ami_guard_store_writeback_total', { result: 'written' }), 3);
   assert.equal(metric(m, 'ami_guard_store_fallback_active'), 0);
@@ -137,12 +129,7 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
 
 test('a paused Redis: AMI reading never blocks, excess events are shed and counted, decided bans are kept', async (t) => {
   const redis = await startRedisServer();
-  t.after(() => {
-    try {
-      process.kill(redis.pid, 'SIGCONT');
-    } catch { /* already gone */ }
-    return redis.stop();
-  });
+  t.after(() => redis.stop());
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const maxPending = 50;
@@ -157,29 +144,29 @@ test('a paused Redis: AMI reading never blocks, excess events are shed and count
   const decided = '203.0.113.50';
   bed.replay.inject(guesses(decided, 5));
   await inKernel(bed, decided);
-  const before = metric(await scrape(base), 'ami_guard_security_events_total') ?? 0;
+  const before = metric(await scrapeMetrics(base), 'ami_guard_security_events_total') ?? 0;
 
-  process.kill(redis.pid, 'SIGSTOP');
+  redis.pause();
   // a flood from 400 sources while Redis hangs: every event is read at once, the store queue stays bounded
   let flood = '';
   for (let i = 0; i < 400; i++) flood += guesses(`10.77.${i >> 8}.${i & 255}`, 1);
   bed.replay.inject(flood);
   await waitFor('every event read while Redis hangs', async () => {
-    const n = metric(await scrape(base), 'ami_guard_security_events_total') ?? 0;
+    const n = metric(await scrapeMetrics(base), 'ami_guard_security_events_total') ?? 0;
     return n === before + 400 ? true : undefined;
   });
-  let m = await scrape(base);
+  let m = await scrapeMetrics(base);
   assert.ok((metric(m, 'ami_guard_events_shed_total') ?? 0) > 0, 'events beyond maxPending were shed');
   assert.ok((metric(m, 'ami_guard_pending_events') ?? 0) <= maxPending);
 
   // the commands time out (5 s) and the fallback takes over: a new attacker is banned while Redis still hangs
-  await waitFor('the fallback to take over', async () => (metric(await scrape(base), 'ami_guard_store_fallback_active') === 1 ? true : undefined), 20_000);
+  await waitFor('the fallback to take over', async () => (metric(await scrapeMetrics(base), 'ami_guard_store_fallback_active') === 1 ? true : undefined), 20_000);
   const late = '203.0.113.51';
   bed.replay.inject(guesses(late, 5));
   await inKernel(bed, late);
   assert.ok((await bed.elements()).includes(decided), 'the ban decided before the hang is still enforced');
 
-  process.kill(redis.pid, 'SIGCONT');
+  redis.resume();
   await bed.daemon.waitForLog((l) => l.msg === 'redis reachable again: bans decided meanwhile written back', 20_000);
   const client = new Redis(redis.url);
   t.after(async () => {
@@ -187,7 +174,7 @@ test('a paused Redis: AMI reading never blocks, excess events are shed and count
   });
   assert.ok(await client.exists(`${PREFIX}{${late}}:ban`), 'the ban made during the hang is in Redis');
   assert.equal(await client.llen(`${PREFIX}{${late}}:hist`), 1);
-  m = await scrape(base);
+  m = await scrapeMetrics(base);
   const shed = metric(m, 'ami_guard_events_shed_total') ?? 0;
   t.diagnostic(`shed ${shed} of 400 events while Redis hung; pending peaked at most ${maxPending}`);
   assert.equal(bed.daemon.child.exitCode, null);

@@ -12,7 +12,7 @@ import { startBed, markerEvents, FIXTURES, MARKER, AMI_SECRET } from '../support
 import { startRedisServer } from '../support/redis-server.js';
 import { waitFor } from '../support/netns.js';
 import { CLI, writeConfig } from '../support/daemon-process.js';
-import { freePort, getText, metric, parseMetrics } from '../support/http.js';
+import { freePort, getHealth, getText, metric, parseMetrics } from '../support/http.js';
 import type { HealthReport } from '../../src/http/health.js';
 
 interface Truth {
@@ -27,9 +27,9 @@ function bogusEvent(): string {
 }
 
 async function health(base: string): Promise<{ status: number; report: HealthReport }> {
-  const r = await getText(`${base}/healthz`);
-  assert.equal(r.type, 'application/json');
-  return { status: r.status, report: JSON.parse(r.body) as HealthReport };
+  const h = await getHealth(base);
+  assert.equal(h.type, 'application/json');
+  return h;
 }
 
 /** Polls /healthz until it answers `status` (bounded), and returns the report; a listener not up yet is polled on. */
@@ -42,12 +42,7 @@ async function healthBecomes(base: string, status: number, what: string): Promis
 
 test('/metrics counts what happened and /healthz follows Redis, AMI and the nft table', async (t) => {
   const redis = await startRedisServer();
-  t.after(() => {
-    try {
-      process.kill(redis.pid, 'SIGCONT');
-    } catch { /* already gone */ }
-    return redis.stop();
-  });
+  t.after(() => redis.stop());
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const bed = await startBed({
@@ -110,13 +105,13 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   assert.equal((await getText(`${base}/healthz?verbose=1`, { method: 'HEAD' })).status, 200);
 
   // a hung Redis: the store is down and only the store
-  process.kill(redis.pid, 'SIGSTOP');
+  redis.pause();
   const hung = await healthBecomes(base, 503, '/healthz to notice the stopped Redis');
   assert.equal(hung.status, 'down');
   assert.deepEqual(hung.down, ['store']);
   assert.equal(hung.store.ok, false);
   assert.equal(hung.store.rttMs, null);
-  process.kill(redis.pid, 'SIGCONT');
+  redis.resume();
   const back = await healthBecomes(base, 200, '/healthz to see Redis again');
   assert.equal(back.store.ok, true);
 

@@ -180,12 +180,8 @@ describe('FallbackStore on a real redis-server', () => {
   it('a paused Redis: events wait for the command timeout, then are counted locally; nothing is lost', async (t) => {
     const r = rig(t, 400);
     await r.client.ping();
-    process.kill(server.pid, 'SIGSTOP');
-    t.after(() => {
-      try {
-        process.kill(server.pid, 'SIGCONT');
-      } catch { /* gone */ }
-    });
+    server.pause();
+    t.after(async () => server.resume());
     // the connection stays up, so the first events go to Redis and time out; they are then counted here
     const verdicts = await Promise.all(
       Array.from({ length: POLICY.maxretry }, () => r.store.recordFailure(failure('192.0.2.77', Date.now()))));
@@ -196,7 +192,7 @@ describe('FallbackStore on a real redis-server', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(r.recoveries.length, 0);
 
-    process.kill(server.pid, 'SIGCONT');
+    server.resume();
     await waitFor('the write-back', () => (r.recoveries.length > 0 ? true : undefined), 15_000);
     // Redis ran the timed-out commands once it woke, and so banned the address itself (its reply was lost): the
     // write-back finds that ban, adds nothing, and indexes it, which nobody had done

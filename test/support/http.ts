@@ -1,7 +1,7 @@
-// HTTP helpers for the service tests: free ports, a recording webhook receiver, and a reader for Prometheus text.
+// HTTP helpers for the service tests: free ports, a recording webhook receiver, readers for /healthz and Prometheus text.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { HealthReport } from '../../src/http/health.js';
 export { freePort } from './ports.js';
-
 
 export interface ReceivedRequest {
   readonly method: string;
@@ -107,4 +107,15 @@ export function metric(samples: readonly Sample[], name: string, labels: Record<
 export async function getText(url: string, init?: RequestInit): Promise<{ status: number; body: string; type: string | null }> {
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(10_000) });
   return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
+}
+
+/** /healthz of a daemon's listener at `base` (http://host:port), parsed */
+export async function getHealth(base: string): Promise<{ status: number; type: string | null; report: HealthReport }> {
+  const r = await getText(`${base}/healthz`);
+  return { status: r.status, type: r.type, report: JSON.parse(r.body) as HealthReport };
+}
+
+/** /metrics of a daemon's listener at `base`, parsed */
+export async function scrapeMetrics(base: string): Promise<Sample[]> {
+  return parseMetrics((await getText(`${base}/metrics`)).body);
 }

@@ -10,12 +10,16 @@ export interface RedisServer {
   /** `redis://127.0.0.1:<port>`, with the password when one was set */
   readonly url: string;
   readonly port: number;
-  /** of the redis-server process, e.g. to SIGSTOP it and see what a hung server does to a client */
+  /** of the redis-server process now (a restart changes it): the benchmarks read its CPU time */
   readonly pid: number;
   /** kills the server the hard way (SIGKILL, like a crash or an OOM kill); its port and data directory stay */
   crash(): Promise<void>;
   /** starts it again on the same port and directory (with `persist`, it reloads what it had) */
   restart(): Promise<void>;
+  /** SIGSTOP: a hung server, its connections open and silent */
+  pause(): void;
+  /** SIGCONT; stop() resumes a paused server first */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -68,8 +72,14 @@ async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisS
     }
   };
 
+  let paused = false;
+  const resume = (): void => {
+    if (paused && child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
+    paused = false;
+  };
   const stop = async (): Promise<void> => {
     process.removeListener('exit', killOnExit);
+    resume();
     await kill(child);
     rmSync(dir, { recursive: true, force: true });
   };
@@ -95,6 +105,11 @@ async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisS
       });
     },
     restart: launch,
+    pause() {
+      paused = true;
+      child.kill('SIGSTOP');
+    },
+    resume,
     stop,
   };
 }
