@@ -10,6 +10,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v conntrack >/dev/null || missing+=(conntrack) # a test checks a ban also stops a flow conntrack holds
 command -v docker-compose >/dev/null || missing+=(docker-compose) # validates docker-compose.yml; no engine needed
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

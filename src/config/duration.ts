@@ -23,11 +23,14 @@ export function parseDuration(value: unknown): number | null {
   return Number.isFinite(ms) ? Math.round(ms) : null;
 }
 
-/** The inverse, for people: 3600000 → `1h`, 5400000 → `1h30m`. */
+/**
+ * The inverse, for people: 3600000 → `1h`, 5400000 → `1h30m`. Whole seconds are rounded down, so time left on a ban
+ * never reads longer than it is (59m59.5s is `59m59s`, not `1h`).
+ */
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return String(ms);
   if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`;
-  let rest = Math.round(ms / 1000);
+  let rest = Math.floor(ms / 1000);
   const parts: string[] = [];
   for (const [unit, size] of [['d', 86_400], ['h', 3_600], ['m', 60], ['s', 1]] as const) {
     if (rest >= size) {
