@@ -4,7 +4,7 @@
 // adds that pile up behind a running process are sent together as the next transaction.
 import { createLogger, type Logger } from '../log.js';
 import {
-  parseTarget, prefixContains, unbannableReason, type IpFamily, type IpPrefix, type IpTarget,
+  contains, parseTarget, unbannableReason, type IpFamily, type IpPrefix, type IpTarget,
 } from '../net/ip.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from './firewall.js';
 import { NftError, SpawnNftRunner, type NftRunner } from './nft-runner.js';
@@ -410,11 +410,7 @@ function settle(job: Exclude<Job, { kind: 'task' }>, failed: ReadonlyMap<string,
 
 /** Whether `outer` contains `inner` (an element covers itself). */
 export function covers(outer: IpTarget, inner: IpTarget): boolean {
-  if (outer.family !== inner.family) return false;
-  if (outer.text === inner.text) return true;
-  if (outer.kind !== 'prefix') return false;
-  if (inner.kind === 'prefix') return inner.bits >= outer.bits && prefixContains(outer, inner.network);
-  return prefixContains(outer, inner.text);
+  return contains(outer, inner);
 }
 
 /**

@@ -1,38 +1,116 @@
 // Addresses cross every boundary of ami-guard as parsed values. Attacker-controlled text (the AMI stream) and
-// operator text (CLI, config) both go through here before they can become a Redis key or an nft element.
+// operator text (CLI, config, feeds) go through here before they can become a Redis key or an nft element, and
+// what comes out carries its numeric form, so range checks (ignore list, never-ban rules, prefixes) never parse
+// again. Only this module can make an IpAddress or IpPrefix (the constructors are private), so a value that did not
+// come from the parser (a bug, a forged object) is told apart with `instanceof` instead of by parsing its text again.
 import ipaddr from 'ipaddr.js';
 
 export type IpFamily = 4 | 6;
 
+/** unsigned 32-bit words, most significant first: one for IPv4, four for IPv6 */
+export type IpWords = readonly number[];
+
+/** held only by this module: nothing else can construct an IpAddress or IpPrefix */
+const MINT: unique symbol = Symbol('ip');
+
 /** One host address in canonical form: dotted quad for IPv4, RFC 5952 for IPv6, IPv4-mapped IPv6 folded to IPv4. */
-export interface IpAddress {
-  readonly kind: 'address';
-  readonly family: IpFamily;
-  readonly text: string;
+export class IpAddress {
+  readonly kind = 'address' as const;
+  /** the address's length in bits (32 or 128), so an address reads as its own /32 or /128 */
+  readonly bits: number;
+
+  constructor(
+    mint: typeof MINT,
+    readonly family: IpFamily,
+    readonly text: string,
+    readonly words: IpWords,
+  ) {
+    if (mint !== MINT) throw new TypeError('an IpAddress comes from parseAddress, never from elsewhere');
+    this.bits = family === 4 ? 32 : 128;
+  }
+
+  toJSON(): string {
+    return this.text;
+  }
 }
 
 /** A network (CIDR) with its host bits cleared, e.g. `203.0.113.0/24`. */
-export interface IpPrefix {
-  readonly kind: 'prefix';
-  readonly family: IpFamily;
+export class IpPrefix {
+  readonly kind = 'prefix' as const;
+
   /** canonical `network/bits` */
   readonly text: string;
-  readonly network: string;
-  readonly bits: number;
+
+  constructor(
+    mint: typeof MINT,
+    readonly family: IpFamily,
+    /** canonical network address, without the length */
+    readonly network: string,
+    readonly bits: number,
+    /** the network address's words (host bits zero) */
+    readonly words: IpWords,
+  ) {
+    if (mint !== MINT) throw new TypeError('an IpPrefix comes from parseTarget, never from elsewhere');
+    this.text = `${network}/${bits}`;
+  }
+
+  toJSON(): string {
+    return this.text;
+  }
 }
 
 /** What can be banned or ignored: one address or one network. */
 export type IpTarget = IpAddress | IpPrefix;
 
-const IPV4_STRICT = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const IPV6_CHARS = /^[0-9A-Fa-f:.]+$/;
 
-function fromParsed(parsed: ipaddr.IPv4 | ipaddr.IPv6): IpAddress {
-  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) {
-    return { kind: 'address', family: 4, text: (parsed as ipaddr.IPv6).toIPv4Address().toString() };
+/**
+ * A strict dotted quad as a uint32 (no `0x10`, no `10.1`, no leading zeros, which inet_aton would read as octal or
+ * shorthand), or -1. Reads `text` from `start` to `end` without allocating: the AMI reader calls it on the stream.
+ */
+export function dottedQuad(text: string, start = 0, end = text.length): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // leading zero
+      part = part * 10 + (c - 48);
+      if (part > 255 || ++digits > 3) return -1;
+    } else {
+      return -1;
+    }
   }
-  if (parsed.kind() === 'ipv4') return { kind: 'address', family: 4, text: parsed.toString() };
-  return { kind: 'address', family: 6, text: (parsed as ipaddr.IPv6).toRFC5952String() };
+  if (dots !== 3 || digits === 0) return -1;
+  return value * 256 + part;
+}
+
+function v4Text(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+/** An IPv4 address from its uint32, e.g. as read from the stream by dottedQuad. */
+export function ipv4(n: number, text?: string): IpAddress {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`not an IPv4 address: ${n}`);
+  return new IpAddress(MINT, 4, text ?? v4Text(n), [n]);
+}
+
+function v6Words(parts: readonly number[]): number[] {
+  return [0, 2, 4, 6].map((i) => ((parts[i]! << 16) | parts[i + 1]!) >>> 0);
+}
+
+function v6FromWords(words: IpWords): ipaddr.IPv6 {
+  const parts: number[] = [];
+  for (const w of words) parts.push(w >>> 16, w & 0xffff);
+  return new ipaddr.IPv6(parts);
 }
 
 /**
@@ -43,29 +121,56 @@ function fromParsed(parsed: ipaddr.IPv4 | ipaddr.IPv6): IpAddress {
  */
 function hexTail(input: string): string | null {
   const colon = input.lastIndexOf(':');
-  const tail = input.slice(colon + 1);
-  if (!tail.includes('.')) return input;
-  if (!IPV4_STRICT.test(tail)) return null;
-  const [a, b, c, d] = tail.split('.').map(Number) as [number, number, number, number];
-  return `${input.slice(0, colon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  if (!input.includes('.', colon)) return input;
+  const n = dottedQuad(input, colon + 1);
+  if (n < 0) return null;
+  return `${input.slice(0, colon + 1)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
 }
 
-/**
- * Parses one IP address. IPv4 must be a strict dotted quad (no `0x10`, no `10.1`, no leading zeros, which
- * ipaddr.js and inet_aton would otherwise read as octal or shorthand); IPv6 in any valid spelling, without a
- * zone id. Returns null for anything else.
- */
-export function parseAddress(input: string): IpAddress | null {
-  if (typeof input !== 'string' || input.length === 0 || input.length > 64) return null;
-  if (IPV4_STRICT.test(input)) return fromParsed(ipaddr.IPv4.parse(input));
+function parseV6(input: string): IpAddress | null {
   if (!input.includes(':') || !IPV6_CHARS.test(input)) return null;
   const hex = hexTail(input);
   if (hex === null || !ipaddr.IPv6.isValid(hex)) return null;
+  let parsed: ipaddr.IPv6;
   try {
-    return fromParsed(ipaddr.IPv6.parse(hex));
+    parsed = ipaddr.IPv6.parse(hex);
   } catch {
     return null;
   }
+  if (parsed.isIPv4MappedAddress()) {
+    const [a, b, c, d] = parsed.toIPv4Address().octets;
+    return ipv4((((a! << 24) | (b! << 16) | (c! << 8) | d!) >>> 0));
+  }
+  return new IpAddress(MINT, 6, parsed.toRFC5952String(), v6Words(parsed.parts));
+}
+
+/**
+ * Parses one IP address: IPv4 as a strict dotted quad, IPv6 in any valid spelling without a zone id. Returns null
+ * for anything else.
+ */
+export function parseAddress(input: string): IpAddress | null {
+  if (typeof input !== 'string' || input.length === 0 || input.length > 64) return null;
+  const n = dottedQuad(input);
+  if (n >= 0) return ipv4(n, input);
+  return parseV6(input);
+}
+
+/** The words of `words` with every bit past the first `bits` cleared. */
+function masked(words: IpWords, bits: number): number[] {
+  return words.map((w, i) => {
+    const keep = Math.max(0, Math.min(32, bits - i * 32));
+    return keep === 0 ? 0 : keep === 32 ? w : (w & (-1 << (32 - keep))) >>> 0;
+  });
+}
+
+/** The network of `bits` around an address or inside a wider network, e.g. an IPv6 address's /64. */
+export function prefixOf(target: IpTarget, bits: number): IpTarget {
+  const max = target.family === 4 ? 32 : 128;
+  if (!Number.isInteger(bits) || bits < 0 || bits > max) throw new RangeError(`prefix length ${bits} out of range for IPv${target.family}`);
+  if (bits >= target.bits) return target;
+  const words = masked(target.words, bits);
+  const network = target.family === 4 ? v4Text(words[0]!) : v6FromWords(words).toRFC5952String();
+  return new IpPrefix(MINT, target.family, network, bits, words);
 }
 
 /**
@@ -82,60 +187,53 @@ export function parseTarget(input: string): IpTarget | null {
   let bits = Number(bitsPart);
   const addr = parseAddress(addrPart);
   if (!addr) return null;
-  let family = addr.family;
   // `::ffff:198.18.0.0/112` is the IPv4 network 198.18.0.0/16
-  if (family === 4 && addrPart.includes(':')) {
+  if (addr.family === 4 && addrPart.includes(':')) {
     if (bits < 96) return null;
     bits -= 96;
   }
-  const max = family === 4 ? 32 : 128;
-  if (bits > max) return null;
-  if (bits === max) return addr;
-  const parsed = ipaddr.parse(addr.text);
-  const network = family === 4
-    ? ipaddr.IPv4.networkAddressFromCIDR(`${addr.text}/${bits}`).toString()
-    : (ipaddr.IPv6.networkAddressFromCIDR(`${parsed.toString()}/${bits}`) as ipaddr.IPv6).toRFC5952String();
-  family = addr.family;
-  return { kind: 'prefix', family, text: `${network}/${bits}`, network, bits };
+  if (bits > addr.bits) return null;
+  return prefixOf(addr, bits);
+}
+
+/** Whether `outer` contains `inner` (a target contains itself). */
+export function contains(outer: IpTarget, inner: IpTarget): boolean {
+  if (outer.family !== inner.family || inner.bits < outer.bits) return false;
+  const w = outer.words;
+  const m = masked(inner.words, outer.bits);
+  for (let i = 0; i < w.length; i++) if (w[i] !== m[i]) return false;
+  return true;
+}
+
+/** Whether `a` and `b` share an address: one of them contains the other. */
+export function overlaps(a: IpTarget, b: IpTarget): boolean {
+  return contains(a, b) || contains(b, a);
 }
 
 export type UnbannableReason = 'loopback' | 'unspecified' | 'multicast' | 'broadcast';
 
+const NEVER: ReadonlyArray<readonly [UnbannableReason, IpTarget]> = [
+  ['loopback', '127.0.0.0/8'], ['unspecified', '0.0.0.0/8'], ['broadcast', '255.255.255.255/32'], ['multicast', '224.0.0.0/4'],
+  ['loopback', '::1/128'], ['unspecified', '::/128'], ['multicast', 'ff00::/8'],
+].map(([reason, text]) => [reason as UnbannableReason, parseTarget(text!)!] as const);
+
 /**
  * Addresses no attacker can really send from, or whose ban would cut the host off from itself. A packet claiming
- * such a source is spoofed or local; banning it would harm only us.
+ * such a source is spoofed or local; banning it would harm only us. A network is refused when it overlaps one.
  */
 export function unbannableReason(target: IpTarget): UnbannableReason | null {
-  const text = target.kind === 'address' ? target.text : target.network;
-  const range = ipaddr.parse(text).range();
-  if (target.kind === 'prefix') {
-    // a prefix wide enough to contain the loopback or unspecified address is never a sane ban
-    const probe = target.family === 4 ? ['127.0.0.1', '0.0.0.0'] : ['::1', '::'];
-    for (const p of probe) {
-      if (prefixContains(target, p)) return p.startsWith('127') || p === '::1' ? 'loopback' : 'unspecified';
-    }
-  }
-  switch (range) {
-    case 'loopback':
-    case 'unspecified':
-    case 'multicast':
-    case 'broadcast':
-      return range;
-    default:
-      return null;
-  }
+  for (const [reason, range] of NEVER) if (overlaps(range, target)) return reason;
+  return null;
 }
 
-export function prefixContains(prefix: IpPrefix, addressText: string): boolean {
-  const a = ipaddr.parse(addressText);
-  if ((a.kind() === 'ipv4') !== (prefix.family === 4)) return false;
-  return a.match(ipaddr.parse(prefix.network), prefix.bits);
+/** Whether a value is an address or network made by this module's parsers (never a look-alike object). */
+export function isParsedTarget(value: unknown): value is IpTarget {
+  return value instanceof IpAddress || value instanceof IpPrefix;
 }
 
 /**
- * Re-checks that a string is a canonical target as produced by parseTarget. The firewall and the store call this on
- * anything they are about to write, so a value that did not come from the parser (a bug, a tampered Redis record)
- * is refused instead of written into an nft script or a key.
+ * Re-checks that a string is a canonical target as produced by parseTarget: for text that arrives from outside
+ * (a Redis key or record, a fleet message) before it is trusted as an address.
  */
 export function isCanonicalTarget(text: string): boolean {
   const t = parseTarget(text);

@@ -1,12 +1,11 @@
-import { BlockList } from 'node:net';
-import { parseTarget, prefixContains, type IpAddress, type IpTarget } from '../net/ip.js';
+import { contains, overlaps, parseTarget, type IpAddress, type IpTarget } from '../net/ip.js';
 
 /**
  * fail2ban's ignoreip: addresses and networks that are never counted and never banned. Entries are parsed with the
- * same parser as events, so `::ffff:10.0.0.1` in the list and `10.0.0.1` in an event are the same address.
+ * same parser as events, so `::ffff:10.0.0.1` in the list and `10.0.0.1` in an event are the same address, and
+ * checks compare the parsed words: nothing is parsed again per event.
  */
 export class IgnoreList {
-  private readonly list = new BlockList();
   private readonly targets: IpTarget[] = [];
   readonly entries: readonly string[];
 
@@ -15,9 +14,6 @@ export class IgnoreList {
     for (const entry of entries) {
       const t = parseTarget(entry);
       if (!t) throw new Error(`ignoreip: ${JSON.stringify(entry)} is not an IP address or CIDR network`);
-      const type = t.family === 4 ? 'ipv4' : 'ipv6';
-      if (t.kind === 'address') this.list.addAddress(t.text, type);
-      else this.list.addSubnet(t.network, t.bits, type);
       canonical.push(t.text);
       this.targets.push(t);
     }
@@ -25,7 +21,8 @@ export class IgnoreList {
   }
 
   has(address: IpAddress): boolean {
-    return this.list.check(address.text, address.family === 4 ? 'ipv4' : 'ipv6');
+    for (const t of this.targets) if (contains(t, address)) return true;
+    return false;
   }
 
   /**
@@ -34,8 +31,7 @@ export class IgnoreList {
    * PBX's ignore list holds, whoever made the ban.
    */
   covers(target: IpTarget): boolean {
-    if (target.kind === 'address') return this.has(target);
-    if (this.list.check(target.network, target.family === 4 ? 'ipv4' : 'ipv6')) return true;
-    return this.targets.some((t) => t.family === target.family && prefixContains(target, t.kind === 'address' ? t.text : t.network));
+    for (const t of this.targets) if (overlaps(t, target)) return true;
+    return false;
   }
 }

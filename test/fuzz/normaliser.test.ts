@@ -318,7 +318,8 @@ test('IPv4-mapped IPv6 normalises to the same address as the IPv4 it maps, and g
   const a = normalise(eventMessage('IPV6/UDP/::ffff:198.18.0.11/5060', 'InvalidPassword'), 0);
   const b = normalise(eventMessage('IPV4/UDP/198.18.0.11/5060', 'InvalidPassword'), 0);
   assert.ok(a.ok && b.ok);
-  assert.deepEqual(a.event.address, { kind: 'address', family: 4, text: '198.18.0.11' });
+  assert.equal(a.event.address.text, '198.18.0.11');
+  assert.equal(a.event.address.family, 4);
   assert.deepEqual(a.event.address, b.event.address);
 });
 

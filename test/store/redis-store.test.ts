@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import { inspect } from 'node:util';
 import type { Redis } from 'ioredis';
 import { createLogger } from '../../src/log.js';
-import { isCanonicalTarget } from '../../src/net/ip.js';
+import { isCanonicalTarget, type IpAddress } from '../../src/net/ip.js';
 import { KeySpace } from '../../src/store/keys.js';
 import { createRedisClient, reconnectDelay } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
@@ -130,7 +130,7 @@ describe('RedisStore on a real redis-server', () => {
         assert.match(k, /^inj:(bans|\{[^{}]+\}:(fail|ban|hist))$/);
       }
       // a value that did not come from the parser never reaches a key
-      const forged = { kind: 'address', family: 4, text: '1.2.3.4}:x' } as const;
+      const forged = { kind: 'address', family: 4, text: '1.2.3.4}:x' } as unknown as IpAddress;
       await assert.rejects(store.recordFailure({ ...failure('1.2.3.4', T0), address: forged }), RangeError);
       await assert.rejects(store.recordFailure(failure('1.2.3.4', T0, { kind: 'a|b' })), RangeError);
     } finally {

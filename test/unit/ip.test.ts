@@ -27,7 +27,8 @@ test('IPv4-mapped IPv6 is the IPv4 address', () => {
 
 test('IPv4-compatible IPv6 stays IPv6, and a dotted tail is as strict as IPv4 (found by test/fuzz)', () => {
   // inet_ntop prints ::7f00:1 as ::127.0.0.1; it is an IPv6 source, not 127.0.0.1
-  assert.deepEqual(parseAddress('::127.0.0.1'), { kind: 'address', family: 6, text: '::7f00:1' });
+  assert.equal(parseAddress('::127.0.0.1')?.text, '::7f00:1');
+  assert.equal(parseAddress('::127.0.0.1')?.family, 6);
   assert.equal(parseAddress('::0.0.0.1')?.text, '::1');
   assert.equal(parseTarget('::198.18.0.0/112')?.text, '::c612:0/112');
   for (const bad of ['::ffff:010.0.0.1', '::ffff:1.2.3.04', '::ffff:999.0.0.1', '::ffff:1.2.3', '1.2.3.4::1']) {
