@@ -26,7 +26,9 @@ export async function status(opts: StatusOptions): Promise<number> {
   let active = 0;
   let nodes: NodeStatus[];
   try {
-    nodes = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now);
+    nodes = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now, (why, node) => {
+      process.stderr.write(`ami-guard: status of node ${JSON.stringify(node)} skipped: ${why}\n`);
+    });
     for await (const records of activeBanRecords(conn.store, now)) {
       for (const r of records) {
         active++;
