@@ -92,25 +92,43 @@ export class RedisStore implements Store {
     checkBatch(batch, now);
     const verdicts: Array<ActivityVerdict | undefined> = new Array<ActivityVerdict | undefined>(batch.length);
     const failed: Array<{ indices: number[]; error: unknown }> = [];
-    if (batch.length === 0) return { verdicts, failed };
-    const groups = this.group(batch);
-    await Promise.all(groups.map(async (g) => {
-      try {
-        const reply = await this.scripts.recordActivity({ routingKey: g.routingKey, now, entries: g.entries });
-        this.decode(reply, batch, g.indices, now, verdicts);
-      } catch (err) {
-        failed.push({ indices: g.indices, error: err });
+    let pending: number[] | undefined;
+    for (let attempt = 1; batch.length > 0; attempt++) {
+      const moved: number[] = [];
+      await Promise.all(this.group(batch, pending).map(async (g) => {
+        try {
+          const reply = await this.scripts.recordActivity({ routingKey: g.routingKey, now, entries: g.entries });
+          this.decode(reply, batch, g.indices, now, verdicts, moved);
+        } catch (err) {
+          failed.push({ indices: g.indices, error: err });
+        }
+      }));
+      if (moved.length === 0) break;
+      // Cluster slots moved since the slot map was read (resharding, failover): the script did nothing for these
+      if (attempt === 3) {
+        failed.push({ indices: moved, error: new Error('Redis Cluster slots kept moving; entries not recorded there') });
+        break;
       }
-    }));
+      await this.refreshSlots();
+      pending = moved;
+    }
     return { verdicts, failed };
   }
 
+  private refreshSlots(): Promise<void> {
+    const client = this.client;
+    if (!(client instanceof Cluster)) return Promise.resolve();
+    return new Promise((resolve) => client.refreshSlotsCache(() => resolve()));
+  }
+
   /** One part per Cluster node (by the slot map ioredis routes with); everything in one part elsewhere. */
-  private group(batch: readonly TargetActivity[]): Group[] {
+  private group(batch: readonly TargetActivity[], only: readonly number[] | undefined): Group[] {
     const slots = this.client instanceof Cluster ? this.client.slots : undefined;
     const byNode = new Map<string, Group>();
     let single: Group | undefined;
-    for (let i = 0; i < batch.length; i++) {
+    const n = only ? only.length : batch.length;
+    for (let k = 0; k < n; k++) {
+      const i = only ? only[k]! : k;
       const a = batch[i]!;
       const bucket = bucketOf(a.target);
       const entry = this.entry(a, bucket);
@@ -141,7 +159,10 @@ export class RedisStore implements Store {
     return `${tagOf(bucket)}|${a.target.text}|${a.failures}|${codes}|${a.challenges}|${a.successes}|${a.trust ? 1 : 0}|${b36(a.first)}|${b36(a.last)}|${account}`;
   }
 
-  private decode(reply: unknown[], batch: readonly TargetActivity[], indices: readonly number[], now: number, out: Array<ActivityVerdict | undefined>): void {
+  private decode(
+    reply: unknown[], batch: readonly TargetActivity[], indices: readonly number[], now: number,
+    out: Array<ActivityVerdict | undefined>, moved: number[],
+  ): void {
     const counts = (reply[0] as string).split(',');
     if (counts.length !== indices.length) throw new TypeError(`record-activity.lua answered ${counts.length} counts for ${indices.length} entries`);
     for (let j = 0; j < indices.length; j++) out[indices[j]!] = counted(Number(counts[j]));
@@ -150,6 +171,12 @@ export class RedisStore implements Store {
       const i = indices[j];
       if (i === undefined) throw new TypeError(`record-activity.lua answered for entry ${j + 1} of ${indices.length}`);
       const type = reply[k + 1];
+      if (type === 'm') {
+        out[i] = undefined;
+        moved.push(i);
+        k += 2;
+        continue;
+      }
       const until = fromB36(String(reply[k + 2]));
       if (until === undefined) throw new TypeError(`record-activity.lua answered an invalid until ${JSON.stringify(reply[k + 2])}`);
       if (type === 'a') {

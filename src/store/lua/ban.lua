@@ -10,7 +10,7 @@
 -- Returns the number of history entries before this ban.
 
 local now, untilMs = tonumber(ARGV[3]), tonumber(ARGV[4])
-local r = recParse(redis.call('GET', KEYS[1]))
+local r = recParse(readString(KEYS[1]))
 local hist = histList(r.h)
 local p = { node = ARGV[8], historyTtl = tonumber(ARGV[9]), historyCap = tonumber(ARGV[10]) }
 r.c, r.f, r.l, r.k, r.x = '0', b36(now), b36(now), nil, nil

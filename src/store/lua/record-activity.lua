@@ -27,6 +27,7 @@
 -- challenges when there were no failures); then, for each entry that is not simply counted (times in base 36),
 --   <index>, 'a', <until>                                                                    already banned
 --   <index>, 'b', <until>, <count>, <codes>, <first>, <last>, <prev>, <reason>, <account>    banned now
+--   <index>, 'm'                                       not this node's any more (Cluster): nothing done, send again
 
 local prefix = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -73,7 +74,7 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
   local rec, r = nil, nil
   local hasRec = false
   if not state or string.byte(state, 1) == 126 then
-    rec = redis.call('GET', base .. target)
+    rec = readString(base .. target)
     if rec then
       r = recParse(rec)
       hasRec = true
@@ -272,10 +273,21 @@ for i = 23, #ARGV do
   local fail = tonumber(failS)
   local base = prefix .. '{' .. tag .. '}'
   local wcur = base .. curSuffix
-  local state = redis.call('HGET', wcur, target)
+  -- The first access of an entry: on a Cluster whose slots moved since the caller grouped the batch, the key is not
+  -- this node's any more, and nothing of the entry has been written yet; the caller sends it again where it now is.
+  local state = redis.pcall('HGET', wcur, target)
   local verdict, count = nil, nil
+  if type(state) == 'table' then
+    if string.find(state.err or '', 'WRONGTYPE', 1, true) then
+      state = dropWrongType(state, wcur)
+    else
+      verdict, count, state = {n, 'm'}, 0, nil
+    end
+  end
 
-  if fail > 0 and fail < maxretry and chalS == '0' and succS == '0' then
+  if count then
+    -- moved: nothing to do here
+  elseif fail > 0 and fail < maxretry and chalS == '0' and succS == '0' then
     if state then
       -- fast path: a window with no record behind it, no challenge, nothing stale and still below maxretry
       local old, firstAt = string.match(state, '^(%d+):([%l%d]+)')
@@ -295,8 +307,8 @@ for i = 23, #ARGV do
       end
     elseif trust == '0' then
       local wold = base .. prevSuffix
-      state = redis.call('HGET', wold, target)
-      if not state and not redis.call('GET', base .. target) then
+      state = readField(wold, target)
+      if not state and not readString(base .. target) then
         -- a stranger's first failure in this epoch
         local window = fail .. ':' .. failureEntry(last36, codes, fail)
         if account ~= '' then window = window .. '#' .. account end
@@ -315,7 +327,7 @@ for i = 23, #ARGV do
     local wold = nil
     if not state then
       wold = base .. prevSuffix
-      state = redis.call('HGET', wold, target)
+      state = readField(wold, target)
       if not state then wold = nil end
     end
     verdict, count = general(n, base, wcur, wold, target, state, fail, codes, tonumber(chalS), tonumber(succS), trust,

@@ -15,7 +15,7 @@
 
 local now, untilMs = tonumber(ARGV[3]), tonumber(ARGV[4])
 if untilMs <= now then return {0, 0} end
-local r = recParse(redis.call('GET', KEYS[1]))
+local r = recParse(readString(KEYS[1]))
 local existing = n36(r.u) or 0
 local indexTtl = {}
 if existing >= untilMs then

@@ -6,7 +6,7 @@
 --
 -- Returns 1 if a ban was in force, 0 otherwise.
 
-local rec = redis.call('GET', KEYS[1])
+local rec = readString(KEYS[1])
 local existed = 0
 if rec then
   local r = recParse(rec)

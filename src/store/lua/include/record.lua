@@ -31,6 +31,26 @@ local function n36(s)
   return tonumber(s, 36)
 end
 
+-- A key of ours that holds another type (written by someone else) would stop every call that reaches it: it is
+-- dropped, which the server's log says, and reads as absent.
+local function dropWrongType(reply, key)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply.err) end
+    redis.log(redis.LOG_WARNING, 'ami-guard: deleted ' .. key .. ', which held a value of the wrong type')
+    redis.call('DEL', key)
+    return false
+  end
+  return reply
+end
+
+local function readString(key)
+  return dropWrongType(redis.pcall('GET', key), key)
+end
+
+local function readField(key, field)
+  return dropWrongType(redis.pcall('HGET', key, field), key)
+end
+
 local REC_ORDER = {'u', 'a', 'r', 'c', 'f', 'l', 'k', 'n', 'p', 'x', 'o', 't', 'h'}
 
 local function recParse(s)
