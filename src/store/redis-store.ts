@@ -214,7 +214,7 @@ export class RedisStore implements Store {
   }
 
   async trustedUntil(target: IpTarget, now: number): Promise<number | null> {
-    return trustedUntilOf(parseRecord(await this.client.get(this.keys.record(target))), now);
+    return trustedUntilOf(parseRecord(await this.readRecord(target)), now);
   }
 
   async ban(input: ManualBanInput): Promise<BanRecord> {
@@ -266,7 +266,7 @@ export class RedisStore implements Store {
   }
 
   async getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
-    return banOf(target.text, parseRecord(await this.client.get(this.keys.record(target))), now);
+    return banOf(target.text, parseRecord(await this.readRecord(target)), now);
   }
 
   async recentFailures(target: IpTarget): Promise<RecentFailure[]> {
@@ -274,12 +274,12 @@ export class RedisStore implements Store {
     // the window is in the epoch of Redis's clock or the one before; this host's clock may differ a little
     const epoch = Math.floor(Date.now() / this.rule.windowEpochMs);
     const values = await Promise.all(
-      [epoch + 1, epoch, epoch - 1].map((e) => this.client.hget(this.keys.window(bucket, e), target.text)));
+      [epoch + 1, epoch, epoch - 1].map((e) => this.client.hget(this.keys.window(bucket, e), target.text).catch(wrongType(this.log, null))));
     return recentOf(parseWindow(values.find((v) => v !== null) ?? null));
   }
 
   async history(target: IpTarget): Promise<HistoryEntry[]> {
-    return historyOf(parseRecord(await this.client.get(this.keys.record(target))));
+    return historyOf(parseRecord(await this.readRecord(target)));
   }
 
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
@@ -343,9 +343,23 @@ export class RedisStore implements Store {
     else this.client.disconnect();
   }
 
+  /** The target's record as stored, or null; a key of ours holding another type reads as none (and is reported). */
+  private readRecord(target: IpTarget): Promise<string | null> {
+    return this.client.get(this.keys.record(target)).catch(wrongType(this.log, null));
+  }
+
   private base(bucket: number): string {
     return `${this.keys.prefix}{${tagOf(bucket)}}`;
   }
+}
+
+/** A catch handler: a key of ours that holds another type (written by someone else) reads as `empty`. */
+function wrongType<T>(log: Logger | undefined, empty: T): (err: unknown) => T {
+  return (err) => {
+    if (!(err instanceof Error) || !err.message.startsWith('WRONGTYPE')) throw err;
+    log?.warn({ err: err.message }, 'a store key holds a value of another type; read as empty');
+    return empty;
+  };
 }
 
 /** Config validation is the first line; this one keeps a bad policy from reaching the scripts as nonsense. */
