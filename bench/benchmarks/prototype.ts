@@ -1,16 +1,15 @@
-// The throughput benchmark's stream through bench/prototypes/lean-pipeline.ts (AmiFrameReader, batched Lua, async
+// The throughput benchmark's stream through bench/prototypes/lean-pipeline.ts (AmiFrameReader, batched store, async
 // ban log) in this process, against a real Redis and real nft (NftFirewall) in a throwaway namespace, with the AMI
 // server in a worker thread. Same stream, same verification as the daemon's run: every ban in the kernel set and in
 // the ban index. Backs the proposals with a measured number; it is not the daemon.
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
-import { createRedisClient } from '../../src/store/redis-client.js';
-import { defaultPolicy, nftFirewall } from '../lib/src-api.js';
+import { banIndexSize, defaultPolicy, nftFirewall, redisStore } from '../lib/src-api.js';
 import { AMI_SECRET, AMI_USER } from '../lib/ami-server.js';
 import { createBenchNetns } from '../lib/netns.js';
 import { cpuTimes, systemCpu } from '../lib/proc.js';
@@ -54,11 +53,8 @@ async function runLean(ctx: BenchContext, fastPath: boolean) {
   const firewall = nftFirewall(ns.name);
   await firewall.init();
   cleanups.add(() => firewall.shutdown().catch(() => undefined));
-  const client = createRedisClient({ url: redis.server.url });
-  cleanups.add(async () => {
-    client.disconnect();
-  });
-  const sha = (await client.script('LOAD', readFileSync(join(process.cwd(), 'bench/prototypes/record-failures-batch.lua'), 'utf8'))) as string;
+  const store = redisStore(redis.server.url, 'bench-node');
+  cleanups.add(() => store.close());
   const policy = defaultPolicy();
   const logFile = join(tmpdir(), `agbench-lean-${process.pid}.log`);
   const logger = pino({ level: 'info', base: { name: 'ami-guard' }, timestamp: pino.stdTimeFunctions.isoTime }, createWriteStream(logFile));
@@ -76,7 +72,7 @@ async function runLean(ctx: BenchContext, fastPath: boolean) {
 
   let sock: ReturnType<typeof connect> | undefined;
   const pipeline = new LeanPipeline({
-    redis: client, sha, policy, firewall, logger, nodeId: 'bench-node',
+    store, policy, firewall, logger, nodeId: 'bench-node',
     pause: () => sock?.pause(),
     resume: () => sock?.resume(),
     fast: fastPath,
@@ -118,7 +114,7 @@ async function runLean(ctx: BenchContext, fastPath: boolean) {
   logger.flush();
 
   const v4 = (await listSet(ns, 'banned_v4')).length;
-  const index = await redis.client.zcard('ami-guard:bans');
+  const index = await banIndexSize(redis.client);
   const expected = expectedBanCount(shape.events, shape.addresses);
   const eps = Math.round(shape.events / seconds);
   const selfMs = me1.self - me0.self;

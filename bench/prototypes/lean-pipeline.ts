@@ -1,7 +1,7 @@
 // PROTOTYPE (bench only): the daemon's pipeline with three changes, to put a measured number on them.
 //   1. AMI bytes are framed and parsed by src/ami/frame-reader.ts (AmiFrameReader) instead of asterisk-manager;
-//   2. the failures of one socket read go to Redis as one EVALSHA of bench/prototypes/record-failures-batch.lua
-//      (≤ BATCH events, ban index written in the script) instead of one EVALSHA + ZADD + 2 PEXPIRE per event;
+//   2. the failures of one socket read go to Redis as one RedisStore.recordActivity (≤ BATCH events folded per
+//      address, one EVALSHA, ban index written in the script) instead of one EVALSHA + ZADD + 2 PEXPIRE per event;
 //   3. the per-ban log line goes to an asynchronous (buffered) destination instead of a synchronous pipe write;
 //   4. with `fast`, a fast path for the common case (an IPv4 RemoteAddress): the address is matched and its octets
 //      turned into one 32-bit number once, and the ignore list and the unbannable ranges are checked on that number
@@ -10,21 +10,19 @@
 //      of that kind. Anything else falls back to normalise() + Policy.decide().
 // Everything else is the daemon's own code: normalise(), Policy.decide(), the ban cache rule, the same metric
 // increments (prom-client counters with the same labels), the same ban log fields, and NftFirewall for the kernel.
-import type { Redis } from 'ioredis';
 import { Counter, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { AmiFrameReader } from '../../src/ami/frame-reader.js';
 import { sanitizeText } from '../../src/events/normalise.js';
 import type { RawMessage } from '../../src/events/types.js';
 import { parseTarget } from '../../src/net/ip.js';
-import { normaliseEvent, type BenchEvent, type BenchFirewall, type BenchPolicy } from '../lib/src-api.js';
+import { normaliseEvent, type BenchEvent, type BenchFirewall, type BenchPolicy, type BenchStore } from '../lib/src-api.js';
 
 export const BATCH = 200;
 const MAX_IN_FLIGHT = 64;
 
 export interface LeanOptions {
-  readonly redis: Redis;
-  readonly sha: string;
+  readonly store: BenchStore;
   readonly policy: BenchPolicy;
   readonly firewall: BenchFirewall;
   readonly logger: Logger;
@@ -174,38 +172,30 @@ export class LeanPipeline {
   }
 
   private send(events: BenchEvent[]): void {
-    const p = this.o.policy.params;
-    const keys: string[] = ['ami-guard:bans'];
-    const args: (string | number)[] = [p.maxretry, p.findtimeMs, p.bantimeMs, p.historyTtlMs, 50, this.o.nodeId];
-    for (const e of events) {
-      const base = `ami-guard:{${e.address.text}}:`;
-      keys.push(`${base}fail`, `${base}ban`, `${base}hist`);
-      args.push(e.receivedAt, e.kind, e.accountId.slice(0, 128), 1);
-    }
     this.inFlight++;
     this.redisCalls++;
     if (this.inFlight >= MAX_IN_FLIGHT && !this.paused) {
       this.paused = true;
       this.o.pause();
     }
-    this.o.redis.evalsha(this.o.sha, keys.length, ...keys, ...args).then((reply) => {
-      const r = reply as Array<number | string>;
+    const batch = events.map((e) => ({ address: e.address.text, kind: e.kind, account: e.accountId, at: e.receivedAt }));
+    this.o.store.recordEvents(batch, Date.now()).then((verdicts) => {
       const now = Date.now();
       for (let i = 0; i < events.length; i++) {
-        const code = Number(r[2 * i]);
+        const v = verdicts[i]!;
         const e = events[i]!;
-        if (code === 1) {
-          const until = e.receivedAt + p.bantimeMs;
+        if (v.type === 'banned' && v.ban && this.cache.get(e.address.text) !== v.ban.until) {
+          const until = v.ban.until;
           this.cache.set(e.address.text, until);
           this.bans++;
           this.o.logger.info({
-            event: 'ban', address: e.address.text, reason: 'failures', count: Number(r[2 * i + 1]),
-            kinds: { [e.kind]: Number(r[2 * i + 1]) }, duration: '1h', until: new Date(until).toISOString(), previousBans: 0,
+            event: 'ban', address: e.address.text, reason: v.ban.reason, count: v.ban.count, kinds: v.ban.kinds, duration: '1h',
+            until: new Date(until).toISOString(), previousBans: v.ban.previousBans,
           }, `ban ${e.address.text}`);
           this.firewallAdds.push(this.o.firewall.add(e.address, until - now));
           if (this.firewallAdds.length > 10_000) void Promise.all(this.firewallAdds.splice(0));
-        } else if (code === 2) {
-          this.cache.set(e.address.text, Number(r[2 * i + 1]));
+        } else if (v.type === 'already-banned' && v.until !== undefined) {
+          this.cache.set(e.address.text, v.until);
         }
       }
     }).finally(() => {
