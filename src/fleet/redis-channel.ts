@@ -22,6 +22,11 @@ export interface RedisChannelOptions {
 }
 
 const READ_COUNT = 1000;
+/**
+ * The stream expires a week after its last message, as every other key does in time (MAXLEN bounds it while the
+ * fleet talks); a reader further behind than that reconciles from the records anyway.
+ */
+const STREAM_TTL_MS = 7 * 86_400_000;
 const ID = /^\d{1,20}-\d{1,20}$/;
 /** a `b` field longer than this is not one of ours (500 lines of at most ~100 characters) */
 const MAX_PAYLOAD = 64 * 1024;
@@ -42,14 +47,20 @@ export class RedisChannel implements BanChannel {
       await this.publishBans([m], m);
       return;
     }
-    await this.o.client.xadd(this.key, 'MAXLEN', '~', this.o.maxlen, '*', 't', 'unban', 'a', m.address, 'n', m.node, 'o', m.origin);
+    await Promise.all([
+      this.o.client.xadd(this.key, 'MAXLEN', '~', this.o.maxlen, '*', 't', 'unban', 'a', m.address, 'n', m.node, 'o', m.origin),
+      this.o.client.pexpire(this.key, STREAM_TTL_MS),
+    ]);
   }
 
   async publishBans(bans: readonly BanNotice[], from: { readonly node: string; readonly origin: string }): Promise<void> {
     for (let i = 0; i < bans.length; i += MAX_BANS_PER_MESSAGE) {
       const lines = bans.slice(i, i + MAX_BANS_PER_MESSAGE).map((b) => `${b.address} ${b.until} ${encodeText(b.reason)}`);
-      await this.o.client.xadd(
-        this.key, 'MAXLEN', '~', this.o.maxlen, '*', 't', 'bans', 'n', from.node, 'o', from.origin, 'b', lines.join('\n'));
+      await Promise.all([
+        this.o.client.xadd(
+          this.key, 'MAXLEN', '~', this.o.maxlen, '*', 't', 'bans', 'n', from.node, 'o', from.origin, 'b', lines.join('\n')),
+        this.o.client.pexpire(this.key, STREAM_TTL_MS),
+      ]);
     }
   }
 
