@@ -159,7 +159,7 @@ export class MemoryStore implements Store {
       count = trim(failures, this.cap);
       // the same thresholds as record-activity.lua: trusted higher, known offender lower
       let threshold = p.maxretry;
-      if (this.trusted.get(t)! > now) threshold = p.trust.maxretry;
+      if ((this.trusted.get(t) ?? 0) > now) threshold = p.trust.maxretry;
       else if ((this.histories.get(t) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
       if (count >= threshold) {
         this.windows.delete(t);
