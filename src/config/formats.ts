@@ -38,6 +38,15 @@ export function registerFormats(): void {
       if (!Number.isInteger(v) || (v as number) < 1) throw new Error('must be a positive integer');
     },
   });
+  for (const [name, max] of [['prefix-v4', 32], ['prefix-v6', 128]] as const) {
+    convict.addFormat({
+      name,
+      coerce: (v: unknown) => (typeof v === 'string' && /^\/?\d+$/.test(v.trim()) ? Number(v.trim().replace('/', '')) : v),
+      validate: (v: unknown) => {
+        if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > max) throw new Error(`must be a prefix length from 0 to ${max}`);
+      },
+    });
+  }
   convict.addFormat({
     name: 'ip-list',
     coerce: asList,

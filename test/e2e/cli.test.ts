@@ -165,7 +165,7 @@ test('bad addresses: one-line error naming it, exit 2, nothing applied', async (
 
 test('Redis unreachable: one line naming the URL without its password, exit 1, within seconds', async () => {
   const cfg = writeConfig({ redis: { url: 'redis://admin:s3cr3t-pw@127.0.0.1:1/0' }, nft: { netns: bed.ns.name } });
-  for (const verb of [['list'], ['status'], ['unban', '192.0.2.1'], ['ban', '192.0.2.1'], ['show', '192.0.2.1']]) {
+  for (const verb of [['list'], ['status'], ['unban', '198.51.100.9'], ['ban', '198.51.100.9'], ['show', '198.51.100.9']]) {
     // the 15 s cap only tells a hang from an answer; the client gives up after its own 3-4 s
     const r = await cli([...verb, '--config', cfg], {}, 15_000);
     assert.equal(r.code, 1, `${verb[0]}: ${r.stderr}`);
