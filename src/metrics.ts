@@ -17,11 +17,21 @@ export class Metrics {
     labelNames: ['kind', 'service'] as const,
     registers: [this.registry],
   });
-  readonly invalidEvents = new Counter({
+  /** the AMI intake's tallies, read at scrape time (the hot path keeps plain numbers, not labelled counters) */
+  intakeCounters: (() => { readonly invalid: Readonly<Record<string, number>> }) | undefined;
+  private readonly invalidSeen = new Map<string, number>();
+  readonly invalidEvents: Counter<'reason'> = new Counter({
     name: 'ami_guard_events_invalid_total',
-    help: 'Security events dropped because their address was missing or not a valid IP, or their kind malformed',
+    help: 'Security events dropped because their address was not a valid IP, their kind malformed, or a value unusable',
     labelNames: ['reason'] as const,
     registers: [this.registry],
+    collect: () => {
+      for (const [reason, n] of Object.entries(this.intakeCounters?.().invalid ?? {})) {
+        const delta = n - (this.invalidSeen.get(reason) ?? 0);
+        if (delta > 0) this.invalidEvents.inc({ reason }, delta);
+        this.invalidSeen.set(reason, n);
+      }
+    },
   });
   readonly failures = new Counter({
     name: 'ami_guard_failures_total',
@@ -33,6 +43,12 @@ export class Metrics {
     name: 'ami_guard_events_skipped_total',
     help: 'Failure events not counted: ignore-listed or unbannable address, or already banned',
     labelNames: ['why'] as const,
+    registers: [this.registry],
+  });
+  readonly injections = new Counter({
+    name: 'ami_guard_ami_injections_total',
+    help: 'AMI events that carried lines Asterisk did not write (attacker text with CR LF), by how they showed and whether their genuine source was told',
+    labelNames: ['sign', 'attributed'] as const,
     registers: [this.registry],
   });
   readonly shed = new Counter({

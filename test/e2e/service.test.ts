@@ -22,8 +22,8 @@ interface Truth {
 const SECOND_MARKER = '192.0.2.251';
 
 function bogusEvent(): string {
-  return 'Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: SIP\r\nEventVersion: 2\r\n' +
-    'AccountID: 6001\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/999.1.1.1/5060\r\n\r\n';
+  return 'Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:25:18.477+0000\r\nSeverity: Error\r\nService: SIP\r\nEventVersion: 2\r\n' +
+    'AccountID: 6001\r\nSessionID: 0x7f6bc409f790\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/999.1.1.1/5060\r\n\r\n';
 }
 
 async function health(base: string): Promise<{ status: number; report: HealthReport }> {

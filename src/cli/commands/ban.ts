@@ -17,7 +17,7 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
   const cfg = loadCliConfig(opts);
   const policy = new Policy(cfg.policy);
   const targets = parseTargets(args, { allowNetworks: true });
-  refuseUnbannable(targets, policy);
+  await refuseUnbannable(targets, policy, cfg);
   const durationMs = opts.for === undefined ? cfg.policy.bantime : parseDuration(opts.for);
   if (durationMs === null || durationMs < 1000) {
     throw new CliError(EXIT_USAGE, `invalid --for ${JSON.stringify(opts.for)}: a duration such as 90s, 10m, 1h, 3d (at least 1s)`);
