@@ -18,6 +18,7 @@ import { createBackends, describeRedis, originId, usesRedis, type Backends } fro
 import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
 import { version } from './version.js';
+import { formatDuration } from '../config/duration.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
@@ -52,7 +53,7 @@ function withFallback(cfg: AppConfig, backends: Backends, policy: Policy, logger
 
 export async function runDaemon(cfg: AppConfig): Promise<number> {
   const logger = createLogger(cfg.log.level);
-  const metrics = new Metrics(true);
+  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
   const policy = new Policy(cfg.policy);
   const nft = new NftFirewall({ table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger });
   const measured = new MeasuredFirewall(nft, metrics);
@@ -159,8 +160,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       store: store.kind,
       table: cfg.nft.table,
       maxretry: cfg.policy.maxretry,
-      findtime: cfg.policy.findtime / 1000,
-      bantime: cfg.policy.bantime / 1000,
+      findtime: formatDuration(cfg.policy.findtime),
+      bantime: formatDuration(cfg.policy.bantime),
       ignoreip: policy.ignore.entries,
     },
     'ami-guard starting',
