@@ -1,4 +1,4 @@
-// The fleet's compose examples: valid for docker-compose, naming only variables the daemon reads, hardened, and PBX 1's
+// The fleet's compose examples (docs/deployment.md): valid for docker-compose, naming only variables the daemon reads, hardened, and PBX 1's
 // Redis command run for real (with the local redis-server, in a throwaway network namespace) to show that it binds
 // where it says, requires the password, and never puts the password on a command line.
 import { test } from 'node:test';
