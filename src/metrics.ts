@@ -25,7 +25,7 @@ export const LABEL_VALUES = {
   /** the services that report security events: res_pjsip, chan_sip, the manager */
   service: ['PJSIP', 'SIP', 'AMI'],
   invalidReason: ['no-address', 'bad-address', 'bad-kind', 'oversized'],
-  skipWhy: ['ignored', 'unbannable', 'already-banned'],
+  skipWhy: ['ignored', 'unbannable', 'same-request', 'already-banned'],
   banReason: ['failures', 'scanner', 'recidive', 'manual'],
   unbanSource: ['cli', 'fleet'],
   writeback: ['written', 'covered', 'expired', 'dropped'],
