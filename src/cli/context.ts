@@ -31,7 +31,8 @@ export interface ConfigOption {
 
 export function loadCliConfig(opts: ConfigOption): AppConfig {
   try {
-    return loadConfig({ file: opts.config });
+    // stderr, so a verb's answer on stdout (and the daemon's JSON log lines) stay clean
+    return loadConfig({ file: opts.config, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(EXIT_USAGE, err.message);
     throw err;

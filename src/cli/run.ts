@@ -21,6 +21,7 @@ import { createBackends, describeRedis, originId, usesRedis, type Backends } fro
 import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
 import { version } from './version.js';
+import { formatDuration } from '../config/duration.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
@@ -73,7 +74,7 @@ function exitOnEscapedFault(logger: Logger): void {
 export async function runDaemon(cfg: AppConfig): Promise<number> {
   const logger = createLogger(cfg.log.level);
   exitOnEscapedFault(logger);
-  const metrics = new Metrics(true);
+  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
   const policy = new Policy(cfg.policy);
   // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
   const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
@@ -87,7 +88,15 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   // the daemon exists before the source it reads, so the intake hands batches to it through this late binding
   let daemon!: Daemon;
   const intake = new Intake((batch) => daemon.onBatch(batch));
-  metrics.intakeCounters = () => intake.counters;
+  const invalidSeen = new Map<string, number>();
+  metrics.onScrape(() => {
+    // the intake keeps plain tallies on its hot path; the counter catches up just before each scrape
+    for (const [reason, n] of Object.entries(intake.counters.invalid)) {
+      const delta = n - (invalidSeen.get(reason) ?? 0);
+      if (delta > 0) metrics.invalidEvents.inc({ reason }, delta);
+      invalidSeen.set(reason, n);
+    }
+  });
   const source = new AmiClient({
     host: cfg.ami.host,
     port: cfg.ami.port,
@@ -195,8 +204,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       store: store.kind,
       table: cfg.nft.table,
       maxretry: cfg.policy.maxretry,
-      findtime: cfg.policy.findtime / 1000,
-      bantime: cfg.policy.bantime / 1000,
+      findtime: formatDuration(cfg.policy.findtime),
+      bantime: formatDuration(cfg.policy.bantime),
       ignoreip: policy.ignore.entries,
     },
     'ami-guard starting',

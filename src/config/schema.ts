@@ -27,6 +27,9 @@ export const DEFAULT_WEIGHTS: Readonly<Record<string, number>> = {
   ChallengeSent: 0,
 };
 
+/** Asterisk's security-event catalogue (main/security_events.c): the kinds `policy.weights` and the metrics know. */
+export const SECURITY_EVENT_KINDS: readonly string[] = Object.keys(DEFAULT_WEIGHTS);
+
 export const schema = {
   ami: {
     host: { doc: 'Asterisk Manager Interface host.', format: String, default: '127.0.0.1' },
@@ -56,9 +59,13 @@ export const schema = {
       format: 'host-port-list',
       default: [],
     },
-    username: { doc: 'ACL user for redis.sentinels / redis.cluster (with redis.url, put it in the URL).', format: String, default: '' },
+    username: {
+      doc: 'ACL user for Redis: with redis.sentinels / redis.cluster, or with a redis.url that names none.',
+      format: String,
+      default: '',
+    },
     password: {
-      doc: 'Password for redis.sentinels / redis.cluster (with redis.url, put it in the URL). Never logged.',
+      doc: 'Password for Redis: with redis.sentinels / redis.cluster, or with a redis.url that carries none (no URL-escaping needed here). Never logged.',
       format: String,
       default: '',
       sensitive: true,

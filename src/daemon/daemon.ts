@@ -12,12 +12,11 @@ import { StreamDecider } from '../policy/same-request.js';
 import type { BanRecord, FailureVerdict, Store } from '../store/store.js';
 import type { Firewall, FirewallBan } from '../firewall/firewall.js';
 import { parseTarget, type IpTarget } from '../net/ip.js';
-import type { Metrics } from '../metrics.js';
+import { LABEL_VALUES, type Metrics } from '../metrics.js';
 import { BanCache } from './ban-cache.js';
 import { ActivityFold } from './fold.js';
 import { recordActivity, type TargetActivity } from './activity.js';
 import { formatDuration } from '../config/duration.js';
-import { KNOWN_KINDS } from '../events/schema.js';
 
 /** Where batches come from: the live AMI client, or a recording. It hands them to Daemon.onBatch. */
 export interface EventSource {
@@ -63,8 +62,9 @@ const MAX_IN_FLIGHT = 4;
 /** targets per store call: one script run must stay short, for Redis serves everyone else meanwhile */
 const MAX_BATCH = 1_000;
 
-const KIND_LABELS = new Set(KNOWN_KINDS);
-const SERVICE_LABELS = new Set(['PJSIP', 'SIP', 'AMI', 'IAX2']);
+// tallied under the metric's own label values, so a flood of made-up kinds adds no keys
+const KIND_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.kind);
+const SERVICE_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.service);
 
 export interface DaemonEvents {
   /** a ban decided by this node (not one learnt from the store or another node) */
