@@ -271,7 +271,7 @@ test('list --reason, --node, --origin and --sort', async () => {
   assert.ok(table.stdout.split('\n')[1]!.startsWith('10.0.0.9 '), table.stdout);
 
   for (const [args, re] of [
-    [['--reason', 'failure'], /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, manual/],
+    [['--reason', 'failure'], /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, injection, manual/],
     [['--origin', 'feed'], /invalid --origin "feed": one of daemon, cli/],
     [['--sort', 'age'], /invalid --sort "age": one of left, banned, address, reason, node, before/],
   ] as const) {
