@@ -41,7 +41,18 @@ export function formatAction(fields: ReadonlyArray<readonly [string, string]>): 
   return `${out}\r\n`;
 }
 
-/** Whether a frame is an action's reply (`Response:` first). Recordings hold the recorder's own, which are genuine. */
+/** Whether a frame is an action's reply (`Response:` first). */
 export function isReply(f: FrameView): boolean {
   return !f.banner && f.lines > 0 && f.text.startsWith('Response: ', f.starts[0]!);
+}
+
+/**
+ * In a recording, the recorder's own replies: a `Response:` frame with an `ActionID:` line. The live client matches
+ * its random ActionIDs exactly; a recording keeps no list of them, but a reply forged through a SIP From user has no
+ * room for an ActionID line (pjsip keeps 36 bytes of it), so this tells the two apart there.
+ */
+export function isRecordedReply(f: FrameView): boolean {
+  if (!isReply(f)) return false;
+  for (let i = 1; i < f.lines; i++) if (f.text.startsWith('ActionID: ', f.starts[i]!)) return true;
+  return false;
 }

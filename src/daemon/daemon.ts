@@ -75,7 +75,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
   private readonly decider: StreamDecider;
   private fold = new ActivityFold();
+  /** store calls for folded batches in flight */
   private inFlight = 0;
+  /** injection sources whose ban is being written: one ban each, however many injections they sent meanwhile */
+  private readonly injectionBans = new Set<string>();
   private idleWaiters: Array<() => void> = [];
   private lastStoreErrorLog = 0;
   private stopping = false;
@@ -230,7 +233,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         .finally(() => {
           this.inFlight--;
           this.dispatch();
-          if (this.inFlight === 0 && this.fold.size === 0) this.wakeIdle();
+          if (this.isIdle()) this.wakeIdle();
         });
     }
   }
@@ -294,10 +297,13 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
       return;
     }
+    if (this.cache.isBanned(target.text, this.now()) || this.injectionBans.has(target.text)) {
+      this.o.logger.warn(fields, `AMI injection from ${target.text}, already banned`);
+      return;
+    }
     this.o.logger.warn(fields, `AMI injection from ${target.text}: banning it`);
-    if (this.cache.isBanned(target.text, this.now())) return;
     const now = this.now();
-    this.inFlight++;
+    this.injectionBans.add(target.text);
     this.o.store.ban({ target, reason: 'injection', durationMs: this.o.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
       .then((ban) => {
         this.announce(ban, now);
@@ -308,8 +314,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       })
       .catch((err: unknown) => this.storeFailed(err))
       .finally(() => {
-        this.inFlight--;
-        if (this.inFlight === 0 && this.fold.size === 0) this.wakeIdle();
+        this.injectionBans.delete(target.text);
+        if (this.isIdle()) this.wakeIdle();
       });
   }
 
@@ -369,10 +375,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
   }
 
+  private isIdle(): boolean {
+    return this.inFlight === 0 && this.fold.size === 0 && this.injectionBans.size === 0;
+  }
+
   /** Resolves once every event received so far has been decided and its bans handed to the firewall. */
   async idle(): Promise<void> {
     this.dispatch();
-    if (this.inFlight > 0 || this.fold.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    if (!this.isIdle()) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     await this.o.firewall.commit();
   }
 

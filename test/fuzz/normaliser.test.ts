@@ -234,7 +234,8 @@ function eventMessage(remote: string, k: string): Buffer {
 
 /** Security events recorded from a real Asterisk under attack, as header lists. */
 const recorded: Message[] = readdirSync('test/fixtures/ami')
-  .filter((f) => f.endsWith('.jsonl'))
+  // lab-injection holds events broken on purpose (test/unit/normalise reads it)
+  .filter((f) => f.endsWith('.jsonl') && !f.startsWith('lab-injection'))
   .flatMap((f) => readFileSync(join('test/fixtures/ami', f), 'utf8').split('\n'))
   .filter((l) => l.trim() !== '')
   .map((l) => (JSON.parse(l) as { raw: string }).raw)

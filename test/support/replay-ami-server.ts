@@ -284,7 +284,7 @@ export class ReplayServer extends EventEmitter<ReplayServerEvents> {
   }
 }
 
-/** Groups the recording by connection, leaving out what belongs to the capture client: banners and action replies. */
+/** Groups the recording by connection, leaving out what belongs to the capture client: banners and its action replies. */
 function splitConnections(recording: Recording): RecordedConnection[] {
   const byConn = new Map<number, { banner: string | null; startMs: number | null; messages: RecordedMessage[] }>();
   for (const r of recording.records) {
@@ -292,7 +292,8 @@ function splitConnections(recording: Recording): RecordedConnection[] {
     if (!c) byConn.set(r.conn, (c = { banner: null, startMs: null, messages: [] }));
     if (r.banner) {
       c.banner ??= r.raw.replace(/\r?\n$/, '');
-    } else if (/^response:/i.test(r.raw)) {
+    } else if (/^response:/i.test(r.raw) && /\r\nActionID: /i.test(r.raw)) {
+      // the capture client's own replies; a Response without an ActionID was written into an event by an attacker
       c.startMs ??= r.tMs;
     } else {
       c.messages.push(r);

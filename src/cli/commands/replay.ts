@@ -4,7 +4,7 @@
 // Touches neither Redis nor nft.
 import { existsSync } from 'node:fs';
 import { readRecording } from '../../ami/recording.js';
-import { isReply } from '../../ami/message.js';
+import { isRecordedReply } from '../../ami/message.js';
 import { Intake, type IntakeBatch } from '../../events/intake.js';
 import { Policy } from '../../policy/policy.js';
 import { MemoryStore } from '../../store/memory-store.js';
@@ -106,7 +106,7 @@ export async function replayFile(file: string, opts: ConfigOption): Promise<Repl
       (f) => {
         if (!f.banner) report.messages++;
         // a recording holds the recorder's own action replies: Asterisk's text, closing any open injection
-        if (isReply(f)) intake.boundary();
+        if (isRecordedReply(f)) intake.boundary();
         else intake.frame(f, clock);
         intake.flush();
       },
