@@ -1,7 +1,10 @@
 # ami-guard sidecar. Build stage compiles TypeScript with the dev dependencies; the runtime stage has production
 # dependencies only, plus nftables. It runs as root only because nft needs CAP_NET_ADMIN: run it with
 # network_mode: host and cap_add: [NET_ADMIN], nothing more.
-FROM node:20-bookworm-slim AS build
+#
+# Node 26, the Active LTS line since October 2026 (Node 20 reached its end of life in April 2026), on Debian 13
+# (trixie, the current stable). package.json's engines still accepts Node >= 20, where the tests run.
+FROM node:26-trixie-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -10,7 +13,7 @@ COPY scripts/copy-assets.mjs ./scripts/
 COPY src ./src
 RUN npx tsc -p tsconfig.build.json && node scripts/copy-assets.mjs
 
-FROM node:20-bookworm-slim
+FROM node:26-trixie-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables \
  && rm -rf /var/lib/apt/lists/*

@@ -13,7 +13,6 @@ import { fleet } from './benchmarks/fleet.js';
 import { latency } from './benchmarks/latency.js';
 import { parse } from './benchmarks/parse.js';
 import { profile } from './benchmarks/profile.js';
-import { prototype } from './benchmarks/prototype.js';
 import { reconcile } from './benchmarks/reconcile.js';
 import { store } from './benchmarks/store.js';
 import { throughput } from './benchmarks/throughput.js';
@@ -22,9 +21,9 @@ import type { BenchResult, Benchmark, Options, Row } from './lib/types.js';
 import { Cleanups, MAX_ATTACKERS, round, sleep } from './lib/util.js';
 
 /** in the order they run by default: parse and throughput before fail2ban, which quotes them */
-const ALL: readonly Benchmark[] = [parse, latency, throughput, prototype, reconcile, store, fail2ban, fleet, profile];
+const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, store, fail2ban, fleet, profile];
 /** benchmarks that need root, nft and namespaces */
-const NEEDS_NETNS = new Set(['latency', 'throughput', 'prototype', 'reconcile', 'fleet', 'profile']);
+const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'fleet', 'profile']);
 /** AGBENCH_RESULTS: write somewhere else (experiments that must not replace the figures of record) */
 const RESULTS = process.env['AGBENCH_RESULTS'] ?? join(process.cwd(), 'bench/results/latest.json');
 

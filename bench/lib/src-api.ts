@@ -3,7 +3,10 @@
 // `npm run build`): calls go through loose shapes, and a changed API shows up as a failed benchmark at run time,
 // never as a broken build.
 import { loadConfig } from '../../src/config/load.js';
-import { normalise } from '../../src/events/normalise.js';
+import { AmiFrameReader } from '../../src/ami/frame-reader.js';
+import { AmiClient } from '../../src/ami/client.js';
+import { createLogger } from '../../src/log.js';
+import { Intake } from '../../src/events/intake.js';
 import { NftFirewall } from '../../src/firewall/nft.js';
 import { NftScript } from '../../src/firewall/nft-script.js';
 import { parseAddress, parseTarget } from '../../src/net/ip.js';
@@ -12,7 +15,6 @@ import { createRedisClient } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
 import { BUCKETS, KeySpace, bucketOf } from '../../src/store/keys.js';
 import { RedisChannel } from '../../src/fleet/redis-channel.js';
-import type { RawMessage } from '../../src/events/types.js';
 
 /** The fields of a SecurityEvent the benchmarks use (the real one carries more). */
 export interface BenchEvent {
@@ -55,17 +57,28 @@ export function defaultPolicy(): BenchPolicy {
   };
 }
 
-/** normalise() of the daemon; null when the message is not a usable security event. */
-export function normaliseEvent(headers: RawMessage, receivedAt: number): BenchEvent | null {
-  const r = (normalise as unknown as AnyFn)(headers, receivedAt) as { ok: boolean; event?: BenchEvent };
-  return r.ok && r.event ? r.event : null;
+/**
+ * The daemon's intake (frame reader, event parser, injection tracker) on a byte stream: `push` a read, and `onEvents`
+ * gets the security events of each read, as the daemon's pipeline would.
+ */
+export function intake(onEvents: (events: readonly BenchEvent[]) => void): { push(chunk: Buffer): void } {
+  const i = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => { frame: AnyFn; flush: AnyFn })((b) => onEvents(b.events));
+  const reader = new (AmiFrameReader as unknown as new (v: (f: unknown) => void) => { push: AnyFn })((f) => i.frame(f, Date.now()));
+  return {
+    push: (chunk) => {
+      reader.push(chunk);
+      i.flush();
+    },
+  };
 }
 
-export interface BenchVerdict {
-  readonly type: 'counted' | 'banned' | 'already-banned';
-  readonly count?: number;
-  readonly until?: number;
-  readonly ban?: { readonly count: number; readonly kinds: Record<string, number>; readonly until: number; readonly bannedAt: number; readonly previousBans: number; readonly reason: string };
+/** The daemon's AMI client feeding the daemon's intake, logged in to host:port; `onEvents` as for intake(). */
+export function amiClient(port: number, username: string, secret: string, onEvents: (events: readonly BenchEvent[]) => void): { stop(): Promise<void> } {
+  const sink = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => object)((b) => onEvents(b.events));
+  const Ctor = AmiClient as unknown as new (o: Record<string, unknown>) => { start: AnyFn; stop: AnyFn };
+  const c = new Ctor({ host: '127.0.0.1', port, username, secret, sink, logger: createLogger('silent') });
+  c.start();
+  return { stop: () => c.stop() as Promise<void> };
 }
 
 export interface BenchStore {
@@ -77,11 +90,6 @@ export interface BenchStore {
    * chunk; resolves to the verdicts' types.
    */
   recordFailures(targets: readonly unknown[], from: number, to: number, kind: string, account: string, now: number): Promise<string[]>;
-  /**
-   * Store.recordActivity for a socket chunk's failure events, folded per address as the daemon does; resolves to
-   * each event's verdict (the verdict of its address).
-   */
-  recordEvents(events: ReadonlyArray<{ address: string; kind: string; account: string; at: number }>, now: number): Promise<BenchVerdict[]>;
   ban(address: string, durationMs: number, reason: string, now: number): Promise<unknown>;
   activeBans(now: number): AsyncIterable<Array<{ address: string; until: number }>>;
   close(): Promise<void>;
@@ -101,29 +109,6 @@ export function redisStore(url: string, nodeId: string): BenchStore {
     recordFailure: (a, kind, account, now) =>
       s['recordFailure']!.call(s, { address: addr(a), kind, account, weight: 1, now }) as Promise<unknown>,
     targets: (addresses) => addresses.map(addr),
-    recordEvents: async (events, now) => {
-      const byAddress = new Map<string, { i: number; target: unknown; failures: number; kinds: Record<string, number>; account: string; first: number; last: number }>();
-      const slot: number[] = [];
-      const entries: Array<{ target: unknown; failures: number; kinds: Record<string, number>; account: string; first: number; last: number }> = [];
-      for (const e of events) {
-        let a = byAddress.get(e.address);
-        if (!a) {
-          a = { i: entries.length, target: addr(e.address), failures: 0, kinds: {}, account: '', first: e.at, last: e.at };
-          byAddress.set(e.address, a);
-          entries.push(a);
-        }
-        a.failures++;
-        a.kinds[e.kind] = (a.kinds[e.kind] ?? 0) + 1;
-        a.account = e.account;
-        a.last = Math.max(a.last, e.at);
-        a.first = Math.min(a.first, e.at);
-        slot.push(a.i);
-      }
-      const batch = entries.map(({ target, failures, kinds, account, first, last }) =>
-        ({ target, failures, kinds, account, first, last, challenges: 0, successes: 0, trust: false }));
-      const verdicts = (await s['recordActivity']!.call(s, batch, now)) as BenchVerdict[];
-      return slot.map((i) => verdicts[i]!);
-    },
     recordFailures: async (targets, from, to, kind, account, now) => {
       const batch: unknown[] = [];
       for (let i = from; i < to; i++) {

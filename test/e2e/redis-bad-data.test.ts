@@ -98,13 +98,15 @@ test('bad entries in Redis are skipped with a warning: the start, the reconcilia
   assert.match(show.stdout, /banned:\s+yes/);
   const status = await cli(['status', '--config', bed.configFile]);
   assert.equal(status.code, 0, status.stderr);
-  assert.match(status.stderr, /skipped/);
+  assert.match(status.stdout, /2 node status record\(s\) in Redis could not be read/);
   for (const out of [list, show, status]) {
     assert.ok(!out.stdout.includes(ESC) && !out.stderr.includes(ESC), `raw escape in ${JSON.stringify(out.stdout.slice(0, 200))}`);
   }
   const json = await cli(['status', '--json', '--config', bed.configFile]);
   assert.equal(json.code, 0, json.stderr);
-  const nodes = (JSON.parse(json.stdout) as { nodes: Array<{ node: string }> }).nodes.map((n) => n.node);
+  const report = JSON.parse(json.stdout) as { nodes: Array<{ node: string }>; unreadableNodeRecords?: number };
+  const nodes = report.nodes.map((n) => n.node);
   assert.ok(nodes.includes('test-node') && !nodes.some((n) => n.includes(ESC)), JSON.stringify(nodes));
+  assert.equal(report.unreadableNodeRecords, 2);
   assert.ok((await bed.elements()).includes(MARKER) === false);
 });
