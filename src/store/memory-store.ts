@@ -155,12 +155,23 @@ export class MemoryStore implements Store {
       return { type: 'banned', ban };
     }
     if (a.failures > 0) {
-      failures.push({ at: a.last, codes: codesOf(a.kinds, this.cap), weight: a.failures });
-      count = trim(failures, this.cap);
       // the same thresholds as record-activity.lua: trusted higher, known offender lower
       let threshold = p.maxretry;
       if ((this.trusted.get(t) ?? 0) > now) threshold = p.trust.maxretry;
       else if ((this.histories.get(t) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
+      let codes = codesOf(a.kinds, 1_000);
+      let weight = a.failures;
+      // crossing the threshold: the ban falls at the event that crosses it (weights taken as even over the events)
+      let prior = 0;
+      for (const f of failures) prior += f.weight;
+      if (prior + weight >= threshold) {
+        const n = Math.max(codes.length, 1);
+        const k = Math.min(n, Math.max(1, Math.ceil(((threshold - prior) * n) / weight)));
+        weight = Math.ceil((k * weight) / n);
+        codes = codes.slice(0, k);
+      }
+      failures.push({ at: a.last, codes, weight });
+      count = trim(failures, this.cap);
       if (count >= threshold) {
         this.windows.delete(t);
         let first = a.first;

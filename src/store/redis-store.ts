@@ -21,6 +21,8 @@ export { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX } from './activity.js';
 export { checkFailure } from './activity.js';
 
 const PAGE_SIZE = 5_000;
+/** event letters sent per entry at most: the script needs the count of events to cut a batch at the threshold */
+const MAX_CODES = 1_000;
 /** index parts read at once while listing the active bans */
 const INDEX_READ_WIDTH = 256;
 
@@ -57,7 +59,6 @@ export class RedisStore implements Store {
   private readonly nodeId: string;
   private readonly policy: PolicyParams;
   private readonly rule: ActivityRule;
-  private readonly cap: number;
   private readonly log: Logger | undefined;
 
   constructor(opts: RedisStoreOptions) {
@@ -67,7 +68,6 @@ export class RedisStore implements Store {
     this.policy = checkPolicy(opts.policy);
     this.log = opts.logger;
     const p = this.policy;
-    this.cap = Math.max(p.maxretry, p.trust.maxretry);
     this.rule = {
       // a window lives in the epoch it was written in and the next one: an epoch at least as long as both windows
       windowEpochMs: Math.max(p.findtimeMs, p.scanner.findtimeMs),
@@ -154,7 +154,7 @@ export class RedisStore implements Store {
 
   /** `<tag>|<target>|<failures>|<codes>|<challenges>|<successes>|<trust>|<first36>|<last36>|<account>` */
   private entry(a: TargetActivity, bucket: number): string {
-    const codes = a.failures > 0 ? codesOf(a.kinds, this.cap) : '';
+    const codes = a.failures > 0 ? codesOf(a.kinds, MAX_CODES) : '';
     const account = a.failures > 0 && a.account !== '' ? encodeText(storedAccount(a.account)) : '';
     return `${tagOf(bucket)}|${a.target.text}|${a.failures}|${codes}|${a.challenges}|${a.successes}|${a.trust ? 1 : 0}|${b36(a.first)}|${b36(a.last)}|${account}`;
   }

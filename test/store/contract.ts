@@ -372,6 +372,14 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
         account: '6002',
       });
       assert.deepEqual(await store.getBan(target('198.51.100.90'), T0 + 61), v.ban);
+      // more failures in one batch than it takes: the ban falls at the one that crosses the threshold, as one event
+      // at a time would have it, and the rest of the batch came after the ban
+      await store.recordActivity([failures('198.51.100.97', T0, 3, 'InvalidAccountID')], T0);
+      const [x] = await store.recordActivity([activity('198.51.100.97', T0 + 9, {
+        failures: 12, kinds: { InvalidPassword: 12 }, account: '6003', first: T0 + 1, last: T0 + 9,
+      })], T0 + 9);
+      assert.ok(x?.type === 'banned', JSON.stringify(x));
+      assert.deepEqual([x.ban.count, x.ban.kinds], [POLICY.maxretry, { InvalidAccountID: 3, InvalidPassword: 2 }]);
       // the same target twice in one batch: applied in order
       const twice = await store.recordActivity([failures('198.51.100.91', T0, 3), failures('198.51.100.91', T0 + 1, 2)], T0 + 1);
       assert.deepEqual(twice.map((x) => x.type), ['counted', 'banned']);

@@ -161,7 +161,24 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
         if not hi or t > hi then hi, lastAt = t, cAts[j] end
       end
     elseif fail > 0 then
-      if string.len(codes) > cap then codes = string.sub(codes, 1, cap) end
+      -- a trusted target gets a higher threshold instead of immunity; a known offender a lower one
+      local threshold = maxretry
+      local trusted = r and n36(r.t)
+      if trusted and trusted > now then
+        threshold = trustMaxretry
+      elseif r and r.h and r.h ~= '' then
+        threshold = math.min(maxretry, offenderMaxretry)
+      end
+      -- The batch's failures cross the threshold: as one event at a time would have, the ban falls at the event
+      -- that crosses it, and the later ones of the batch come after the ban (weights taken as even over the events).
+      local prior = 0
+      for j = 1, #fWeights do prior = prior + fWeights[j] end
+      if prior + fail >= threshold then
+        local n = math.max(string.len(codes), 1)
+        local k = math.min(n, math.max(1, math.ceil((threshold - prior) * n / fail)))
+        fail = math.ceil(k * fail / n)
+        codes = string.sub(codes, 1, k)
+      end
       -- the oldest stays first: the fast path reads only the first entry's time
       local at = #fTimes + 1
       if at > 1 and last < fTimes[1] then at = 1 end
@@ -187,14 +204,6 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
         end
       end
       count = total
-      -- a trusted target gets a higher threshold instead of immunity; a known offender a lower one
-      local threshold = maxretry
-      local trusted = r and n36(r.t)
-      if trusted and trusted > now then
-        threshold = trustMaxretry
-      elseif r and r.h and r.h ~= '' then
-        threshold = math.min(maxretry, offenderMaxretry)
-      end
       if count >= threshold then
         reason, banCount, banCodes = 'failures', count, table.concat(fCodes)
         -- this batch's failures began at `first`, the others at their own time
