@@ -73,7 +73,7 @@ const NODE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 /**
  * The status records of the nodes that reported. Records are input like anything read from Redis: a member of the
  * index that is not a node id, or a record that is not the JSON a daemon writes, is skipped (and reported to
- * `skipped`, with the name made printable), and strings come out printable.
+ * `skipped`, with the name made printable).
  */
 export async function readNodeStatuses(
   client: Redis | Cluster, keyPrefix: string, now = Date.now(), skipped: SkippedStatus = () => undefined,
@@ -117,7 +117,7 @@ function parseStatus(raw: string): NodeStatus | null {
   if (typeof o.stopped !== 'boolean' || typeof ami?.connected !== 'boolean' || typeof firewall?.present !== 'boolean') return null;
   return {
     node: o.node,
-    version: printable(typeof o.version === 'string' ? o.version : '?', 32),
+    version: typeof o.version === 'string' ? o.version.slice(0, 64) : '?',
     pid: fields.pid!, startedAt: fields.startedAt!, updatedAt: fields.updatedAt!, stopped: o.stopped,
     ami: { connected: ami.connected, reconnects: fields.reconnects! },
     firewall: { present: firewall.present },

@@ -5,7 +5,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { parseTarget } from '../net/ip.js';
-import { decodeText, encodeText, nodeName, printable } from '../store/codec.js';
+import { decodeText, encodeText, nodeName } from '../store/codec.js';
 import {
   MAX_BANS_PER_MESSAGE, compareIds, type BanChannel, type BanMessage, type BanNotice, type ChannelHandlers,
   type ReceivedBanMessage,
@@ -139,7 +139,7 @@ export function parseEntry(id: string, fields: unknown): { messages: ReceivedBan
     if (typeof fields[i] === 'string' && typeof fields[i + 1] === 'string') f.set(fields[i] as string, fields[i + 1] as string);
   }
   const node = nodeName(f.get('n')?.slice(0, 200));
-  const origin = printable(f.get('o') ?? '', 200);
+  const origin = (f.get('o') ?? '').slice(0, 200);
   if (f.get('t') === 'unban') {
     const target = canonical(f.get('a'));
     if (!target) return none;

@@ -1,7 +1,6 @@
 // What every store checks of a batch before it counts anything, and the single-event calls expressed as batches of
 // one, so the three stores share one implementation of each rule.
 import { isParsedTarget } from '../net/ip.js';
-import { printable } from './codec.js';
 import type { ActivityVerdict, ChallengeInput, FailureInput, SuccessInput, TargetActivity } from './store.js';
 
 /** characters of an account id kept (the normaliser truncates to 64 and marks the cut; this bounds memory anyway) */
@@ -41,9 +40,9 @@ export function checkFailure(input: FailureInput): void {
   if (!Number.isSafeInteger(input.weight) || input.weight < 1) throw new RangeError(`invalid weight ${input.weight}`);
 }
 
-/** The account id a store keeps of an activity: bounded and printable, whatever reached the store. */
+/** The account id a store keeps of an activity (the normaliser made it printable): bounded, whoever called. */
 export function storedAccount(account: string): string {
-  return printable(account.slice(0, ACCOUNT_MAX), ACCOUNT_MAX);
+  return account.length > ACCOUNT_MAX ? account.slice(0, ACCOUNT_MAX) : account;
 }
 
 const NONE: Readonly<Record<string, number>> = Object.freeze({});

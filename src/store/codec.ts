@@ -1,7 +1,7 @@
 // Reads and writes the text the scripts store (include/record.lua, record-activity.lua; docs/fleet.md). What comes
 // back from Redis is input like any other: another client, an operator or an attacker with access to Redis may have
-// written it. A field that does not parse reads as absent, numbers must be safe integers, and text that reaches an
-// operator's terminal (reasons, notes, node names, account ids) comes out printable.
+// written it. A field that does not parse reads as absent, numbers must be safe integers, and text is bounded; it is
+// kept as it is, for every output escapes what it prints (the CLI's terminal escaping, JSON in logs and replies).
 import { tallyCodes, kindName } from './kinds.js';
 import type { BanRecord, HistoryEntry, RecentFailure } from './store.js';
 
@@ -16,9 +16,9 @@ export function decodeText(text: string, max = 200): string {
   try {
     out = decodeURIComponent(text);
   } catch {
-    // not ours: keep the raw text, made printable below
+    // not ours: keep the raw text
   }
-  return printable(out, max);
+  return out.length > max ? out.slice(0, max) : out;
 }
 
 // C0 and C1 controls (ESC and CSI start terminal escape sequences), DEL, and the bidi overrides that reorder text
@@ -31,12 +31,10 @@ export function printable(text: string, max = 200): string {
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
-const NODE = /^[A-Za-z0-9_.-]{1,64}$/;
-
-/** A node id read back from Redis: the config's format, or made printable and marked. */
+/** A node id read back from Redis, bounded (the config allows 64 characters). */
 export function nodeName(text: string | undefined): string {
-  if (text === undefined || text === '') return '';
-  return NODE.test(text) ? text : `?${printable(text, 64)}`;
+  if (text === undefined) return '';
+  return text.length > 64 ? text.slice(0, 64) : text;
 }
 
 /** ms since the epoch in base 36, as the scripts store times */

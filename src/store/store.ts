@@ -72,7 +72,7 @@ export interface BanRecord {
   readonly previousBans: number;
   /** the operator's words for a manual ban (`ami-guard ban --reason`) */
   readonly note?: string;
-  /** the account id of the last failure before a threshold ban (attacker text, printable, data only) */
+  /** the account id of the last failure before a threshold ban (attacker text, data only) */
   readonly account?: string;
 }
 

@@ -92,8 +92,8 @@ describe('RedisStore on a real redis-server', () => {
     try {
       for (const ip of ['198.51.100.66', '2001:db8::66']) {
         for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i, { account: evil }));
-        // the normaliser made it printable before; the store keeps it printable whoever calls it
-        assert.equal((await store.getBan(target(ip), T0 + 10))?.account, evil.replace(/[\r\n]/g, '?'));
+        // data, kept as it is (whatever prints it escapes it)
+        assert.equal((await store.getBan(target(ip), T0 + 10))?.account, evil);
       }
       const keys = await scanKeys(raw, '*');
       assert.ok(keys.length > 0);

@@ -17,6 +17,11 @@ export function recordKey(prefix: string, address: string): string {
   return new KeySpace(prefix).record(targetOf(address));
 }
 
+/** the key of the ban index part a target's ban goes into */
+export function indexKey(prefix: string, address: string): string {
+  return new KeySpace(prefix).index(bucketOf(targetOf(address)));
+}
+
 /** the record's fields (`u` until, `r` reason, `c` count, `h` history, …); empty when there is none */
 export async function readRecord(client: Redis | Cluster, prefix: string, address: string): Promise<RecordFields> {
   return parseRecord(await client.get(recordKey(prefix, address)));
@@ -76,4 +81,12 @@ export async function windowState(client: Redis, prefix: string, address: string
     if (v !== null) return v;
   }
   return null;
+}
+
+/** Sets fields of a target's record as they are stored (what someone with access to Redis could write there). */
+export async function patchRecord(client: Redis, prefix: string, address: string, fields: Record<string, string>): Promise<void> {
+  const key = recordKey(prefix, address);
+  const parts = ((await client.get(key)) ?? '').split(';').filter((p) => p !== '' && !(p[0]! in fields && p[1] === '='));
+  for (const [k, v] of Object.entries(fields)) parts.push(`${k}=${v}`);
+  await client.set(key, parts.join(';'), 'KEEPTTL');
 }
