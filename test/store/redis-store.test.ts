@@ -192,6 +192,27 @@ describe('RedisStore on a real redis-server', () => {
     }
   });
 
+  it('replaces a key of ours that holds another type instead of failing every batch that reaches it', async () => {
+    const store = open('type:');
+    const keys = new KeySpace('type:');
+    try {
+      const a = addr('192.0.2.99');
+      const bucket = bucketOf(a);
+      const epochMs = Math.max(POLICY.findtimeMs, POLICY.scanner.findtimeMs);
+      const epoch = Math.floor(Date.now() / epochMs);
+      // someone else's values under our names: the window of this epoch, the record, the index part
+      for (const e of [epoch - 1, epoch, epoch + 1]) await raw.set(keys.window(bucket, e), 'not a hash');
+      await raw.hset(keys.record(a), 'u', 'not a string');
+      await raw.set(keys.index(bucket), 'not a zset');
+      const [v] = await store.recordActivity([failures('192.0.2.99', Date.now(), POLICY.maxretry)], Date.now());
+      assert.equal(v?.type, 'banned', JSON.stringify(v));
+      assert.deepEqual((await raw.zrange(keys.index(bucket), 0, -1)), ['192.0.2.99']);
+      assert.equal((await store.getBan(a, Date.now()))?.count, POLICY.maxretry);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('has an identity until the data is lost (FLUSHALL): then a new one', async () => {
     const a = open('id:');
     const b = open('id:');

@@ -134,7 +134,7 @@ end
 
 -- Adds a ban to its bucket's part of the index. The TTL (the longest ban in it) is set by indexExpire once per key.
 local function indexBan(indexTtl, key, untilMs, target, durationMs)
-  redis.call('ZADD', key, untilMs, target)
+  if dropWrongType(redis.pcall('ZADD', key, untilMs, target), key) == false then redis.call('ZADD', key, untilMs, target) end
   if (indexTtl[key] or 0) < durationMs then indexTtl[key] = durationMs end
 end
 
