@@ -65,9 +65,10 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('--json', 'machine-readable output')
     .action((opts) => setResult(status(opts)));
 
-  withConfig(root.command('replay').description('dry run: what the current policy would ban in a recorded AMI stream'))
-    .argument('<file>', 'a recording: .ami (raw AMI bytes) or .jsonl (one {t_ms, conn, raw} per message)')
-    .option('--json', 'machine-readable output')
+  withConfig(root.command('replay').description('dry run: what the current policy would ban in a recorded AMI stream or in Asterisk\'s security log'))
+    .argument('<file>', 'a recording (.ami raw AMI bytes, .jsonl one {t_ms, conn, raw} per message) or a security.log (also gzipped; - reads stdin)')
+    .option('-v, --verbose', 'show every event and the decision taken on it')
+    .option('--json', 'machine-readable output (with --verbose: one JSON object per line, the report last)')
     .action((file: string, opts) => setResult(replay([file], opts)));
 
   for (const cmd of root.commands) cmd.exitOverride();
