@@ -11,6 +11,7 @@ import { list } from './commands/list.js';
 import { show } from './commands/show.js';
 import { status } from './commands/status.js';
 import { replay } from './commands/replay.js';
+import { record } from './commands/record.js';
 import { ORIGINS, SORT_KEYS, collectList } from './ban-query.js';
 import { LABEL_VALUES } from '../metrics.js';
 
@@ -70,6 +71,11 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('-v, --verbose', 'show every event and the decision taken on it')
     .option('--json', 'machine-readable output (with --verbose: one JSON object per line, the report last)')
     .action((file: string, opts) => setResult(replay([file], opts)));
+
+  withConfig(root.command('record').description('capture the live AMI stream to a file, for a later replay'))
+    .argument('<file>', 'a new file: .jsonl (one {t_ms, conn, raw} per message) or .ami (the raw bytes)')
+    .option('--duration <duration>', 'stop after this long, e.g. 90s, 10m, 1h (default: until Ctrl-C)')
+    .action((file: string, opts) => setResult(record([file], opts)));
 
   for (const cmd of root.commands) cmd.exitOverride();
   return root;
