@@ -87,7 +87,7 @@ export class DryRun {
   /** the recording's clock: the latest EventTV seen */
   private clock = 0;
 
-  constructor(cfg: AppConfig, private readonly show?: (d: Decision) => void) {
+  constructor(cfg: AppConfig, private readonly show?: (d: Decision) => void | Promise<void>) {
     this.policy = new Policy(cfg.policy);
     this.decider = new StreamDecider(this.policy);
     this.store = new MemoryStore({ nodeId: 'replay', policy: this.policy.params, clock: () => this.clock });
@@ -132,13 +132,13 @@ export class DryRun {
     const d = this.decider.decide(e);
     if (d.action === 'skip') {
       if (d.why === 'ignored' || d.why === 'unbannable') a.verdict = a.verdict === 'banned' ? a.verdict : 'ignored';
-      this.show?.({ ...base, decision: 'skipped', why: this.skipWhy(d.why, e) });
+      await this.show?.({ ...base, decision: 'skipped', why: this.skipWhy(d.why, e) });
       return;
     }
     // the daemon remembers its bans and spends nothing on a banned address's events
     const ban = await this.store.getBan(e.address, now);
     if (ban) {
-      this.show?.({ ...base, decision: 'skipped', why: 'already banned', until: isoTime(ban.until) });
+      await this.show?.({ ...base, decision: 'skipped', why: 'already banned', until: isoTime(ban.until) });
       return;
     }
     const threshold = d.action === 'count' ? await this.failureThreshold(e) : null;
@@ -150,19 +150,19 @@ export class DryRun {
     }], now);
     if (v?.type === 'banned') {
       this.banned(a, v.ban);
-      this.show?.({ ...base, decision: 'banned', count: v.ban.count, reason: v.ban.reason, until: isoTime(v.ban.until), bantime: v.ban.until - v.ban.bannedAt });
+      await this.show?.({ ...base, decision: 'banned', count: v.ban.count, reason: v.ban.reason, until: isoTime(v.ban.until), bantime: v.ban.until - v.ban.bannedAt });
       return;
     }
     if (d.action === 'success') {
-      this.show?.({ ...base, decision: 'login', ...(d.trust ? { trusted: true } : {}) });
+      await this.show?.({ ...base, decision: 'login', ...(d.trust ? { trusted: true } : {}) });
       return;
     }
     const count = v?.type === 'counted' ? v.count : 0;
     if (d.action === 'challenge') {
-      this.show?.({ ...base, decision: 'challenge', count, threshold: this.policy.params.scanner.maxretry });
+      await this.show?.({ ...base, decision: 'challenge', count, threshold: this.policy.params.scanner.maxretry });
       return;
     }
-    this.show?.({
+    await this.show?.({
       ...base, decision: 'counted', count, threshold: threshold!.value,
       ...(threshold!.why ? { why: threshold!.why } : {}), ...(d.action === 'count' && d.weight > 1 ? { weight: d.weight } : {}),
     });
@@ -201,7 +201,7 @@ export class DryRun {
     this.clock = Math.max(this.clock, inj.receivedAt);
     const base = { type: 'injection', time: isoTime(this.clock), kind: inj.kind, sign: inj.sign, account: inj.account } as const;
     if (!inj.source) {
-      this.show?.({ ...base, address: null, decision: 'unattributed' });
+      await this.show?.({ ...base, address: null, decision: 'unattributed' });
       return;
     }
     const target = inj.source;
@@ -209,16 +209,16 @@ export class DryRun {
     const refusal = this.policy.refusal(target);
     if (refusal) {
       if (a.verdict !== 'banned') a.verdict = 'ignored';
-      this.show?.({ ...base, address: target.text, decision: 'skipped', why: refusal });
+      await this.show?.({ ...base, address: target.text, decision: 'skipped', why: refusal });
       return;
     }
     const existing = await this.store.getBan(target, this.clock);
     if (existing) {
-      this.show?.({ ...base, address: target.text, decision: 'skipped', why: 'already banned', until: isoTime(existing.until) });
+      await this.show?.({ ...base, address: target.text, decision: 'skipped', why: 'already banned', until: isoTime(existing.until) });
       return;
     }
     const ban = await this.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now: this.clock, note: `${inj.sign} in ${inj.kind || 'a fragment'}` });
     this.banned(a, ban);
-    this.show?.({ ...base, address: target.text, decision: 'banned', reason: ban.reason, until: isoTime(ban.until), bantime: ban.until - ban.bannedAt });
+    await this.show?.({ ...base, address: target.text, decision: 'banned', reason: ban.reason, until: isoTime(ban.until), bantime: ban.until - ban.bannedAt });
   }
 }

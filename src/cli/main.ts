@@ -98,6 +98,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// a reader that went away (`ami-guard replay -v log | head`) ends the command quietly, not with a stack trace
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(EXIT_OK);
+  throw err;
+});
+
 main(process.argv).then(
   (code) => {
     // exit once stdout is flushed (a long listing on a pipe is written asynchronously); a daemon that stopped or a

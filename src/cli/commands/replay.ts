@@ -14,7 +14,7 @@ import { SecurityLogIntake } from '../../events/log-intake.js';
 import { formatDuration } from '../../config/duration.js';
 import { DryRun, type AddressReport, type Decision } from '../dry-run.js';
 import { CliError, EXIT_USAGE, loadCliConfig, type ConfigOption } from '../context.js';
-import { Table, jsonText, printable } from '../output.js';
+import { Table, jsonText, print, printable } from '../output.js';
 
 export type { AddressReport } from '../dry-run.js';
 
@@ -36,7 +36,7 @@ export interface ReplayReport {
   addresses: AddressReport[];
 }
 
-export async function replayFile(file: string, opts: ConfigOption, show?: (d: Decision) => void): Promise<ReplayReport> {
+export async function replayFile(file: string, opts: ConfigOption, show?: (d: Decision) => void | Promise<void>): Promise<ReplayReport> {
   const ami = /\.(ami|jsonl)$/.test(file);
   if (file !== '-' && !existsSync(file)) throw new CliError(EXIT_USAGE, `${file}: no such file`);
   const cfg = loadCliConfig(opts);
@@ -138,7 +138,8 @@ function looksLikeLog(head: Buffer): boolean {
 
 export async function replay(args: string[], opts: ReplayOptions): Promise<number> {
   const jsonLines = opts.json && opts.verbose;
-  const show = opts.verbose ? (d: Decision) => process.stdout.write(jsonLines ? `${jsonText(d)}\n` : `${decisionLine(d)}\n`) : undefined;
+  // each line waits for stdout to take it: a long log piped into a pager holds the reading, not the memory
+  const show = opts.verbose ? (d: Decision) => print(jsonLines ? `${jsonText(d)}\n` : `${decisionLine(d)}\n`) : undefined;
   const report = await replayFile(args[0]!, opts, show);
   if (jsonLines) {
     process.stdout.write(`${jsonText({ type: 'report', ...report })}\n`);
