@@ -185,7 +185,8 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     const s = this.#session;
     if (!s) return;
     const closed = new Promise<void>((resolve) => (s.closed ? resolve() : s.socket.once('close', () => resolve())));
-    if (s.loggedIn) this.#send(s, [['Action', 'Logoff']]);
+    // with an ActionID of ours: Asterisk's `Response: Goodbye` is then our reply, not a forged one in the stream
+    if (s.loggedIn) this.#action(s, 'Logoff', [], () => undefined);
     s.socket.end();
     await withDeadline(closed, STOP_TIMEOUT_MS);
     s.socket.destroy();
