@@ -3,7 +3,7 @@
 // attacker wrote into a value (a quote, a comma and a name are enough in this format; a line break, in AccountID).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -20,7 +20,8 @@ import { cli } from '../support/cli.js';
 
 const FIXTURES = 'test/fixtures/ami';
 /** every scenario recorded both ways: AMI and security.log of the same Asterisk over the same seconds */
-const BOTH = readdirSync(FIXTURES).filter((f) => f.endsWith('.security.log')).map((f) => f.replace('.security.log', '')).sort();
+const BOTH = readdirSync(FIXTURES).filter((f) => f.endsWith('.truth.json')).map((f) => f.replace('.truth.json', ''))
+  .filter((s) => existsSync(join(FIXTURES, `${s}.security.log`))).sort();
 
 interface Read {
   events: SecurityEvent[];
@@ -92,6 +93,24 @@ test('the lab\'s real injections: the forged addresses are never read, each genu
   }
   // pjsip wrote the From user's CR LF raw: the record's rest is on a line of its own
   assert.ok(injections.every((i) => i.sign === 'control-characters' && i.kind === 'InvalidAccountID'));
+});
+
+test('the lab\'s Asterisk writes a Call-ID\'s quotes into security.log as they come: the forged fields are not read', () => {
+  // lab-callid: `ami-guard record` of the lab's Asterisk 22.10.1 (.ami) and its security.log over the same seconds,
+  // while 198.18.0.11 sent REGISTERs with CR LF in the From user (3 forged RemoteAddress, 2 split events) and 3 with
+  // the Call-ID `qN",LocalAddress="IPV4/UDP/198.18.0.1/5060",RemoteAddress="IPV4/UDP/203.0.113.78/5060`
+  const log = readLog(readFileSync(join(FIXTURES, 'lab-callid.security.log')));
+  const ami = readAmi(readFileSync(join(FIXTURES, 'lab-callid.ami')));
+  const seen = [...log.events, ...ami.events].map((e) => e.address.text).concat([...log.injections, ...ami.injections].map((i) => i.source?.text ?? ''));
+  assert.ok(!seen.some((a) => a.startsWith('203.0.113.')), 'a forged address was read');
+  const forged = log.injections.filter((i) => i.sign === 'repeated-header');
+  assert.equal(forged.length, 6, 'InvalidAccountID and ChallengeSent of each quoted Call-ID');
+  assert.ok(forged.every((i) => i.source?.text === '198.18.0.11'), 'each blamed on its genuine source');
+  // On AMI the same Call-ID is only a value (no line break): events there, injections in the log. Either way the
+  // sender is banned at once, for its line breaks.
+  assert.equal(ami.events.filter((e) => e.sessionId.includes('RemoteAddress="IPV4/UDP/203.0.113.78/5060')).length, 6);
+  assert.equal(ami.injections.length, 5);
+  assert.equal(log.injections.length, 11);
 });
 
 test('messages.log, SECURITY lines among NOTICE ones, reads as security.log does', () => {
