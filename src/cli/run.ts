@@ -54,7 +54,11 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   const logger = createLogger(cfg.log.level);
   const metrics = new Metrics(true);
   const policy = new Policy(cfg.policy);
-  const nft = new NftFirewall({ table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger });
+  const nft = new NftFirewall({
+    table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger,
+    persistent: cfg.nft.writer === 'persistent', onWriterRestart: () => metrics.nftWriterRestarts.inc(),
+  });
+  metrics.countActiveBans = () => nft.activeBans();
   const measured = new MeasuredFirewall(nft, metrics);
   const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
   const source = new AmiSupervisor({
@@ -93,7 +97,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   const watchdog = cfg.nft.checkInterval > 0
     ? new FirewallWatchdog({
         firewall: nft,
-        expected: () => measured.inForce(WATCHDOG_MARGIN_MS),
+        expected: () => nft.inForce(WATCHDOG_MARGIN_MS),
         intervalMs: Math.max(cfg.nft.checkInterval, 1_000),
         logger,
         restore: async () => {

@@ -140,6 +140,11 @@ export const schema = {
       format: 'duration',
       default: '5s',
     },
+    writer: {
+      doc: 'persistent: one long-lived child applies every batch through libnftables (needs python3; ~0.2 ms a batch); spawn: an nft process per batch (~8 ms), with nft.path.',
+      format: ['persistent', 'spawn'],
+      default: 'persistent',
+    },
   },
   pipeline: {
     maxPending: {
@@ -214,7 +219,7 @@ export interface AppConfig {
     trust: { ttl: number; maxretry: number; ami: boolean };
     recidive: { maxretry: number; findtime: number; bantime: number };
   };
-  nft: { table: string; path: string; netns: string; checkInterval: number };
+  nft: { table: string; path: string; netns: string; checkInterval: number; writer: 'persistent' | 'spawn' };
   pipeline: { maxPending: number };
   http: { host: string; port: number };
   notify: { webhook: { url: string; timeout: number; retries: number; queue: number } };
