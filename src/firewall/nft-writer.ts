@@ -144,6 +144,7 @@ export class NftWriter implements NftRunner {
     try {
       reply = await child.send(req.payload, req.flags, this.timeoutMs);
     } catch (e) {
+      this.noteDeath(child);
       this.child = undefined;
       if (e instanceof NftError) {
         // timed out: the child was killed; sending the same batch again would most likely hang again
