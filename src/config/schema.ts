@@ -89,7 +89,7 @@ export const schema = {
   },
   policy: {
     weights: {
-      doc: 'How much each security event kind counts as a failure (0 = informational), merged over the built-in table (README); e.g. {"RequestBadFormat": 2} or, in the environment, RequestBadFormat=2,SessionLimit=0.',
+      doc: 'How much each security event kind counts as a failure (0 = informational), merged over the built-in table (docs/detection.md); e.g. {"RequestBadFormat": 2} or, in the environment, RequestBadFormat=2,SessionLimit=0.',
       format: 'weights',
       default: {},
     },

@@ -19,7 +19,7 @@ const PASSWORD = 'acl-pw-93be71';
 
 /** The `ACL SETUSER` line of the README, as operators copy it: its user and the rules after the password. */
 function readmeAcl(): { user: string; rules: string[] } {
-  const m = /^ACL SETUSER (\S+) on >\S+ (.+)$/m.exec(readFileSync('README.md', 'utf8'));
+  const m = /^ACL SETUSER (\S+) on >\S+ (.+)$/m.exec(readFileSync('docs/fleet.md', 'utf8'));
   assert.ok(m, 'README.md has an `ACL SETUSER <user> on >password …` line');
   return { user: m[1]!, rules: m[2]!.trim().split(/\s+/) };
 }

@@ -90,7 +90,7 @@ test('invalid JSON is reported by position, without quoting the file', () => {
 });
 
 test('the README documents every configuration field and its environment variable', () => {
-  const readme = readFileSync('README.md', 'utf8');
+  const readme = readFileSync('docs/configuration.md', 'utf8');
   for (const [env, path] of envVars()) {
     assert.ok(readme.includes(`| \`${path}\` | \`${env}\` |`), `README lacks the row for ${path}`);
   }

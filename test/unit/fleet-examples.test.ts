@@ -1,4 +1,4 @@
-// The fleet's compose examples in the README: valid for docker-compose, and naming only variables the daemon reads.
+// The fleet's compose examples (docs/deployment.md): valid for docker-compose, and naming only variables the daemon reads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
