@@ -19,6 +19,11 @@ export class KernelBans {
 
   constructor(private readonly now: () => number = Date.now) {}
 
+  /** entries kept, lapsed ones included until the next sweep */
+  get size(): number {
+    return this.byText.size;
+  }
+
   set(target: IpTarget, until: number): void {
     this.byText.set(target.text, { target, until });
     // lapsed entries also go whenever the map has doubled since the last sweep, so nothing grows while nobody counts
@@ -42,14 +47,6 @@ export class KernelBans {
     const now = this.now();
     const out: IpTarget[] = [];
     for (const [text, e] of this.byText) if (e.until > now && !keep.has(text)) out.push(e.target);
-    return out;
-  }
-
-  /** Canonical texts of the elements in force. */
-  texts(): Set<string> {
-    const now = this.now();
-    const out = new Set<string>();
-    for (const [text, e] of this.byText) if (e.until > now) out.add(text);
     return out;
   }
 

@@ -65,6 +65,8 @@ type Job =
   | { readonly kind: 'task'; readonly run: () => Promise<void> };
 
 const OVERLAP = /interval overlaps with an existing one/;
+/** bans per transaction when loading sets known to be empty */
+const LOAD_SLICE = 10_000;
 
 export class NftFirewall implements Firewall {
   private readonly script: NftScript;
@@ -77,6 +79,11 @@ export class NftFirewall implements Firewall {
   private closed = false;
   /** unknown until the first init probes the kernel; until then bans are refreshed the way every kernel honours */
   private timeoutUpdate: boolean | undefined;
+  /**
+   * The listing of a table we found already there, started by init() so that the writer child reads the sets while
+   * the daemon reads the store; the first reconciliation takes it.
+   */
+  private listing: Promise<SetEntry[]> | undefined;
 
   constructor(options: NftFirewallOptions = {}) {
     this.script = new NftScript(options.table ?? 'ami_guard');
@@ -104,6 +111,10 @@ export class NftFirewall implements Firewall {
         if (missing.includes(`table inet ${this.script.table}`)) this.kernel.replace([]);
       }
       this.timeoutUpdate ??= await this.probeTimeoutUpdate();
+      if (!this.kernel.complete && this.listing === undefined) {
+        this.listing = this.readAll(true);
+        this.listing.catch(() => undefined); // the reconciliation that takes it reports a failure
+      }
       this.log.info({ timeoutUpdate: this.timeoutUpdate }, 'nft table ready');
     });
   }
@@ -125,36 +136,65 @@ export class NftFirewall implements Firewall {
   }
 
   /**
-   * One transaction flushes the sets and loads the bans. What it removed comes from what we know the sets held
-   * (KernelBans); only the first reconciliation after a start that found our table already there lists the sets,
-   * as addresses only (`nft -s`), to learn what a previous run left in them.
+   * One transaction flushes the sets and loads the bans (sets known to be empty are loaded in slices instead: see
+   * load). What it removed comes from what we know the sets held (KernelBans); only the first reconciliation after
+   * a start that found our table already there lists the sets, as addresses only (`nft -s`), to learn what a
+   * previous run left in them, and init() has started that listing already.
    */
   reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
     return this.task(async () => {
       const { kept, folded } = foldNetworks(bans);
       assertBans(folded.map((f) => f.ban));
-      const script = this.script.replaceAll(kept); // validates kept before any nft runs
-      const listed = this.kernel.complete ? undefined : await this.readAll(true);
-      await this.runner.apply(script);
-      const appliedAt = this.now();
-      const after = new Set<string>();
-      for (const b of kept) after.add(b.target.text);
-      let before: ReadonlySet<string>;
-      let removedTargets: IpTarget[];
-      if (listed === undefined) {
-        before = this.kernel.texts();
-        removedTargets = this.kernel.notIn(after);
-      } else {
-        before = new Set(listed.map((e) => e.target.text));
-        removedTargets = listed.filter((e) => !after.has(e.target.text)).map((e) => e.target);
+      const listing = this.listing;
+      this.listing = undefined;
+      if (this.kernel.complete && this.kernel.size === 0) {
+        await this.load(kept);
+        return this.reconciled(kept, folded.length, undefined);
       }
-      let added = 0;
-      for (const text of after) if (!before.has(text)) added++;
-      this.kernel.replace(kept.map((b) => ({ target: b.target, until: appliedAt + b.timeoutMs })));
-      const result = { added, removed: removedTargets.length, total: kept.length, removedTargets };
-      this.log.info({ added, removed: result.removed, total: result.total, folded: folded.length, listed: listed !== undefined }, 'nft sets reconciled');
-      return result;
+      const script = this.script.replaceAll(kept); // validates kept before any nft runs
+      const listed = this.kernel.complete ? undefined : await (listing ?? this.readAll(true));
+      await this.runner.apply(script);
+      return this.reconciled(kept, folded.length, listed);
     });
+  }
+
+  /**
+   * Into sets known to be empty (a table we have just created: a first start, or one someone deleted) no flush is
+   * needed and nothing has to be replaced at once, so the bans go in slices, each its own transaction: the writer
+   * child parses one while this thread writes the next, instead of one after the other. Should a slice be refused,
+   * the reconciliation fails with the slices before it in place: bans the store holds, in sets that held none.
+   */
+  private async load(bans: readonly FirewallBan[]): Promise<void> {
+    const sent: Promise<void>[] = [];
+    try {
+      for (let i = 0; i < bans.length; i += LOAD_SLICE) {
+        sent.push(this.runner.apply(this.script.add(bans.slice(i, i + LOAD_SLICE), false)));
+        // let the slice reach the writer before building the next one
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      await Promise.allSettled(sent);
+    }
+    await Promise.all(sent);
+  }
+
+  /** Counts what a reconciliation changed, against what the sets held (listed, or known), and records the new state. */
+  private reconciled(kept: readonly FirewallBan[], folded: number, listed: SetEntry[] | undefined): ReconcileResult {
+    const appliedAt = this.now();
+    const after = new Set<string>();
+    for (const b of kept) after.add(b.target.text);
+    // what was listed, and what was written since the listing began; or what we know we wrote
+    const before = new Map<string, IpTarget>();
+    for (const e of listed ?? []) before.set(e.target.text, e.target);
+    for (const target of this.kernel.notIn(new Set())) before.set(target.text, target);
+    const removedTargets: IpTarget[] = [];
+    for (const [text, target] of before) if (!after.has(text)) removedTargets.push(target);
+    let added = 0;
+    for (const text of after) if (!before.has(text)) added++;
+    this.kernel.replace(kept.map((b) => ({ target: b.target, until: appliedAt + b.timeoutMs })));
+    const result = { added, removed: removedTargets.length, total: kept.length, removedTargets };
+    this.log.info({ added, removed: result.removed, total: result.total, folded, listed: listed !== undefined }, 'nft sets reconciled');
+    return result;
   }
 
   commit(): Promise<void> {
@@ -479,7 +519,13 @@ export function covers(outer: IpTarget, inner: IpTarget): boolean {
  */
 export function foldNetworks(bans: readonly FirewallBan[]): { kept: FirewallBan[]; folded: FoldedBan[] } {
   const unique = new Map<string, FirewallBan>();
-  for (const ban of bans) unique.set(ban.target.text, ban);
+  let networks = 0;
+  for (const ban of bans) {
+    unique.set(ban.target.text, ban);
+    if (ban.target.kind === 'prefix') networks++;
+  }
+  // the common case (a reconciliation of 100k host bans): nothing to fold
+  if (networks === 0) return { kept: [...unique.values()], folded: [] };
   const lengths: PrefixLength[] = [];
   for (const { target } of unique.values()) {
     if (target.kind !== 'prefix') continue;
