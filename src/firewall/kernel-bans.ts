@@ -6,6 +6,7 @@
 // previous run's elements are unknown until one listing), and again after that listing or a table we created.
 import type { IpTarget } from '../net/ip.js';
 import type { ActiveBanCount } from '../metrics.js';
+import type { FirewallBan } from './firewall.js';
 
 interface Entry {
   readonly target: IpTarget;
@@ -34,20 +35,23 @@ export class KernelBans {
     this.byText.delete(target.text);
   }
 
-  /** The sets now hold exactly these (a reconciliation, a migration, a table created empty). */
-  replace(entries: Iterable<Entry>): void {
+  /**
+   * The sets now hold exactly these bans, each from `at` for its timeout (a reconciliation, a migration, a table
+   * created empty). Returns the elements that were in force before, by canonical text.
+   */
+  replace(bans: readonly FirewallBan[], at: number): Map<string, IpTarget> {
+    const before = new Map<string, IpTarget>();
+    for (const [text, e] of this.byText) if (e.until > at) before.set(text, e.target);
     this.byText.clear();
-    for (const e of entries) this.byText.set(e.target.text, e);
+    for (const b of bans) this.byText.set(b.target.text, { target: b.target, until: at + b.timeoutMs });
     this.sweptSize = this.byText.size;
     this.complete = true;
+    return before;
   }
 
-  /** Elements in force that are not among `keep` (canonical texts). */
-  notIn(keep: ReadonlySet<string>): IpTarget[] {
-    const now = this.now();
-    const out: IpTarget[] = [];
-    for (const [text, e] of this.byText) if (e.until > now && !keep.has(text)) out.push(e.target);
-    return out;
+  /** whether an element of this canonical text was written (and not deleted since) */
+  has(text: string): boolean {
+    return this.byText.has(text);
   }
 
   count(): ActiveBanCount {

@@ -84,6 +84,8 @@ export class NftFirewall implements Firewall {
    * the daemon reads the store; the first reconciliation takes it.
    */
   private listing: Promise<SetEntry[]> | undefined;
+  /** init() has just created our table: until the next reconciliation, its sets hold only what we add */
+  private fresh = false;
 
   constructor(options: NftFirewallOptions = {}) {
     this.script = new NftScript(options.table ?? 'ami_guard');
@@ -108,7 +110,10 @@ export class NftFirewall implements Firewall {
           throw this.explainInitError(e);
         }
         // a table we have just created holds nothing, so what the sets hold is known without listing them
-        if (missing.includes(`table inet ${this.script.table}`)) this.kernel.replace([]);
+        if (missing.includes(`table inet ${this.script.table}`)) {
+          this.kernel.replace([], this.now());
+          this.fresh = true;
+        }
       }
       this.timeoutUpdate ??= await this.probeTimeoutUpdate();
       if (!this.kernel.complete && this.listing === undefined) {
@@ -143,11 +148,14 @@ export class NftFirewall implements Firewall {
    */
   reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
     return this.task(async () => {
-      const { kept, folded } = foldNetworks(bans);
+      // bans from the store are one per target, and without networks there is nothing to fold: no pass over 100k
+      const { kept, folded } = bans.some((b) => b.target.kind === 'prefix') ? foldNetworks(bans) : { kept: bans, folded: [] };
       assertBans(folded.map((f) => f.ban));
       const listing = this.listing;
       this.listing = undefined;
-      if (this.kernel.complete && this.kernel.size === 0) {
+      const fresh = this.fresh;
+      this.fresh = false;
+      if (fresh && this.kernel.size === 0) {
         await this.load(kept);
         return this.reconciled(kept, folded.length, undefined);
       }
@@ -159,7 +167,7 @@ export class NftFirewall implements Firewall {
   }
 
   /**
-   * Into sets known to be empty (a table we have just created: a first start, or one someone deleted) no flush is
+   * Into the sets of a table we have just created (a first start, or one someone deleted) no flush is
    * needed and nothing has to be replaced at once, so the bans go in slices, each its own transaction: the writer
    * child parses one while this thread writes the next, instead of one after the other. Should a slice be refused,
    * the reconciliation fails with the slices before it in place: bans the store holds, in sets that held none.
@@ -178,22 +186,18 @@ export class NftFirewall implements Firewall {
     await Promise.all(sent);
   }
 
-  /** Counts what a reconciliation changed, against what the sets held (listed, or known), and records the new state. */
+  /** Records what the sets now hold, and counts what changed against what they held (known, and listed if so). */
   private reconciled(kept: readonly FirewallBan[], folded: number, listed: SetEntry[] | undefined): ReconcileResult {
-    const appliedAt = this.now();
-    const after = new Set<string>();
-    for (const b of kept) after.add(b.target.text);
-    // what was listed, and what was written since the listing began; or what we know we wrote
-    const before = new Map<string, IpTarget>();
+    const known = this.kernel.replace(kept, this.now());
+    const before = known;
     for (const e of listed ?? []) before.set(e.target.text, e.target);
-    for (const target of this.kernel.notIn(new Set())) before.set(target.text, target);
     const removedTargets: IpTarget[] = [];
-    for (const [text, target] of before) if (!after.has(text)) removedTargets.push(target);
-    let added = 0;
-    for (const text of after) if (!before.has(text)) added++;
-    this.kernel.replace(kept.map((b) => ({ target: b.target, until: appliedAt + b.timeoutMs })));
-    const result = { added, removed: removedTargets.length, total: kept.length, removedTargets };
-    this.log.info({ added, removed: result.removed, total: result.total, folded, listed: listed !== undefined }, 'nft sets reconciled');
+    for (const [text, target] of before) if (!this.kernel.has(text)) removedTargets.push(target);
+    // every target before and still there is one not added
+    const total = this.kernel.size;
+    const added = total - (before.size - removedTargets.length);
+    const result = { added, removed: removedTargets.length, total, removedTargets };
+    this.log.info({ added, removed: result.removed, total, folded, listed: listed !== undefined }, 'nft sets reconciled');
     return result;
   }
 
@@ -463,8 +467,7 @@ export class NftFirewall implements Firewall {
       throw new Error(`nft table ${t} has an older layout (${stale.join(', ')}) and could not be recreated; ` +
         `remove it with 'nft delete table ${t}' and restart (${(e as Error).message})`);
     }
-    const appliedAt = this.now();
-    this.kernel.replace(kept.map((b) => ({ target: b.target, until: appliedAt + b.timeoutMs })));
+    this.kernel.replace(kept, this.now());
     this.log.warn({ stale, elements: kept.length }, 'nft table recreated with the current layout, elements kept');
   }
 

@@ -22,6 +22,7 @@ class CountingRunner implements NftRunner {
   applies = 0;
   queries = 0;
   readonly scripts: string[] = [];
+  readonly listed: Array<{ command: readonly string[]; stateless: boolean }> = [];
   poison: string | null = null;
   private readonly inner: NftRunner;
 
@@ -41,6 +42,7 @@ class CountingRunner implements NftRunner {
 
   list(command: readonly string[], output?: NftOutput): Promise<string> {
     this.queries++;
+    this.listed.push({ command, stateless: output?.stateless === true });
     return this.inner.list(command, output);
   }
 
@@ -441,4 +443,43 @@ test('running without CAP_NET_ADMIN says so', async (tc) => {
   await chmod(unprivileged, 0o755);
   await assert.rejects(new NftFirewall({ nftPath: unprivileged, netns: ns.name }).init(), /needs CAP_NET_ADMIN/);
   assert.equal((await ns.execOk('nft', ['list', 'ruleset'])).trim(), '');
+});
+
+test('into a table it has just created, a reconciliation loads in slices, one transaction each', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new CountingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  await fw.init();
+  runner.applies = 0;
+  const bans = Array.from({ length: 25_000 }, (_, i) => ban(`100.64.${i >> 8}.${i & 255}`));
+  assert.deepEqual(summary(await fw.reconcile(bans)), { added: 25_000, removed: 0, total: 25_000, removedTargets: [] });
+  assert.equal(runner.applies, 3, 'slices of 10,000');
+  assert.ok(runner.scripts.slice(-3).every((s) => !s.includes('flush')));
+  assert.equal((await fw.list()).length, 25_000);
+  // the next one replaces the sets atomically: one transaction that flushes them first
+  runner.applies = 0;
+  assert.deepEqual(summary(await fw.reconcile(bans.slice(0, 2))), {
+    added: 0, removed: 24_998, total: 2, removedTargets: bans.slice(2).map((b) => b.target.text).sort(),
+  });
+  assert.equal(runner.applies, 1);
+  assert.match(runner.scripts.at(-1)!, /^flush set inet ami_guard banned_v4$/m);
+});
+
+test('a restart into a table already there lists it once, addresses only, and reports what it removed', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const before = new NftFirewall({ netns: ns.name });
+  await before.init();
+  await before.add([ban('198.51.100.1'), ban('198.51.100.2'), ban('2001:db8::2'), ban('203.0.113.0/24')]);
+  const runner = new CountingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  await fw.init(); // starts the listing, as the daemon reads the store meanwhile
+  const first = await fw.reconcile([ban('198.51.100.1'), ban('198.51.100.3')]);
+  assert.deepEqual(summary(first), { added: 1, removed: 3, total: 2, removedTargets: ['198.51.100.2', '2001:db8::2', '203.0.113.0/24'] });
+  const listings = runner.queries;
+  assert.ok(runner.listed.some((c) => c.stateless && c.command.join(' ') === 'list set inet ami_guard banned_v4'));
+  await fw.add([ban('198.51.100.4')]);
+  const second = await fw.reconcile([ban('198.51.100.3')]);
+  assert.deepEqual(summary(second), { added: 0, removed: 2, total: 1, removedTargets: ['198.51.100.1', '198.51.100.4'] });
+  assert.equal(runner.queries, listings, 'known from our own writes: no listing');
+  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.3']);
 });
