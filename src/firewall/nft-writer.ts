@@ -169,7 +169,11 @@ export class NftWriter implements NftRunner {
   /** The running child, or a new one once it is ready; a restart after an early death waits a little first. */
   private async running(): Promise<WriterProcess> {
     if (this.child?.alive) return this.child;
-    if (this.child) this.noteDeath(this.child);
+    if (this.child) {
+      // it died between batches: nothing was lost, but say so
+      this.o.logger?.warn({ err: this.child.exitReason, stderr: this.child.stderr() || undefined }, 'nft writer had exited; starting a new one');
+      this.noteDeath(this.child);
+    }
     this.child = undefined;
     if (this.started) {
       const delay = this.earlyDeaths === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** (this.earlyDeaths - 1));
@@ -232,6 +236,11 @@ class WriterProcess {
 
   get alive(): boolean {
     return this.diedAt === undefined;
+  }
+
+  /** how it ended, e.g. `killed by SIGKILL`; empty while it runs */
+  get exitReason(): string {
+    return this.exitText;
   }
 
   livedMs(): number {

@@ -106,6 +106,33 @@ test('a writer killed with a batch in hand (SIGKILL) is restarted and the batch 
   assert.equal(await snapshot(), before, 'nothing outside our table changed');
 });
 
+test('a writer killed between batches is replaced by the next batch, which lands', async (tc) => {
+  const { ns, writer, fw, logs, restarts } = await setup(tc);
+  await fw.init();
+  const first = writer.pid!;
+  const gone = new Promise<void>((resolve) => {
+    const poll = setInterval(() => {
+      try {
+        process.kill(first, 0);
+      } catch {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 10);
+  });
+  process.kill(first, 'SIGKILL');
+  await gone;
+  await fw.add([ban('198.51.100.20')]);
+  assert.ok((await elements(ns)).has('198.51.100.20'));
+  assert.notEqual(writer.pid, first);
+  assert.equal(restarts(), 1);
+  // said when the next batch finds it gone (or, had that batch been written before its end was noticed, as a death
+  // with that batch in hand, which is then sent again)
+  const said = logs.find((l) => /^nft writer (had exited; starting a new one|died with a batch unanswered)/.test(String(l['msg'])));
+  assert.ok(said, JSON.stringify(logs));
+  assert.equal(said['err'], 'killed by SIGKILL');
+});
+
 test('a batch nft refuses is reported as refused; the writer goes on with the next one', async (tc) => {
   const { ns, writer, fw, restarts } = await setup(tc);
   await fw.init();

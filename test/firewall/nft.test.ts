@@ -465,21 +465,29 @@ test('into a table it has just created, a reconciliation loads in slices, one tr
   assert.match(runner.scripts.at(-1)!, /^flush set inet ami_guard banned_v4$/m);
 });
 
-test('a restart into a table already there lists it once, addresses only, and reports what it removed', async (tc) => {
-  const ns = await createNetns((fn) => tc.after(fn));
-  const before = new NftFirewall({ netns: ns.name });
-  await before.init();
-  await before.add([ban('198.51.100.1'), ban('198.51.100.2'), ban('2001:db8::2'), ban('203.0.113.0/24')]);
-  const runner = new CountingRunner(ns.name, tc);
-  const fw = new NftFirewall({ runner });
-  await fw.init(); // starts the listing, as the daemon reads the store meanwhile
-  const first = await fw.reconcile([ban('198.51.100.1'), ban('198.51.100.3')]);
-  assert.deepEqual(summary(first), { added: 1, removed: 3, total: 2, removedTargets: ['198.51.100.2', '2001:db8::2', '203.0.113.0/24'] });
-  const listings = runner.queries;
-  assert.ok(runner.listed.some((c) => c.stateless && c.command.join(' ') === 'list set inet ami_guard banned_v4'));
-  await fw.add([ban('198.51.100.4')]);
-  const second = await fw.reconcile([ban('198.51.100.3')]);
-  assert.deepEqual(summary(second), { added: 0, removed: 2, total: 1, removedTargets: ['198.51.100.1', '198.51.100.4'] });
-  assert.equal(runner.queries, listings, 'known from our own writes: no listing');
-  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.3']);
-});
+for (const timeoutUpdate of [undefined, false]) {
+  test(`a restart into a table already there lists it once, addresses only, and reports what it removed (timeoutUpdate: ${String(timeoutUpdate)})`, async (tc) => {
+    const ns = await createNetns((fn) => tc.after(fn));
+    const before = new NftFirewall({ netns: ns.name });
+    await before.init();
+    await before.add([ban('198.51.100.1', 60_000), ban('198.51.100.2'), ban('2001:db8::2'), ban('203.0.113.0/24')]);
+    const runner = new CountingRunner(ns.name, tc);
+    const fw = new NftFirewall({ runner, timeoutUpdate });
+    await fw.init(); // starts the listing, as the daemon reads the store meanwhile
+    const first = await fw.reconcile([ban('198.51.100.1'), ban('198.51.100.3')]);
+    assert.deepEqual(summary(first), { added: 1, removed: 3, total: 2, removedTargets: ['198.51.100.2', '2001:db8::2', '203.0.113.0/24'] });
+    let els = byAddress(await fw.list());
+    assert.deepEqual([...els.keys()].sort(), ['198.51.100.1', '198.51.100.3']);
+    assertExpiresWithin(els.get('198.51.100.1'), 3_600_000); // its timeout replaced by the store's
+    const listings = runner.queries;
+    assert.ok(runner.listed.some((c) => c.stateless && c.command.join(' ') === 'list set inet ami_guard banned_v4'));
+    // with timeout updates the bans are re-added without a flush; otherwise flushed and loaded in one transaction
+    assert.equal(runner.scripts.some((x) => x.includes('flush set inet ami_guard banned_v4')), timeoutUpdate === false);
+    await fw.add([ban('198.51.100.4')]);
+    const second = await fw.reconcile([ban('198.51.100.3')]);
+    assert.deepEqual(summary(second), { added: 0, removed: 2, total: 1, removedTargets: ['198.51.100.1', '198.51.100.4'] });
+    assert.equal(runner.queries, listings, 'known from our own writes: no listing');
+    els = byAddress(await fw.list());
+    assert.deepEqual([...els.keys()], ['198.51.100.3']);
+  });
+}
