@@ -49,14 +49,6 @@ export class KernelBans {
     return before;
   }
 
-  /** Elements in force that are not among `keep` (canonical texts). */
-  notIn(keep: ReadonlySet<string>): IpTarget[] {
-    const now = this.now();
-    const out: IpTarget[] = [];
-    for (const [text, e] of this.byText) if (e.until > now && !keep.has(text)) out.push(e.target);
-    return out;
-  }
-
   /** whether an element of this canonical text was written (and not deleted since) */
   has(text: string): boolean {
     return this.byText.has(text);

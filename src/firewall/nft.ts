@@ -71,11 +71,6 @@ const LOAD_SLICE = 10_000;
 export class NftFirewall implements Firewall {
   private readonly script: NftScript;
   private readonly runner: NftRunner;
-  /**
-   * Runs the one listing a restart needs: with the persistent writer, an nft process of its own, so that it reads
-   * the sets beside the writer instead of holding it up for half a second
-   */
-  private readonly lister: NftRunner;
   private readonly log: Logger;
   private readonly queue: Job[] = [];
   private readonly now: () => number;
@@ -95,11 +90,9 @@ export class NftFirewall implements Firewall {
   constructor(options: NftFirewallOptions = {}) {
     this.script = new NftScript(options.table ?? 'ami_guard');
     this.log = (options.logger ?? createLogger('silent')).child({ component: 'firewall', table: this.script.table });
-    const spawning = options.runner === undefined && options.persistent ? new SpawnNftRunner({ nftPath: options.nftPath, netns: options.netns }) : undefined;
     this.runner = options.runner ?? (options.persistent
       ? new NftWriter({ netns: options.netns, logger: this.log, onRestart: options.onWriterRestart })
       : new SpawnNftRunner({ nftPath: options.nftPath, netns: options.netns }));
-    this.lister = spawning ?? this.runner;
     this.timeoutUpdate = options.timeoutUpdate;
     this.now = options.now ?? Date.now;
     this.kernel = new KernelBans(this.now);
@@ -124,7 +117,7 @@ export class NftFirewall implements Firewall {
       }
       this.timeoutUpdate ??= await this.probeTimeoutUpdate();
       if (!this.kernel.complete && this.listing === undefined) {
-        this.listing = this.readAll(true, this.lister);
+        this.listing = this.readAll(true);
         this.listing.catch(() => undefined); // the reconciliation that takes it reports a failure
       }
       this.log.info({ timeoutUpdate: this.timeoutUpdate }, 'nft table ready');
@@ -166,32 +159,11 @@ export class NftFirewall implements Firewall {
         await this.load(kept);
         return this.reconciled(kept, folded.length, undefined);
       }
-      if (!this.kernel.complete && this.timeoutUpdate === true) return this.refresh(kept, folded.length, listing);
       const script = this.script.replaceAll(kept); // validates kept before any nft runs
-      const listed = this.kernel.complete ? undefined : await (listing ?? this.readAll(true, this.lister));
+      const listed = this.kernel.complete ? undefined : await (listing ?? this.readAll(true));
       await this.runner.apply(script);
       return this.reconciled(kept, folded.length, listed);
     });
-  }
-
-  /**
-   * A restart into a table already there, on a kernel that replaces the timeout of a re-added element: the bans are
-   * re-added with their remaining time (one transaction, no flush), while a listing of what a previous run left reads
-   * the sets beside it; what the store no longer holds is deleted by a second, small transaction. Neither waits for
-   * the other, and no element the store holds is ever out of the sets.
-   */
-  private async refresh(kept: readonly FirewallBan[], folded: number, listing: Promise<SetEntry[]> | undefined): Promise<ReconcileResult> {
-    const listed = listing ?? this.readAll(true, this.lister);
-    listed.catch(() => undefined); // awaited below, after the load
-    await this.runner.apply(this.script.add(kept, false)); // validates kept before any nft runs
-    const entries = await listed;
-    const keep = new Set<string>();
-    for (const b of kept) keep.add(b.target.text);
-    const stale = new Map<string, IpTarget>();
-    for (const e of entries) if (!keep.has(e.target.text)) stale.set(e.target.text, e.target);
-    for (const target of this.kernel.notIn(keep)) stale.set(target.text, target);
-    if (stale.size > 0) await this.runner.apply(this.script.delete([...stale.values()]));
-    return this.reconciled(kept, folded, entries);
   }
 
   /**
@@ -445,17 +417,17 @@ export class NftFirewall implements Firewall {
    * much of it in the kernel, whose hash set dump walks past every element already sent for each netlink message.
    * Addresses only (`stateless`): ~0.5 s.
    */
-  private async readAll(stateless: boolean, runner = this.runner): Promise<SetEntry[]> {
+  private async readAll(stateless: boolean): Promise<SetEntry[]> {
     const all: SetEntry[] = [];
-    for (const set of SETS) all.push(...await this.readSet(set, stateless, runner));
+    for (const set of SETS) all.push(...await this.readSet(set, stateless));
     return all;
   }
 
   /** one set only: far cheaper than the table when it is a network set beside 100k hosts */
-  private async readSet(set: SetSpec, stateless = false, runner = this.runner): Promise<SetEntry[]> {
+  private async readSet(set: SetSpec, stateless = false): Promise<SetEntry[]> {
     let text: string;
     try {
-      text = await runner.list(this.script.listSetCommand(set), { stateless });
+      text = await this.runner.list(this.script.listSetCommand(set), { stateless });
     } catch (e) {
       // a set that is not there holds nothing (a table of an older layout, a set someone deleted)
       if (e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.stderr)) return [];
