@@ -2,7 +2,10 @@
 # dependencies only, plus nftables and python3 (the persistent nft writer: a small helper on libnftables). It runs
 # as root only because nft needs CAP_NET_ADMIN: run it with
 # network_mode: host and cap_add: [NET_ADMIN], nothing more.
-FROM node:20-bookworm-slim AS build
+#
+# Node 26, the Active LTS line since October 2026 (Node 20 reached its end of life in April 2026), on Debian 13
+# (trixie, the current stable). package.json's engines still accepts Node >= 20, where the tests run.
+FROM node:26-trixie-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -11,7 +14,7 @@ COPY scripts/copy-assets.mjs ./scripts/
 COPY src ./src
 RUN npx tsc -p tsconfig.build.json && node scripts/copy-assets.mjs
 
-FROM node:20-bookworm-slim
+FROM node:26-trixie-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables python3 \
  && rm -rf /var/lib/apt/lists/*

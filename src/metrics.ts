@@ -1,6 +1,87 @@
-// Prometheus metrics. One registry per daemon (not prom-client's global one) so tests and the CLI can build
-// several without clashing.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+// Prometheus metrics: the definitions, in one registry per daemon (not prom-client's global one) so tests and the
+// CLI can build several without clashing.
+//
+// Rules every definition here keeps, so dashboards and alerts can rely on them:
+// - names are stable once published (docs/ lists them); counters end in `_total`, nothing else does;
+// - label values come from the fixed lists in LABEL_VALUES, anything else is counted as `other`, so no attacker or
+//   misbehaving peer can grow the series (an event kind is Asterisk's word, but a forged frame may carry any);
+// - every counter is present at 0 from the first scrape, with its known label values, so `rate()` and `increase()`
+//   see the first event instead of a series that appears with it;
+// - the process and Node.js metrics are prom-client's defaults under their usual names (`process_cpu_seconds_total`,
+//   `nodejs_heap_size_used_bytes`, …), so stock dashboards find them.
+//
+// Counting may be batched: a caller can keep plain numbers on its hot path and add them per batch with
+// `inc(labels, n)`, or register an onScrape hook that adds them just before each scrape.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import { SECURITY_EVENT_KINDS } from './config/schema.js';
+
+/** where a label value outside its list is counted */
+export const OTHER = 'other';
+
+/** The values each label may take. */
+export const LABEL_VALUES = {
+  /** Asterisk's security-event catalogue */
+  kind: SECURITY_EVENT_KINDS,
+  /** the services that report security events: res_pjsip, chan_sip, the manager */
+  service: ['PJSIP', 'SIP', 'AMI'],
+  invalidReason: ['bad-kind', 'bad-address', 'bad-value'],
+  injectionSign: ['repeated-header', 'out-of-place', 'foreign-line', 'cut-short', 'control-characters', 'fragment'],
+  skipWhy: ['ignored', 'unbannable', 'same-request', 'already-banned'],
+  banReason: ['failures', 'scanner', 'recidive', 'injection', 'manual'],
+  unbanSource: ['cli', 'fleet'],
+  writeback: ['written', 'covered', 'expired', 'dropped'],
+  notification: ['sent', 'failed', 'dropped'],
+  nftOp: ['add', 'delete', 'reconcile'],
+  family: ['ipv4', 'ipv6'],
+} as const satisfies Record<string, readonly string[]>;
+
+/**
+ * prom-client's defaults include three gauges named like counters (`nodejs_active_handles_total`, …); their
+ * by-type siblings (`nodejs_active_handles{type}`) carry the same numbers, summed.
+ */
+const DEFAULT_GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/**
+ * A counter whose labels take values from fixed lists (anything else becomes `other`), present at 0 for every
+ * combination of the listed values from the start.
+ */
+export class FixedLabelCounter<L extends string> {
+  readonly counter: Counter<L>;
+  private readonly allowed: ReadonlyArray<readonly [L, ReadonlySet<string>]>;
+
+  constructor(
+    registry: Registry,
+    o: { name: string; help: string; labels: { readonly [K in L]: readonly string[] }; preDeclareOther?: boolean },
+  ) {
+    const names = Object.keys(o.labels) as L[];
+    this.counter = new Counter({ name: o.name, help: o.help, labelNames: names, registers: [registry] });
+    this.allowed = names.map((n) => [n, new Set(o.labels[n])] as const);
+    const lists = names.map((n) => (o.preDeclareOther ? [...o.labels[n], OTHER] : [...o.labels[n]]));
+    for (const combination of cartesian(lists)) {
+      this.counter.inc(Object.fromEntries(names.map((n, i) => [n, combination[i]!])) as LabelValues<L>, 0);
+    }
+  }
+
+  inc(labels: Readonly<Record<L, string>>, n = 1): void {
+    this.counter.inc(this.fix(labels), n);
+  }
+
+  get(): ReturnType<Counter<L>['get']> {
+    return this.counter.get();
+  }
+
+  private fix(labels: Readonly<Record<L, string>>): LabelValues<L> {
+    // no copy on the common path: every value already known
+    if (this.allowed.every(([n, ok]) => ok.has(labels[n]))) return labels as LabelValues<L>;
+    const out = {} as Record<L, string>;
+    for (const [n, ok] of this.allowed) out[n] = ok.has(labels[n]) ? labels[n] : OTHER;
+    return out as LabelValues<L>;
+  }
+}
+
+function cartesian(lists: readonly (readonly string[])[]): string[][] {
+  return lists.reduce<string[][]>((acc, list) => acc.flatMap((prefix) => list.map((v) => [...prefix, v])), [[]]);
+}
 
 /** Bans in force per address family, as counted by whoever writes them (the measured firewall). */
 export interface ActiveBanCount {
@@ -8,47 +89,67 @@ export interface ActiveBanCount {
   readonly ipv6: number;
 }
 
+export interface MetricsOptions {
+  /** prom-client's default process and Node.js metrics (the daemon; not the CLI) */
+  readonly processMetrics?: boolean;
+  /** for ami_guard_build_info: the package version and node.id */
+  readonly build?: { readonly version: string; readonly node: string };
+}
+
 export class Metrics {
   readonly registry = new Registry();
+  private readonly scrapeHooks: Array<() => void> = [];
 
-  readonly events = new Counter({
+  readonly events = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_security_events_total',
-    help: 'Security events received, by kind and service',
-    labelNames: ['kind', 'service'] as const,
-    registers: [this.registry],
+    help: 'Security events received, by kind and service (other: a kind or service outside the known lists)',
+    labels: { kind: LABEL_VALUES.kind, service: LABEL_VALUES.service },
+    preDeclareOther: true,
   });
-  readonly invalidEvents = new Counter({
+  readonly invalidEvents = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_events_invalid_total',
-    help: 'Security events dropped because their address was missing or not a valid IP, or their kind malformed',
-    labelNames: ['reason'] as const,
-    registers: [this.registry],
+    help: 'Security events dropped because their kind was malformed, their address not a valid IP, or a value unusable',
+    labels: { reason: LABEL_VALUES.invalidReason },
   });
-  readonly failures = new Counter({
+  readonly failures = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_failures_total',
-    help: 'Failures counted against an address',
-    labelNames: ['kind'] as const,
-    registers: [this.registry],
+    help: 'Failures counted against an address, by kind',
+    labels: { kind: LABEL_VALUES.kind },
+    preDeclareOther: true,
   });
-  readonly skipped = new Counter({
+  readonly skipped = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_events_skipped_total',
     help: 'Failure events not counted: ignore-listed or unbannable address, or already banned',
-    labelNames: ['why'] as const,
-    registers: [this.registry],
+    labels: { why: LABEL_VALUES.skipWhy },
+  });
+  readonly injections = new FixedLabelCounter(this.registry, {
+    name: 'ami_guard_ami_injections_total',
+    help: 'AMI events that carried lines Asterisk did not write (attacker text with CR LF), by how they showed and whether their genuine source was told',
+    labels: { sign: LABEL_VALUES.injectionSign, attributed: ['yes', 'no'] },
   });
   readonly shed = new Counter({
     name: 'ami_guard_events_shed_total',
-    help: 'Failure events dropped because too many were waiting for the store',
+    help: 'Failure events dropped because too many distinct addresses were waiting for the store (pipeline.maxPending)',
     registers: [this.registry],
   });
-  readonly bans = new Counter({
+  readonly logDropped = new Counter({
+    name: 'ami_guard_log_lines_dropped_total',
+    help: 'Log lines dropped because the log output (journald, docker, a pipe) could not keep up with a burst',
+    registers: [this.registry],
+  });
+  readonly bans = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_bans_total',
     help: 'Bans made by this node, by reason',
-    labelNames: ['reason'] as const,
-    registers: [this.registry],
+    labels: { reason: LABEL_VALUES.banReason },
   });
   readonly storeErrors = new Counter({
     name: 'ami_guard_store_errors_total',
     help: 'Store operations that failed (e.g. Redis unreachable)',
+    registers: [this.registry],
+  });
+  readonly storeUp = new Gauge({
+    name: 'ami_guard_store_up',
+    help: '1 while the store answers its periodic PING within 1 s (with Redis down the local fallback may still ban: see ami_guard_store_fallback_active)',
     registers: [this.registry],
   });
   readonly storeFallbackActive = new Gauge({
@@ -66,10 +167,14 @@ export class Metrics {
     help: 'Events counted in the local fallback store while Redis was unreachable',
     registers: [this.registry],
   });
-  readonly storeWriteback = new Counter({
+  readonly storeWriteback = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_store_writeback_total',
     help: 'Bans decided during a Redis outage, by what became of them once Redis was back: written, covered (Redis already held a ban as long), expired, dropped (more than the fallback keeps)',
-    labelNames: ['result'] as const,
+    labels: { result: LABEL_VALUES.writeback },
+  });
+  readonly firewallUp = new Gauge({
+    name: 'ami_guard_firewall_up',
+    help: '1 while our nft table, its sets and its drop rules are in place (checked every 5 s)',
     registers: [this.registry],
   });
   readonly firewallErrors = new Counter({
@@ -125,11 +230,10 @@ export class Metrics {
       this.activeBans.set({ family: 'ipv6' }, count.ipv6);
     },
   });
-  readonly unbans = new Counter({
+  readonly unbans = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_unbans_total',
-    help: 'Bans lifted before their time, by source (a fixed word such as cli or fleet, never free text)',
-    labelNames: ['source'] as const,
-    registers: [this.registry],
+    help: 'Bans lifted before their time, by source (cli, fleet)',
+    labels: { source: LABEL_VALUES.unbanSource },
   });
   readonly storePing = new Histogram({
     name: 'ami_guard_store_ping_seconds',
@@ -144,20 +248,42 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
-  readonly notifications = new Counter({
+  readonly notifications = new FixedLabelCounter(this.registry, {
     name: 'ami_guard_webhook_notifications_total',
     help: 'Webhook notifications by result: sent, failed (every attempt failed or the webhook refused it) or dropped (queue full, or unsent at shutdown)',
-    labelNames: ['result'] as const,
-    registers: [this.registry],
+    labels: { result: LABEL_VALUES.notification },
   });
 
-  constructor(withProcessMetrics = false) {
-    if (withProcessMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'ami_guard_' });
+  constructor(o: MetricsOptions = {}) {
+    for (const op of LABEL_VALUES.nftOp) this.nftApply.zero({ op });
+    if (o.build) {
+      new Gauge({
+        name: 'ami_guard_build_info',
+        help: 'Always 1: the running version of ami-guard and this node\'s node.id',
+        labelNames: ['version', 'node'] as const,
+        registers: [this.registry],
+      }).set({ version: o.build.version, node: o.build.node }, 1);
+    }
+    if (o.processMetrics) {
+      collectDefaultMetrics({ register: this.registry });
+      for (const name of DEFAULT_GAUGES_NAMED_TOTAL) this.registry.removeSingleMetric(name);
+    }
+  }
+
+  /** Runs before every scrape: where counts kept outside prom-client (a batched hot path) are added. */
+  onScrape(hook: () => void): void {
+    this.scrapeHooks.push(hook);
+  }
+
+  /** The Prometheus text of every metric, after the scrape hooks have run. */
+  async scrape(): Promise<string> {
+    for (const hook of this.scrapeHooks) hook();
+    return this.registry.metrics();
   }
 }
 
 /** The sum of a counter over all its label values (for the status record, which has no labels). */
-export async function counterTotal(counter: Counter<string>): Promise<number> {
+export async function counterTotal(counter: { get(): ReturnType<Counter<string>['get']> }): Promise<number> {
   const { values } = await counter.get();
   return values.reduce((sum, v) => sum + v.value, 0);
 }

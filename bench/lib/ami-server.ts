@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { AmiFrameReader } from '../../src/ami/frame-reader.js';
-import type { RawMessage } from '../../src/events/types.js';
+import { header, headersOf, type Headers } from '../../src/ami/message.js';
 import { now } from './util.js';
 
 export const AMI_USER = 'ami-guard';
@@ -28,22 +28,21 @@ export interface BlastResult {
 export class SyntheticAmi extends EventEmitter {
   private readonly server: Server;
   private client: Client | null = null;
-  /** resolves when a client has logged in and sent `Action: Events` (the supervisor's last start-up step) */
+  /** resolves when a client has logged in (its Login carries the event mask) */
   readonly ready: Promise<void>;
   private resolveReady!: () => void;
   /** bytes handed to the socket so far by blast() */
   blastBytes = 0;
   pings = 0;
 
-  /** readyOnLogin: ready at login (a bare asterisk-manager client sends no `Events` action) */
-  constructor(private readonly readyOnLogin = false) {
+  constructor() {
     super();
     this.ready = new Promise((r) => (this.resolveReady = r));
     this.server = createServer((s) => this.accept(s));
   }
 
-  static async start(readyOnLogin = false): Promise<SyntheticAmi> {
-    const s = new SyntheticAmi(readyOnLogin);
+  static async start(): Promise<SyntheticAmi> {
+    const s = new SyntheticAmi();
     await new Promise<void>((resolve, reject) => {
       s.server.once('error', reject);
       s.server.listen(0, '127.0.0.1', () => resolve());
@@ -99,7 +98,13 @@ export class SyntheticAmi extends EventEmitter {
   }
 
   private accept(socket: Socket): void {
-    const client: Client = { socket, reader: new AmiFrameReader(), loggedIn: false };
+    const client: Client = {
+      socket,
+      reader: new AmiFrameReader((f) => {
+        if (!f.banner) this.onAction(client, headersOf(f));
+      }),
+      loggedIn: false,
+    };
     this.client?.socket.destroy(); // one client at a time: the newest wins
     this.client = client;
     socket.setNoDelay(true);
@@ -107,22 +112,20 @@ export class SyntheticAmi extends EventEmitter {
     socket.on('close', () => {
       if (this.client === client) this.client = null;
     });
-    socket.on('data', (chunk: Buffer) => {
-      for (const f of client.reader.push(chunk)) if (!f.banner) this.onAction(client, f.headers);
-    });
+    socket.on('data', (chunk: Buffer) => client.reader.push(chunk));
     socket.write(`${BANNER}\r\n`);
   }
 
-  private onAction(c: Client, h: RawMessage): void {
-    const action = first(h['action']).toLowerCase();
-    const id = first(h['actionid']);
+  private onAction(c: Client, h: Headers): void {
+    const action = header(h, 'action').toLowerCase();
+    const id = header(h, 'actionid');
     const reply = (response: string, lines: string[]): void => {
       const actionId = id ? `ActionID: ${id}\r\n` : '';
       c.socket.write(`Response: ${response}\r\n${actionId}${lines.map((l) => `${l}\r\n`).join('')}\r\n`);
     };
     switch (action) {
       case 'login': {
-        const ok = first(h['username']).toLowerCase() === AMI_USER && first(h['secret']) === AMI_SECRET;
+        const ok = header(h, 'username').toLowerCase() === AMI_USER && header(h, 'secret') === AMI_SECRET;
         if (!ok) {
           reply('Error', ['Message: Authentication failed']);
           c.socket.end();
@@ -130,12 +133,11 @@ export class SyntheticAmi extends EventEmitter {
         }
         c.loggedIn = true;
         reply('Success', ['Message: Authentication accepted']);
-        if (this.readyOnLogin) this.resolveReady();
+        this.resolveReady();
         return;
       }
       case 'events':
         reply('Success', ['Events: On']);
-        if (c.loggedIn) this.resolveReady();
         return;
       case 'ping': {
         this.pings++;
@@ -151,8 +153,4 @@ export class SyntheticAmi extends EventEmitter {
         reply('Error', ['Message: Invalid/unknown command']);
     }
   }
-}
-
-function first(v: string | string[] | undefined): string {
-  return (Array.isArray(v) ? v[0] : v) ?? '';
 }

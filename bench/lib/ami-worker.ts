@@ -6,7 +6,7 @@ import { buildAmiStream, type StreamShape } from './stream.js';
 
 const shape = workerData as StreamShape;
 const stream = buildAmiStream(shape);
-const ami = await SyntheticAmi.start(true);
+const ami = await SyntheticAmi.start();
 parentPort!.on('message', (m: unknown) => {
   if (m === 'stop') void ami.stop().then(() => parentPort!.close());
 });

@@ -3,7 +3,10 @@
 // `npm run build`): calls go through loose shapes, and a changed API shows up as a failed benchmark at run time,
 // never as a broken build.
 import { loadConfig } from '../../src/config/load.js';
-import { normalise } from '../../src/events/normalise.js';
+import { AmiFrameReader } from '../../src/ami/frame-reader.js';
+import { AmiClient } from '../../src/ami/client.js';
+import { createLogger } from '../../src/log.js';
+import { Intake } from '../../src/events/intake.js';
 import { NftFirewall } from '../../src/firewall/nft.js';
 import { NftScript } from '../../src/firewall/nft-script.js';
 import { NftWriter } from '../../src/firewall/nft-writer.js';
@@ -11,7 +14,6 @@ import { parseAddress, parseTarget } from '../../src/net/ip.js';
 import { Policy } from '../../src/policy/policy.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
-import type { RawMessage } from '../../src/events/types.js';
 
 /** The fields of a SecurityEvent the benchmarks use (the real one carries more). */
 export interface BenchEvent {
@@ -54,10 +56,28 @@ export function defaultPolicy(): BenchPolicy {
   };
 }
 
-/** normalise() of the daemon; null when the message is not a usable security event. */
-export function normaliseEvent(headers: RawMessage, receivedAt: number): BenchEvent | null {
-  const r = (normalise as unknown as AnyFn)(headers, receivedAt) as { ok: boolean; event?: BenchEvent };
-  return r.ok && r.event ? r.event : null;
+/**
+ * The daemon's intake (frame reader, event parser, injection tracker) on a byte stream: `push` a read, and `onEvents`
+ * gets the security events of each read, as the daemon's pipeline would.
+ */
+export function intake(onEvents: (events: readonly BenchEvent[]) => void): { push(chunk: Buffer): void } {
+  const i = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => { frame: AnyFn; flush: AnyFn })((b) => onEvents(b.events));
+  const reader = new (AmiFrameReader as unknown as new (v: (f: unknown) => void) => { push: AnyFn })((f) => i.frame(f, Date.now()));
+  return {
+    push: (chunk) => {
+      reader.push(chunk);
+      i.flush();
+    },
+  };
+}
+
+/** The daemon's AMI client feeding the daemon's intake, logged in to host:port; `onEvents` as for intake(). */
+export function amiClient(port: number, username: string, secret: string, onEvents: (events: readonly BenchEvent[]) => void): { stop(): Promise<void> } {
+  const sink = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => object)((b) => onEvents(b.events));
+  const Ctor = AmiClient as unknown as new (o: Record<string, unknown>) => { start: AnyFn; stop: AnyFn };
+  const c = new Ctor({ host: '127.0.0.1', port, username, secret, sink, logger: createLogger('silent') });
+  c.start();
+  return { stop: () => c.stop() as Promise<void> };
 }
 
 export interface BenchStore {

@@ -1,10 +1,11 @@
-// Recorded AMI sessions (test/fixtures/ami, captures from the field): `.jsonl` with one `{t_ms, conn, raw}` record per
-// message, or `.ami` with the raw bytes. Used by the replay server and the `ami-guard replay` dry run.
+// Recorded AMI sessions (test/fixtures/ami, captures from the field, `ami-guard record`): `.jsonl` with one
+// `{t_ms, conn, raw}` record per message, or `.ami` with the raw bytes. Read through the same frame reader as the live
+// socket, so a replay sees exactly what the daemon would.
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import type { RawMessage } from '../events/types.js';
-import { AmiFrameReader } from './frame-reader.js';
+import { AmiFrameReader, frameText, type FrameView } from './frame-reader.js';
+import { headersOf, type Headers } from './message.js';
 
 export interface RecordedMessage {
   /** ms since the capture started; 0 throughout for `.ami`, which carries no timing */
@@ -14,7 +15,7 @@ export interface RecordedMessage {
   /** exact text as it was on the wire */
   readonly raw: string;
   /** empty for a banner */
-  readonly headers: RawMessage;
+  readonly headers: Headers;
   readonly banner: boolean;
 }
 
@@ -34,11 +35,10 @@ export async function loadRecording(path: string): Promise<Recording> {
 
 /** `source` names the file in error messages. */
 export function parseJsonlRecording(text: string, source = 'recording'): Recording {
-  const reader = new AmiFrameReader();
   const records: RecordedMessage[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
-    const record = parseJsonlLine(lines[i] ?? '', `${source}:${i + 1}`, reader);
+    const record = parseJsonlLine(lines[i] ?? '', `${source}:${i + 1}`);
     if (record) records.push(record);
   }
   return { banner: firstBanner(records), records, dropped: { oversized: 0, trailingBytes: 0 } };
@@ -49,46 +49,51 @@ export function parseJsonlRecording(text: string, source = 'recording'): Recordi
  * connection (an `.ami` of asterisk-restart holds two).
  */
 export function parseAmiRecording(bytes: Buffer | string): Recording {
-  const reader = new AmiFrameReader();
   const records: RecordedMessage[] = [];
   const numberer = connectionNumberer();
-  for (const frame of reader.push(bytes)) {
-    records.push({ tMs: 0, conn: numberer(frame.banner), raw: frame.raw, headers: frame.headers, banner: frame.banner });
-  }
-  return {
-    banner: firstBanner(records),
-    records,
-    dropped: { oversized: reader.discarded, trailingBytes: reader.bufferedBytes },
-  };
-}
-
-/** What asterisk-manager would emit as `managerevent` (a non-empty `Event:` header); banners and replies are not. */
-export function isEventMessage(headers: RawMessage): boolean {
-  const event = headers['event'];
-  return event !== undefined && event !== '';
+  const reader = new AmiFrameReader((f) => {
+    records.push({ tMs: 0, conn: numberer(f.banner), raw: frameText(f), headers: f.banner ? new Map() : headersOf(f), banner: f.banner });
+  }, { banner: 'any' });
+  reader.push(typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes);
+  return { banner: firstBanner(records), records, dropped: { oversized: reader.stats.oversized, trailingBytes: reader.bufferedBytes } };
 }
 
 /**
- * The events of a recording in order, streamed from disk without loading the whole file: the message source of the
- * replay dry run. Timing is not reproduced.
+ * Streams a recording's messages from disk, in order, without loading the whole file: the source of the replay dry
+ * run. `visit` gets every message as a frame view (valid during the call); after each read of the file `settle` is
+ * awaited, so a slow consumer holds the reading instead of piling up what was read. `connection` is called when a
+ * new connection begins (a greeting after the first). Timing is not reproduced.
  */
-export async function* readRecordingEvents(path: string): AsyncGenerator<RawMessage, void, undefined> {
+export async function readRecording(
+  path: string,
+  visit: (f: FrameView) => void,
+  settle: () => Promise<void> = () => Promise.resolve(),
+  connection: (conn: number) => void = () => undefined,
+): Promise<void> {
   const kind = recordingKind(path);
+  const numberer = connectionNumberer();
+  let conn = 0;
+  const reader = new AmiFrameReader((f) => {
+    const c = numberer(f.banner);
+    if (c !== conn) connection((conn = c));
+    visit(f);
+  }, { banner: 'any' });
   const stream = createReadStream(path);
   try {
     if (kind === 'ami') {
-      const reader = new AmiFrameReader();
       for await (const chunk of stream) {
-        for (const frame of reader.push(chunk as Buffer)) if (isEventMessage(frame.headers)) yield frame.headers;
+        reader.push(chunk as Buffer);
+        await settle();
       }
       return;
     }
-    const reader = new AmiFrameReader();
     let lineNo = 0;
     for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
       lineNo++;
-      const record = parseJsonlLine(line, `${path}:${lineNo}`, reader);
-      if (record && isEventMessage(record.headers)) yield record.headers;
+      const raw = jsonlRaw(line, `${path}:${lineNo}`);
+      if (raw === null) continue;
+      reader.push(Buffer.from(raw, 'utf8'));
+      await settle();
     }
   } finally {
     stream.destroy();
@@ -101,8 +106,14 @@ function recordingKind(path: string): 'jsonl' | 'ami' {
   throw new Error(`${path}: unknown recording type (expected .jsonl or .ami)`);
 }
 
-/** One `.jsonl` line → a record (null for a blank line); throws naming `where` on anything malformed. */
-function parseJsonlLine(line: string, where: string, reader: AmiFrameReader): RecordedMessage | null {
+interface JsonlRecord {
+  readonly tMs: number;
+  readonly conn: number;
+  readonly raw: string;
+}
+
+/** One `.jsonl` line's fields, checked (null for a blank line); throws naming `where` on anything malformed. */
+function jsonlRecord(line: string, where: string): JsonlRecord | null {
   if (line.trim() === '') return null;
   let value: unknown;
   try {
@@ -115,13 +126,27 @@ function parseJsonlLine(line: string, where: string, reader: AmiFrameReader): Re
   if (typeof tMs !== 'number' || !Number.isFinite(tMs) || tMs < 0) throw new Error(`${where}: t_ms must be a number >= 0`);
   if (typeof conn !== 'number' || !Number.isInteger(conn) || conn < 1) throw new Error(`${where}: conn must be an integer >= 1`);
   if (typeof raw !== 'string' || raw === '') throw new Error(`${where}: raw must be a non-empty string`);
-  // The same reader serves every line: after a complete message it holds nothing, so reuse is safe.
-  const frames = reader.push(raw);
+  return { tMs, conn, raw };
+}
+
+function jsonlRaw(line: string, where: string): string | null {
+  return jsonlRecord(line, where)?.raw ?? null;
+}
+
+/** One `.jsonl` line → a record: its raw text must be exactly one complete message. */
+function parseJsonlLine(line: string, where: string): RecordedMessage | null {
+  const r = jsonlRecord(line, where);
+  if (!r) return null;
+  const frames: RecordedMessage[] = [];
+  const reader = new AmiFrameReader((f) => {
+    frames.push({ tMs: r.tMs, conn: r.conn, raw: frameText(f), headers: f.banner ? new Map() : headersOf(f), banner: f.banner });
+  }, { banner: 'any' });
+  reader.push(Buffer.from(r.raw, 'utf8'));
   const frame = frames[0];
-  if (frames.length !== 1 || !frame || frame.raw !== raw || reader.bufferedBytes !== 0 || reader.discarded !== 0) {
+  if (frames.length !== 1 || !frame || frame.raw !== r.raw || reader.bufferedBytes !== 0 || reader.stats.oversized !== 0) {
     throw new Error(`${where}: raw must hold exactly one complete AMI message (banner line, or headers ending in an empty line)`);
   }
-  return { tMs, conn, raw, headers: frame.headers, banner: frame.banner };
+  return frame;
 }
 
 function firstBanner(records: readonly RecordedMessage[]): string | null {

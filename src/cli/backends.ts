@@ -49,7 +49,19 @@ function openRedis(cfg: AppConfig, logger: Logger, failFast: boolean): Redis | C
   const hostPorts = (list: string[]) => list.map((x) => parseHostPort(x)!);
   if (cfg.redis.cluster.length) return createClusterClient(hostPorts(cfg.redis.cluster), topology);
   if (cfg.redis.sentinels.length) return createSentinelClient(hostPorts(cfg.redis.sentinels), cfg.redis.name, topology);
-  return createRedisClient({ url: cfg.redis.url, logger, ...timeouts });
+  return createRedisClient({ url: withCredentials(cfg.redis.url, cfg.redis.username, cfg.redis.password), logger, ...timeouts });
+}
+
+/**
+ * redis.url completed with redis.username / redis.password (the loader refuses a credential given twice), escaped
+ * whole: the URL setters leave `%` as it is, and ioredis decodes what it finds, so `p%41ss` would arrive as `pAss`.
+ */
+export function withCredentials(url: string, username: string, password: string): string {
+  if (!username && !password) return url;
+  const u = new URL(url);
+  if (username) u.username = encodeURIComponent(username);
+  if (password) u.password = encodeURIComponent(password);
+  return u.toString();
 }
 
 export function createBackends(cfg: AppConfig, policy: Policy, logger: Logger, clientOptions: { failFast?: boolean } = {}): Backends {

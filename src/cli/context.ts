@@ -5,7 +5,9 @@ import { loadConfig, ConfigError } from '../config/load.js';
 import type { AppConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { Policy } from '../policy/policy.js';
-import { parseTarget, unbannableReason, type IpTarget } from '../net/ip.js';
+import { parseTarget, type IpTarget } from '../net/ip.js';
+import { learnHost } from '../policy/never-ban.js';
+import { serviceHosts } from '../config/services.js';
 import { NftFirewall } from '../firewall/nft.js';
 import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
 
@@ -29,7 +31,8 @@ export interface ConfigOption {
 
 export function loadCliConfig(opts: ConfigOption): AppConfig {
   try {
-    return loadConfig({ file: opts.config });
+    // stderr, so a verb's answer on stdout (and the daemon's JSON log lines) stay clean
+    return loadConfig({ file: opts.config, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(EXIT_USAGE, err.message);
     throw err;
@@ -98,11 +101,12 @@ export function parseTargets(args: readonly string[], opts: { allowNetworks: boo
   });
 }
 
-export function refuseUnbannable(targets: readonly IpTarget[], policy: Policy): void {
+/** Refuses, before anything is written, a ban the daemon would never apply: see Policy.refusal. */
+export async function refuseUnbannable(targets: readonly IpTarget[], policy: Policy, cfg: AppConfig): Promise<void> {
+  await learnHost(policy.neverBan, serviceHosts(cfg));
   for (const t of targets) {
-    const why = unbannableReason(t);
-    if (why) throw new CliError(EXIT_USAGE, `refusing to ban ${t.text}: ${why} address`);
-    if (policy.ignore.covers(t)) throw new CliError(EXIT_USAGE, `refusing to ban ${t.text}: it is covered by policy.ignoreip`);
+    const why = policy.refusal(t);
+    if (why) throw new CliError(EXIT_USAGE, `refusing to ban ${t.text}: ${why}`);
   }
 }
 

@@ -11,9 +11,19 @@ import { list } from './commands/list.js';
 import { show } from './commands/show.js';
 import { status } from './commands/status.js';
 import { replay } from './commands/replay.js';
+import { ORIGINS, SORT_KEYS, collectList } from './ban-query.js';
+import { LABEL_VALUES } from '../metrics.js';
 
 function withConfig(cmd: Command): Command {
   return cmd.option('-c, --config <file>', 'JSON configuration file (AMI_GUARD_* environment variables override it)');
+}
+
+/** the filters `list` and `unban --all` share; each takes a comma-separated list and may be repeated */
+function withFilters(cmd: Command): Command {
+  return cmd
+    .option('--reason <reasons>', `only bans for these reasons (${LABEL_VALUES.banReason.join(', ')})`, collectList)
+    .option('--node <nodes>', 'only bans made by these nodes (node.id)', collectList)
+    .option('--origin <origins>', `only bans made by the ${ORIGINS.join(' or the ')} (manual bans are the CLI's)`, collectList);
 }
 
 function program(setResult: (p: Promise<number>) => void): Command {
@@ -33,13 +43,17 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('--json', 'machine-readable output')
     .action((args: string[], opts) => setResult(ban(args, opts)));
 
-  withConfig(root.command('unban').description('lift bans everywhere: Redis record, failure counters, every PBX\'s nft set'))
-    .argument('<address...>', 'IPv4/IPv6 addresses or CIDR networks')
+  withFilters(withConfig(root.command('unban').description('lift bans everywhere: Redis record, failure counters, every PBX\'s nft set')))
+    .argument('[address...]', 'IPv4/IPv6 addresses or CIDR networks')
+    .option('--all', 'every active ban (or those the filters choose)')
+    .option('-y, --yes', 'confirm --all')
     .option('--json', 'machine-readable output')
     .action((args: string[], opts) => setResult(unban(args, opts)));
 
-  withConfig(root.command('list').description('list active bans'))
-    .option('--json', 'machine-readable output (a JSON array, streamed)')
+  withFilters(withConfig(root.command('list').description('list active bans')))
+    .option('--sort <key>', `order by ${SORT_KEYS.join(', ')} (default: left, soonest to expire first)`)
+    .option('-r, --reverse', 'reverse the order')
+    .option('--json', 'machine-readable output (a JSON array; streamed when not sorted)')
     .action((opts) => setResult(list(opts)));
 
   withConfig(root.command('show').description('everything known about one address: ban, failures, history, ignore list'))

@@ -1,10 +1,13 @@
 // `ami-guard run`: builds the daemon from the configuration and keeps it running until SIGTERM/SIGINT.
 import type { AppConfig } from '../config/schema.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, droppedLines, type Logger } from '../log.js';
 import { Metrics, counterTotal } from '../metrics.js';
 import { Policy } from '../policy/policy.js';
+import { learnHost } from '../policy/never-ban.js';
+import { serviceHosts } from '../config/services.js';
 import { Daemon } from '../daemon/daemon.js';
-import { AmiSupervisor } from '../ami/supervisor.js';
+import { AmiClient } from '../ami/client.js';
+import { Intake } from '../events/intake.js';
 import { NftFirewall } from '../firewall/nft.js';
 import { MeasuredFirewall } from '../firewall/measured.js';
 import { RetryingFirewall } from '../firewall/retry.js';
@@ -18,10 +21,14 @@ import { createBackends, describeRedis, originId, usesRedis, type Backends } fro
 import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
 import { version } from './version.js';
+import { formatDuration } from '../config/duration.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
 const STATUS_INTERVAL_MS = 5_000;
+
+/** how often this host's addresses and gateways are read again */
+const HOST_REFRESH_MS = 60_000;
 
 /** the watchdog looks for bans with at least this long left, so one the kernel has just expired is never a loss */
 const WATCHDOG_MARGIN_MS = 2_000;
@@ -50,10 +57,31 @@ function withFallback(cfg: AppConfig, backends: Backends, policy: Policy, logger
   });
 }
 
+/**
+ * A fault that escapes every guard is a bug whose damage cannot be known: log it and exit non-zero, so the service
+ * manager starts a fresh process, rather than linger half-dead (reading nothing, banning nobody, looking alive).
+ */
+function exitOnEscapedFault(logger: Logger): void {
+  const die = (kind: string) => (err: unknown): void => {
+    logger.fatal({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, `${kind}: exiting so the service manager restarts ami-guard`);
+    logger.flush?.();
+    process.exit(1);
+  };
+  process.on('uncaughtException', die('uncaught exception'));
+  process.on('unhandledRejection', die('unhandled promise rejection'));
+}
+
 export async function runDaemon(cfg: AppConfig): Promise<number> {
-  const logger = createLogger(cfg.log.level);
-  const metrics = new Metrics(true);
+  const logger = createLogger(cfg.log.level, undefined, { async: true });
+  exitOnEscapedFault(logger);
+  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
   const policy = new Policy(cfg.policy);
+  // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
+  const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
+    logger.warn({ err: (err as Error).message }, 'could not read this host\'s addresses; the last ones known stay protected');
+  });
+  await learn();
+  const hostTimer = setInterval(() => void learn(), HOST_REFRESH_MS).unref();
   const nft = new NftFirewall({
     table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger,
     persistent: cfg.nft.writer === 'persistent', onWriterRestart: () => metrics.nftWriterRestarts.inc(),
@@ -61,11 +89,28 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   metrics.countActiveBans = () => nft.activeBans();
   const measured = new MeasuredFirewall(nft, metrics);
   const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
-  const source = new AmiSupervisor({
+  // the daemon exists before the source it reads, so the intake hands batches to it through this late binding
+  let daemon!: Daemon;
+  const intake = new Intake((batch) => daemon.onBatch(batch));
+  const invalidSeen = new Map<string, number>();
+  let droppedSeen = 0;
+  metrics.onScrape(() => {
+    const dropped = droppedLines();
+    if (dropped > droppedSeen) metrics.logDropped.inc(dropped - droppedSeen);
+    droppedSeen = dropped;
+    // the intake keeps plain tallies on its hot path; the counter catches up just before each scrape
+    for (const [reason, n] of Object.entries(intake.counters.invalid)) {
+      const delta = n - (invalidSeen.get(reason) ?? 0);
+      if (delta > 0) metrics.invalidEvents.inc({ reason }, delta);
+      invalidSeen.set(reason, n);
+    }
+  });
+  const source = new AmiClient({
     host: cfg.ami.host,
     port: cfg.ami.port,
     username: cfg.ami.username,
     secret: cfg.ami.secret,
+    sink: intake,
     pingIntervalMs: cfg.ami.pingInterval,
     pingTimeoutMs: cfg.ami.pingTimeout,
     backoff: { maxMs: cfg.ami.reconnectMax },
@@ -93,7 +138,11 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     reconcileIntervalMs: cfg.fleet.reconcileInterval,
     logger,
   });
-  const daemon = new Daemon({ policy, store, firewall, source, logger, metrics, maxPending: cfg.pipeline.maxPending, fleet });
+  daemon = new Daemon({
+    policy, store, firewall, source, logger, metrics, fleet,
+    maxPending: cfg.pipeline.maxPending,
+    injectionBantimeMs: cfg.policy.injection.bantime,
+  });
   const watchdog = cfg.nft.checkInterval > 0
     ? new FirewallWatchdog({
         firewall: nft,
@@ -163,8 +212,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       store: store.kind,
       table: cfg.nft.table,
       maxretry: cfg.policy.maxretry,
-      findtime: cfg.policy.findtime / 1000,
-      bantime: cfg.policy.bantime / 1000,
+      findtime: formatDuration(cfg.policy.findtime),
+      bantime: formatDuration(cfg.policy.bantime),
       ignoreip: policy.ignore.entries,
     },
     'ami-guard starting',
@@ -193,6 +242,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         resolve(0);
       }, SHUTDOWN_DEADLINE_MS);
       deadline.unref();
+      clearInterval(hostTimer);
       edges.closeListener()
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))

@@ -4,6 +4,8 @@ import convict from 'convict';
 import { isIP } from 'node:net';
 import { parseDuration } from './duration.js';
 import { parseTarget } from '../net/ip.js';
+import { SECURITY_EVENT_KINDS } from './schema.js';
+import { didYouMean } from './nearest.js';
 
 function asList(value: unknown): unknown[] {
   if (Array.isArray(value)) return value;
@@ -38,6 +40,15 @@ export function registerFormats(): void {
       if (!Number.isInteger(v) || (v as number) < 1) throw new Error('must be a positive integer');
     },
   });
+  for (const [name, max] of [['prefix-v4', 32], ['prefix-v6', 128]] as const) {
+    convict.addFormat({
+      name,
+      coerce: (v: unknown) => (typeof v === 'string' && /^\/?\d+$/.test(v.trim()) ? Number(v.trim().replace('/', '')) : v),
+      validate: (v: unknown) => {
+        if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > max) throw new Error(`must be a prefix length from 0 to ${max}`);
+      },
+    });
+  }
   convict.addFormat({
     name: 'ip-list',
     coerce: asList,
@@ -72,7 +83,12 @@ export function registerFormats(): void {
     validate: (v: unknown) => {
       if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('must map event kinds to weights, e.g. {"RequestBadFormat": 2}');
       for (const [k, n] of Object.entries(v)) {
-        if (!EVENT_NAME.test(k)) throw new Error(`${JSON.stringify(k)} is not an AMI event name`);
+        // a misspelled kind would weigh nothing and change nothing: refuse it rather than ignore it
+        if (!SECURITY_EVENT_KINDS.includes(k)) {
+          throw new Error(
+            `${JSON.stringify(k)} is not a security event kind${didYouMean(k, SECURITY_EVENT_KINDS)}; known kinds: ${SECURITY_EVENT_KINDS.join(', ')}`,
+          );
+        }
         if (!Number.isInteger(n) || (n as number) < 0 || (n as number) > 100) throw new Error(`weight of ${k} must be an integer from 0 to 100`);
       }
     },

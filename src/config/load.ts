@@ -1,7 +1,9 @@
 import convict from 'convict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { schema, type AppConfig } from './schema.js';
 import { registerFormats } from './formats.js';
+import { didYouMean } from './nearest.js';
 
 export const ENV_PREFIX = 'AMI_GUARD_';
 
@@ -41,38 +43,106 @@ let formatsRegistered = false;
 export interface LoadOptions {
   file?: string | undefined;
   env?: NodeJS.ProcessEnv;
+  /** told about AMI_GUARD_* variables the schema does not know (they are ignored, not fatal) */
+  warn?: (message: string) => void;
 }
 
 /**
  * Loads and validates the configuration: defaults, then the JSON file, then AMI_GUARD_* variables. Unknown fields
- * and invalid values are errors naming the field; secret values are never part of a message.
+ * and invalid values are errors naming the field, with the nearest known field when one is close; secret values are
+ * never part of a message.
  */
 export function loadConfig(opts: LoadOptions = {}): AppConfig {
   if (!formatsRegistered) {
     registerFormats();
     formatsRegistered = true;
   }
-  const conf = convict(withEnv(schema as unknown as SchemaNode) as never, { env: opts.env ?? process.env, args: [] });
-  if (opts.file) conf.load(readJsonFile(opts.file));
+  const env = opts.env ?? process.env;
+  warnUnknownEnv(env, opts.warn);
+  const conf = convict(withEnv(schema as unknown as SchemaNode) as never, { env, args: [] });
+  const where = opts.file ? ` (${opts.file})` : '';
+  if (opts.file) {
+    const content = readJsonFile(opts.file);
+    const unknown = unknownFields(content);
+    if (unknown.length > 0) throw new ConfigError(`invalid configuration${where}: ${unknown.join('; ')}`);
+    conf.load(content);
+  }
   try {
     conf.validate({ allowed: 'strict' });
   } catch (err) {
-    throw new ConfigError(`invalid configuration${opts.file ? ` (${opts.file})` : ''}: ${(err as Error).message}`);
+    throw new ConfigError(`invalid configuration${where}: ${(err as Error).message}`);
   }
-  return conf.getProperties() as unknown as AppConfig;
+  const cfg = conf.getProperties() as unknown as AppConfig;
+  checkRedisCredentials(cfg, where);
+  return cfg;
+}
+
+/** Every field path of the schema (`policy.maxretry`, …). */
+function fieldPaths(node: SchemaNode = schema as unknown as SchemaNode, path: string[] = []): string[] {
+  if (isLeaf(node)) return [path.join('.')];
+  return Object.entries(node).flatMap(([k, v]) => fieldPaths(v as SchemaNode, [...path, k]));
+}
+
+/** Fields of the file the schema does not know, each with the nearest known one when it is close. */
+function unknownFields(content: unknown, node: SchemaNode = schema as unknown as SchemaNode, path: string[] = []): string[] {
+  if (typeof content !== 'object' || content === null || Array.isArray(content)) return [];
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(content)) {
+    const child = Object.hasOwn(node, k) ? (node[k] as SchemaNode) : undefined;
+    const here = [...path, k];
+    if (!child) {
+      // a sibling misspelled (`polcy`), or a field misspelled or put in the wrong section (`maxretry` at the top)
+      const candidates = [...Object.keys(node).map((n) => [...path, n].join('.')), ...fieldPaths()];
+      out.push(`unknown field ${here.join('.')}${didYouMean(here.join('.'), candidates, '.')}`);
+    } else if (!isLeaf(child)) {
+      out.push(...unknownFields(v, child, here));
+    }
+  }
+  return out;
+}
+
+/**
+ * Unknown AMI_GUARD_* variables are ignored with a warning rather than refused: the benchmarks set fields of newer
+ * schemas this way, and a stray variable in a shell should not stop an unban. A likely typo is named.
+ */
+function warnUnknownEnv(env: NodeJS.ProcessEnv, warn: ((message: string) => void) | undefined): void {
+  if (!warn) return;
+  const known = envVars();
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith(ENV_PREFIX) || known.has(name)) continue;
+    warn(`${name} is not a configuration variable and is ignored${didYouMean(name, known.keys())}`);
+  }
+}
+
+/** `redis.username` / `redis.password` may complete `redis.url`, but a credential given twice is a mistake. */
+function checkRedisCredentials(cfg: AppConfig, where: string): void {
+  if (!cfg.redis.url) return;
+  const u = new URL(cfg.redis.url);
+  const inUrl = { password: Boolean(u.password || u.searchParams.has('password')), username: Boolean(u.username || u.searchParams.has('username')) };
+  for (const field of ['password', 'username'] as const) {
+    if (cfg.redis[field] && inUrl[field]) {
+      throw new ConfigError(`invalid configuration${where}: redis.${field} is set and redis.url carries a ${field} too: give it in one place`);
+    }
+  }
 }
 
 function readJsonFile(file: string): unknown {
+  const named = resolve(file) === file ? file : `${file} (${resolve(file)})`;
   let text: string;
   try {
+    if (statSync(file).isDirectory()) throw new ConfigError(`config file ${named} is a directory, not a JSON file`);
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ConfigError(`config file ${named} does not exist`);
+    if (code === 'EACCES') throw new ConfigError(`config file ${named} cannot be read by this user (permission denied)`);
+    throw new ConfigError(`cannot read config file ${named}: ${code ?? (err as Error).message}`);
   }
   try {
     const parsed: unknown = JSON.parse(text);
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new ConfigError(`config file ${file} must hold a JSON object`);
+      throw new ConfigError(`config file ${named} must hold a JSON object`);
     }
     return parsed;
   } catch (err) {
@@ -80,7 +150,7 @@ function readJsonFile(file: string): unknown {
     // V8 quotes the text around a syntax error, which may be the secret: report the position only
     const pos = /position (\d+)/.exec((err as Error).message);
     const where = pos ? ` at ${lineCol(text, Number(pos[1]))}` : '';
-    throw new ConfigError(`config file ${file} is not valid JSON${where}`);
+    throw new ConfigError(`config file ${named} is not valid JSON${where}`);
   }
 }
 

@@ -27,6 +27,9 @@ export const DEFAULT_WEIGHTS: Readonly<Record<string, number>> = {
   ChallengeSent: 0,
 };
 
+/** Asterisk's security-event catalogue (main/security_events.c): the kinds `policy.weights` and the metrics know. */
+export const SECURITY_EVENT_KINDS: readonly string[] = Object.keys(DEFAULT_WEIGHTS);
+
 export const schema = {
   ami: {
     host: { doc: 'Asterisk Manager Interface host.', format: String, default: '127.0.0.1' },
@@ -56,9 +59,13 @@ export const schema = {
       format: 'host-port-list',
       default: [],
     },
-    username: { doc: 'ACL user for redis.sentinels / redis.cluster (with redis.url, put it in the URL).', format: String, default: '' },
+    username: {
+      doc: 'ACL user for Redis: with redis.sentinels / redis.cluster, or with a redis.url that names none.',
+      format: String,
+      default: '',
+    },
     password: {
-      doc: 'Password for redis.sentinels / redis.cluster (with redis.url, put it in the URL). Never logged.',
+      doc: 'Password for Redis: with redis.sentinels / redis.cluster, or with a redis.url that carries none (no URL-escaping needed here). Never logged.',
       format: String,
       default: '',
       sensitive: true,
@@ -101,6 +108,15 @@ export const schema = {
       format: 'ip-list',
       default: ['127.0.0.0/8', '::1'],
     },
+    ignoreself: {
+      doc: 'fail2ban\'s ignoreself: never count or ban this host\'s own addresses, its default gateways, or the Redis, Sentinel, Cluster and AMI hosts it is configured with, whoever asks (detection, the CLI, a fleet message). Loopback, link-local, multicast and the like are never banned either way.',
+      format: Boolean,
+      default: true,
+    },
+    widest: {
+      ipv4: { doc: 'The widest IPv4 network a ban may cover (prefix length): a ban of 0.0.0.0/1 is refused, whoever asks for it.', format: 'prefix-v4', default: 8 },
+      ipv6: { doc: 'The widest IPv6 network a ban may cover (prefix length).', format: 'prefix-v6', default: 32 },
+    },
     history: {
       ttl: { doc: 'How long an address\'s ban history is kept (escalation and recidive read it).', format: 'duration', default: '30d' },
     },
@@ -120,6 +136,13 @@ export const schema = {
       ttl: { doc: 'How long a successful login (pjsip/chan_sip with a password) trusts its address.', format: 'duration', default: '1d' },
       maxretry: { doc: 'The failure threshold of a trusted address (instead of maxretry): trust is never immunity.', format: 'positive-int', default: 10 },
       ami: { doc: 'Whether a successful AMI login trusts its address too.', format: Boolean, default: false },
+    },
+    injection: {
+      bantime: {
+        doc: 'How long the source of an AMI injection is banned: an event carrying lines Asterisk did not write (attacker text with CR LF in the SIP From user) is the strongest sign of an attack there is, and its genuine sender is banned at once.',
+        format: 'duration',
+        default: '1w',
+      },
     },
     recidive: {
       maxretry: { doc: 'Bans of one address within recidive.findtime that make the next one a recidive ban.', format: 'positive-int', default: 5 },
@@ -148,9 +171,9 @@ export const schema = {
   },
   pipeline: {
     maxPending: {
-      doc: 'Events waiting for the store at most; beyond it new failure events are shed (counted), decided bans never are.',
+      doc: 'Distinct addresses whose events may wait for the store at most (the events of one address fold into one entry while store calls are in flight); beyond it events of new addresses are shed (counted), decided bans never are.',
       format: 'positive-int',
-      default: 20000,
+      default: 100000,
     },
   },
   http: {
@@ -212,12 +235,15 @@ export interface AppConfig {
     findtime: number;
     bantime: number;
     ignoreip: string[];
+    ignoreself: boolean;
+    widest: { ipv4: number; ipv6: number };
     history: { ttl: number };
     increment: { factor: number; maxtime: number; rndtime: number };
     offender: { maxretry: number };
     scanner: { maxretry: number; findtime: number };
     trust: { ttl: number; maxretry: number; ami: boolean };
     recidive: { maxretry: number; findtime: number; bantime: number };
+    injection: { bantime: number };
   };
   nft: { table: string; path: string; netns: string; checkInterval: number; writer: 'persistent' | 'spawn' };
   pipeline: { maxPending: number };

@@ -1,22 +1,25 @@
-// The flow of `ami-guard run`: AMI messages in, events normalised, decisions made, state in the store, bans out
-// to the firewall. Nothing here blocks the event loop: each message costs a parse and at most one store call,
-// whose reply is handled asynchronously.
+// The flow of `ami-guard run`: batches of security events in (one per read of the AMI socket), decisions made, the
+// events of each counting target folded into one entry, one store call per batch, bans out to the firewall.
+// Nothing here blocks the event loop or pushes back on the socket: while store calls are in flight, new events fold
+// into the next batch, so a flood from few addresses costs little, and what is bounded is the number of distinct
+// targets waiting (pipeline.maxPending), not events.
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
-import type { RawMessage, SecurityEvent } from '../events/types.js';
-import { normalise } from '../events/normalise.js';
-import { Policy, type EventDecision } from '../policy/policy.js';
-import { recordEvent } from '../policy/record.js';
+import type { IntakeBatch } from '../events/intake.js';
+import type { Injection, SecurityEvent } from '../events/types.js';
+import type { Policy } from '../policy/policy.js';
 import { StreamDecider } from '../policy/same-request.js';
-import type { BanRecord, Store } from '../store/store.js';
+import type { BanRecord, FailureVerdict, Store } from '../store/store.js';
 import type { Firewall, FirewallBan } from '../firewall/firewall.js';
-import { parseTarget, unbannableReason, type IpTarget } from '../net/ip.js';
-import type { Metrics } from '../metrics.js';
+import { parseTarget, type IpTarget } from '../net/ip.js';
+import { LABEL_VALUES, type Metrics } from '../metrics.js';
 import { BanCache } from './ban-cache.js';
+import { ActivityFold } from './fold.js';
+import { recordActivity, type TargetActivity } from './activity.js';
 import { formatDuration } from '../config/duration.js';
 
-/** Where raw AMI messages come from: the live AMI supervisor, or a recording. */
-export interface MessageSource extends EventEmitter {
+/** Where batches come from: the live AMI client, or a recording. It hands them to Daemon.onBatch. */
+export interface EventSource {
   start(): void | Promise<void>;
   stop(): Promise<void>;
 }
@@ -25,10 +28,13 @@ export interface DaemonOptions {
   readonly policy: Policy;
   readonly store: Store;
   readonly firewall: Firewall;
-  readonly source: MessageSource;
+  readonly source: EventSource;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** distinct counting targets that may wait for the store; beyond it new ones are shed (counted) */
   readonly maxPending: number;
+  /** how long an injection's source is banned */
+  readonly injectionBantimeMs: number;
   /** the fleet's ban channel: where this node's bans go out and other nodes' bans and unbans come in */
   readonly fleet?: FleetLink;
   readonly now?: () => number;
@@ -51,6 +57,14 @@ export interface FleetLink {
 }
 
 const STORE_ERROR_LOG_INTERVAL_MS = 5_000;
+/** store calls in flight at once; more events fold into the next batch meanwhile */
+const MAX_IN_FLIGHT = 4;
+/** targets per store call: one script run must stay short, for Redis serves everyone else meanwhile */
+const MAX_BATCH = 1_000;
+
+// tallied under the metric's own label values, so a flood of made-up kinds adds no keys
+const KIND_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.kind);
+const SERVICE_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.service);
 
 export interface DaemonEvents {
   /** a ban decided by this node (not one learnt from the store or another node) */
@@ -60,7 +74,11 @@ export interface DaemonEvents {
 export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
   private readonly decider: StreamDecider;
-  private pending = 0;
+  private fold = new ActivityFold();
+  /** store calls for folded batches in flight */
+  private inFlight = 0;
+  /** injection sources whose ban is being written: one ban each, however many injections they sent meanwhile */
+  private readonly injectionBans = new Set<string>();
   private idleWaiters: Array<() => void> = [];
   private lastStoreErrorLog = 0;
   private stopping = false;
@@ -74,12 +92,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
    * store held when it was read, so these are replayed on top once it is done.
    */
   private journal: Array<{ target: IpTarget; until: number | null }> | undefined;
+  /** per-batch tallies, handed to the metrics once per batch instead of once per event */
+  private readonly tally = new Map<string, number>();
 
   constructor(private readonly o: DaemonOptions) {
     super();
     this.now = o.now ?? Date.now;
     this.decider = new StreamDecider(o.policy);
-    this.onMessage = this.onMessage.bind(this);
+    this.onBatch = this.onBatch.bind(this);
   }
 
   async start(): Promise<void> {
@@ -87,7 +107,6 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     const from = await this.o.fleet?.tail();
     await this.reconcile('start-up');
     if (this.o.fleet && from !== undefined) this.o.fleet.start(from, this);
-    this.o.source.on('message', this.onMessage);
     this.intakeStarted = true;
     this.sweepTimer = setInterval(() => this.cache.sweep(this.now()), 60_000).unref();
     await this.o.source.start();
@@ -103,8 +122,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.journal = undefined;
       this.reconciling = undefined;
       for (const j of journal) {
-        if (j.until === null) void this.removeFromFirewall(j.target);
-        else void this.addToFirewall(j.target, j.until);
+        if (j.until === null) void this.removeFromFirewall([j.target]);
+        else void this.addToFirewall([{ target: j.target, until: j.until }]);
       }
     });
     return this.reconciling;
@@ -141,8 +160,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     for await (const page of this.o.store.activeBans(started)) {
       for (const b of page) {
         const target = parseTarget(b.address);
-        if (!target || target.text !== b.address) {
-          this.o.logger.warn({ address: b.address.slice(0, 80) }, 'store holds a ban for an invalid address; skipped');
+        if (!target || target.text !== b.address || !Number.isFinite(b.until)) {
+          this.o.logger.warn({ address: printable(b.address) }, 'store holds a ban for an invalid address; skipped');
           continue;
         }
         if (!this.mayBlock(target)) continue;
@@ -153,57 +172,150 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     return bans;
   }
 
-  private onMessage(raw: RawMessage): void {
-    const receivedAt = this.now();
-    const result = normalise(raw, receivedAt);
-    if (!result.ok) {
-      if (result.reason !== 'not-event' && result.reason !== 'not-security') {
-        this.o.metrics.invalidEvents.inc({ reason: result.reason });
-        this.o.logger.debug({ reason: result.reason, kind: result.kind }, 'security event without a usable address ignored');
-      }
-      return;
-    }
-    const event = result.event;
-    this.o.metrics.events.inc({ kind: event.kind, service: event.service });
-    const decision = this.decider.decide(event);
-    if (decision.action === 'skip') {
-      if (decision.why !== 'not-a-failure') this.o.metrics.skipped.inc({ why: decision.why });
-      return;
-    }
-    if (this.cache.isBanned(event.address.text, receivedAt)) {
-      this.o.metrics.skipped.inc({ why: 'already-banned' });
-      return;
-    }
+  /** One read of the AMI stream: every event decided, folded, and handed to the store in as few calls as may be. */
+  onBatch(batch: IntakeBatch): void {
     if (this.stopping) return;
-    if (this.pending >= this.o.maxPending) {
-      // shedding an event loses one count, never a decided ban: bans are applied from the store's verdicts
-      this.o.metrics.shed.inc();
-      return;
-    }
-    if (decision.action === 'count') this.o.metrics.failures.inc({ kind: event.kind });
-    this.record(event, decision);
+    const now = this.now();
+    for (const e of batch.events) this.accept(e, now);
+    this.flushTally();
+    for (const inj of batch.injections) this.injection(inj);
+    this.dispatch();
   }
 
-  private record(event: SecurityEvent, decision: Exclude<EventDecision, { action: 'skip' }>): void {
-    this.pending++;
-    this.o.metrics.pending.set(this.pending);
-    recordEvent(this.o.store, event, decision, event.receivedAt)
-      .then((verdict) => {
-        if (!verdict) return;
-        if (verdict.type === 'banned') {
-          this.enforce(verdict.ban, true);
-          this.emit('ban', verdict.ban);
-        }
-        else if (verdict.type === 'already-banned' && !this.cache.isBanned(event.address.text, this.now())) {
-          // banned elsewhere (another node, or before a restart) and not yet known here: enforce it now
-          this.enforce({ address: event.address.text, until: verdict.until }, false);
-        }
+  private accept(e: SecurityEvent, now: number): void {
+    const kind = KIND_LABELS.has(e.kind) ? e.kind : 'other';
+    const service = SERVICE_LABELS.has(e.service) ? e.service : 'other';
+    this.count(`e\u0000${kind}\u0000${service}`);
+    const d = this.decider.decide(e);
+    if (d.action === 'skip') {
+      if (d.why !== 'not-a-failure') this.count(`s\u0000${d.why}`);
+      return;
+    }
+    const target = e.address;
+    if (this.cache.isBanned(target.text, now)) {
+      this.count('s\u0000already-banned');
+      return;
+    }
+    if (this.fold.size >= this.o.maxPending && !this.fold.has(target)) {
+      // shedding loses one count, never a decided ban: bans come from the store's verdicts
+      this.count('shed');
+      return;
+    }
+    if (d.action === 'count') this.count(`f\u0000${kind}`);
+    this.fold.add(target, d, e);
+  }
+
+  private count(key: string): void {
+    this.tally.set(key, (this.tally.get(key) ?? 0) + 1);
+  }
+
+  private flushTally(): void {
+    const m = this.o.metrics;
+    for (const [key, n] of this.tally) {
+      const [what, a, b] = key.split('\u0000');
+      if (what === 'e') m.events.inc({ kind: a!, service: b! }, n);
+      else if (what === 's') m.skipped.inc({ why: a! }, n);
+      else if (what === 'f') m.failures.inc({ kind: a! }, n);
+      else if (what === 'shed') m.shed.inc(n);
+    }
+    this.tally.clear();
+  }
+
+  private dispatch(): void {
+    while (this.inFlight < MAX_IN_FLIGHT && this.fold.size > 0 && !this.stopping) {
+      const batch = this.fold.take(MAX_BATCH);
+      this.inFlight++;
+      this.o.metrics.pending.set(this.fold.size);
+      const now = this.now();
+      recordActivity(this.o.store, batch, now)
+        .then((verdicts) => this.verdicts(batch, verdicts))
+        .catch((err: unknown) => this.storeFailed(err))
+        .finally(() => {
+          this.inFlight--;
+          this.dispatch();
+          if (this.isIdle()) this.wakeIdle();
+        });
+    }
+  }
+
+  private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[]): void {
+    const now = this.now();
+    const enforce: Array<{ target: IpTarget; until: number }> = [];
+    for (let i = 0; i < batch.length; i++) {
+      const v = verdicts[i];
+      const target = batch[i]!.target;
+      if (!v || v.type === 'counted') continue;
+      if (v.type === 'banned') {
+        this.announce(v.ban, now);
+        this.emit('ban', v.ban);
+      } else if (this.cache.isBanned(target.text, now)) {
+        continue; // already enforced here
+      }
+      // banned here now, or elsewhere (another node, or before a restart) and not yet known here
+      const until = v.type === 'banned' ? v.ban.until : v.until;
+      if (!this.mayBlock(target)) continue;
+      this.cache.set(target.text, until);
+      this.journal?.push({ target, until });
+      enforce.push({ target, until });
+    }
+    if (enforce.length > 0) void this.addToFirewall(enforce);
+  }
+
+  private announce(ban: BanRecord, now: number): void {
+    this.o.metrics.bans.inc({ reason: ban.reason });
+    this.o.logger.info(
+      {
+        event: 'ban',
+        address: ban.address,
+        reason: ban.reason,
+        count: ban.count,
+        kinds: ban.kinds,
+        duration: formatDuration(ban.until - (ban.bannedAt || now)),
+        until: new Date(ban.until).toISOString(),
+        previousBans: ban.previousBans,
+      },
+      `ban ${ban.address}`,
+    );
+  }
+
+  /**
+   * An injected AMI line is the strongest sign there is: its genuine source is banned at once for
+   * policy.injection.bantime. The forged addresses were never read. An ignore-listed or never-bannable source is
+   * reported, not banned.
+   */
+  private injection(inj: Injection): void {
+    const attributed = inj.source !== null;
+    this.o.metrics.injections.inc({ sign: inj.sign, attributed: attributed ? 'yes' : 'no' });
+    const fields = { event: 'injection', sign: inj.sign, kind: inj.kind, account: inj.account, source: inj.source?.text ?? null };
+    if (!inj.source) {
+      this.o.logger.warn(fields, 'AMI injection seen: an event carried lines Asterisk did not write; its source could not be told');
+      return;
+    }
+    const target = inj.source;
+    const refusal = this.o.policy.refusal(target);
+    if (refusal) {
+      this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
+      return;
+    }
+    if (this.cache.isBanned(target.text, this.now()) || this.injectionBans.has(target.text)) {
+      this.o.logger.warn(fields, `AMI injection from ${target.text}, already banned`);
+      return;
+    }
+    this.o.logger.warn(fields, `AMI injection from ${target.text}: banning it`);
+    const now = this.now();
+    this.injectionBans.add(target.text);
+    this.o.store.ban({ target, reason: 'injection', durationMs: this.o.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
+      .then((ban) => {
+        this.announce(ban, now);
+        this.emit('ban', ban);
+        this.cache.set(target.text, ban.until);
+        this.journal?.push({ target, until: ban.until });
+        void this.addToFirewall([{ target, until: ban.until }]);
       })
       .catch((err: unknown) => this.storeFailed(err))
       .finally(() => {
-        this.pending--;
-        this.o.metrics.pending.set(this.pending);
-        if (this.pending === 0) this.wakeIdle();
+        this.injectionBans.delete(target.text);
+        if (this.isIdle()) this.wakeIdle();
       });
   }
 
@@ -211,68 +323,47 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     if (until <= this.now() || !this.mayBlock(target)) return;
     this.cache.set(target.text, until);
     this.journal?.push({ target, until });
-    void this.addToFirewall(target, until);
+    void this.addToFirewall([{ target, until }]);
   }
 
   applyUnban(target: IpTarget): void {
     this.cache.delete(target.text);
     this.journal?.push({ target, until: null });
-    void this.removeFromFirewall(target);
+    void this.removeFromFirewall([target]);
   }
 
   /** This node's ignore list holds for every ban, whoever made it; and no ban may cut the host off from itself. */
   private mayBlock(target: IpTarget): boolean {
-    if (this.o.policy.ignore.covers(target) || unbannableReason(target)) {
+    const refusal = this.o.policy.refusal(target);
+    if (refusal) {
       this.o.metrics.skipped.inc({ why: 'ignored' });
-      this.o.logger.info({ address: target.text }, 'ban from the store or the fleet not applied here: address is ignore-listed');
+      this.o.logger.warn({ address: target.text }, `ban not applied here: ${refusal}`);
       return false;
     }
     return true;
   }
 
-  private async addToFirewall(target: IpTarget, until: number): Promise<void> {
-    const timeoutMs = until - this.now();
-    if (timeoutMs <= 0) return;
-    try {
-      await this.o.firewall.add([{ target, timeoutMs }]);
-    } catch (err) {
-      this.o.metrics.firewallErrors.inc();
-      this.o.logger.error({ address: target.text, err: (err as Error).message }, 'could not apply ban to nftables');
-    }
-  }
-
-  private async removeFromFirewall(target: IpTarget): Promise<void> {
-    try {
-      await this.o.firewall.delete([target]);
-    } catch (err) {
-      this.o.metrics.firewallErrors.inc();
-      this.o.logger.error({ address: target.text, err: (err as Error).message }, 'could not lift ban in nftables');
-    }
-  }
-
-  private enforce(ban: Pick<BanRecord, 'address' | 'until'> & Partial<BanRecord>, newBan: boolean): void {
-    const target = parseTarget(ban.address);
-    if (!target) return;
+  /** One firewall call for many bans, each with its own end; those already over are left out. */
+  private async addToFirewall(bans: ReadonlyArray<{ target: IpTarget; until: number }>): Promise<void> {
     const now = this.now();
-    this.cache.set(target.text, ban.until);
-    this.journal?.push({ target, until: ban.until });
-    if (newBan) {
-      this.o.metrics.bans.inc({ reason: ban.reason ?? 'failures' });
-      this.o.logger.info(
-        {
-          event: 'ban',
-          address: target.text,
-          reason: ban.reason,
-          count: ban.count,
-          kinds: ban.kinds,
-          duration: formatDuration(ban.until - (ban.bannedAt ?? now)),
-          until: new Date(ban.until).toISOString(),
-          previousBans: ban.previousBans,
-        },
-        `ban ${target.text}`,
-      );
+    const live: FirewallBan[] = [];
+    for (const b of bans) if (b.until > now) live.push({ target: b.target, timeoutMs: b.until - now });
+    if (live.length === 0) return;
+    try {
+      await this.o.firewall.add(live);
+    } catch (err) {
+      this.o.metrics.firewallErrors.inc();
+      this.o.logger.error({ addresses: live.slice(0, 5).map((b) => b.target.text), err: (err as Error).message }, 'could not apply ban to nftables');
     }
-    void this.addToFirewall(target, ban.until);
+  }
+
+  private async removeFromFirewall(targets: readonly IpTarget[]): Promise<void> {
+    try {
+      await this.o.firewall.delete(targets);
+    } catch (err) {
+      this.o.metrics.firewallErrors.inc();
+      this.o.logger.error({ addresses: targets.slice(0, 5).map((t) => t.text), err: (err as Error).message }, 'could not lift ban in nftables');
+    }
   }
 
   private storeFailed(err: unknown): void {
@@ -280,13 +371,18 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     const now = this.now();
     if (now - this.lastStoreErrorLog >= STORE_ERROR_LOG_INTERVAL_MS) {
       this.lastStoreErrorLog = now;
-      this.o.logger.warn({ err: (err as Error).message }, 'store operation failed; event not counted');
+      this.o.logger.warn({ err: (err as Error).message }, 'store operation failed; events of that batch not counted');
     }
+  }
+
+  private isIdle(): boolean {
+    return this.inFlight === 0 && this.fold.size === 0 && this.injectionBans.size === 0;
   }
 
   /** Resolves once every event received so far has been decided and its bans handed to the firewall. */
   async idle(): Promise<void> {
-    if (this.pending > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.dispatch();
+    if (!this.isIdle()) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     await this.o.firewall.commit();
   }
 
@@ -297,13 +393,17 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     await this.o.source.stop();
-    this.o.source.off('message', this.onMessage);
     await this.o.fleet?.stop();
-    await this.idle();
+    await this.idle(); // what was read before the stop is still decided and applied
+    this.stopping = true;
     await this.o.firewall.shutdown();
     await this.o.store.close();
   }
+}
+
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?').slice(0, 80);
 }

@@ -56,12 +56,22 @@ async function handle(req: IncomingMessage, res: ServerResponse, o: HttpServerOp
     send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
     return;
   }
+  const report = o.health();
   if (path === '/metrics') {
-    send(res, 200, o.metrics.registry.contentType, await o.metrics.registry.metrics());
+    // the up gauges are the health checks' last results: a scrape spawns no nft and sends no PING of its own
+    o.metrics.storeUp.set(report.store.ok ? 1 : 0);
+    o.metrics.firewallUp.set(report.firewall.present ? 1 : 0);
+    send(res, 200, o.metrics.registry.contentType, await o.metrics.scrape());
     return;
   }
-  const report = o.health();
-  send(res, report.status === 'ok' ? 200 : 503, 'application/json', `${JSON.stringify(report)}\n`);
+  send(res, report.status === 'ok' ? 200 : 503, 'application/json', `${JSON.stringify(healthJson(report))}\n`);
+}
+
+/** The report with its times as ISO 8601, like every other JSON ami-guard writes. */
+function healthJson(report: HealthReport): unknown {
+  const fallback = report.store.fallback;
+  if (!fallback) return report;
+  return { ...report, store: { ...report.store, fallback: { ...fallback, since: fallback.since === null ? null : new Date(fallback.since).toISOString() } } };
 }
 
 /** the path without the query; never logged whole, a query is whatever the client sent */

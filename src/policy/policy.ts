@@ -2,9 +2,10 @@
 // decided atomically in the store (a Lua script on Redis) with the parameters derived here, so every node of a
 // fleet decides the same way.
 import type { SecurityEvent } from '../events/types.js';
+import type { IpTarget } from '../net/ip.js';
 import type { PolicyParams } from '../store/store.js';
-import { unbannableReason } from '../net/ip.js';
 import { IgnoreList } from './ignore-list.js';
+import { NeverBan } from './never-ban.js';
 import { DEFAULT_WEIGHTS, type AppConfig } from '../config/schema.js';
 
 export type SkipReason = 'not-a-failure' | 'ignored' | 'unbannable' | 'same-request';
@@ -18,19 +19,34 @@ export type EventDecision =
   | { readonly action: 'success'; readonly trust: boolean }
   | { readonly action: 'skip'; readonly why: SkipReason };
 
+const SKIP_IGNORED: EventDecision = Object.freeze({ action: 'skip', why: 'ignored' });
+const SKIP_UNBANNABLE: EventDecision = Object.freeze({ action: 'skip', why: 'unbannable' });
+const SKIP_NOT_FAILURE: EventDecision = Object.freeze({ action: 'skip', why: 'not-a-failure' });
+const CHALLENGE: EventDecision = Object.freeze({ action: 'challenge' });
+const SUCCESS: EventDecision = Object.freeze({ action: 'success', trust: false });
+const SUCCESS_TRUST: EventDecision = Object.freeze({ action: 'success', trust: true });
+
 /** Services whose SuccessfulAuth with a password proves a real phone (AMI logins only when policy.trust.ami). */
 const PHONE_SERVICES = new Set(['PJSIP', 'SIP', 'IAX2']);
 
 export class Policy {
   readonly ignore: IgnoreList;
+  /** what no ban may cover, whoever asks; learns this host's addresses, gateways and services at run time */
+  readonly neverBan: NeverBan;
   readonly params: PolicyParams;
   readonly weights: Readonly<Record<string, number>>;
   private readonly trustAmi: boolean;
+  /** the decision for each kind that counts, made once: the hot path allocates none */
+  private readonly counts = new Map<string, EventDecision>();
 
   constructor(cfg: AppConfig['policy']) {
     this.ignore = new IgnoreList(cfg.ignoreip);
+    this.neverBan = new NeverBan({ widest: cfg.widest, ignoreself: cfg.ignoreself });
     this.weights = { ...DEFAULT_WEIGHTS, ...cfg.weights };
     this.trustAmi = cfg.trust.ami;
+    for (const [kind, weight] of Object.entries(this.weights)) {
+      if (weight > 0 && kind !== 'ChallengeSent' && kind !== 'SuccessfulAuth') this.counts.set(kind, Object.freeze({ action: 'count', weight }));
+    }
     this.params = {
       maxretry: cfg.maxretry,
       findtimeMs: cfg.findtime,
@@ -44,6 +60,16 @@ export class Policy {
     };
   }
 
+  /**
+   * Why a ban of `target` may not be applied here: this node's ignore list holds for every ban, whoever made it, and
+   * no ban may cover what the host needs. Null when it may.
+   */
+  refusal(target: IpTarget): string | null {
+    const r = this.neverBan.reason(target);
+    if (r) return NeverBan.describe(target, r);
+    return this.ignore.covers(target) ? `${target.text} is covered by policy.ignoreip` : null;
+  }
+
   /** The weight of a kind (0: informational). */
   weight(kind: string): number {
     return Object.hasOwn(this.weights, kind) ? this.weights[kind]! : 0;
@@ -51,15 +77,13 @@ export class Policy {
 
   decide(event: SecurityEvent): EventDecision {
     // an ignored address is not even counted: a later change of ignoreip must not find a loaded counter
-    if (this.ignore.has(event.address)) return { action: 'skip', why: 'ignored' };
-    if (unbannableReason(event.address)) return { action: 'skip', why: 'unbannable' };
-    if (event.kind === 'ChallengeSent') return { action: 'challenge' };
+    if (this.ignore.has(event.address)) return SKIP_IGNORED;
+    if (this.neverBan.reason(event.address)) return SKIP_UNBANNABLE;
+    if (event.kind === 'ChallengeSent') return CHALLENGE;
     if (event.kind === 'SuccessfulAuth') {
       const phone = PHONE_SERVICES.has(event.service) && event.usingPassword;
-      return { action: 'success', trust: phone || (this.trustAmi && event.service === 'AMI') };
+      return phone || (this.trustAmi && event.service === 'AMI') ? SUCCESS_TRUST : SUCCESS;
     }
-    const weight = this.weight(event.kind);
-    if (weight === 0) return { action: 'skip', why: 'not-a-failure' };
-    return { action: 'count', weight };
+    return this.counts.get(event.kind) ?? SKIP_NOT_FAILURE;
   }
 }

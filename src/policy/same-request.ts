@@ -2,32 +2,40 @@ import type { SecurityEvent } from '../events/types.js';
 import type { EventDecision, Policy } from './policy.js';
 
 /**
- * One guess counts once. Asterisk sometimes reports one request with several failure events: pjsip answers a
- * REGISTER with credentials for an ACL-restricted endpoint with FailedACL and then ChallengeResponseFailed, both with
- * the request's Call-ID as SessionID and the same EventTV. A failure with the same session and the same time as the
- * last one counted for its address is that request again, and is not counted twice. (Different guesses on one
- * Call-ID, as svcrack sends them, are milliseconds apart and each count.)
+ * One request counts once. pjsip reports a REGISTER with credentials for an ACL-restricted endpoint twice: FailedACL,
+ * then ChallengeResponseFailed for the same request (same SessionID, the request's Call-ID, and the same EventTV).
+ * That pair, and only that pair, is one guess. Anything else counts each time: the attacker chooses the Call-ID, the
+ * nonce and the timing, so a rule that skipped "the same session at the same millisecond" in general let a burst of
+ * 60 guesses on one Call-ID count as 7 (issue 11).
  */
 export class SameRequestFilter {
-  private readonly last = new Map<string, string>();
+  /** address → `${sessionId}\0${eventTv}` of its last FailedACL; bounded, oldest first out */
+  private readonly lastAcl = new Map<string, string>();
 
   constructor(private readonly max = 100_000) {}
 
-  /** true when this failure repeats the request just counted for this address */
-  isRepeat(address: string, sessionId: string, eventTime: number | null): boolean {
-    if (!sessionId || eventTime === null) return false;
-    const key = `${sessionId}\u0000${eventTime}`;
-    const repeat = this.last.get(address) === key;
-    this.last.delete(address);
-    this.last.set(address, key);
-    if (this.last.size > this.max) this.last.delete(this.last.keys().next().value!);
-    return repeat;
+  /** For a counted event: true when this ChallengeResponseFailed reports the FailedACL just counted for its address. */
+  isRepeat(event: SecurityEvent): boolean {
+    if (event.kind === 'FailedACL') {
+      if (!event.sessionId) return false;
+      const key = event.address.text;
+      this.lastAcl.delete(key);
+      this.lastAcl.set(key, `${event.sessionId}\u0000${event.eventTv}`);
+      if (this.lastAcl.size > this.max) this.lastAcl.delete(this.lastAcl.keys().next().value!);
+      return false;
+    }
+    if (event.kind !== 'ChallengeResponseFailed' || this.lastAcl.size === 0) return false;
+    const key = event.address.text;
+    const last = this.lastAcl.get(key);
+    if (last === undefined) return false;
+    this.lastAcl.delete(key); // the pair is consumed: a second ChallengeResponseFailed is a second guess
+    return event.sessionId !== '' && last === `${event.sessionId}\u0000${event.eventTv}`;
   }
 }
 
 /**
- * The policy's decision for each event of a stream, with repeats of one request filtered out: what the daemon and
- * the `replay` dry run both apply. (The policy itself stays a pure function of one event.)
+ * The policy's decision for each event of a stream, with the second report of one request filtered out: what the
+ * daemon and the `replay` dry run both apply. (The policy itself stays a pure function of one event.)
  */
 export class StreamDecider {
   private readonly repeats = new SameRequestFilter();
@@ -36,9 +44,8 @@ export class StreamDecider {
 
   decide(event: SecurityEvent): EventDecision {
     const d = this.policy.decide(event);
-    if (d.action === 'count' && this.repeats.isRepeat(event.address.text, event.sessionId, event.eventTime)) {
-      return { action: 'skip', why: 'same-request' };
-    }
+    // only counted events take part: a FailedACL that counts nothing (weight 0) leaves its ChallengeResponseFailed to count
+    if (d.action === 'count' && this.repeats.isRepeat(event)) return { action: 'skip', why: 'same-request' };
     return d;
   }
 }

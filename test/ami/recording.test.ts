@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadRecording, parseAmiRecording, parseJsonlRecording, readRecordingEvents } from '../../src/ami/recording.js';
+import { loadRecording, parseAmiRecording, parseJsonlRecording, readRecording } from '../../src/ami/recording.js';
+import { lineText } from '../../src/ami/frame-reader.js';
 import { SCENARIOS, eventRecords, fixturePath, jsonlRecords } from './fixtures.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ami-recording-'));
@@ -23,12 +24,15 @@ for (const s of SCENARIOS) {
   });
 }
 
-test('the event iterator yields every Event record, from .jsonl and from .ami', async () => {
+test('readRecording visits every Event record, from .jsonl and from .ami', async () => {
   for (const s of ['register-bruteforce', 'asterisk-restart']) {
     const expected = eventRecords(s).map((r) => r.raw.split('\r\n')[0]!.slice('Event: '.length));
     for (const ext of ['jsonl', 'ami'] as const) {
       const names: string[] = [];
-      for await (const m of readRecordingEvents(fixturePath(s, ext))) names.push(String(m['event']));
+      await readRecording(fixturePath(s, ext), (f) => {
+        const first = f.banner ? '' : lineText(f, 0);
+        if (first.startsWith('Event: ')) names.push(first.slice('Event: '.length));
+      });
       assert.deepEqual(names, expected, `${s}.${ext}`);
     }
   }
@@ -50,13 +54,11 @@ test('a malformed .jsonl line is reported with its file and line number', () => 
   }
 });
 
-test('the iterator reports a malformed line too, after yielding what came before', async () => {
+test('readRecording reports a malformed line too, after visiting what came before', async () => {
   const path = join(tmp, 'bad.jsonl');
   writeFileSync(path, `${JSON.stringify({ t_ms: 1, conn: 1, raw: 'Event: A\r\n\r\n' })}\nnot json\n`);
   const seen: string[] = [];
-  await assert.rejects(async () => {
-    for await (const m of readRecordingEvents(path)) seen.push(String(m['event']));
-  }, /bad\.jsonl:2: not JSON/);
+  await assert.rejects(readRecording(path, (f) => seen.push(lineText(f, 0).slice('Event: '.length))), /bad\.jsonl:2: not JSON/);
   assert.deepEqual(seen, ['A']);
 });
 
@@ -64,7 +66,7 @@ test('.ami: each banner after the first starts a new connection; an unfinished t
   const rec = parseAmiRecording(
     'Asterisk Call Manager/11.0.0\r\nEvent: A\r\n\r\nAsterisk Call Manager/11.0.0\r\nEvent: B\r\n\r\nEvent: C\r\nPart',
   );
-  assert.deepEqual(rec.records.map((r) => [r.conn, r.banner, r.headers['event'] ?? null]), [
+  assert.deepEqual(rec.records.map((r) => [r.conn, r.banner, r.headers.get('event')?.[0] ?? null]), [
     [1, true, null],
     [1, false, 'A'],
     [2, true, null],

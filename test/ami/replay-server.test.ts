@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { AmiFrameReader, type AmiFrame } from '../../src/ami/frame-reader.js';
+import { AmiFrameReader, frameText } from '../../src/ami/frame-reader.js';
+import { headersOf } from '../../src/ami/message.js';
 import { startReplayServer, type ReplayServer } from '../support/replay-ami-server.js';
 import { amiBytes, fixturePath, jsonlRecords } from './fixtures.js';
 import { waitFor } from './wait.js';
@@ -23,16 +24,27 @@ async function server(scenario: string, speed: number, autoplay = true): Promise
   return s;
 }
 
+interface Frame {
+  readonly raw: string;
+  readonly banner: boolean;
+  /** first value of each header, keys lower-cased */
+  readonly headers: Record<string, string>;
+}
+
 /** A bare TCP client that keeps every byte and every frame it receives. */
 class RawClient {
   bytes = Buffer.alloc(0);
-  frames: AmiFrame[] = [];
+  frames: Frame[] = [];
   closed = false;
-  private readonly reader = new AmiFrameReader();
+  private readonly reader = new AmiFrameReader((f) => {
+    const headers: Record<string, string> = {};
+    if (!f.banner) for (const [k, v] of headersOf(f)) headers[k] = v[0]!;
+    this.frames.push({ raw: frameText(f), banner: f.banner, headers });
+  });
   private constructor(readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => {
       this.bytes = Buffer.concat([this.bytes, chunk]);
-      this.frames.push(...this.reader.push(chunk));
+      this.reader.push(chunk);
     });
     socket.on('close', () => (this.closed = true));
     socket.on('error', () => undefined);
@@ -46,7 +58,7 @@ class RawClient {
   send(text: string): void {
     this.socket.write(text);
   }
-  async reply(actionId: string): Promise<AmiFrame> {
+  async reply(actionId: string): Promise<Frame> {
     await waitFor(() => this.frames.some((f) => f.headers['actionid'] === actionId), 2000, `reply to ${actionId}`);
     return this.frames.find((f) => f.headers['actionid'] === actionId)!;
   }
@@ -105,7 +117,7 @@ test('Login, Ping, Events, Logoff and refusals are answered as Asterisk does; LF
   assert.equal((await c.reply('o1')).headers['message'], 'Invalid/unknown command');
 
   s.setPingResponses(false);
-  const sawP3 = new Promise<void>((resolve) => s.on('action', (h) => h['actionid'] === 'p3' && resolve()));
+  const sawP3 = new Promise<void>((resolve) => s.on('action', (h) => h.get('actionid')?.[0] === 'p3' && resolve()));
   c.send('Action: Ping\r\nActionID: p2\r\n\r\nAction: Ping\r\nActionID: p3\r\n\r\n');
   await sawP3;
   s.setPingResponses(true);

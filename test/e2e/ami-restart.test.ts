@@ -41,7 +41,7 @@ test('asterisk-restart: one reconnect, each event counted once, the gap in metri
 
   const lost = await bed.daemon.waitForLog((l) => l.msg === 'AMI connection lost; reconnecting');
   assert.equal(lost.reason, 'closed');
-  const back = await bed.daemon.waitForLog((l) => l.msg === 'AMI reconnected; events were not seen during the gap');
+  const back = await bed.daemon.waitForLog((l) => l.msg === 'AMI reconnected; events Asterisk sent during the gap were not seen');
   assert.equal(typeof back.gapMs, 'number');
   t.diagnostic(`gap ${String(back.gapMs)} ms between Shutdown and the new login`);
 

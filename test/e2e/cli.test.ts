@@ -7,6 +7,9 @@ import { waitFor } from '../support/netns.js';
 import { writeConfig } from '../support/daemon-process.js';
 import { cli } from '../support/cli.js';
 import { startReceiver } from '../support/http.js';
+import { Redis } from 'ioredis';
+import { NodeStatusReporter } from '../../src/fleet/node-status.js';
+import { quietLogger } from '../../src/cli/context.js';
 
 let redis: RedisServer;
 let bed: Bed;
@@ -23,6 +26,7 @@ after(async () => {
 });
 
 const run = (...args: string[]) => cli([...args, '--config', bed.configFile]);
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 test('list shows what the daemon banned, as JSON and as an 80-column table', async () => {
   const json = await run('list', '--json');
@@ -33,8 +37,10 @@ test('list shows what the daemon banned, as JSON and as an 80-column table', asy
   assert.equal(row.reason, 'failures');
   assert.equal(row.node, 'test-node');
   assert.equal(row.count, 5);
+  assert.equal(row.origin, 'daemon');
   assert.deepEqual(row.kinds, { ChallengeResponseFailed: 5 });
-  assert.ok((row.remainingSeconds as number) > 3500 && (row.remainingSeconds as number) <= 3600);
+  assert.ok((row.remainingSeconds as number) > 3500 && (row.remainingSeconds as number) < 3600, 'rounded down');
+  for (const k of ['bannedAt', 'until', 'firstSeen', 'lastSeen']) assert.match(String(row[k]), ISO, k);
 
   const human = await run('list');
   assert.equal(human.code, 0);
@@ -84,6 +90,11 @@ test('status reports the daemon, Redis, the nft table and bans by reason', async
   const human = await run('status');
   assert.match(human.stdout, /nodes\n\s+NODE\s+STATE\s+AMI/);
   assert.match(human.stdout, /test-node\s+running\s+connected\s+ok/);
+  const times = JSON.parse(r.stdout) as { nodes: Array<{ startedAt: string; updatedAt: string }> };
+  for (const n of times.nodes) {
+    assert.match(n.startedAt, ISO);
+    assert.match(n.updatedAt, ISO);
+  }
 });
 
 test('ban and unban: kernel set and Redis both follow, counters reset, history kept', async () => {
@@ -165,7 +176,7 @@ test('bad addresses: one-line error naming it, exit 2, nothing applied', async (
 
 test('Redis unreachable: one line naming the URL without its password, exit 1, within seconds', async () => {
   const cfg = writeConfig({ redis: { url: 'redis://admin:s3cr3t-pw@127.0.0.1:1/0' }, nft: { netns: bed.ns.name } });
-  for (const verb of [['list'], ['status'], ['unban', '192.0.2.1'], ['ban', '192.0.2.1'], ['show', '192.0.2.1']]) {
+  for (const verb of [['list'], ['status'], ['unban', '198.51.100.9'], ['ban', '198.51.100.9'], ['show', '198.51.100.9']]) {
     // the 15 s cap only tells a hang from an answer; the client gives up after its own 3-4 s
     const r = await cli([...verb, '--config', cfg], {}, 15_000);
     assert.equal(r.code, 1, `${verb[0]}: ${r.stderr}`);
@@ -184,4 +195,175 @@ test('--help, <verb> --help and --version', async () => {
   assert.match(v.stdout, /^\d+\.\d+\.\d+\n$/);
   const bad = await cli(['frobnicate']);
   assert.equal(bad.code, 2);
+});
+
+/** the column each title of a table's header starts at */
+function columnStarts(header: string): Map<string, number> {
+  return new Map([...header.matchAll(/\S+/g)].map((m) => [m[0], m.index]));
+}
+
+test('list: a full IPv6 address keeps the table aligned, ages in whole seconds, time left rounded down, ISO in --json', async () => {
+  const long = ['2001:db8:1234:5678:9abc:def0:1234:5678', '2001:db8:aaaa:bbbb:cccc:dddd:eeee:0/112'];
+  const b = await run('ban', ...long, '--for', '2h', '--json');
+  assert.equal(b.code, 0, b.stderr);
+  const banned = JSON.parse(b.stdout) as Array<Record<string, unknown>>;
+  assert.deepEqual(banned.map((x) => x.address), long);
+  for (const x of banned) {
+    for (const k of ['bannedAt', 'until', 'firstSeen', 'lastSeen']) assert.match(String(x[k]), ISO, `ban --json ${k}`);
+    assert.equal(x.origin, 'cli');
+  }
+
+  const r = await run('list');
+  assert.equal(r.code, 0, r.stderr);
+  const [header, ...rows] = r.stdout.trimEnd().split('\n');
+  const starts = columnStarts(header!);
+  assert.deepEqual([...starts.keys()], ['ADDRESS', 'REASON', 'BANNED', 'LEFT', 'NODE', 'BEFORE']);
+  assert.ok(rows.length >= 3, r.stdout);
+  for (const row of rows) {
+    // every cell starts under its title, whatever the width of the address before it
+    const cells = [...row.matchAll(/\S+/g)];
+    assert.equal(cells.length, 6, row);
+    assert.deepEqual(cells.map((c) => c.index), [...starts.values()], `misaligned:\n${header}\n${row}`);
+    const [, , bannedAge, timeLeft] = cells.map((c) => c[0]);
+    assert.match(bannedAge!, /^(\d+[dhms]){1,2}$/, 'an age in whole seconds, never milliseconds');
+    assert.match(timeLeft!, /^(\d+[dhms]){1,2}$/);
+  }
+  for (const address of long) {
+    const row = rows.find((l) => l.startsWith(`${address} `));
+    assert.ok(row, `${address} missing:\n${r.stdout}`);
+    // 2h from the ban, read a moment later: 1h59m, never 2h
+    assert.match(row, /\s1h59m\s/);
+  }
+});
+
+test('list --reason, --node, --origin and --sort', async () => {
+  const rows = async (...args: string[]) => {
+    const r = await run('list', '--json', ...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return (JSON.parse(r.stdout) as Array<{ address: string; reason: string; node: string; origin: string; bannedAt: string; until: string }>);
+  };
+  assert.equal((await run('ban', '10.0.0.10', '10.0.0.9', '--for', '3h')).code, 0);
+  const all = await rows();
+  assert.ok(all.some((x) => x.reason === 'failures') && all.some((x) => x.reason === 'manual'), JSON.stringify(all));
+
+  const manual = await rows('--reason', 'manual');
+  assert.ok(manual.length >= 2 && manual.every((x) => x.reason === 'manual'));
+  assert.deepEqual((await rows('--origin', 'cli')).map((x) => x.address).sort(), manual.map((x) => x.address).sort());
+  const daemon = await rows('--origin', 'daemon');
+  assert.ok(daemon.length >= 1 && daemon.every((x) => x.reason !== 'manual'));
+  assert.equal(daemon.length + manual.length, all.length);
+  const addresses = async (...args: string[]) => (await rows(...args)).map((x) => x.address).sort();
+  assert.deepEqual(await addresses('--reason', 'manual,failures', '--node', 'test-node'), await addresses('--node', 'test-node'));
+  assert.deepEqual(await addresses('--reason', 'manual', '--reason', 'failures'), await addresses('--reason', 'manual,failures'));
+  assert.deepEqual(await rows('--node', 'pbx-nowhere'), []);
+  assert.equal((await run('list', '--node', 'pbx-nowhere')).stdout, 'no active bans match\n');
+
+  // numeric order: IPv4 before IPv6, 10.0.0.9 before 10.0.0.10
+  const byAddress = (await rows('--sort', 'address')).map((x) => x.address);
+  assert.ok(byAddress.indexOf('10.0.0.9') < byAddress.indexOf('10.0.0.10'), byAddress.join(' '));
+  assert.ok(byAddress.findIndex((a) => a.includes(':')) > byAddress.indexOf('10.0.0.10'));
+  assert.deepEqual((await rows('--sort', 'address', '--reverse')).map((x) => x.address), [...byAddress].reverse());
+  const newest = await rows('--sort', 'banned');
+  for (let i = 1; i < newest.length; i++) assert.ok(newest[i - 1]!.bannedAt >= newest[i]!.bannedAt, 'newest first');
+  const soonest = await rows('--sort', 'left');
+  for (let i = 1; i < soonest.length; i++) assert.ok(soonest[i - 1]!.until <= soonest[i]!.until, 'soonest to expire first');
+  const table = await run('list', '--sort', 'address', '--reason', 'manual');
+  assert.ok(table.stdout.split('\n')[1]!.startsWith('10.0.0.9 '), table.stdout);
+
+  for (const [args, re] of [
+    [['--reason', 'failure'], /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, injection, manual/],
+    [['--origin', 'feed'], /invalid --origin "feed": one of daemon, cli/],
+    [['--sort', 'age'], /invalid --sort "age": one of left, banned, address, reason, node, before/],
+  ] as const) {
+    const bad = await run('list', ...args);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, re);
+  }
+});
+
+test('text from Redis reaches the terminal escaped', async () => {
+  assert.equal((await run('ban', '198.51.100.66', '--reason', 'plain')).code, 0);
+  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await client.connect();
+  try {
+    // what a compromised node or anyone with the Redis password could write
+    await client.hset('cli:{198.51.100.66}:ban', 'note', 'x\u001b]0;owned\u0007\u009b2J\u202eevil', 'node', 'pbx\u001b[31m');
+    await client.set('cli:node:evil', JSON.stringify({ node: 'evil' }));
+    await client.zadd('cli:nodes', Date.now(), 'evil');
+  } finally {
+    await client.quit();
+  }
+  const control = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
+  for (const args of [['show', '198.51.100.66'], ['show', '198.51.100.66', '--json'], ['list'], ['list', '--json'], ['status']]) {
+    const r = await run(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.ok(!control.test(r.stdout), `${args.join(' ')} printed a control character: ${JSON.stringify(r.stdout)}`);
+  }
+  assert.match((await run('show', '198.51.100.66')).stdout, /by pbx\\u001b\[31m/);
+  // the status record of the wrong shape is skipped and said to be
+  const st = await run('status');
+  assert.match(st.stdout, /1 node status record\(s\) in Redis could not be read/);
+  assert.doesNotMatch(st.stdout, /^\s+evil\s/m);
+});
+
+test('status shows a stopped node as stopped, not as connected', async () => {
+  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await client.connect();
+  const reporter = new NodeStatusReporter({
+    client, keyPrefix: 'cli:', nodeId: 'pbx-stopped', intervalMs: 60_000, logger: quietLogger,
+    // what a daemon reports as it stops: still logged in, table in place
+    collect: async () => ({
+      node: 'pbx-stopped', version: '0.1.0', pid: 4242, startedAt: Date.now() - 60_000,
+      ami: { connected: true, reconnects: 0 }, firewall: { present: true }, events: 10, failures: 5, invalid: 0, bans: 1,
+    }),
+  });
+  reporter.start();
+  await reporter.stop();
+  await client.quit();
+  const human = await run('status');
+  assert.match(human.stdout, /pbx-stopped\s+stopped\s+-\s+-\s+10\s+1\s+\d+s ago/);
+  assert.match(human.stdout, /test-node\s+running\s+connected\s+ok/);
+  const s = JSON.parse((await run('status', '--json')).stdout) as { nodes: Array<{ node: string; state: string; ami: { connected: boolean }; firewall: { present: boolean | null } }> };
+  const stopped = s.nodes.find((n) => n.node === 'pbx-stopped')!;
+  assert.equal(stopped.state, 'stopped');
+  assert.equal(stopped.ami.connected, false);
+  assert.equal(stopped.firewall.present, null);
+});
+
+test('unban --all: refused without --yes, filtered like list, told to the fleet, the kernel set follows', async () => {
+  const before = await bed.elements();
+  const manual = (JSON.parse((await run('list', '--json', '--reason', 'manual')).stdout) as Array<{ address: string }>).map((x) => x.address);
+  assert.ok(manual.length >= 3);
+
+  const refused = await run('unban', '--all', '--reason', 'manual');
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, new RegExp(`^ami-guard: unban --all would lift ${manual.length} bans on every PBX sharing this Redis; add --yes to do it\\n$`));
+  assert.deepEqual(await bed.elements(), before, 'nothing lifted without --yes');
+  for (const [args, re] of [
+    [['unban', '--all', '192.0.2.1', '--yes'], /addresses or --all, not both/],
+    [['unban', '192.0.2.1', '--reason', 'manual'], /choose bans for --all/],
+    [['unban'], /give the addresses to unban, or --all/],
+  ] as const) {
+    const bad = await run(...args);
+    assert.equal(bad.code, 2, args.join(' '));
+    assert.match(bad.stderr, re);
+  }
+
+  const some = await run('unban', '--all', '--reason', 'manual', '--yes');
+  assert.equal(some.code, 0, some.stderr);
+  const lines = some.stdout.trimEnd().split('\n');
+  assert.equal(lines.pop(), `${manual.length} bans lifted`);
+  assert.deepEqual(lines.map((l) => l.replace(/^unbanned /, '')).sort(), [...manual].sort());
+  // the daemon heard each of them on the fleet channel (the CLI's own nft delete would hide a missing message)
+  for (const address of manual) await bed.daemon.waitForLog((l) => l.msg === `unban ${address}`);
+  const left = await run('list', '--json');
+  const rest = (JSON.parse(left.stdout) as Array<{ reason: string }>);
+  assert.ok(rest.length > 0 && rest.every((x) => x.reason !== 'manual'), left.stdout);
+
+  const everything = await run('unban', '--all', '--yes', '--json');
+  assert.equal(everything.code, 0, everything.stderr);
+  assert.equal((JSON.parse(everything.stdout) as unknown[]).length, rest.length);
+  assert.equal((await run('list')).stdout, 'no active bans\n');
+  await waitFor('the kernel set to empty', async () => ((await bed.elements()).length === 0 ? true : undefined));
+  assert.equal((await run('unban', '--all')).stdout, 'no active bans\n');
 });

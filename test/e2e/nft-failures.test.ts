@@ -151,7 +151,7 @@ test('a ban nft keeps refusing is given up after 5 tries with an error, counted,
   bed.replay.inject(markerEvents(5, ATTACKER));
   const error = await bed.daemon.waitForLog((l) => l.msg === 'could not apply ban to nftables', 15_000);
   assert.equal(error.level, 50);
-  assert.equal(error.address, ATTACKER);
+  assert.deepEqual(error.addresses, [ATTACKER]);
   assert.equal(bed.daemon.logs.filter((l) => l.msg === 'nft ban failed; retrying').length, 4);
   assert.deepEqual(await metrics(port), { retries: 4, errors: 1 });
   assert.ok(!(await bed.elements()).includes(ATTACKER));

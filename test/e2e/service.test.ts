@@ -22,8 +22,8 @@ interface Truth {
 const SECOND_MARKER = '192.0.2.251';
 
 function bogusEvent(): string {
-  return 'Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: SIP\r\nEventVersion: 2\r\n' +
-    'AccountID: 6001\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/999.1.1.1/5060\r\n\r\n';
+  return 'Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:25:18.477+0000\r\nSeverity: Error\r\nService: SIP\r\nEventVersion: 2\r\n' +
+    'AccountID: 6001\r\nSessionID: 0x7f6bc409f790\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/999.1.1.1/5060\r\n\r\n';
 }
 
 async function health(base: string): Promise<{ status: number; report: HealthReport }> {
@@ -94,9 +94,19 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   assert.ok((metric(m, 'ami_guard_nft_apply_seconds_count', { op: 'add' }) ?? 0) >= elements.length, 'every ban is timed');
   assert.ok((metric(m, 'ami_guard_store_ping_seconds_count') ?? 0) >= 1, 'the store is pinged');
   assert.ok((metric(m, 'ami_guard_failures_total', { kind: 'ChallengeResponseFailed' }) ?? 0) >= 5);
-  // no webhook configured: no notification series; the unbans counter exists but has no series yet
-  assert.equal(metric(m, 'ami_guard_webhook_notifications_total'), undefined);
-  assert.match(scrape.body, /# TYPE ami_guard_unbans_total counter/);
+  // counters are there at 0 before their first event, with their known label values
+  assert.equal(metric(m, 'ami_guard_webhook_notifications_total', { result: 'sent' }), 0, 'no webhook configured, nothing sent');
+  assert.equal(metric(m, 'ami_guard_unbans_total', { source: 'fleet' }), 0);
+  assert.equal(metric(m, 'ami_guard_bans_total', { reason: 'scanner' }), 0);
+  assert.equal(metric(m, 'ami_guard_security_events_total', { kind: 'SessionLimit', service: 'AMI' }), 0);
+  // the build, the parts /healthz checks, and the process metrics under their usual names
+  assert.equal(metric(m, 'ami_guard_build_info', { node: 'test-node' }), 1);
+  assert.equal(metric(m, 'ami_guard_store_up'), 1);
+  assert.equal(metric(m, 'ami_guard_firewall_up'), 1);
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds']) {
+    assert.ok((metric(m, name) ?? 0) > 0, name);
+  }
+  assert.doesNotMatch(scrape.body, /^# TYPE \S+_total gauge$/m, 'a gauge named like a counter');
   // attacker-controlled text never becomes a label value
   assert.ok(!scrape.body.includes('6001'), 'an account id in /metrics');
 
@@ -111,6 +121,7 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   assert.deepEqual(hung.down, ['store']);
   assert.equal(hung.store.ok, false);
   assert.equal(hung.store.rttMs, null);
+  assert.equal(metric(parseMetrics((await getText(`${base}/metrics`)).body), 'ami_guard_store_up'), 0);
   redis.resume();
   const back = await healthBecomes(base, 200, '/healthz to see Redis again');
   assert.equal(back.store.ok, true);
@@ -131,6 +142,7 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   assert.deepEqual(noTable.down, ['firewall']);
   assert.deepEqual(noTable.firewall, { present: false });
   await bed.daemon.waitForLog((l) => l.msg === 'health: nft table missing or incomplete');
+  assert.equal(metric(parseMetrics((await getText(`${base}/metrics`)).body), 'ami_guard_firewall_up'), 0);
   assert.equal(bed.daemon.child.exitCode, null, 'the daemon keeps running');
 });
 
@@ -188,7 +200,11 @@ test('logs: JSON lines on a pipe, readable lines on a terminal', async (t) => {
   assert.equal(piped.status, 1);
   const lines = piped.stdout.split('\n').filter((l) => l.trim());
   assert.ok(lines.length >= 2);
-  const parsed = lines.map((l) => JSON.parse(l) as { msg: string; err?: string });
+  const parsed = lines.map((l) => JSON.parse(l) as { msg: string; err?: string; findtime?: unknown; bantime?: unknown });
+  // durations in the words of the configuration and of every other line, not a bare 600
+  const starting = parsed.find((l) => l.msg === 'ami-guard starting');
+  assert.equal(starting?.findtime, '10m');
+  assert.equal(starting?.bantime, '1h');
   const failure = parsed.find((l) => l.msg === 'ami-guard could not start');
   assert.match(failure?.err ?? '', new RegExp(`cannot listen on 127\\.0\\.0\\.1 port ${port}: EADDRINUSE`));
 
@@ -206,7 +222,8 @@ test('logs: JSON lines on a pipe, readable lines on a terminal', async (t) => {
   });
   assert.equal(code, 1);
   const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
-  assert.match(plain, /INFO.*ami-guard starting/);
+  // one event, one line: the fields follow the message as JSON on the same line
+  assert.match(plain, /INFO.*ami-guard starting \{"node":"log-test",.*"findtime":"10m","bantime":"1h"/);
   assert.match(plain, /ERROR.*ami-guard could not start/);
   assert.ok(!plain.split(/\r?\n/).some((l) => l.startsWith('{')), `JSON on a terminal:\n${plain}`);
 });

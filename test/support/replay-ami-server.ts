@@ -9,9 +9,9 @@ import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RawMessage } from '../../src/events/types.js';
 import { AmiFrameReader } from '../../src/ami/frame-reader.js';
-import { isEventMessage, loadRecording, type RecordedMessage, type Recording } from '../../src/ami/recording.js';
+import { header, headersOf, type Headers } from '../../src/ami/message.js';
+import { loadRecording, type RecordedMessage, type Recording } from '../../src/ami/recording.js';
 
 export interface ReplayServerOptions {
   /** a path (.jsonl or .ami) or a loaded recording */
@@ -31,7 +31,7 @@ export interface ReplayServerEvents {
   connection: [{ id: number; at: number }];
   login: [{ id: number; ok: boolean; at: number }];
   /** every action a client sent, parsed (includes the Login secret: test use only) */
-  action: [RawMessage, number];
+  action: [Headers, number];
   /** a client socket closed */
   close: [{ id: number; at: number }];
 }
@@ -168,7 +168,14 @@ export class ReplayServer extends EventEmitter<ReplayServerEvents> {
   }
 
   private accept(socket: Socket): void {
-    const client: Client = { id: this.nextId++, socket, reader: new AmiFrameReader(), loggedIn: false };
+    const client: Client = {
+      id: this.nextId++,
+      socket,
+      reader: new AmiFrameReader((f) => {
+        if (!f.banner) this.onAction(client, headersOf(f));
+      }),
+      loggedIn: false,
+    };
     this.clients.add(client);
     this.connections++;
     socket.setNoDelay(true); // timed playback must not sit in Nagle's buffer
@@ -178,18 +185,17 @@ export class ReplayServer extends EventEmitter<ReplayServerEvents> {
       if (this.player === client) this.player = null;
       this.emit('close', { id: client.id, at: performance.now() });
     });
-    socket.on('data', (chunk: Buffer) => {
-      for (const frame of client.reader.push(chunk)) if (!frame.banner) this.onAction(client, frame.headers);
-    });
+    // Asterisk reads actions line by line and accepts a bare LF as a line end from clients
+    socket.on('data', (chunk: Buffer) => client.reader.push(Buffer.from(chunk.toString('latin1').replace(/(?<!\r)\n/g, '\r\n'), 'latin1')));
     this.emit('connection', { id: client.id, at: performance.now() });
     const banner = this.conns[this.connIndex]?.banner ?? this.conns[0]?.banner ?? DEFAULT_BANNER;
     socket.write(`${banner}\r\n`);
   }
 
-  private onAction(client: Client, h: RawMessage): void {
+  private onAction(client: Client, h: Headers): void {
     this.emit('action', h, client.id);
-    const action = first(h['action']).toLowerCase();
-    const id = first(h['actionid']);
+    const action = header(h, 'action').toLowerCase();
+    const id = header(h, 'actionid');
     if (action === '') return this.reply(client, id, 'Error', ['Message: Missing action in request']);
     if (action === 'login') return this.login(client, id, h);
     if (action === 'logoff') {
@@ -205,16 +211,16 @@ export class ReplayServer extends EventEmitter<ReplayServerEvents> {
       return this.reply(client, id, 'Success', ['Ping: Pong', `Timestamp: ${stamp}`]);
     }
     if (action === 'events') {
-      const off = /^(off|no|false|0|none)$/i.test(first(h['eventmask']).trim());
+      const off = /^(off|no|false|0|none)$/i.test(header(h, 'eventmask').trim());
       return this.reply(client, id, 'Success', [`Events: ${off ? 'Off' : 'On'}`]);
     }
     this.reply(client, id, 'Error', ['Message: Invalid/unknown command']);
   }
 
-  private login(client: Client, id: string, h: RawMessage): void {
+  private login(client: Client, id: string, h: Headers): void {
     if (client.loggedIn) return this.reply(client, id, 'Success', ['Message: Already authenticated']);
     // manager.c finds the user case-insensitively and compares the secret exactly.
-    const ok = first(h['username']).toLowerCase() === this.username.toLowerCase() && first(h['secret']) === this.secret;
+    const ok = header(h, 'username').toLowerCase() === this.username.toLowerCase() && header(h, 'secret') === this.secret;
     if (!ok) {
       this.emit('login', { id: client.id, ok: false, at: performance.now() });
       this.reply(client, id, 'Error', ['Message: Authentication failed']);
@@ -259,7 +265,7 @@ export class ReplayServer extends EventEmitter<ReplayServerEvents> {
         }
       }
       this.position++;
-      if (!this.send(client, m.raw, m.headers)) await drained(client.socket, this.abort.signal);
+      if (!this.send(client, m.raw)) await drained(client.socket, this.abort.signal);
     }
     this.connIndex++;
     this.position = 0;
@@ -269,16 +275,16 @@ export class ReplayServer extends EventEmitter<ReplayServerEvents> {
   }
 
   /** false when the socket wants a drain before more is written. */
-  private send(client: Client, raw: string | Buffer, headers?: RawMessage): boolean {
+  private send(client: Client, raw: string | Buffer): boolean {
     const bytes = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
     this.sent.messages++;
     this.sent.bytes += bytes;
-    if (headers ? isEventMessage(headers) : /^event:/i.test(raw.toString('latin1', 0, 6))) this.sent.events++;
+    if (/^event:/i.test(typeof raw === 'string' ? raw.slice(0, 6) : raw.toString('latin1', 0, 6))) this.sent.events++;
     return client.socket.write(raw);
   }
 }
 
-/** Groups the recording by connection, leaving out what belongs to the capture client: banners and action replies. */
+/** Groups the recording by connection, leaving out what belongs to the capture client: banners and its action replies. */
 function splitConnections(recording: Recording): RecordedConnection[] {
   const byConn = new Map<number, { banner: string | null; startMs: number | null; messages: RecordedMessage[] }>();
   for (const r of recording.records) {
@@ -286,7 +292,8 @@ function splitConnections(recording: Recording): RecordedConnection[] {
     if (!c) byConn.set(r.conn, (c = { banner: null, startMs: null, messages: [] }));
     if (r.banner) {
       c.banner ??= r.raw.replace(/\r?\n$/, '');
-    } else if (/^response:/i.test(r.raw)) {
+    } else if (/^response:/i.test(r.raw) && /\r\nActionID: /i.test(r.raw)) {
+      // the capture client's own replies; a Response without an ActionID was written into an event by an attacker
       c.startMs ??= r.tMs;
     } else {
       c.messages.push(r);
@@ -297,10 +304,6 @@ function splitConnections(recording: Recording): RecordedConnection[] {
     startMs: c.startMs ?? c.messages[0]?.tMs ?? 0,
     messages: c.messages,
   }));
-}
-
-function first(value: string | string[] | undefined): string {
-  return (Array.isArray(value) ? value[0] : value) ?? '';
 }
 
 function drained(socket: Socket, signal: AbortSignal): Promise<void> {

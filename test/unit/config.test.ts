@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, envVars, loadConfig } from '../../src/config/load.js';
 import { parseDuration, formatDuration } from '../../src/config/duration.js';
+import { didYouMean, editDistance, nearest } from '../../src/config/nearest.js';
+import { withCredentials } from '../../src/cli/backends.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ag-config-'));
 function file(content: string): string {
@@ -86,7 +88,7 @@ test('invalid JSON is reported by position, without quoting the file', () => {
     assert.doesNotMatch((err as Error).message, /hunter2/);
     return true;
   });
-  assert.throws(() => loadConfig({ file: join(dir, 'missing.json'), env: {} }), /cannot read config file .*ENOENT/);
+  assert.throws(() => loadConfig({ file: join(dir, 'missing.json'), env: {} }), /config file .*missing\.json does not exist/);
 });
 
 test('the README documents every configuration field and its environment variable', () => {
@@ -94,4 +96,95 @@ test('the README documents every configuration field and its environment variabl
   for (const [env, path] of envVars()) {
     assert.ok(readme.includes(`| \`${path}\` | \`${env}\` |`), `README lacks the row for ${path}`);
   }
+});
+
+test('an unknown field names the nearest known one', () => {
+  const cases: Array<[string, RegExp]> = [
+    ['{"policy":{"maxretyr":3}}', /unknown field policy\.maxretyr \(did you mean policy\.maxretry\?\)/],
+    ['{"maxretry":3}', /unknown field maxretry \(did you mean policy\.maxretry\?\)/],
+    ['{"polcy":{"maxretry":3}}', /unknown field polcy \(did you mean policy\?\)/],
+    ['{"policy":{"scanner":{"bantime":"1h"}}}', /unknown field policy\.scanner\.bantime \(did you mean policy\.bantime\?\)/],
+    ['{"redis":{"URL":"redis://h"}}', /unknown field redis\.URL \(did you mean redis\.url\?\)/],
+  ];
+  for (const [content, re] of cases) {
+    assert.throws(() => loadConfig({ file: file(content), env: {} }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, re);
+      return true;
+    });
+  }
+  // nothing near: no guess
+  assert.throws(() => loadConfig({ file: file('{"frobnicate":1}'), env: {} }), (err: unknown) => {
+    assert.match((err as Error).message, /unknown field frobnicate$/);
+    return true;
+  });
+  // every unknown field at once, so one run shows them all
+  assert.throws(() => loadConfig({ file: file('{"ami":{"hots":"x"},"policy":{"findtme":"1m"}}'), env: {} }), (err: unknown) => {
+    assert.match((err as Error).message, /ami\.hots \(did you mean ami\.host\?\); unknown field policy\.findtme \(did you mean policy\.findtime\?\)/);
+    return true;
+  });
+});
+
+test('a misspelled event kind in policy.weights is refused with the known kinds', () => {
+  for (const [content, env] of [
+    ['{"policy":{"weights":{"ChallengeResponseFailled":2}}}', {}],
+    ['{}', { AMI_GUARD_POLICY_WEIGHTS: 'ChallengeResponseFailled=2' }],
+  ] as const) {
+    assert.throws(() => loadConfig({ file: file(content), env }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /policy\.weights: "ChallengeResponseFailled" is not a security event kind \(did you mean ChallengeResponseFailed\?\); known kinds: InvalidAccountID, ChallengeResponseFailed, /);
+      assert.match(err.message, /ChallengeSent/);
+      return true;
+    });
+  }
+  const ok = loadConfig({ env: { AMI_GUARD_POLICY_WEIGHTS: 'RequestBadFormat=2,SessionLimit=0' } });
+  assert.deepEqual(ok.policy.weights, { RequestBadFormat: 2, SessionLimit: 0 });
+});
+
+test('a missing, unreadable or directory config file is named', () => {
+  const missing = join(dir, 'missing.json');
+  assert.throws(() => loadConfig({ file: missing, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, `config file ${missing} does not exist`);
+    return true;
+  });
+  assert.throws(() => loadConfig({ file: 'no/such/config.json', env: {} }), (err: unknown) => {
+    assert.equal((err as Error).message, `config file no/such/config.json (${join(process.cwd(), 'no/such/config.json')}) does not exist`);
+    return true;
+  });
+  assert.throws(() => loadConfig({ file: dir, env: {} }), /config file .* is a directory, not a JSON file/);
+});
+
+test('unknown AMI_GUARD_* variables are ignored with a warning naming the likely one', () => {
+  const warnings: string[] = [];
+  const c = loadConfig({ env: { AMI_GUARD_POLICY_MAXRETYR: '3', AMI_GUARD_FOO: '1', PATH: '/bin' }, warn: (m) => warnings.push(m) });
+  assert.equal(c.policy.maxretry, 5);
+  assert.deepEqual(warnings, [
+    'AMI_GUARD_POLICY_MAXRETYR is not a configuration variable and is ignored (did you mean AMI_GUARD_POLICY_MAXRETRY?)',
+    'AMI_GUARD_FOO is not a configuration variable and is ignored',
+  ]);
+});
+
+test('redis.password completes redis.url, escaped; a password given twice is refused', () => {
+  const c = loadConfig({ env: { AMI_GUARD_REDIS_URL: 'redis://10.0.0.5:6379/0', AMI_GUARD_REDIS_PASSWORD: 'p@ss:w/rd%41' } });
+  const url = withCredentials(c.redis.url, c.redis.username, c.redis.password);
+  assert.equal(url, 'redis://:p%40ss%3Aw%2Frd%2541@10.0.0.5:6379/0');
+  assert.equal(decodeURIComponent(new URL(url).password), 'p@ss:w/rd%41');
+  assert.equal(withCredentials('redis://h:1/0', 'amiguard', ''), 'redis://amiguard@h:1/0');
+  for (const url of ['redis://:pw@h:6379/0', 'redis://h:6379/0?password=pw']) {
+    assert.throws(() => loadConfig({ env: { AMI_GUARD_REDIS_URL: url, AMI_GUARD_REDIS_PASSWORD: 'other' } }), (err: unknown) => {
+      assert.match((err as Error).message, /redis\.password is set and redis\.url carries a password too/);
+      assert.doesNotMatch((err as Error).message, /pw|other/);
+      return true;
+    });
+  }
+});
+
+test('did you mean: transpositions, case and a field in the wrong section', () => {
+  assert.equal(editDistance('maxretyr', 'maxretry'), 1);
+  assert.equal(editDistance('MAXRETRY', 'maxretry'), 0);
+  assert.equal(nearest('policy.bantme', ['policy.bantime', 'policy.findtime'], '.'), 'policy.bantime');
+  assert.equal(nearest('ignoreip', ['policy.maxretry', 'policy.ignoreip'], '.'), 'policy.ignoreip');
+  assert.equal(nearest('completely-else', ['policy.maxretry'], '.'), undefined);
+  assert.equal(didYouMean('x', []), '');
 });

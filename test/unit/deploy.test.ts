@@ -19,8 +19,13 @@ interface ComposeService {
   cap_add?: string[];
   cap_drop?: string[];
   privileged?: boolean;
+  read_only?: boolean;
+  security_opt?: string[];
+  user?: string;
   environment?: Record<string, string>;
   volumes?: string[];
+  healthcheck?: { test: string[] };
+  depends_on?: Record<string, { condition: string }> | string[];
 }
 interface Compose {
   services: Record<string, ComposeService>;
@@ -61,19 +66,61 @@ test('docker-compose.yml: Redis with AOF on a volume, the sidecar on the host ne
   assert.notEqual(Number(env.AMI_GUARD_HTTP_PORT ?? defaults.http.port), 0, '/healthz is on');
 });
 
-test('docker-compose config accepts the file, and refuses it without the AMI secret', (t) => {
+test('docker-compose config accepts the file, and refuses it without the AMI secret or the node id', (t) => {
+  // HOSTNAME set as bash sets it (unexported in a real shell): the file must not depend on it either way
   const run = (env: NodeJS.ProcessEnv) => spawnSync('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], {
     encoding: 'utf8', timeout: 60_000, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
   });
-  const ok = run({ AMI_GUARD_AMI_SECRET: 'x' });
+  const ok = run({ AMI_GUARD_AMI_SECRET: 'x', AMI_GUARD_NODE_ID: 'pbx7' });
   if ((ok.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
     assert.fail('docker-compose not found: apt-get install -y docker-compose');
   }
   assert.equal(ok.status, 0, ok.stderr);
-  const refused = run({});
-  assert.notEqual(refused.status, 0);
-  assert.match(refused.stderr, /AMI_GUARD_AMI_SECRET/);
+  const noSecret = run({ AMI_GUARD_NODE_ID: 'pbx7' });
+  assert.notEqual(noSecret.status, 0);
+  assert.match(noSecret.stderr, /set AMI_GUARD_AMI_SECRET \(the secret of the ami-guard user/);
+  // every PBX called itself pbx1 when the file read ${HOSTNAME:-pbx1}: now the name must be given
+  const noNode = run({ AMI_GUARD_AMI_SECRET: 'x', HOSTNAME: 'pbx9' });
+  assert.notEqual(noNode.status, 0);
+  assert.match(noNode.stderr, /set AMI_GUARD_NODE_ID/);
   t.diagnostic('docker-compose config: valid; the image itself is not built here (no engine)');
+});
+
+test('docker-compose.yml: both services hardened, the sidecar waits for a healthy Redis, no name from $HOSTNAME', () => {
+  const text = readFileSync('docker-compose.yml', 'utf8');
+  assert.doesNotMatch(text, /\$\{?HOSTNAME/);
+  for (const [name, svc] of Object.entries(compose.services)) {
+    assert.deepEqual(svc.cap_drop, ['ALL'], `${name}: cap_drop`);
+    assert.equal(svc.read_only, true, `${name}: read_only`);
+    assert.deepEqual(svc.security_opt, ['no-new-privileges:true'], `${name}: no-new-privileges`);
+  }
+  const { redis, 'ami-guard': guard } = compose.services;
+  // with every capability dropped, the image's entrypoint cannot chown /data nor switch users: start as redis
+  assert.equal(redis!.user, 'redis');
+  assert.match(redis!.healthcheck?.test.join(' ') ?? '', /redis-cli -h 127\.0\.0\.1 ping/);
+  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_healthy' } });
+  assert.match(guard!.environment?.AMI_GUARD_NODE_ID ?? '', /^\$\{AMI_GUARD_NODE_ID:\?/);
+});
+
+test('.env (where the secrets live) is neither committed nor sent to the image build', () => {
+  for (const path of ['.env', 'examples/fleet/.env']) {
+    assert.equal(spawnSync('git', ['check-ignore', '-q', path]).status, 0, `git does not ignore ${path}`);
+  }
+  assert.ok(readFileSync('.dockerignore', 'utf8').split('\n').includes('.env'), '.dockerignore lacks .env');
+});
+
+test('Dockerfile: a current Node LTS (even major past 20), while package.json still accepts Node 20', () => {
+  const images = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]!);
+  assert.ok(images.length >= 2);
+  for (const image of images) {
+    const m = /^node:(\d+)-[a-z]+-slim$/.exec(image);
+    assert.ok(m, `${image}: a slim official node image with a pinned major and Debian release`);
+    const major = Number(m[1]);
+    assert.ok(major > 20 && major % 2 === 0, `${image}: Node 20 is past its end of life; LTS lines are the even majors`);
+  }
+  assert.equal(new Set(images).size, 1, 'build and runtime on the same Node');
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { engines: { node: string } };
+  assert.equal(pkg.engines.node, '>=20');
 });
 
 test('Dockerfile: multi-stage, production dependencies only, nftables, a HEALTHCHECK on /healthz', () => {

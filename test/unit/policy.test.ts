@@ -17,6 +17,7 @@ const ev = (kind: string, address: string): SecurityEvent => ({
   severity: 'Error',
   usingPassword: false,
   sessionId: '',
+  eventTv: '',
 });
 
 test('every kind has a weight: the Error kinds count 1, informational ones feed their own rules', () => {
@@ -46,14 +47,27 @@ test('a successful login with a password trusts a phone; an AMI login only when 
   assert.deepEqual(ami.decide(success('AMI', false)), { action: 'success', trust: true });
 });
 
-test('one request reported twice (same session, same time) counts once', () => {
+test('pjsip\'s double report of one request (FailedACL, then ChallengeResponseFailed: same session, same time) counts once', () => {
   const p = new StreamDecider(new Policy(loadConfig({ env: {} }).policy));
-  const at = (kind: string, session: string, t: number): SecurityEvent => ({ ...ev(kind, '198.18.0.13'), sessionId: session, eventTime: t });
-  assert.equal(p.decide(at('FailedACL', '1-4574@x', 1000)).action, 'count');
-  assert.deepEqual(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1000)), { action: 'skip', why: 'same-request' });
-  // the next guess on the same Call-ID, a few ms later, is a new request
-  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1005)).action, 'count');
-  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1010)).action, 'count');
+  const at = (kind: string, session: string, tv: string): SecurityEvent => ({ ...ev(kind, '198.18.0.13'), sessionId: session, eventTv: tv });
+  assert.equal(p.decide(at('FailedACL', '1-4574@x', 'T1')).action, 'count');
+  assert.deepEqual(p.decide(at('ChallengeResponseFailed', '1-4574@x', 'T1')), { action: 'skip', why: 'same-request' });
+  // the pair is used up: the next guess on that Call-ID, even at the same millisecond, counts
+  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 'T1')).action, 'count');
+  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 'T2')).action, 'count');
+  // a FailedACL of another request does not hide this one
+  assert.equal(p.decide(at('FailedACL', 'other', 'T3')).action, 'count');
+  assert.equal(p.decide(at('ChallengeResponseFailed', '1-4574@x', 'T3')).action, 'count');
+});
+
+test('60 wrong passwords in a burst on one Call-ID and one nonce, within one millisecond, are 60 guesses', () => {
+  const p = new StreamDecider(new Policy(loadConfig({ env: {} }).policy));
+  let counted = 0;
+  for (let i = 0; i < 60; i++) {
+    const e: SecurityEvent = { ...ev('ChallengeResponseFailed', '198.18.0.11'), sessionId: 'same-call-id', eventTv: '2026-11-21T19:15:48.554+0000' };
+    if (p.decide(e).action === 'count') counted++;
+  }
+  assert.equal(counted, 60);
 });
 
 test('ignoreip: addresses and networks, v4, v6 and v4-mapped, loopback by default', () => {

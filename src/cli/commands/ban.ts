@@ -2,6 +2,8 @@ import { Policy } from '../../policy/policy.js';
 import { parseDuration, formatDuration } from '../../config/duration.js';
 import type { BanRecord } from '../../store/store.js';
 import { announce } from '../notify.js';
+import { jsonText, print, printable } from '../output.js';
+import { toJson } from './list.js';
 import { CliError, EXIT_USAGE, connect, loadCliConfig, localFirewall, parseTargets, refuseUnbannable, type ConfigOption } from '../context.js';
 
 export interface BanOptions extends ConfigOption {
@@ -17,7 +19,7 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
   const cfg = loadCliConfig(opts);
   const policy = new Policy(cfg.policy);
   const targets = parseTargets(args, { allowNetworks: true });
-  refuseUnbannable(targets, policy);
+  await refuseUnbannable(targets, policy, cfg);
   const durationMs = opts.for === undefined ? cfg.policy.bantime : parseDuration(opts.for);
   if (durationMs === null || durationMs < 1000) {
     throw new CliError(EXIT_USAGE, `invalid --for ${JSON.stringify(opts.for)}: a duration such as 90s, 10m, 1h, 3d (at least 1s)`);
@@ -41,11 +43,10 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
   await announce(cfg, records, []);
 
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify(records)}\n`);
+    const now = Date.now();
+    await print(`${jsonText(records.map((r) => toJson(r, now)))}\n`);
   } else {
-    for (const r of records) {
-      process.stdout.write(`banned ${r.address} for ${formatDuration(durationMs)}${note ? ` (${note})` : ''}\n`);
-    }
+    await print(records.map((r) => `banned ${printable(r.address)} for ${formatDuration(durationMs)}${note ? ` (${note})` : ''}\n`).join(''));
   }
   return 0;
 }

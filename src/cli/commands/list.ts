@@ -1,55 +1,71 @@
 import { Policy } from '../../policy/policy.js';
 import type { BanRecord } from '../../store/store.js';
 import { connect, loadCliConfig, type ConfigOption } from '../context.js';
-import { activeBanRecords } from '../records.js';
-import { JsonArrayWriter, Table, age, isoTime, left } from '../output.js';
+import { activeBanRecords, type ActiveBanEntry } from '../records.js';
+import { banQuery, originOf, type BanQueryOptions } from '../ban-query.js';
+import { JsonArrayWriter, age, isoTime, left, print, renderTable } from '../output.js';
 
-export interface ListOptions extends ConfigOption {
+export interface ListOptions extends ConfigOption, BanQueryOptions {
   json?: boolean;
 }
 
-// 24 + 9 + 9 + 8 + 12 + 6 + 2-space gaps = 78 columns: an IPv4 or short IPv6 row fits an 80-column terminal
-const COLUMNS = [
-  { title: 'ADDRESS', width: 24 },
-  { title: 'REASON', width: 9 },
-  { title: 'BANNED', width: 9 },
-  { title: 'LEFT', width: 8 },
-  { title: 'NODE', width: 12 },
-  { title: 'BEFORE', width: 6 },
-];
+const TITLES = ['ADDRESS', 'REASON', 'BANNED', 'LEFT', 'NODE', 'BEFORE'];
 
-/** Active bans, a page of the index at a time (never KEYS), printed as they arrive. */
+/**
+ * Active bans, read a page of the index at a time (never KEYS). `--json` without `--sort` streams as it reads, so
+ * 100k bans never sit in memory; a table, or a sorted listing, is printed once everything is read, with columns as
+ * wide as what they hold.
+ */
 export async function list(opts: ListOptions): Promise<number> {
   const cfg = loadCliConfig(opts);
+  const query = banQuery(opts);
   const conn = await connect(cfg, new Policy(cfg.policy));
   const now = Date.now();
-  const json = opts.json ? new JsonArrayWriter() : undefined;
-  const table = json ? undefined : new Table(COLUMNS);
-  let count = 0;
+  const stream = opts.json && !query.compare ? new JsonArrayWriter() : undefined;
+  const kept: ActiveBanEntry[] = [];
   try {
-    for await (const records of activeBanRecords(conn.store, now)) {
-      for (const r of records) {
-        if (count++ === 0) table?.header();
-        if (json) json.push(toJson(r, now));
-        else table!.row([r.address, r.reason, age(r.bannedAt, now), left(r.until, now), r.node.slice(0, 12), String(r.previousBans)]);
+    for await (const page of activeBanRecords(conn.store, now)) {
+      for (const e of page) {
+        if (!query.matches(e)) continue;
+        if (stream) stream.push(entryJson(e, now));
+        else kept.push(e);
       }
     }
   } finally {
     await conn.close();
   }
-  if (json) json.end();
-  else if (count === 0) process.stdout.write('no active bans\n');
+  if (stream) {
+    stream.end();
+    return 0;
+  }
+  if (query.compare) kept.sort(query.compare);
+  if (opts.json) {
+    const out = new JsonArrayWriter();
+    for (const e of kept) out.push(entryJson(e, now));
+    out.end();
+    return 0;
+  }
+  if (kept.length === 0) {
+    await print(query.filtered ? 'no active bans match\n' : 'no active bans\n');
+    return 0;
+  }
+  const rows = kept.map(({ target, record: r }) => [
+    target.text, r.reason, age(r.bannedAt, now), left(r.until, now), r.node, String(r.previousBans),
+  ]);
+  await print(renderTable(TITLES, rows));
   return 0;
 }
 
+/** One ban as JSON: times in ISO 8601, remaining time rounded down. */
 export function toJson(r: BanRecord, now: number): Record<string, unknown> {
   return {
     address: r.address,
     reason: r.reason,
     ...(r.note ? { note: r.note } : {}),
+    origin: originOf(r),
     bannedAt: isoTime(r.bannedAt),
     until: isoTime(r.until),
-    remainingSeconds: Math.max(0, Math.round((r.until - now) / 1000)),
+    remainingSeconds: Math.max(0, Math.floor((r.until - now) / 1000)),
     node: r.node,
     previousBans: r.previousBans,
     count: r.count,
@@ -57,4 +73,9 @@ export function toJson(r: BanRecord, now: number): Record<string, unknown> {
     firstSeen: isoTime(r.firstSeen),
     lastSeen: isoTime(r.lastSeen),
   };
+}
+
+/** the record under the address it was found by (parsed from the index), not the one its fields claim */
+function entryJson(e: ActiveBanEntry, now: number): Record<string, unknown> {
+  return toJson({ ...e.record, address: e.target.text }, now);
 }

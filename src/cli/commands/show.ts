@@ -2,7 +2,7 @@ import { Policy } from '../../policy/policy.js';
 import { unbannableReason } from '../../net/ip.js';
 import { formatDuration } from '../../config/duration.js';
 import { connect, loadCliConfig, parseTargets, type ConfigOption } from '../context.js';
-import { ago, isoTime, left } from '../output.js';
+import { ago, isoTime, jsonText, left, print, printable } from '../output.js';
 import { toJson } from './list.js';
 
 export interface ShowOptions extends ConfigOption {
@@ -31,8 +31,8 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const unbannable = unbannableReason(target!);
 
   if (opts.json) {
-    process.stdout.write(
-      `${JSON.stringify({
+    await print(
+      `${jsonText({
         address: target!.text,
         banned: ban !== null,
         ban: ban ? toJson(ban, now) : null,
@@ -74,6 +74,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   } else {
     lines.push('  ban history: none');
   }
-  process.stdout.write(`${lines.join('\n')}\n`);
+  // every line may quote Redis (reasons, notes, nodes, account ids an attacker chose): escaped for the terminal
+  await print(`${lines.map((l) => printable(l)).join('\n')}\n`);
   return 0;
 }

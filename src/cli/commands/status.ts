@@ -1,9 +1,9 @@
 import { Policy } from '../../policy/policy.js';
-import { redactUrl } from '../../log.js';
 import { readNodeStatuses, type NodeStatus } from '../../fleet/node-status.js';
+import { describeRedis } from '../backends.js';
 import { connect, loadCliConfig, localFirewall, type ConfigOption } from '../context.js';
 import { activeBanRecords } from '../records.js';
-import { Table, ago } from '../output.js';
+import { ago, isoTime, jsonText, print, printable, renderTable } from '../output.js';
 import { version } from '../version.js';
 
 export interface StatusOptions extends ConfigOption {
@@ -13,9 +13,43 @@ export interface StatusOptions extends ConfigOption {
 /** a daemon writes its record every 5 s; three missed writes and it is reported silent */
 const SILENT_AFTER_MS = 15_000;
 
-function state(n: NodeStatus, now: number): 'running' | 'stopped' | 'silent' {
+type NodeState = 'running' | 'stopped' | 'silent';
+
+function state(n: NodeStatus, now: number): NodeState {
   if (n.stopped) return 'stopped';
   return now - n.updatedAt <= SILENT_AFTER_MS ? 'running' : 'silent';
+}
+
+/** Status records come from Redis, which every node and admin box writes to: one of the wrong shape is skipped. */
+function wellFormed(n: unknown): n is NodeStatus {
+  const r = n as Partial<NodeStatus> | null;
+  return typeof r === 'object' && r !== null && typeof r.node === 'string' && typeof r.version === 'string'
+    && typeof r.pid === 'number' && typeof r.startedAt === 'number' && typeof r.updatedAt === 'number'
+    && typeof r.stopped === 'boolean' && typeof r.ami?.connected === 'boolean' && typeof r.ami.reconnects === 'number'
+    && typeof r.firewall?.present === 'boolean'
+    && [r.events, r.failures, r.invalid, r.bans].every((x) => typeof x === 'number');
+}
+
+/**
+ * A node as JSON: times in ISO 8601. A stopped node is connected to nothing, and nobody checks its table any more:
+ * its last report of those is not passed off as the present.
+ */
+function nodeJson(n: NodeStatus, now: number): Record<string, unknown> {
+  const s = state(n, now);
+  return {
+    node: n.node,
+    state: s,
+    version: n.version,
+    pid: n.pid,
+    startedAt: isoTime(n.startedAt),
+    updatedAt: isoTime(n.updatedAt),
+    ami: { connected: s === 'stopped' ? false : n.ami.connected, reconnects: n.ami.reconnects },
+    firewall: { present: s === 'stopped' ? null : n.firewall.present },
+    events: n.events,
+    failures: n.failures,
+    invalid: n.invalid,
+    bans: n.bans,
+  };
 }
 
 export async function status(opts: StatusOptions): Promise<number> {
@@ -25,12 +59,15 @@ export async function status(opts: StatusOptions): Promise<number> {
   const byReason: Record<string, number> = {};
   let active = 0;
   let nodes: NodeStatus[];
+  let unreadable = 0;
   try {
-    nodes = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now);
-    for await (const records of activeBanRecords(conn.store, now)) {
-      for (const r of records) {
+    const records: unknown[] = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now);
+    nodes = records.filter(wellFormed);
+    unreadable = records.length - nodes.length;
+    for await (const page of activeBanRecords(conn.store, now)) {
+      for (const { record } of page) {
         active++;
-        byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
+        byReason[record.reason] = (byReason[record.reason] ?? 0) + 1;
       }
     }
   } finally {
@@ -48,51 +85,42 @@ export async function status(opts: StatusOptions): Promise<number> {
   }
 
   if (opts.json) {
-    process.stdout.write(
-      `${JSON.stringify({
+    await print(
+      `${jsonText({
         version: version(),
-        redis: { url: redactUrl(cfg.redis.url), reachable: true },
+        redis: { url: describeRedis(cfg), reachable: true },
         bans: { active, byReason },
         firewall,
-        nodes: nodes.map((n) => ({ ...n, state: state(n, now) })),
+        nodes: nodes.map((n) => nodeJson(n, now)),
+        ...(unreadable ? { unreadableNodeRecords: unreadable } : {}),
       })}\n`,
     );
     return 0;
   }
-  const reasons = Object.entries(byReason).map(([r, n]) => `${r} ${n}`).join(', ');
-  process.stdout.write(`ami-guard ${version()}\n`);
-  process.stdout.write(`redis   ${redactUrl(cfg.redis.url)}: reachable\n`);
-  process.stdout.write(`bans    ${active} active${reasons ? `: ${reasons}` : ''}\n`);
-  process.stdout.write(
+  const reasons = Object.entries(byReason).map(([r, n]) => `${printable(r)} ${n}`).join(', ');
+  const lines = [
+    `ami-guard ${version()}`,
+    `redis   ${describeRedis(cfg)}: reachable`,
+    `bans    ${active} active${reasons ? `: ${reasons}` : ''}`,
     firewall
-      ? `nft     table ${firewall.table} present on this host: ${firewall.elements.v4} IPv4, ${firewall.elements.v6} IPv6 elements\n`
-      : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)\n`,
-  );
+      ? `nft     table ${firewall.table} present on this host: ${firewall.elements.v4} IPv4, ${firewall.elements.v6} IPv6 elements`
+      : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`,
+  ];
+  if (unreadable) lines.push(`        ${unreadable} node status record(s) in Redis could not be read and are not shown`);
   if (!nodes.length) {
-    process.stdout.write('nodes   none has reported to this Redis\n');
+    lines.push('nodes   none has reported to this Redis');
+    await print(`${lines.join('\n')}\n`);
     return 0;
   }
-  process.stdout.write('nodes\n');
-  const table = new Table([
-    { title: '  NODE', width: 16 },
-    { title: 'STATE', width: 8 },
-    { title: 'AMI', width: 12 },
-    { title: 'NFT', width: 7 },
-    { title: 'EVENTS', width: 9 },
-    { title: 'BANS', width: 6 },
-    { title: 'SEEN', width: 0 },
-  ]);
-  table.header();
-  for (const n of nodes) {
-    table.row([
-      `  ${n.node.slice(0, 14)}`,
-      state(n, now),
-      n.ami.connected ? 'connected' : 'down',
-      n.firewall.present ? 'ok' : 'missing',
-      String(n.events),
-      String(n.bans),
-      ago(n.updatedAt, now),
-    ]);
-  }
+  lines.push('nodes');
+  const rows = nodes.map((n) => {
+    const s = state(n, now);
+    // a stopped daemon holds no AMI login and checks no table: a dash, not its last report
+    const ami = s === 'stopped' ? '-' : n.ami.connected ? 'connected' : 'down';
+    const nft = s === 'stopped' ? '-' : n.firewall.present ? 'ok' : 'missing';
+    return [n.node, s, ami, nft, String(n.events), String(n.bans), ago(n.updatedAt, now)];
+  });
+  const table = renderTable(['NODE', 'STATE', 'AMI', 'NFT', 'EVENTS', 'BANS', 'SEEN'], rows);
+  await print(`${lines.join('\n')}\n${table.replace(/^/gm, '  ').trimEnd()}\n`);
   return 0;
 }

@@ -4,9 +4,10 @@ import { Writable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../../src/log.js';
-import type { RawMessage } from '../../src/events/types.js';
-import { parseHeaderBlock } from '../../src/ami/frame-reader.js';
-import { AmiSupervisor, EVENT_MASK, type AmiSupervisorOptions, type AuthFailedInfo, type DisconnectedInfo } from '../../src/ami/supervisor.js';
+import { frameText, type FrameView } from '../../src/ami/frame-reader.js';
+import { header, type Headers } from '../../src/ami/message.js';
+import { AmiClient, EVENT_MASK, type AmiClientOptions, type AuthFailedInfo, type DisconnectedInfo } from '../../src/ami/client.js';
+import type { FrameSink } from '../../src/events/intake.js';
 import { startReplayServer, type ReplayServer, type ReplayServerOptions } from '../support/replay-ami-server.js';
 import { eventRecords, fixturePath } from './fixtures.js';
 import { waitFor } from './wait.js';
@@ -16,7 +17,7 @@ const SECRET = 'Sup3r-Secret-of-the-PBX';
 const WRONG = 'Wr0ng-Secret-typed-by-ops';
 
 const servers: ReplayServer[] = [];
-const supervisors: AmiSupervisor[] = [];
+const supervisors: AmiClient[] = [];
 const allLogLines: string[] = [];
 after(async () => {
   await Promise.all(supervisors.map((s) => s.stop()));
@@ -31,14 +32,42 @@ async function server(scenario: string, options: Partial<ReplayServerOptions> = 
   return s;
 }
 
+/** Keeps what the client hands over: each message's text, and the reads that ended. */
+class KeepingSink implements FrameSink {
+  readonly messages: string[] = [];
+  flushes = 0;
+  resets = 0;
+  boundaries = 0;
+  awaitingBoundary = false;
+  /** a sink that throws on the first message it gets, like a buggy consumer */
+  throwOnce = false;
+  frame(f: FrameView): void {
+    if (this.throwOnce) {
+      this.throwOnce = false;
+      throw new Error('sink bug');
+    }
+    this.messages.push(frameText(f));
+  }
+  boundary(): void {
+    this.boundaries++;
+  }
+  flush(): void {
+    this.flushes++;
+  }
+  reset(): void {
+    this.resets++;
+  }
+}
+
 interface Supervised {
-  sup: AmiSupervisor;
-  messages: RawMessage[];
+  sup: AmiClient;
+  sink: KeepingSink;
+  messages: string[];
   /** every log line as parsed JSON */
   logs: Array<{ level: number; msg: string } & Record<string, unknown>>;
 }
 
-function supervise(port: number, options: Partial<AmiSupervisorOptions> = {}): Supervised {
+function supervise(port: number, options: Partial<AmiClientOptions> = {}): Supervised {
   const logs: Supervised['logs'] = [];
   const stream = new Writable({
     write(chunk, _encoding, done) {
@@ -50,36 +79,36 @@ function supervise(port: number, options: Partial<AmiSupervisorOptions> = {}): S
       done();
     },
   });
-  const sup = new AmiSupervisor({
-    host: '127.0.0.1', port, username: USER, secret: SECRET, logger: createLogger('debug', stream), ...options,
+  const sink = new KeepingSink();
+  const sup = new AmiClient({
+    host: '127.0.0.1', port, username: USER, secret: SECRET, sink, logger: createLogger('debug', stream), ...options,
   });
   supervisors.push(sup);
-  const messages: RawMessage[] = [];
-  sup.on('message', (m) => messages.push(m));
-  return { sup, messages, logs };
+  return { sup, sink, messages: sink.messages, logs };
 }
 
 for (const scenario of ['register-bruteforce', 'acl-violation']) {
   test(`${scenario}: every event arrives in order, exactly as recorded, ChallengeResponseFailed included`, async () => {
     const s = await server(scenario);
-    const actions: RawMessage[] = [];
+    const actions: Headers[] = [];
     s.on('action', (h) => actions.push(h));
-    const { sup, messages } = supervise(s.port);
-    const expected = eventRecords(scenario).map((r) => parseHeaderBlock(r.raw));
+    const { sup, messages, sink } = supervise(s.port);
+    const expected = eventRecords(scenario).map((r) => r.raw);
     sup.start();
     await s.playDone;
     await waitFor(() => messages.length >= expected.length, 5000, `${expected.length} events`);
     await sleep(50); // nothing extra may follow
     assert.equal(messages.length, expected.length);
     assert.deepEqual(messages, expected);
-    const crf = messages.filter((m) => m['event'] === 'ChallengeResponseFailed');
+    const crf = messages.filter((m) => m.startsWith('Event: ChallengeResponseFailed\r\n'));
     assert.ok(crf.length >= 50, `${crf.length} ChallengeResponseFailed`);
-    assert.ok(crf.every((m) => /^[0-9a-f]{32}$/.test(String(m['response']))));
-    // The library's login carries `Event: on` (ignored by Asterisk), so the mask is set by an Events action.
-    assert.equal(actions[0]?.['action'], 'login');
-    assert.equal(actions[0]?.['event'], 'on');
-    assert.ok(actions.some((a) => a['action'] === 'Events' && a['eventmask'] === EVENT_MASK), JSON.stringify(actions));
+    assert.ok(crf.every((m) => /\r\nResponse: [0-9a-f]{32}\r\n/.test(m)));
+    // one Login carrying the event mask (Asterisk's authenticate() reads `Events:`), with a random ActionID
+    assert.equal(header(actions[0]!, 'action'), 'Login');
+    assert.equal(header(actions[0]!, 'events'), EVENT_MASK);
+    assert.match(header(actions[0]!, 'actionid'), /^[0-9a-f]{24}$/);
     assert.equal(sup.stats.connects, 1);
+    assert.ok(sink.flushes >= 1 && sink.flushes <= messages.length, `one flush per read: ${sink.flushes}`);
   });
 }
 
@@ -114,7 +143,7 @@ test('after drop() the first reconnect attempt comes within 250 ms; gaps are cou
   assert.equal(gaps.length, 5);
   assert.equal(stats.lastGapMs, gaps.at(-1));
   assert.equal(stats.totalGapMs, gaps.reduce((a, b) => a + b, 0));
-  // A gap runs from the supervisor noticing the close to the next login: positive, and short here.
+  // A gap runs from the last message seen to the next login: positive, and short here.
   assert.ok(gaps.every((g) => g >= 0 && g < 1000), `gaps ${gaps.join(', ')}`);
 });
 
@@ -205,12 +234,12 @@ test('asterisk-restart: both connections\' events arrive and the reconnect happe
   const { sup, messages } = supervise(s.port);
   const disconnected: DisconnectedInfo[] = [];
   sup.on('disconnected', (d) => disconnected.push(d));
-  const expected = eventRecords('asterisk-restart').map((r) => parseHeaderBlock(r.raw));
+  const expected = eventRecords('asterisk-restart').map((r) => r.raw);
   sup.start();
   await s.playDone;
   await waitFor(() => messages.length >= expected.length, 3000, `${expected.length} events`);
   assert.deepEqual(messages, expected);
-  assert.deepEqual(messages.map((m) => m['event']).filter((e) => e === 'FullyBooted' || e === 'Shutdown'), ['FullyBooted', 'Shutdown', 'FullyBooted']);
+  assert.deepEqual(messages.map((m) => m.split('\r\n')[0]).filter((e) => e === 'Event: FullyBooted' || e === 'Event: Shutdown'), ['Event: FullyBooted', 'Event: Shutdown', 'Event: FullyBooted']);
   assert.deepEqual(disconnected.map((d) => d.reason), ['closed']);
   assert.equal(sup.stats.reconnects, 1);
   assert.equal(s.connections, 2);
@@ -257,7 +286,7 @@ test('Asterisk down for longer than the backoff: the login follows the port answ
   assert.equal(again.logins, 1, 'one login: the probes never log in');
   assert.equal(sup.stats.reconnects, 1);
   assert.ok(logs.some((l) => l.msg === 'AMI port answers again; connecting now'));
-  const gap = logs.find((l) => l.msg === 'AMI reconnected; events were not seen during the gap');
+  const gap = logs.find((l) => l.msg === 'AMI reconnected; events Asterisk sent during the gap were not seen');
   assert.ok(typeof gap?.['gapMs'] === 'number' && gap['gapMs'] >= 1_500, 'the gap is logged with its length');
   t.diagnostic(`reconnected ${ms.toFixed(0)} ms after the AMI port answered again (backoff 60 s)`);
 });
@@ -265,7 +294,7 @@ test('Asterisk down for longer than the backoff: the login follows the port answ
 test('stop() logs off, resolves once closed and does not reconnect', async () => {
   const s = await server('legit-phone');
   const actions: string[] = [];
-  s.on('action', (h) => actions.push(String(h['action'])));
+  s.on('action', (h) => actions.push(header(h, 'action')));
   const closes: number[] = [];
   s.on('close', (c) => closes.push(c.id));
   const { sup } = supervise(s.port);
@@ -282,18 +311,40 @@ test('stop() logs off, resolves once closed and does not reconnect', async () =>
   assert.equal(s.connections, 1, 'no reconnect after stop');
 });
 
-test('a listener that throws does not stop the flow', async () => {
+test('a fault while reading drops that session and re-establishes it; nothing is left half-read', async () => {
   const s = await server('invite-no-auth-reply');
-  const { sup, messages, logs } = supervise(s.port);
-  let thrown = 0;
-  sup.on('message', () => {
-    if (thrown++ === 0) throw new Error('listener bug');
+  const { sup, sink, logs } = supervise(s.port);
+  sink.throwOnce = true;
+  sup.start();
+  await waitFor(() => logs.some((l) => l.level === 50 && l.msg === 'internal error in the AMI client; reconnecting'), 3000, 'the fault logged');
+  await waitFor(() => sup.stats.connects === 2, 3000, 'a fresh session');
+  assert.ok(sink.resets >= 2, 'the sink was told each session ended');
+});
+
+test('a listener that throws does not stop the client', async () => {
+  const s = await server('legit-phone');
+  const { sup, logs } = supervise(s.port);
+  sup.on('connected', () => {
+    throw new Error('listener bug');
   });
   sup.start();
-  const expected = eventRecords('invite-no-auth-reply').length;
-  await waitFor(() => messages.length === expected, 3000, `${expected} events`);
-  assert.ok(logs.some((l) => l.level === 50 && l.msg === 'an AMI listener threw; continuing'));
+  await waitFor(() => logs.some((l) => l.level === 50 && l.msg === 'an AMI listener threw; continuing'), 3000, 'the throw logged');
+  assert.equal(sup.stats.connected, true);
   assert.equal(sup.stats.connects, 1);
+});
+
+test('a reply of ours closes an open injection; a forged reply (unknown ActionID) goes to the sink with the events', async () => {
+  const s = await server('legit-phone');
+  const { sup, sink, messages } = supervise(s.port);
+  sup.start();
+  await s.playDone;
+  await waitFor(() => messages.length === eventRecords('legit-phone').length, 3000, 'the recording');
+  const boundaries = sink.boundaries;
+  sink.awaitingBoundary = true; // as after an injection's head: the client pings to learn where Asterisk's text resumes
+  s.inject('Response: Follows\r\nActionID: guessed\r\nPrivilege: Command\r\n\r\n');
+  await waitFor(() => sink.boundaries > boundaries, 3000, 'the Ping reply');
+  sink.awaitingBoundary = false;
+  assert.equal(messages.at(-1), 'Response: Follows\r\nActionID: guessed\r\nPrivilege: Command\r\n\r\n');
 });
 
 test('no log line of any test above contains a secret', () => {
