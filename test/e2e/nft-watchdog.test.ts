@@ -30,7 +30,8 @@ async function breakAndWait(bed: Bed, args: string[], what: string): Promise<num
   await bed.ns.execOk('nft', args);
   const t0 = performance.now();
   const enforced = async (): Promise<boolean> => (await bed.firewall.present()) && (await bed.elements()).includes(ATTACKER);
-  assert.equal(await enforced(), false, `${what}: the ban is no longer enforced`);
+  // no check that the ban is gone first: the writer repairs within milliseconds of noticing, which can be sooner than
+  // a look from here (a few spawned nft runs); the warning the caller waits for says what was found missing
   await waitFor(`${what}: the ban enforced again`, async () => ((await enforced()) ? true : undefined), 15_000);
   const ms = performance.now() - t0;
   assert.deepEqual((await bed.elements()).sort(), [ATTACKER, MARKER].sort());
