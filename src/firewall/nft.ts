@@ -141,8 +141,8 @@ export class NftFirewall implements Firewall {
   }
 
   /**
-   * One transaction flushes the sets and loads the bans (sets known to be empty are loaded in slices instead: see
-   * load). What it removed comes from what we know the sets held (KernelBans); only the first reconciliation after
+   * One transaction flushes the sets and loads the bans (the sets of a table init() has just created are loaded in
+   * slices instead: see load). What it removed comes from what we know the sets held (KernelBans); only the first reconciliation after
    * a start that found our table already there lists the sets, as addresses only (`nft -s`), to learn what a
    * previous run left in them, and init() has started that listing already.
    */
@@ -188,8 +188,7 @@ export class NftFirewall implements Firewall {
 
   /** Records what the sets now hold, and counts what changed against what they held (known, and listed if so). */
   private reconciled(kept: readonly FirewallBan[], folded: number, listed: SetEntry[] | undefined): ReconcileResult {
-    const known = this.kernel.replace(kept, this.now());
-    const before = known;
+    const before = this.kernel.replace(kept, this.now());
     for (const e of listed ?? []) before.set(e.target.text, e.target);
     const removedTargets: IpTarget[] = [];
     for (const [text, target] of before) if (!this.kernel.has(text)) removedTargets.push(target);
