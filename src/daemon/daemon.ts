@@ -194,7 +194,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     const target = e.address;
-    if (this.cache.isBanned(target.text, now)) {
+    if (this.cache.isBanned(target, now)) {
       this.count('s\u0000already-banned');
       return;
     }
@@ -250,7 +250,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (v.type === 'banned') {
         this.announce(v.ban, now);
         this.emit('ban', v.ban);
-      } else if (this.cache.isBanned(target.text, now)) {
+      } else if (this.cache.isBanned(target, now)) {
         continue; // already enforced here
       }
       // banned here now, or elsewhere (another node, or before a restart) and not yet known here
@@ -299,7 +299,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
       return;
     }
-    if (this.cache.isBanned(target.text, this.now()) || this.injectionBans.has(target.text)) {
+    if (this.cache.isBanned(target, this.now()) || this.injectionBans.has(target.text)) {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, already banned`);
       return;
     }
