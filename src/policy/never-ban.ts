@@ -64,6 +64,11 @@ export class NeverBan {
     return null;
   }
 
+  /** Every range no ban may overlap (the fixed ones and this host's), with why: what a feed's network is split around. */
+  ranges(): ReadonlyArray<{ readonly target: IpTarget; readonly reason: NeverBanReason }> {
+    return [...this.fixed, ...this.host];
+  }
+
   /** One line for an operator: `169.254.169.254 is link-local (169.254.0.0/16)`. */
   static describe(target: IpTarget, r: NeverBanReason): string {
     switch (r.why) {
