@@ -147,13 +147,20 @@ export class FeedEnforcer implements Firewall {
     const adds: FirewallBan[] = [];
     const gone: IpTarget[] = [];
     const back: FirewallBan[] = [];
-    const hold = (entries: FeedEntries, ref: EntryRef, into: FirewallBan[]): void => {
-      const target = entries.target(ref.family, ref.index);
-      const until = this.holderUntil(target, now);
-      if (until > now) into.push({ target, timeoutMs: until - now });
+    const others = [...this.views].filter(([name]) => name !== feed).map(([, v]) => v);
+    const hold = (ref: EntryRef): void => {
+      const target = view.entries.target(ref.family, ref.index);
+      // this feed's own end comes from the entry itself; only the other feeds (often none) are searched
+      let until = view.untilOf(view.entries.seen(ref.family, ref.index), now);
+      until = Math.max(until, this.own.get(target.text)?.until ?? 0);
+      for (const other of others) {
+        const i = other.entries.indexOf(target);
+        if (i >= 0) until = Math.max(until, other.untilOf(other.entries.seen(target.family, i), now));
+      }
+      if (until > now) adds.push({ target, timeoutMs: until - now });
     };
-    for (const ref of diff.added) hold(view.entries, ref, adds);
-    for (const ref of diff.refreshed) hold(view.entries, ref, adds);
+    for (const ref of diff.added) hold(ref);
+    for (const ref of diff.refreshed) hold(ref);
     for (const ref of diff.removed) {
       const target = before.target(ref.family, ref.index);
       const until = this.holderUntil(target, now);

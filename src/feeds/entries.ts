@@ -3,7 +3,7 @@
 // (one value per feed) instead of 100,000 ban records of ~400 B; the order (by address, then prefix length) makes the
 // diff between two pulls one merge walk and a lookup a binary search. The bytes read back from Redis are outside
 // input: decode() checks every record before anything uses it.
-import { targetFromWords, type IpFamily, type IpTarget } from '../net/ip.js';
+import { ipv4, targetFromWords, type IpFamily, type IpTarget } from '../net/ip.js';
 
 const MAGIC = 0x41474631; // 'AGF1'
 const HEADER = 13; // magic, flags, IPv4 count, IPv6 count
@@ -100,6 +100,8 @@ export class FeedEntries {
   /** the entry as a parsed target (made here, from checked words) */
   target(family: IpFamily, i: number): IpTarget {
     const p = this.part(family);
+    // the common case, made without the general checks (decode and build made sure of them)
+    if (family === 4 && p.bits[i] === 32) return ipv4(p.words[i]!);
     return targetFromWords(family, p.words.subarray(i * p.width, (i + 1) * p.width), p.bits[i]!)!;
   }
 
@@ -192,6 +194,12 @@ export class FeedEntries {
     return entries;
   }
 
+  /** one entry carried into a builder as it is */
+  addEntryTo(builder: EntriesBuilder, family: IpFamily, i: number): void {
+    const p = this.part(family);
+    builder.addWords(family, p.words.subarray(i * p.width, (i + 1) * p.width), p.bits[i]!, p.seen?.[i] ?? 0);
+  }
+
   /** what a builder needs to carry these entries over (APIBAN keeps what it saw before) */
   addTo(builder: EntriesBuilder, keep: (seen: number) => boolean = () => true): void {
     for (const p of [this.v4, this.v6]) {
@@ -244,6 +252,13 @@ export class EntriesBuilder {
     this.addWords(target.family, target.words, target.bits, seen);
   }
 
+  /** an IPv4 host as its uint32 (a list's bulk, parsed without making a target) */
+  addHost4(n: number): void {
+    this.words[0].push(n);
+    this.bits[0].push(32);
+    this.seen[0].push(0);
+  }
+
   addWords(family: IpFamily, words: ArrayLike<number>, bits: number, seen: number): void {
     const f = family === 4 ? 0 : 1;
     for (let k = 0; k < words.length; k++) this.words[f].push(words[k]!);
@@ -259,8 +274,8 @@ export class EntriesBuilder {
     const parts = ([4, 6] as const).map((family) => {
       const f = family === 4 ? 0 : 1;
       const width = family === 4 ? 1 : 4;
-      const words = this.words[f];
-      const bits = this.bits[f];
+      let words = this.words[f];
+      let bits = this.bits[f];
       const seen = this.seen[f];
       const n = bits.length;
       const order = new Uint32Array(n);
@@ -272,7 +287,17 @@ export class EntriesBuilder {
         }
         return bits[a]! - bits[b]!;
       };
-      order.sort(compare);
+      if (width === 1 && !seen.some((s) => s !== 0)) {
+        // a plain IPv4 list, the big case: (address, prefix length) as one number, sorted natively without a
+        // comparator (100k entries: ~10 ms instead of ~80); with nothing else to carry, the order is the arrays'
+        const keys = new Float64Array(n);
+        for (let i = 0; i < n; i++) keys[i] = words[i]! * 256 + bits[i]!;
+        keys.sort();
+        words = Array.from(keys, (k) => Math.floor(k / 256));
+        bits = Array.from(keys, (k) => k % 256);
+      } else {
+        order.sort(compare);
+      }
       const keep: number[] = [];
       const seenOf: number[] = [];
       /** slots in `keep` of the networks kept so far that may still contain what follows, widest first */

@@ -1,7 +1,7 @@
 // Plain blocklists (VoIPBL and the like): one address or CIDR network per line, `#` or `;` starting a comment, from
 // http(s) or a local file. Lines are split on the bytes as they arrive, so a list is never held whole as text; a
 // line longer than any address could be is skipped to its end, counted as garbage.
-import { parseTarget, type IpTarget } from '../net/ip.js';
+import { dottedQuad, parseTarget, type IpTarget } from '../net/ip.js';
 import { EntriesBuilder, type FeedEntries } from './entries.js';
 import { FeedError, openSource } from './fetch.js';
 
@@ -97,9 +97,16 @@ export class ListParser {
       this.garbage++;
       return;
     }
-    const target = parseLine(line);
-    if (target === undefined) return;
+    const text = entryText(line);
+    if (text === undefined) return;
     this.lines++;
+    // the bulk of a list: a plain IPv4 address, packed without making a target of it
+    const n = dottedQuad(text);
+    if (n >= 0) {
+      this.builder.addHost4(n);
+      return;
+    }
+    const target = parseTarget(text);
     if (target === null) {
       this.garbage++;
     } else if (target.kind === 'prefix' && target.bits < (target.family === 4 ? this.widest.ipv4 : this.widest.ipv6)) {
@@ -112,12 +119,17 @@ export class ListParser {
 
 /** One line's entry; undefined for a comment or blank line, null for garbage. */
 export function parseLine(line: string): IpTarget | null | undefined {
+  const text = entryText(line);
+  return text === undefined ? undefined : parseTarget(text);
+}
+
+/** A line less its comment and surrounding blanks; undefined when nothing is left. */
+function entryText(line: string): string | undefined {
   let end = line.length;
   const hash = line.indexOf('#');
   if (hash >= 0) end = hash;
   const semi = line.indexOf(';');
   if (semi >= 0 && semi < end) end = semi;
-  const text = line.slice(0, end).trim();
-  if (text.length === 0) return undefined;
-  return parseTarget(text);
+  const text = (end === line.length ? line : line.slice(0, end)).trim();
+  return text.length === 0 ? undefined : text;
 }

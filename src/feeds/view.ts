@@ -7,7 +7,7 @@
 // of the whole /16 going free because your monitoring host sits in it. The pieces are CIDR networks, at most one per
 // bit between the network's prefix and the protected one's (32 for an IPv4 address, 128 for IPv6) per protected
 // range inside it. A network wholly inside a protected range, and one wider than policy.widest, is skipped.
-import { contains, overlaps, targetFromWords, type IpTarget } from '../net/ip.js';
+import { contains, overlaps, prefixOf, targetFromWords, type IpTarget } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { EntriesBuilder, type FeedEntries } from './entries.js';
 
@@ -25,22 +25,43 @@ export interface EnforcedView {
   readonly stats: ViewStats;
 }
 
-/** The entries of a feed this node may enforce, split around what its policy protects. */
+/**
+ * The entries of a feed this node may enforce, split around what its policy protects. The entries a protected range
+ * touches are found by binary search (those inside it, and the at most 33 or 129 networks that could contain it), and
+ * too-wide ones by a scan of the prefix lengths, so a 100k list that touches nothing protected is used as it is, with
+ * no entry made into a target.
+ */
 export function enforcedView(raw: FeedEntries, policy: Policy): EnforcedView {
   const ranges = policy.protectedRanges();
+  const widest = policy.neverBan.widest;
+  const touched: Record<4 | 6, Set<number>> = { 4: new Set(), 6: new Set() };
+  for (const family of [4, 6] as const) {
+    const bits = raw.part(family).bits;
+    const min = family === 4 ? widest.ipv4 : widest.ipv6;
+    for (let i = 0; i < bits.length; i++) if (bits[i]! < min) touched[family].add(i);
+  }
+  for (const r of ranges) {
+    for (const i of raw.within(r)) touched[r.family].add(i);
+    for (let b = 0; b < r.bits; b++) {
+      const i = raw.indexOf(prefixOf(r, b));
+      if (i >= 0) touched[r.family].add(i);
+    }
+  }
+  if (touched[4].size + touched[6].size === 0) return { entries: raw, stats: { refused: 0, split: 0, tooWide: 0 } };
+
   const builder = new EntriesBuilder(raw.withSeen);
   let refused = 0;
   let split = 0;
   let tooWide = 0;
   for (const { family, index } of raw.refs()) {
-    const target = raw.target(family, index);
     const seen = raw.seen(family, index);
-    if (policy.neverBan.reason(target)?.why === 'too wide') {
-      tooWide++;
+    if (!touched[family].has(index)) {
+      raw.addEntryTo(builder, family, index);
       continue;
     }
-    if (!ranges.some((r) => overlaps(r, target))) {
-      builder.add(target, seen);
+    const target = raw.target(family, index);
+    if (policy.neverBan.reason(target)?.why === 'too wide') {
+      tooWide++;
       continue;
     }
     const pieces: IpTarget[] = [];
@@ -49,7 +70,7 @@ export function enforcedView(raw: FeedEntries, policy: Policy): EnforcedView {
       refused++;
       continue;
     }
-    split++;
+    if (pieces.length > 1 || pieces[0] !== target) split++;
     for (const piece of pieces) {
       // refusal() is the authority; the split above only follows the same ranges
       if (policy.refusal(piece) === null) builder.add(piece, seen);

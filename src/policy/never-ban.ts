@@ -35,7 +35,8 @@ interface Protected {
 export class NeverBan {
   private readonly fixed: Protected[];
   private host: Protected[] = [];
-  private readonly widest: NeverBanOptions['widest'];
+  /** the widest network a ban may cover, by family */
+  readonly widest: NeverBanOptions['widest'];
   private readonly ignoreself: boolean;
 
   constructor(o: NeverBanOptions) {
