@@ -2,6 +2,8 @@
 // feed (a lock in Redis), both enforce what was pulled, each under its own ignore list; the CLI shows the feeds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import { startBed, type Bed } from '../support/bed.js';
 import { startFeedServer } from '../support/feed-server.js';
 import { startRedisServer } from '../support/redis-server.js';
@@ -114,4 +116,45 @@ test('the embedded store: a single node pulls and enforces alike, and a restarte
   await waitFor('a second pull of the list', () => (server.listRequests('voipbl') === 2 ? true : undefined), 15_000);
   await inKernel(again, ['198.51.100.10', '198.51.100.20']);
   assert.deepEqual(server.apibanRequests.filter((r) => r.id === '100').length, 2);
+});
+
+test("the Redis ACL of docs/fleet.md covers the feeds: the daemon pulls and enforces, the CLI reads, nothing refused", async (t) => {
+  const m = /^ACL SETUSER (\S+) on >\S+ (.+)$/m.exec(readFileSync('docs/fleet.md', 'utf8'));
+  assert.ok(m);
+  const [user, rules] = [m[1]!, m[2]!.trim().split(/\s+/)];
+  for (const [, command] of readFileSync('src/feeds/lua/commit.lua', 'utf8').matchAll(/redis\.p?call\(\s*['"]([A-Za-z]+)['"]/g)) {
+    assert.ok(rules.includes(`+${command!.toLowerCase()}`), `commit.lua runs ${command}, which the ACL does not allow`);
+  }
+  const adminPw = 'admin-pw-77e1';
+  const pw = 'feeds-acl-pw-2c4d';
+  const redis = await startRedisServer({ password: adminPw });
+  t.after(() => redis.stop());
+  const adminClient = new Redis({ port: redis.port, host: '127.0.0.1', password: adminPw, maxRetriesPerRequest: 1 });
+  t.after(() => adminClient.disconnect());
+  await adminClient.call('ACL', 'SETUSER', user, 'reset', 'on', `>${pw}`, ...rules);
+  await adminClient.call('ACL', 'LOG', 'RESET');
+  const server = await startFeedServer();
+  t.after(() => server.stop());
+  server.addBans(['198.51.100.10']);
+  server.setList('voipbl', '198.51.100.20\n');
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: `redis://${user}:${pw}@127.0.0.1:${redis.port}`,
+    config: {
+      blocklists: {
+        apiban: { url: server.apibanUrl, key: server.apibanKey, interval: '1s' },
+        lists: [{ name: 'voipbl', url: server.listUrl('voipbl'), interval: '1s' }],
+      },
+    },
+  });
+  await inKernel(bed, ['198.51.100.10', '198.51.100.20']);
+  server.setList('voipbl', '198.51.100.21\n');
+  await inKernel(bed, ['198.51.100.21'], ['198.51.100.20']);
+  for (const verb of [['list'], ['show', '198.51.100.10'], ['status']]) {
+    const r = await cli([...verb, '--config', bed.configFile]);
+    assert.equal(r.code, 0, `${verb.join(' ')}: ${r.stderr}`);
+  }
+  const log = (await adminClient.call('ACL', 'LOG')) as unknown[];
+  assert.deepEqual(log, [], 'nothing refused');
 });
