@@ -11,7 +11,24 @@ const REDACT = [
   'config.ami.secret', 'config.redis.url', 'config.redis.password',
 ];
 
-export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream): Logger {
+export interface LoggerOptions {
+  /**
+   * Write asynchronously (the daemon): a ban line costs the hot path a buffer append, not a write() to a pipe that
+   * journald or docker may be slow to drain. Lines are flushed on exit; past `MAX_BUFFERED` a burst drops lines rather
+   * than memory (counted by droppedLines()).
+   */
+  readonly async?: boolean;
+}
+
+const MAX_BUFFERED = 32 * 1024 * 1024;
+let dropped = 0;
+
+/** Log lines dropped since start because the output could not keep up (async loggers only). */
+export function droppedLines(): number {
+  return dropped;
+}
+
+export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream, options: LoggerOptions = {}): Logger {
   return pino(
     {
       level,
@@ -19,8 +36,17 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: Node
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination ?? stdoutDestination(),
+    destination ?? (options.async && !process.stdout.isTTY ? asyncStdout() : stdoutDestination()),
   );
+}
+
+function asyncStdout(): NodeJS.WritableStream {
+  // pino registers the stream to be flushed synchronously on exit
+  const dest = pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_BUFFERED });
+  dest.on('drop', () => {
+    dropped++;
+  });
+  return dest as unknown as NodeJS.WritableStream;
 }
 
 /** A terminal gets readable lines; anything else (journald, docker logs, a pipe, the tests) one JSON object per line. */

@@ -1,6 +1,6 @@
 // `ami-guard run`: builds the daemon from the configuration and keeps it running until SIGTERM/SIGINT.
 import type { AppConfig } from '../config/schema.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, droppedLines, type Logger } from '../log.js';
 import { Metrics, counterTotal } from '../metrics.js';
 import { Policy } from '../policy/policy.js';
 import { learnHost } from '../policy/never-ban.js';
@@ -76,7 +76,7 @@ function exitOnEscapedFault(logger: Logger): void {
 }
 
 export async function runDaemon(cfg: AppConfig): Promise<number> {
-  const logger = createLogger(cfg.log.level);
+  const logger = createLogger(cfg.log.level, undefined, { async: true });
   exitOnEscapedFault(logger);
   let key: string;
   try {
@@ -100,7 +100,11 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   let daemon!: Daemon;
   const intake = new Intake((batch) => daemon.onBatch(batch));
   const invalidSeen = new Map<string, number>();
+  let droppedSeen = 0;
   metrics.onScrape(() => {
+    const dropped = droppedLines();
+    if (dropped > droppedSeen) metrics.logDropped.inc(dropped - droppedSeen);
+    droppedSeen = dropped;
     // the intake keeps plain tallies on its hot path; the counter catches up just before each scrape
     for (const [reason, n] of Object.entries(intake.counters.invalid)) {
       const delta = n - (invalidSeen.get(reason) ?? 0);
