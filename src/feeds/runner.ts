@@ -153,6 +153,11 @@ export class FeedRunner {
     try {
       result = await this.o.source.pull({ previous, cursor, now: started, signal: deadline.signal });
     } catch (err) {
+      if (this.stopped) {
+        // stopping is not the feed's failure: hand the lock back so another node pulls now, and record nothing
+        await this.o.state.commit(this.name, token, { fields: {} }, 1).catch(() => undefined);
+        return;
+      }
       await this.failed(token, before, err);
       return;
     } finally {

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { startBed, type Bed } from '../support/bed.js';
 import { startFeedServer } from '../support/feed-server.js';
@@ -89,7 +90,15 @@ test('two nodes, one pull per feed, both enforce; list, show and status name the
   const text = await run('status');
   assert.match(text.stdout, /^feeds\n +FEED +ENTRIES +PULLED +BY +NEXT +FAILURES +LAST ERROR\n +apiban +3 +\d+s ago +pbx-[ab] +in 5\dm/m, text.stdout);
 
-  // the key never shows, wherever an operator looks
+  // the key never shows, wherever an operator looks, nor in what the fleet shares
+  const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  t.after(() => client.disconnect());
+  const keys = await client.keys('fb:*');
+  assert.ok(keys.includes('fb:{feed:apiban}') && keys.includes('fb:{feed:voipbl}:lock'), keys.join(' '));
+  for (const k of keys.filter((x) => x.includes('{feed:'))) {
+    const dump = (await client.dumpBuffer(k)) ?? Buffer.alloc(0);
+    assert.ok(!dump.includes(server.apibanKey), `the key in ${k}`);
+  }
   await Promise.all([a!.daemon.stop(), b!.daemon.stop()]);
   for (const out of [a!.daemon.output(), b!.daemon.output(), list.stdout, table.stdout, status.stdout, text.stdout, inside.stdout]) {
     assert.ok(!out.includes(server.apibanKey));
@@ -157,4 +166,35 @@ test("the Redis ACL of docs/fleet.md covers the feeds: the daemon pulls and enfo
   }
   const log = (await adminClient.call('ACL', 'LOG')) as unknown[];
   assert.deepEqual(log, [], 'nothing refused');
+});
+
+test('a node stopped in the middle of a pull hands the lock back and records no failure', async (t) => {
+  const redis = await startRedisServer();
+  t.after(() => redis.stop());
+  // a list server that accepts and never answers
+  const sockets = new Set<Socket>();
+  const hang = createServer((sock) => {
+    sockets.add(sock);
+    sock.resume();
+  });
+  await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => {
+    for (const s of sockets) s.destroy();
+    hang.close(() => r());
+  }));
+  const connected = (): number => sockets.size;
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'fs:',
+    config: { blocklists: { lists: [{ name: 'slow', url: `http://127.0.0.1:${(hang.address() as AddressInfo).port}/list`, interval: '1h' }], timeout: '60s' } },
+  });
+  await waitFor('the pull under way', () => (connected() > 0 ? true : undefined), 15_000);
+  const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  t.after(() => client.disconnect());
+  assert.ok((await client.pttl('fs:{feed:slow}:lock')) > 0, 'the pull holds the lock');
+  assert.equal(await bed.daemon.stop(), 0);
+  assert.equal(await client.pttl('fs:{feed:slow}:lock'), -2, 'the lock was handed back');
+  assert.equal(await client.hget('fs:{feed:slow}', 'fails'), null, 'stopping is not a failure of the feed');
 });
