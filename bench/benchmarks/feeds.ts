@@ -5,7 +5,7 @@
 // enforcement (this node's view, the diff, the nft transaction), and the total from the pull's start to the entries
 // in the kernel; the Redis bytes of the feed's record, and the daemon's memory.
 import { SyntheticAmi } from '../lib/ami-server.js';
-import { daemonConfig, daemonEnv, startDaemon, type Daemon } from '../lib/daemon.js';
+import { daemonConfig, daemonEnv, scrapeMetrics, startDaemon, type Daemon } from '../lib/daemon.js';
 import { createBenchNetns } from '../lib/netns.js';
 import { memory } from '../lib/proc.js';
 import { startRedis } from '../lib/redis.js';
@@ -25,6 +25,9 @@ function host(i: number): string {
 
 interface Timing {
   readonly pullMs: number;
+  /** the daemon's own: from the pulled entries to the firewall's writes done, and the firewall's writes alone */
+  readonly adoptMs: number;
+  readonly firewallMs: number;
   readonly enforceMs: number;
   readonly totalMs: number;
   readonly added: number;
@@ -44,18 +47,19 @@ export const feeds: Benchmark = {
     const body = `# ${N} entries\n${all.join('\n')}\n`;
     server.setList('big', body);
 
-    const node = async (id: string, interval: string): Promise<{ daemon: Daemon; ns: Awaited<ReturnType<typeof createBenchNetns>> }> => {
+    const node = async (id: string, interval: string): Promise<{ daemon: Daemon; ns: Awaited<ReturnType<typeof createBenchNetns>>; port: string | undefined }> => {
       const ns = await createBenchNetns(cleanups);
       const ami = await SyntheticAmi.start();
       cleanups.add(() => ami.stop());
       const config = daemonConfig({ amiPort: ami.port, redisUrl: redis.server.url, netns: ns.name }) as Record<string, unknown>;
       config['node'] = { id };
       config['blocklists'] = { lists: [{ name: 'big', url: server.listUrl('big'), interval }] };
-      const daemon = startDaemon({ config, env: await daemonEnv() });
+      const env = await daemonEnv();
+      const daemon = startDaemon({ config, env });
       cleanups.add(async () => {
         await daemon.stop();
       });
-      return { daemon, ns };
+      return { daemon, ns, port: env['AMI_GUARD_HTTP_PORT'] };
     };
 
     /** the pull that ends in a `feed enforced` line with `entries`, after the `feed pulled` line it follows */
@@ -67,6 +71,8 @@ export const feeds: Benchmark = {
       const pullMs = Number(pulled['ms']);
       return {
         pullMs,
+        adoptMs: Number(enforced.line['ms']),
+        firewallMs: Number(enforced.line['firewallMs']),
         enforceMs: Math.round(enforced.at - pulledAt),
         totalMs: Math.round(enforced.at - pulledAt + pullMs),
         added: Number(enforced.line['added']),
@@ -78,6 +84,10 @@ export const feeds: Benchmark = {
     const a = await node('bench-a', '1h');
     const rssBefore = memory(a.daemon.pid);
     const first = await timing(a.daemon, N);
+    // the firewall's share: the nft add (the daemon's firewall JS, the nft run, queueing) as the apply histogram has it
+    const metrics = await scrapeMetrics(a.port);
+    const nftAddMs = Math.round((metrics?.get('ami_guard_nft_apply_seconds_sum{op="add"}') ?? NaN) * 1000);
+    const heapUsed = metrics?.get('nodejs_heap_size_used_bytes');
     const inSet = (await listSet(a.ns, 'banned_v4')).length;
     if (inSet !== N) throw new Error(`node A's set holds ${inSet} elements, expected ${N}`);
     const rssAfter = memory(a.daemon.pid);
@@ -100,7 +110,7 @@ export const feeds: Benchmark = {
     const second = await timing(a2.daemon, kept.length);
 
     const data = {
-      entries: N, listBytes: body.length, first, inSet, recordBytes, bytesPerEntry: round(recordBytes / N, 1),
+      entries: N, listBytes: body.length, first, nftAddMs, inSet, recordBytes, bytesPerEntry: round(recordBytes / N, 1), heapUsed,
       rss: { before: rssBefore?.rss ?? null, after: rssAfter?.rss ?? null, hwm: rssAfter?.hwm ?? null },
       nodeB: { reconcileMs: Number(rec.line['ms']), bans: Number(rec.line['bans']), inSet: bSet }, second,
     };
@@ -111,7 +121,10 @@ export const feeds: Benchmark = {
         measured(`list of ${fmtInt(N)} → kernel set: pull start → all in the set`, `${fmtInt(first.totalMs)} ms`, {
           goal: `≈ ${fmtInt(GOAL_MS)} ms`,
           met: first.totalMs <= 1.5 * GOAL_MS,
-          note: `pull (HTTP, parse, pack, Redis) ${fmtInt(first.pullMs)} ms + enforce (view, diff, one nft add) ${fmtInt(first.enforceMs)} ms; ${fmtInt(inSet)} elements`,
+          note: `pull (HTTP, parse, pack, Redis) ${fmtInt(first.pullMs)} ms + enforce ${fmtInt(first.enforceMs)} ms; ${fmtInt(inSet)} elements`,
+        }),
+        measured('  enforce: view and diff / the firewall\'s add (its JS, the nft run)', `${fmtInt(first.adoptMs - first.firewallMs)} / ${fmtInt(first.firewallMs)} ms`, {
+          note: `the daemon's own figures (feed enforced: ms, firewallMs); the apply histogram says ${fmtInt(nftAddMs)} ms for the add`,
         }),
         measured('  a pull dropping a tenth: pull start → all gone', `${fmtInt(second.totalMs)} ms`, {
           note: `${fmtInt(second.removed)} removed; pull ${fmtInt(second.pullMs)} ms + enforce ${fmtInt(second.enforceMs)} ms`,
@@ -120,7 +133,9 @@ export const feeds: Benchmark = {
           note: `${fmtInt(data.nodeB.bans)} elements written from the feed's record in Redis`,
         }),
         measured('  Redis bytes of the feed (one record)', `${fmtInt(recordBytes)} B`, { note: `${data.bytesPerEntry} B per entry (MEMORY USAGE)` }),
-        measured('  daemon RSS before → after the list', `${mb(rssBefore?.rss)} → ${mb(rssAfter?.rss)}`, { note: `peak ${mb(rssAfter?.hwm)}` }),
+        measured('  daemon RSS before → after the list', `${mb(rssBefore?.rss)} → ${mb(rssAfter?.rss)}`, {
+          note: `peak ${mb(rssAfter?.hwm)}; V8 heap in use ${mb(heapUsed)} (not collected yet)`,
+        }),
       ],
     };
   },

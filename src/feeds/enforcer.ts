@@ -7,10 +7,11 @@
 //
 // The daemon's bans are remembered here as they pass (what it asked for and until when); the feeds hand over their
 // enforced entries with setView(), which applies the difference from the previous ones in one add and one delete.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import { contains, type IpTarget } from '../net/ip.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from '../firewall/firewall.js';
-import { diffEntries, FeedEntries, type EntryRef } from './entries.js';
+import { countOf, diffEntries, FeedEntries } from './entries.js';
 
 /** A feed's entries as this node enforces them, and how long each is held. */
 export interface FeedView {
@@ -137,10 +138,10 @@ export class FeedEnforcer implements Firewall {
    * one add, dropped ones in one delete (or kept with another holder's timeout). Without, only remembers it (before
    * the start-up reconciliation, which writes everything, and when views are rebuilt for one).
    */
-  async setView(feed: string, view: FeedView, apply: boolean): Promise<{ added: number; removed: number }> {
+  async setView(feed: string, view: FeedView, apply: boolean): Promise<{ added: number; removed: number; applyMs: number }> {
     const prev = this.views.get(feed);
     this.views.set(feed, view);
-    if (!apply) return { added: 0, removed: 0 };
+    if (!apply) return { added: 0, removed: 0, applyMs: 0 };
     const now = this.now();
     const before = prev?.entries ?? FeedEntries.empty(view.entries.withSeen);
     const diff = diffEntries(before, view.entries);
@@ -148,10 +149,10 @@ export class FeedEnforcer implements Firewall {
     const gone: IpTarget[] = [];
     const back: FirewallBan[] = [];
     const others = [...this.views].filter(([name]) => name !== feed).map(([, v]) => v);
-    const hold = (ref: EntryRef): void => {
-      const target = view.entries.target(ref.family, ref.index);
+    const hold = (family: 4 | 6, index: number): void => {
+      const target = view.entries.target(family, index);
       // this feed's own end comes from the entry itself; only the other feeds (often none) are searched
-      let until = view.untilOf(view.entries.seen(ref.family, ref.index), now);
+      let until = view.untilOf(view.entries.seen(family, index), now);
       until = Math.max(until, this.own.get(target.text)?.until ?? 0);
       for (const other of others) {
         const i = other.entries.indexOf(target);
@@ -159,24 +160,27 @@ export class FeedEnforcer implements Firewall {
       }
       if (until > now) adds.push({ target, timeoutMs: until - now });
     };
-    for (const ref of diff.added) hold(ref);
-    for (const ref of diff.refreshed) hold(ref);
-    for (const ref of diff.removed) {
-      const target = before.target(ref.family, ref.index);
-      const until = this.holderUntil(target, now);
-      if (until > now) back.push({ target, timeoutMs: until - now });
-      else {
-        gone.push(target);
-        if (target.kind === 'prefix') back.push(...this.inside(target, now));
+    for (const family of [4, 6] as const) {
+      for (const i of diff.added[family]) hold(family, i);
+      for (const i of diff.refreshed[family]) hold(family, i);
+      for (const i of diff.removed[family]) {
+        const target = before.target(family, i);
+        const until = this.holderUntil(target, now);
+        if (until > now) back.push({ target, timeoutMs: until - now });
+        else {
+          gone.push(target);
+          if (target.kind === 'prefix') back.push(...this.inside(target, now));
+        }
       }
     }
+    const started = performance.now();
     try {
       if (gone.length > 0) await this.inner.delete(gone);
       if (adds.length + back.length > 0) await this.inner.add([...adds, ...back]);
     } catch (err) {
       this.log.error({ feed, err: (err as Error).message }, 'feed entries not fully applied to nftables; the next reconciliation writes them');
     }
-    return { added: diff.added.length, removed: diff.removed.length };
+    return { added: countOf(diff.added), removed: countOf(diff.removed), applyMs: Math.round(performance.now() - started) };
   }
 
   /**

@@ -236,11 +236,37 @@ export interface BuildResult {
   readonly dropped: number;
 }
 
+/**
+ * A growable column of unsigned numbers in a typed array: an IPv4 address above 2^30 would be a heap number in a plain
+ * array, one allocation per entry of a list.
+ */
+class Column {
+  private data: Uint32Array | Uint8Array;
+  length = 0;
+
+  constructor(private readonly bytes: 1 | 4) {
+    this.data = bytes === 4 ? new Uint32Array(1024) : new Uint8Array(1024);
+  }
+
+  push(v: number): void {
+    if (this.length === this.data.length) {
+      const bigger = this.bytes === 4 ? new Uint32Array(this.length * 2) : new Uint8Array(this.length * 2);
+      bigger.set(this.data);
+      this.data = bigger;
+    }
+    this.data[this.length++] = v;
+  }
+
+  view(): Uint32Array | Uint8Array {
+    return this.data.subarray(0, this.length);
+  }
+}
+
 /** Collects entries in any order; build() sorts them, merges duplicates (latest seen wins) and folds covered ones. */
 export class EntriesBuilder {
-  private readonly words: [number[], number[]] = [[], []];
-  private readonly bits: [number[], number[]] = [[], []];
-  private readonly seen: [number[], number[]] = [[], []];
+  private readonly words: [Column, Column] = [new Column(4), new Column(4)];
+  private readonly bits: [Column, Column] = [new Column(1), new Column(1)];
+  private readonly seen: [Column, Column] = [new Column(4), new Column(4)];
 
   constructor(private readonly withSeen: boolean) {}
 
@@ -274,9 +300,9 @@ export class EntriesBuilder {
     const parts = ([4, 6] as const).map((family) => {
       const f = family === 4 ? 0 : 1;
       const width = family === 4 ? 1 : 4;
-      let words = this.words[f];
-      let bits = this.bits[f];
-      const seen = this.seen[f];
+      let words = this.words[f].view();
+      let bits = this.bits[f].view();
+      const seen = this.seen[f].view();
       const n = bits.length;
       const order = new Uint32Array(n);
       for (let i = 0; i < n; i++) order[i] = i;
@@ -293,8 +319,13 @@ export class EntriesBuilder {
         const keys = new Float64Array(n);
         for (let i = 0; i < n; i++) keys[i] = words[i]! * 256 + bits[i]!;
         keys.sort();
-        words = Array.from(keys, (k) => Math.floor(k / 256));
-        bits = Array.from(keys, (k) => k % 256);
+        words = new Uint32Array(n);
+        bits = new Uint8Array(n);
+        for (let i = 0; i < n; i++) {
+          const address = Math.floor(keys[i]! / 256);
+          words[i] = address;
+          bits[i] = keys[i]! - address * 256;
+        }
       } else {
         order.sort(compare);
       }
@@ -341,7 +372,7 @@ export class EntriesBuilder {
    */
   private seenCutoff(max: number): { seen: number; ties: number } {
     if (this.size <= max) return { seen: -1, ties: Infinity };
-    const all = Float64Array.from([...this.seen[0], ...this.seen[1]]).sort().reverse();
+    const all = Float64Array.from([...this.seen[0].view(), ...this.seen[1].view()]).sort().reverse();
     const seen = all[max - 1] ?? Infinity;
     let above = 0;
     for (const s of all) if (s > seen) above++;
@@ -350,7 +381,7 @@ export class EntriesBuilder {
 }
 
 /** whether entry i (words at i, bits bi) lies inside entry c */
-function inside(words: readonly number[], width: number, i: number, bi: number, c: number, bits: readonly number[]): boolean {
+function inside(words: ArrayLike<number>, width: number, i: number, bi: number, c: number, bits: ArrayLike<number>): boolean {
   const bc = bits[c]!;
   if (bi < bc) return false;
   let left = bc;
@@ -361,20 +392,23 @@ function inside(words: readonly number[], width: number, i: number, bi: number, 
   return true;
 }
 
+/** indices into one side of a diff, per family (plain numbers: no object per entry of a 100k list) */
+export type IndexLists = Record<IpFamily, number[]>;
+
 export interface EntriesDiff {
   /** in `next` only */
-  readonly added: EntryRef[];
+  readonly added: IndexLists;
   /** in `prev` only (indices into prev) */
-  readonly removed: EntryRef[];
+  readonly removed: IndexLists;
   /** in both, seen later in `next` (indices into next) */
-  readonly refreshed: EntryRef[];
+  readonly refreshed: IndexLists;
 }
 
 /** What changed from one pull's entries to the next: one merge walk per family. */
 export function diffEntries(prev: FeedEntries, next: FeedEntries): EntriesDiff {
-  const added: EntryRef[] = [];
-  const removed: EntryRef[] = [];
-  const refreshed: EntryRef[] = [];
+  const added: IndexLists = { 4: [], 6: [] };
+  const removed: IndexLists = { 4: [], 6: [] };
+  const refreshed: IndexLists = { 4: [], 6: [] };
   for (const family of [4, 6] as const) {
     const a = prev.part(family);
     const b = next.part(family);
@@ -383,14 +417,19 @@ export function diffEntries(prev: FeedEntries, next: FeedEntries): EntriesDiff {
     let j = 0;
     while (i < a.size || j < b.size) {
       const c = i >= a.size ? 1 : j >= b.size ? -1 : a.compareAt(i, b.words.subarray(j * w, (j + 1) * w), b.bits[j]!);
-      if (c < 0) removed.push({ family, index: i++ });
-      else if (c > 0) added.push({ family, index: j++ });
+      if (c < 0) removed[family].push(i++);
+      else if (c > 0) added[family].push(j++);
       else {
-        if ((b.seen?.[j] ?? 0) > (a.seen?.[i] ?? 0)) refreshed.push({ family, index: j });
+        if ((b.seen?.[j] ?? 0) > (a.seen?.[i] ?? 0)) refreshed[family].push(j);
         i++;
         j++;
       }
     }
   }
   return { added, removed, refreshed };
+}
+
+/** how many indices the lists hold */
+export function countOf(lists: IndexLists): number {
+  return lists[4].length + lists[6].length;
 }

@@ -2,6 +2,7 @@
 // entries another node pulled; and it tries the pull lock, so that across the fleet one node pulls per interval (the
 // lock lives until the next pull is due). A failed pull changes nothing already enforced: it is recorded, and the lock
 // is kept only for the backoff, after which any node tries again.
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import type { Policy } from '../policy/policy.js';
 import type { FeedMetrics } from '../metrics.js';
@@ -229,8 +230,11 @@ export class FeedRunner {
       return;
     }
     this.raw = raw;
+    const started = performance.now();
     const { view, stats } = this.view(raw);
-    const { added, removed } = await this.o.enforcer.setView(this.name, view, this.applying);
+    const { added, removed, applyMs } = await this.o.enforcer.setView(this.name, view, this.applying);
+    // how long enforcing took here, and how much of it was the firewall's writes (the rest: this node's view, the diff)
+    const ms = Math.round(performance.now() - started);
     const pulledStats = parseStats(record.stats);
     const m = this.o.metrics;
     if (m) {
@@ -240,7 +244,10 @@ export class FeedRunner {
       m.skipped.set({ feed: this.name, why: 'refused' }, stats.refused);
       m.skipped.set({ feed: this.name, why: 'split' }, stats.split);
     }
-    const fields = { version: record.version, entries: view.entries.size, added, removed, refused: stats.refused, split: stats.split, by: record.node, applied: this.applying };
+    const fields = {
+      version: record.version, entries: view.entries.size, added, removed, refused: stats.refused, split: stats.split, by: record.node,
+      applied: this.applying, ms, firewallMs: applyMs,
+    };
     if (added + removed > 0 || !this.applying) this.log.info(fields, 'feed enforced');
     else this.log.debug(fields, 'feed enforced');
   }
