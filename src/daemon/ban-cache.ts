@@ -1,43 +1,46 @@
+import type { IpTarget } from '../net/ip.js';
+
 /**
- * What this node knows is banned, so events from an address already in the kernel set cost no Redis round trip.
- * A hint only: Redis stays the truth (a miss just asks the store). Bounded: past `max` entries the oldest go.
+ * What this node knows is banned, so events from an address already in the kernel set cost no store round trip. A
+ * hint only: the store stays the truth (a miss just asks it). Bounded: past `max` entries the oldest go. Keeps the
+ * parsed target, so what it knows can be re-asserted without parsing text again.
  */
 export class BanCache {
-  private readonly until = new Map<string, number>();
+  private readonly bans = new Map<string, { readonly target: IpTarget; readonly until: number }>();
 
   constructor(private readonly max = 200_000) {}
 
   get size(): number {
-    return this.until.size;
+    return this.bans.size;
   }
 
-  isBanned(address: string, now: number): boolean {
-    const u = this.until.get(address);
-    if (u === undefined) return false;
-    if (u > now) return true;
-    this.until.delete(address);
+  isBanned(text: string, now: number): boolean {
+    const b = this.bans.get(text);
+    if (b === undefined) return false;
+    if (b.until > now) return true;
+    this.bans.delete(text);
     return false;
   }
 
-  set(address: string, until: number): void {
-    this.until.delete(address); // re-insert so Map order stays oldest-first
-    this.until.set(address, until);
-    if (this.until.size > this.max) {
-      const oldest = this.until.keys().next();
-      if (!oldest.done) this.until.delete(oldest.value);
+  set(target: IpTarget, until: number): void {
+    this.bans.delete(target.text); // re-insert so Map order stays oldest-first
+    this.bans.set(target.text, { target, until });
+    if (this.bans.size > this.max) {
+      const oldest = this.bans.keys().next();
+      if (!oldest.done) this.bans.delete(oldest.value);
     }
   }
 
-  delete(address: string): void {
-    this.until.delete(address);
+  delete(target: IpTarget): void {
+    this.bans.delete(target.text);
   }
 
   /** the bans in force, oldest first: what to re-assert when the store cannot be read */
-  *active(now: number): IterableIterator<[address: string, until: number]> {
-    for (const [a, u] of this.until) if (u > now) yield [a, u];
+  *active(now: number): IterableIterator<[target: IpTarget, until: number]> {
+    for (const b of this.bans.values()) if (b.until > now) yield [b.target, b.until];
   }
 
   sweep(now: number): void {
-    for (const [a, u] of this.until) if (u <= now) this.until.delete(a);
+    for (const [text, b] of this.bans) if (b.until <= now) this.bans.delete(text);
   }
 }

@@ -17,7 +17,7 @@ export interface FeedReading {
   readonly count: number;
   /** why the entries could not be read */
   readonly unreadable?: string;
-  /** ms until the next pull may start (the lock's time left); null when one may start now */
+  /** ms until the next pull is due (as the last pull left it); null when one is due now */
   readonly nextPullMs: number | null;
 }
 
@@ -42,7 +42,9 @@ export async function readFeeds(
   const state = new RedisFeedState(client, cfg.redis.keyPrefix, cfg.node.id);
   const out: FeedReading[] = [];
   for (const feed of describeFeeds(cfg.blocklists)) {
-    const [record, nextPullMs] = await Promise.all([state.read(feed.name), state.lockTtl(feed.name)]);
+    const record = await state.read(feed.name);
+    const left = record ? record.next - Date.now() : 0;
+    const nextPullMs = left > 0 ? left : null;
     let entries: FeedEntries | null = null;
     let unreadable: string | undefined;
     if (record?.data && opts.entries) {

@@ -191,7 +191,7 @@ export class FeedRunner {
     }
     const record: FeedRecord = {
       version, data: null, cursor: result.cursor, pulledAt: started, node: this.o.nodeId, failures,
-      error: result.error?.message ?? '', errorAt: 0, stats: JSON.stringify(result.stats),
+      error: result.error?.message ?? '', errorAt: 0, stats: JSON.stringify(result.stats), next: 0,
     };
     await this.adopt(record, result.entries);
   }

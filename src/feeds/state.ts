@@ -25,12 +25,14 @@ export interface FeedRecord {
   readonly errorAt: number;
   /** the last good pull's counts (JSON, see PullStats) */
   readonly stats: string;
+  /** when the next pull is due (ms): when the lock the last pull left ends */
+  readonly next: number;
 }
 
 /** What a pull writes: entries (on success), and the fields that change either way. */
 export interface FeedUpdate {
   readonly data?: Buffer;
-  readonly fields: Partial<Omit<FeedRecord, 'version' | 'data'>>;
+  readonly fields: Partial<Omit<FeedRecord, 'version' | 'data' | 'next'>>;
 }
 
 /** What every node polls: the version (moves with new entries) and the last good pull's time (moves with every one). */
@@ -46,20 +48,21 @@ export interface FeedStateStore {
   /** Takes the pull lock for `leaseMs` if nobody holds it: the token to commit with, or null. */
   tryLock(feed: string, leaseMs: number): Promise<string | null>;
   /**
-   * Writes a pull's outcome if `token` still holds the lock, and keeps the lock `nextInMs` (when the next pull is due).
-   * Resolves with the record's version, or null when the lock was lost (nothing written).
+   * Writes a pull's outcome if `token` still holds the lock, and keeps the lock `nextInMs` (when the next pull is due,
+   * which the record's `next` says). Resolves with the record's version, or null when the lock was lost.
    */
   commit(feed: string, token: string, update: FeedUpdate, nextInMs: number): Promise<number | null>;
-  /** ms until the lock ends (the next pull may start), or null when nobody holds it */
-  lockTtl(feed: string): Promise<number | null>;
 }
 
 /** a feed's record outlives a stopped fleet this long, so a restart a few weeks later still knows APIBAN's last ID */
 export const RECORD_TTL_MS = 30 * 86_400_000;
 
 const FIELDS: Record<keyof Omit<FeedRecord, 'version' | 'data'>, string> = {
-  cursor: 'cursor', pulledAt: 'at', node: 'node', failures: 'fails', error: 'err', errorAt: 'errAt', stats: 'stats',
+  cursor: 'cursor', pulledAt: 'at', node: 'node', failures: 'fails', error: 'err', errorAt: 'errAt', stats: 'stats', next: 'next',
 };
+/** every field of the record as stored, read one HGET each (pipelined into one round trip; HGETALL would need one
+ * more right in the Redis ACL) */
+const STORED = ['v', 'data', ...Object.values(FIELDS)];
 const NUMERIC = new Set(['pulledAt', 'failures', 'errorAt']);
 /** text fields are written by ami-guard, but read back as outside input: bounded */
 const MAX_TEXT = 512;
@@ -94,6 +97,7 @@ export function recordFrom(get: (field: string) => Buffer | string | undefined):
     error: text(FIELDS.error),
     errorAt: num(FIELDS.errorAt),
     stats: text(FIELDS.stats),
+    next: num(FIELDS.next),
   };
 }
 
@@ -141,9 +145,11 @@ export class RedisFeedState implements FeedStateStore {
   }
 
   async read(feed: string): Promise<FeedRecord | null> {
-    const all = await this.client.hgetallBuffer(feedKeys(this.prefix, feed).record);
-    if (Object.keys(all).length === 0) return null;
-    return recordFrom((f) => all[f]);
+    const key = feedKeys(this.prefix, feed).record;
+    const values = await Promise.all(STORED.map((f) => this.client.hgetBuffer(key, f)));
+    if (values.every((v) => v === null)) return null;
+    const byField = new Map(STORED.map((f, i) => [f, values[i] ?? undefined]));
+    return recordFrom((f) => byField.get(f));
   }
 
   async tryLock(feed: string, leaseMs: number): Promise<string | null> {
@@ -163,10 +169,6 @@ export class RedisFeedState implements FeedStateStore {
     return v < 0 ? null : v;
   }
 
-  async lockTtl(feed: string): Promise<number | null> {
-    const ms = await this.client.pttl(feedKeys(this.prefix, feed).lock);
-    return ms >= 0 ? ms : null;
-  }
 }
 
 interface MemoryLock {
@@ -209,16 +211,11 @@ export class MemoryFeedState implements FeedStateStore {
       ...before,
       ...Object.fromEntries(Object.entries(update.fields).filter(([, v]) => v !== undefined)),
       ...(update.data ? { data: Buffer.from(update.data), version: before.version + 1 } : {}),
+      next: this.now() + nextInMs,
     };
     this.records.set(feed, record);
     this.locks.set(feed, { token: lockToken, until: this.now() + nextInMs });
     return Promise.resolve(record.version);
-  }
-
-  lockTtl(feed: string): Promise<number | null> {
-    const held = this.locks.get(feed);
-    const left = held ? held.until - this.now() : 0;
-    return Promise.resolve(left > 0 ? left : null);
   }
 
   /** every feed's record as it stands, for saving the embedded store */

@@ -89,9 +89,9 @@ export async function status(opts: StatusOptions): Promise<number> {
   let feeds: FeedReading[] = [];
   try {
     feeds = await readFeeds(conn.redis!, cfg, { entries: false });
-    const records: unknown[] = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now);
+    const records: unknown[] = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now, () => unreadable++);
     nodes = records.filter(wellFormed);
-    unreadable = records.length - nodes.length;
+    unreadable += records.length - nodes.length;
     for await (const page of activeBanRecords(conn.store, now)) {
       for (const { record } of page) {
         active++;
