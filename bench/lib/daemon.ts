@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { now } from './util.js';
 import { freePort } from '../../test/support/ports.js';
 import { CLI, type LogLine } from '../../test/support/daemon-process.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 export { CLI, freePort, type LogLine };
 
 export interface DaemonOptions {
@@ -44,7 +45,8 @@ export function startDaemon(o: DaemonOptions): Daemon {
   const dir = mkdtempSync(join(tmpdir(), 'agbench-cfg-'));
   const file = join(dir, 'config.json');
   writeFileSync(file, JSON.stringify(o.config, null, 2));
-  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
+  // the heap limits the daemon runs with in production (its shebang, the Dockerfile), so RSS is measured as deployed
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -10,6 +10,7 @@ import { createServer } from 'node:http';
 import { parse } from 'yaml';
 import { envVars, loadConfig } from '../../src/config/load.js';
 import { createNetns } from '../support/netns.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 interface ComposeService {
   image?: string;
@@ -138,6 +139,18 @@ test('Dockerfile: multi-stage, production dependencies only, nftables, a HEALTHC
   assert.match(healthcheck.join(' '), /\/healthz/);
   assert.match(healthcheck.join(' '), new RegExp(`process\\.env\\.AMI_GUARD_HTTP_PORT\\|\\|${defaults.http.port}\\b`));
   assert.ok(envVars().has('AMI_GUARD_HTTP_PORT'));
+});
+
+test('the daemon runs with the heap limits of src/cli/node-flags.ts wherever it is started: the bin shebang, the image', () => {
+  const shebang = readFileSync('src/cli/main.ts', 'utf8').split('\n')[0]!;
+  assert.equal(shebang, `#!/usr/bin/env -S node ${DAEMON_NODE_FLAGS.join(' ')}`);
+  // the compiled bin keeps it, and env -S runs it (coreutils >= 8.30; Debian 12 has 9.1)
+  assert.equal(readFileSync('dist/src/cli/main.js', 'utf8').split('\n')[0], shebang);
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile);
+  assert.ok(entrypoint, 'an exec-form ENTRYPOINT');
+  assert.deepEqual(JSON.parse(entrypoint[1]!), ['node', ...DAEMON_NODE_FLAGS, '/app/dist/src/cli/main.js']);
+  const r = spawnSync('dist/src/cli/main.js', ['--version'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
 });
 
 test('the HEALTHCHECK command exits 0 on a 200 from /healthz on the configured port, 1 on a 503 or no listener', async (t) => {
