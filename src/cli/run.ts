@@ -17,6 +17,10 @@ import type { Store } from '../store/store.js';
 import { RedisStore } from '../store/redis-store.js';
 import { MemoryStore } from '../store/memory-store.js';
 import { FallbackStore } from '../store/fallback-store.js';
+import { lastConnectionError } from '../store/redis-client.js';
+import { StateDir } from '../store/state-file.js';
+import { IdentityFile } from '../store/identity-file.js';
+import { persistEmbeddedStore } from '../store/embedded-state.js';
 import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
 import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
@@ -35,7 +39,7 @@ const WATCHDOG_MARGIN_MS = 2_000;
 
 function openBackends(cfg: AppConfig, policy: Policy, logger: Logger): Backends {
   if (!usesRedis(cfg)) {
-    logger.warn('redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs and nothing survives a restart');
+    logger.warn({ stateDir: cfg.store.stateDir }, 'redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs (its bans, history and trust are kept in store.stateDir)');
   } else {
     logger.info({ redis: describeRedis(cfg) }, 'using Redis');
   }
@@ -54,6 +58,8 @@ function withFallback(cfg: AppConfig, backends: Backends, policy: Policy, logger
     logger,
     metrics,
     maxWriteback: max,
+    where: describeRedis(cfg),
+    lastConnectionError: () => lastConnectionError(redis),
   });
 }
 
@@ -131,6 +137,15 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     return 1;
   }
   const store: Store = withFallback(cfg, backends, policy, logger, metrics);
+  // what outlives a restart (store.stateDir): the embedded store's state, and the identity of the store last seen
+  const stateDir = new StateDir(cfg.store.stateDir, logger);
+  const identity = new IdentityFile(stateDir, logger, backends.redis ? describeRedis(cfg) : 'embedded');
+  await identity.load();
+  const stateWriter = backends.store instanceof MemoryStore
+    ? await persistEmbeddedStore({
+        store: backends.store, dir: stateDir, nodeId: cfg.node.id, logger, onWriteFailure: () => metrics.stateWriteFailures.inc(),
+      })
+    : undefined;
   const fleet = new FleetSync({
     channel: backends.channel,
     origin: originId('daemon'),
@@ -139,7 +154,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall, source, logger, metrics, fleet,
+    policy, store, firewall, source, logger, metrics, fleet, identity,
+    ...(store instanceof FallbackStore ? { fallback: store } : {}),
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
@@ -177,6 +193,12 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       });
     });
   }
+  // a Redis that comes back may be an empty one (restarted without persistence): the daemon checks at once
+  backends.redis?.on('ready', () => {
+    daemon.storeReconnected('redis reconnected').catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, 'could not check the store after Redis reconnected; the next reconciliation does');
+    });
+  });
   // the process that lifted a ban (the CLI) notifies the webhook; each node only counts it
   fleet.on('unban', () => metrics.unbans.inc({ source: 'fleet' }));
   const startedAt = Date.now();
@@ -228,6 +250,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger.error({ err: (err as Error).message }, 'ami-guard could not start');
     await edges.closeListener();
     await store.close().catch(() => undefined);
+    await stateWriter?.close();
     return 1;
   }
 
@@ -247,6 +270,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))
         .then(() => daemon.stop())
+        .finally(() => stateWriter?.close())
         .finally(() => edges.closeNotifier())
         .then(
           () => {

@@ -108,13 +108,13 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   /**
    * Redis could not be reached as the daemon started: events are counted and banned here from the outset, Redis is
    * probed, and once it answers the bans decided meanwhile are written back and the owner reconciles ('recovered'),
-   * as after an outage at run time. False when `err` is not about reaching Redis (a refused command: NOPERM), which
-   * a local store would only hide.
+   * as after an outage at run time. Resolves to why, in words (`Redis at … is unreachable: connection refused`);
+   * undefined when `err` is not about reaching Redis (a refused command: NOPERM), which a local store would only hide.
    */
-  beginOutage(err: unknown): boolean {
-    if (!isUnavailable(err)) return false;
+  beginOutage(err: unknown): string | undefined {
+    if (!isUnavailable(err)) return undefined;
     this.enterFallback(err);
-    return true;
+    return err instanceof RedisUnreachableError ? err.message : new RedisUnreachableError(this.where, this.cause(err)).message;
   }
 
   /**
@@ -339,8 +339,17 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     return this.o.primary.restoreBans(bans, reason, now).catch((err: unknown) => this.fail(err));
   }
 
+  /** With no connection to Redis it fails at once, with the cause, rather than queue behind the reconnect attempts. */
   ping(): Promise<number> {
+    if (!this.o.primaryReady()) {
+      const last = this.o.lastConnectionError?.();
+      return Promise.reject(new RedisUnreachableError(this.where, last === undefined ? 'no connection' : redisCause(last)));
+    }
     return this.o.primary.ping().catch((err: unknown) => this.fail(err));
+  }
+
+  private get where(): string {
+    return this.o.where ?? 'the configured address';
   }
 
   /** why Redis cannot be used, in the project's words (never the library's "max retries per request") */
@@ -351,7 +360,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   /** rethrows `err`, as a RedisUnreachableError when it is about reaching Redis */
   private fail(err: unknown): never {
     if (!isUnavailable(err) || err instanceof RedisUnreachableError) throw err;
-    throw new RedisUnreachableError(this.o.where ?? 'the configured address', this.cause(err));
+    throw new RedisUnreachableError(this.where, this.cause(err));
   }
 
   async close(): Promise<void> {

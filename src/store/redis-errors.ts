@@ -38,7 +38,7 @@ export function redisCause(err: unknown, lastConnectionError?: unknown): string 
     return lastConnectionError !== undefined && lastConnectionError !== err ? redisCause(lastConnectionError) : 'no connection';
   }
   if (typeof e?.code === 'string' && BY_CODE[e.code]) return BY_CODE[e.code]!;
-  if (message === 'Command timed out') return 'no answer in time (redis commands time out after 5 s)';
+  if (message === 'Command timed out') return 'no answer in time (a hung or paused server?)';
   for (const [pattern, words] of BY_REPLY) if (pattern.test(message)) return words;
   // anything else (a TLS refusal says it well: "self-signed certificate in certificate chain") as it is, one line
   const line = message.split('\n')[0]!;
