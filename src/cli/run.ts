@@ -26,6 +26,11 @@ import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
 import { version } from './version.js';
 import { formatDuration } from '../config/duration.js';
+import { FeedEnforcer } from '../feeds/enforcer.js';
+import { Feeds, apibanKey, feedNames } from '../feeds/feeds.js';
+import { MemoryFeedState, RedisFeedState } from '../feeds/state.js';
+import type { Firewall } from '../firewall/firewall.js';
+import type { IpTarget } from '../net/ip.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
@@ -80,7 +85,14 @@ function exitOnEscapedFault(logger: Logger): void {
 export async function runDaemon(cfg: AppConfig): Promise<number> {
   const logger = createLogger(cfg.log.level, undefined, { async: true });
   exitOnEscapedFault(logger);
-  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
+  let key: string;
+  try {
+    key = apibanKey(cfg.blocklists.apiban);
+  } catch (err) {
+    logger.error({ err: (err as Error).message }, 'ami-guard could not start');
+    return 2;
+  }
+  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id }, feeds: feedNames(cfg.blocklists) });
   const policy = new Policy(cfg.policy);
   // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
   const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
@@ -146,6 +158,25 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         store: backends.store, dir: stateDir, nodeId: cfg.node.id, logger, onWriteFailure: () => metrics.stateWriteFailures.inc(),
       })
     : undefined;
+  // community blocklists: their entries share the firewall with the daemon's bans, through the enforcer
+  let feeds: Feeds | undefined;
+  const enforcer = feedNames(cfg.blocklists).length > 0
+    ? new FeedEnforcer(firewall, { logger, beforeReconcile: () => feeds?.rebuild() })
+    : undefined;
+  if (enforcer) {
+    feeds = new Feeds({
+      cfg: cfg.blocklists,
+      widest: cfg.policy.widest,
+      apibanKey: key,
+      state: backends.redis ? new RedisFeedState(backends.redis, cfg.redis.keyPrefix, cfg.node.id) : new MemoryFeedState(cfg.node.id),
+      enforcer,
+      policy,
+      nodeId: cfg.node.id,
+      logger,
+      ...(metrics.feeds ? { metrics: metrics.feeds } : {}),
+    });
+  }
+  const enforced: Firewall = enforcer ?? firewall;
   const fleet = new FleetSync({
     channel: backends.channel,
     origin: originId('daemon'),
@@ -154,8 +185,10 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall, source, logger, metrics, fleet, identity,
+    policy, store, firewall: enforced, source, logger, metrics, fleet, identity,
     ...(store instanceof FallbackStore ? { fallback: store } : {}),
+    // a feed's entry in the kernel sets is not a ban to take into the store
+    ...(enforcer ? { heldElsewhere: (t: IpTarget) => enforcer.feedsHolding(t).length > 0 } : {}),
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
@@ -168,6 +201,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         restore: async () => {
           await firewall.init();
           await daemon.reconcile('nft table restored');
+          // a reconciliation that could not read the store re-applied only the daemon's bans
+          if (enforcer && !enforcer.reconciled) await enforcer.reassert();
           metrics.nftRestores.inc();
         },
       })
@@ -242,7 +277,9 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   );
   try {
     await edges.listen();
+    await feeds?.load();
     await daemon.start();
+    feeds?.start();
     edges.startChecks();
     watchdog?.start();
     status?.start();
@@ -269,6 +306,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       edges.closeListener()
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))
+        .then(() => feeds?.stop())
         .then(() => daemon.stop())
         .finally(() => stateWriter?.close())
         .finally(() => edges.closeNotifier())

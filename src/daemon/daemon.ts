@@ -41,6 +41,11 @@ export interface DaemonOptions {
   readonly identity?: IdentityMemory;
   /** the store's local stand-in, when it has one: the daemon then starts even while the store cannot be reached */
   readonly fallback?: StartFallback;
+  /**
+   * Whether an element of the kernel sets is there for another source (a community blocklist's entry): not a ban of
+   * ours, so never taken into the store from the kernel.
+   */
+  readonly heldElsewhere?: (target: IpTarget) => boolean;
   readonly now?: () => number;
 }
 
@@ -292,7 +297,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     const bans: RestoredBan[] = [];
     for (const e of elements) {
-      if (this.mayBlock(e.target)) bans.push({ target: e.target, until: now + (e.expiresMs ?? MAX_TIMEOUT_S * 1000) });
+      if (this.o.heldElsewhere?.(e.target) || !this.mayBlock(e.target)) continue;
+      bans.push({ target: e.target, until: now + (e.expiresMs ?? MAX_TIMEOUT_S * 1000) });
     }
     return bans;
   }
@@ -346,7 +352,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     const target = e.address;
-    if (this.cache.isBanned(target.text, now)) {
+    if (this.cache.isBanned(target, now)) {
       this.count('s\u0000already-banned');
       return;
     }
@@ -402,7 +408,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (v.type === 'banned') {
         this.announce(v.ban, now);
         this.emit('ban', v.ban);
-      } else if (this.cache.isBanned(target.text, now)) {
+      } else if (this.cache.isBanned(target, now)) {
         continue; // already enforced here
       }
       // banned here now, or elsewhere (another node, or before a restart) and not yet known here
@@ -451,7 +457,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
       return;
     }
-    if (this.cache.isBanned(target.text, this.now()) || this.injectionBans.has(target.text)) {
+    if (this.cache.isBanned(target, this.now()) || this.injectionBans.has(target.text)) {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, already banned`);
       return;
     }
