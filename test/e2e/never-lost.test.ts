@@ -14,10 +14,11 @@ import { bannedInKernel, played } from '../support/bed-wait.js';
 import { createNetns, waitFor } from '../support/netns.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { freePort, getHealth, metric, scrapeMetrics } from '../support/http.js';
-import { indexMembers, publishedBans, readRecord } from '../support/redis-layout.js';
+import { indexMembers, publishedBans, readRecord, recordKey } from '../support/redis-layout.js';
 import { NftFirewall } from '../../src/firewall/nft.js';
 import { parseTarget } from '../../src/net/ip.js';
 import { RedisChannel } from '../../src/fleet/redis-channel.js';
+import { startFeedServer } from '../support/feed-server.js';
 
 const ATTACKER = '198.18.0.11';
 
@@ -130,7 +131,7 @@ test('Redis emptied while the daemon was stopped (FLUSHALL): nothing unbanned, R
   assert.equal(metric(m, 'ami_guard_store_reseeded_bans_total'), 2);
 });
 
-test('Redis restarted empty while the daemon runs: seen as it reconnects, re-seeded, nothing unbanned', async (t) => {
+test('Redis restarted empty while the daemon runs: seen as it reconnects, re-seeded (bans, not blocklist entries), nothing unbanned', async (t) => {
   const cleanup = (fn: () => Promise<void>): void => t.after(fn);
   const redis = await startRedisServer();
   t.after(() => redis.stop());
@@ -139,8 +140,15 @@ test('Redis restarted empty while the daemon runs: seen as it reconnects, re-see
   t.after(() => {
     client.disconnect();
   });
-  const bed = await startBed({ cleanup, recording: 'register-bruteforce', redisUrl: redis.url, keyPrefix: 'nl:', config: { store: { stateDir: stateDir(t) } } });
-  assert.deepEqual(await bed.settle(), [ATTACKER]);
+  // a community blocklist shares the kernel sets: its entry is no ban of ours and is never written into the store
+  const feeds = await startFeedServer();
+  t.after(() => feeds.stop());
+  feeds.setList('voipbl', '198.51.100.60\n');
+  const bed = await startBed({
+    cleanup, recording: 'register-bruteforce', redisUrl: redis.url, keyPrefix: 'nl:',
+    config: { store: { stateDir: stateDir(t) }, blocklists: { lists: [{ name: 'voipbl', url: feeds.listUrl('voipbl'), interval: '1h' }] } },
+  });
+  assert.deepEqual(await bed.settle(), [ATTACKER, '198.51.100.60'].sort());
 
   await redis.crash();
   await redis.restart(); // no persistence: an empty Redis, as after a restart without AOF or RDB
@@ -150,8 +158,9 @@ test('Redis restarted empty while the daemon runs: seen as it reconnects, re-see
   const after = await bed.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store' && l.why === 'redis reconnected', 30_000);
   assert.equal(after.removed, 0);
   assert.deepEqual(removals(bed), []);
-  assert.deepEqual((await bed.elements()).sort(), [MARKER, ATTACKER].sort());
+  assert.deepEqual((await bed.elements()).sort(), [MARKER, ATTACKER, '198.51.100.60'].sort());
   assert.deepEqual((await indexMembers(client, 'nl:')).map((x) => x.address).sort(), [MARKER, ATTACKER].sort());
+  assert.equal(await client.exists(recordKey('nl:', '198.51.100.60')), 0, 'the feed entry is not a ban record');
 
   // the store works on: a new attacker is banned through the re-seeded Redis
   bed.replay.inject(markerEvents(5, '198.51.100.31'));
