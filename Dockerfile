@@ -24,6 +24,10 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY config/example.json ./config/example.json
+# store.stateDir: the embedded store's bans, history and trust, and the identity of the Redis last seen; a volume
+# (docker-compose.yml), since the root filesystem is read-only and a restart must not forget them
+RUN mkdir -m 0700 /var/lib/ami-guard
+VOLUME ["/var/lib/ami-guard"]
 # /metrics and /healthz (http.port; with network_mode: host this is a port of the host)
 EXPOSE 9538
 # healthy = AMI logged in, store answering, nft table in place. No curl in the slim image: node's own fetch. The

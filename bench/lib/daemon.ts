@@ -44,7 +44,9 @@ const ADDRESS = /"address":"([^"]+)"/;
 export function startDaemon(o: DaemonOptions): Daemon {
   const dir = mkdtempSync(join(tmpdir(), 'agbench-cfg-'));
   const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify(o.config, null, 2));
+  // a state directory of its own (never the host's /var/lib/ami-guard), unless the benchmark names one
+  const config = o.config as { store?: { stateDir?: string } };
+  writeFileSync(file, JSON.stringify({ ...config, store: { stateDir: join(dir, 'state'), ...config.store } }, null, 2));
   // the heap limits the daemon runs with in production (its shebang, the Dockerfile), so RSS is measured as deployed
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },

@@ -207,7 +207,7 @@ export class NftFirewall implements Firewall {
 
   async list(): Promise<FirewallElement[]> {
     const entries = await this.readAll(false);
-    return entries.map((e) => ({ address: e.target.text, family: e.target.family, expiresMs: e.expiresMs }));
+    return entries.map((e) => ({ address: e.target.text, target: e.target, family: e.target.family, expiresMs: e.expiresMs }));
   }
 
   async present(): Promise<boolean> {

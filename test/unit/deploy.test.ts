@@ -99,7 +99,12 @@ test('docker-compose.yml: both services hardened, the sidecar waits for a health
   // with every capability dropped, the image's entrypoint cannot chown /data nor switch users: start as redis
   assert.equal(redis!.user, 'redis');
   assert.match(redis!.healthcheck?.test.join(' ') ?? '', /redis-cli -h 127\.0\.0\.1 ping/);
-  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_healthy' } });
+  // started after Redis, never held back by it: without Redis it bans on its local fallback
+  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_started' } });
+  // the state directory on a named volume: the root filesystem is read-only, and a restart must not forget it
+  const state = (guard!.volumes ?? []).find((v) => v.split(':')[1] === defaults.store.stateDir);
+  assert.ok(state && state.split(':')[0]! in (compose.volumes ?? {}), 'a named volume on store.stateDir');
+  assert.match(dockerfile, new RegExp(`^VOLUME \\["${defaults.store.stateDir}"\\]$`, 'm'));
   assert.match(guard!.environment?.AMI_GUARD_NODE_ID ?? '', /^\$\{AMI_GUARD_NODE_ID:\?/);
 });
 
@@ -196,6 +201,9 @@ test('ami-guard.service: hardened, CAP_NET_ADMIN only, and systemd-analyze has n
   assert.equal(one('PrivateTmp'), 'yes');
   assert.deepEqual(one('RestrictAddressFamilies')?.split(' ').sort(), ['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX']);
   assert.equal(keys.get('User'), undefined, 'a DynamicUser, not a named one');
+  // store.stateDir's default, kept by systemd for the DynamicUser across restarts
+  assert.equal(`/var/lib/${one('StateDirectory')}`, defaults.store.stateDir);
+  assert.equal(one('StateDirectoryMode'), '0700');
 
   const verify = spawnSync('systemd-analyze', ['verify', 'scripts/ami-guard.service'], { encoding: 'utf8', timeout: 60_000 });
   if ((verify.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
