@@ -171,6 +171,13 @@ export const schema = {
       default: 100000,
     },
   },
+  control: {
+    socket: {
+      doc: 'Unix socket through which the CLI on this host asks the running daemon (list, show, status, ban, unban), so they work with the embedded store and while Redis is down; mode 0600, so only root and the daemon\'s own user can use it. Empty turns it off.',
+      format: 'socket-path',
+      default: '/run/ami-guard/control.sock',
+    },
+  },
   http: {
     host: { doc: 'Address the HTTP listener (/metrics, /healthz) binds to.', format: 'ip-address', default: '127.0.0.1' },
     port: { doc: 'Port of the HTTP listener; 0 turns it off.', format: 'port', default: 9538 },
@@ -242,6 +249,7 @@ export interface AppConfig {
   };
   nft: { table: string; path: string; netns: string; checkInterval: number };
   pipeline: { maxPending: number };
+  control: { socket: string };
   http: { host: string; port: number };
   notify: { webhook: { url: string; timeout: number; retries: number; queue: number } };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
