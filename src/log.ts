@@ -11,16 +11,35 @@ const REDACT = [
   'config.ami.secret', 'config.redis.url', 'config.redis.password',
 ];
 
+/** the children made from each root logger: pino's children keep the level they were born with */
+const families = new WeakMap<Logger, Set<WeakRef<Logger>>>();
+
 export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream): Logger {
-  return pino(
+  const children = new Set<WeakRef<Logger>>();
+  const root = pino(
     {
       level,
       base: { name: 'ami-guard' },
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      onChild: (child) => {
+        if (children.size >= 256) for (const ref of children) if (!ref.deref()) children.delete(ref);
+        children.add(new WeakRef(child));
+      },
     },
     destination ?? stdoutDestination(),
   );
+  families.set(root, children);
+  return root;
+}
+
+/** Sets the level of a logger made by createLogger and of every child made from it (a reload of log.level). */
+export function setLogLevel(root: Logger, level: LevelWithSilent): void {
+  root.level = level;
+  for (const ref of families.get(root) ?? []) {
+    const child = ref.deref();
+    if (child) child.level = level;
+  }
 }
 
 /** A terminal gets readable lines; anything else (journald, docker logs, a pipe, the tests) one JSON object per line. */

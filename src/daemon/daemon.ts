@@ -86,6 +86,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private intakeStarted = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
+  /** replaced whole by setPolicy (a reload); events decided before keep the decision they got */
+  private policy: Policy;
+  private injectionBantimeMs: number;
   private reconciling: Promise<void> | undefined;
   /**
    * Bans and unbans enforced while a reconciliation is in flight: its transaction replaces the sets with what the
@@ -98,6 +101,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   constructor(private readonly o: DaemonOptions) {
     super();
     this.now = o.now ?? Date.now;
+    this.policy = o.policy;
+    this.injectionBantimeMs = o.injectionBantimeMs;
     this.decider = new StreamDecider(o.policy);
     this.onBatch = this.onBatch.bind(this);
   }
@@ -166,7 +171,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         }
         if (!this.mayBlock(target)) continue;
         bans.push({ target, timeoutMs: b.until - started });
-        this.cache.set(target.text, b.until);
+        this.cache.set(target, b.until);
       }
     }
     return bans;
@@ -254,7 +259,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       // banned here now, or elsewhere (another node, or before a restart) and not yet known here
       const until = v.type === 'banned' ? v.ban.until : v.until;
       if (!this.mayBlock(target)) continue;
-      this.cache.set(target.text, until);
+      this.cache.set(target, until);
       this.journal?.push({ target, until });
       enforce.push({ target, until });
     }
@@ -292,7 +297,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     const target = inj.source;
-    const refusal = this.o.policy.refusal(target);
+    const refusal = this.policy.refusal(target);
     if (refusal) {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
       return;
@@ -304,11 +309,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.o.logger.warn(fields, `AMI injection from ${target.text}: banning it`);
     const now = this.now();
     this.injectionBans.add(target.text);
-    this.o.store.ban({ target, reason: 'injection', durationMs: this.o.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
+    this.o.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
       .then((ban) => {
         this.announce(ban, now);
         this.emit('ban', ban);
-        this.cache.set(target.text, ban.until);
+        this.cache.set(target, ban.until);
         this.journal?.push({ target, until: ban.until });
         void this.addToFirewall([{ target, until: ban.until }]);
       })
@@ -321,7 +326,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   applyBan(target: IpTarget, until: number): void {
     if (until <= this.now() || !this.mayBlock(target)) return;
-    this.cache.set(target.text, until);
+    this.cache.set(target, until);
     this.journal?.push({ target, until });
     void this.addToFirewall([{ target, until }]);
   }
@@ -332,9 +337,30 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     void this.removeFromFirewall([target]);
   }
 
+  /**
+   * A reloaded configuration (SIGHUP): the next event is decided by `policy`. Nothing in flight is lost: events already
+   * folded keep their decision, the store keeps its counts, and bans already enforced stay (one the new ignore list
+   * covers is left out by the next reconciliation, or lifted at once by an unban).
+   */
+  setPolicy(policy: Policy, o: { readonly injectionBantimeMs: number }): void {
+    this.policy = policy;
+    this.decider.policy = policy;
+    this.injectionBantimeMs = o.injectionBantimeMs;
+  }
+
+  /** What this node enforces that covers `target` (its own ban, banned networks containing it), for the control socket. */
+  enforcing(target: IpTarget): Array<{ readonly target: IpTarget; readonly until: number }> {
+    return this.cache.covering(target, this.now());
+  }
+
+  /** Every ban this node enforces, oldest first: what the control socket lists when the store cannot be read. */
+  enforced(): IterableIterator<[address: string, until: number]> {
+    return this.cache.active(this.now());
+  }
+
   /** This node's ignore list holds for every ban, whoever made it; and no ban may cut the host off from itself. */
   private mayBlock(target: IpTarget): boolean {
-    const refusal = this.o.policy.refusal(target);
+    const refusal = this.policy.refusal(target);
     if (refusal) {
       this.o.metrics.skipped.inc({ why: 'ignored' });
       this.o.logger.warn({ address: target.text }, `ban not applied here: ${refusal}`);

@@ -62,6 +62,11 @@ export class FleetSync extends EventEmitter<FleetSyncEvents> implements FleetLin
     });
   }
 
+  /** Tells the fleet about an unban this node has already applied (an operator's, through the control socket). */
+  async publishUnban(address: string): Promise<void> {
+    await this.o.channel.publish({ type: 'unban', address, until: 0, reason: 'manual', node: this.o.nodeId, origin: this.o.origin });
+  }
+
   private apply(m: ReceivedBanMessage): void {
     if (m.origin === this.o.origin || !this.target) return;
     // the channel is shared: whatever is in it is re-parsed like any other outside input

@@ -76,7 +76,7 @@ class ExpiringTable<T> {
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
   private readonly nodeId: string;
-  private readonly policy: PolicyParams;
+  private policy: PolicyParams;
   /** newest first, at most maxretry */
   private readonly windows: ExpiringTable<Failure[]>;
   private readonly bans: ExpiringTable<BanRecord>;
@@ -100,6 +100,11 @@ export class MemoryStore implements Store {
     this.trusted = new ExpiringTable(cap, clock);
     this.sweeper = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
+  }
+
+  /** A reloaded policy (SIGHUP): the next decision uses it; windows, bans and history stay as they are. */
+  setPolicy(params: PolicyParams): void {
+    this.policy = checkPolicy(params);
   }
 
   /** current entries per table, for metrics and tests */

@@ -31,8 +31,8 @@ export class RedisStore implements Store {
   private readonly keys: KeySpace;
   private readonly scripts: StoreScripts;
   private readonly nodeId: string;
-  private readonly policy: PolicyParams;
-  private readonly fixedBanArgs: readonly Arg[];
+  private policy: PolicyParams;
+  private fixedBanArgs: readonly Arg[];
 
   constructor(opts: RedisStoreOptions) {
     this.client = opts.client;
@@ -41,6 +41,13 @@ export class RedisStore implements Store {
     this.nodeId = opts.nodeId;
     this.policy = checkPolicy(opts.policy);
     this.fixedBanArgs = banBlock(banRule(this.policy, this.nodeId));
+  }
+
+  /** A reloaded policy (SIGHUP): the next script call carries it; what Redis holds stays as it is. */
+  setPolicy(params: PolicyParams): void {
+    const policy = checkPolicy(params);
+    this.fixedBanArgs = banBlock(banRule(policy, this.nodeId));
+    this.policy = policy;
   }
 
   async recordFailure(input: FailureInput): Promise<FailureVerdict> {
