@@ -43,7 +43,9 @@ const ADDRESS = /"address":"([^"]+)"/;
 export function startDaemon(o: DaemonOptions): Daemon {
   const dir = mkdtempSync(join(tmpdir(), 'agbench-cfg-'));
   const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify(o.config, null, 2));
+  // a control socket of its own: two daemons of a bench (fleet) must not meet at /run/ami-guard/control.sock
+  const config = { control: { socket: join(dir, 'control.sock') }, ...(o.config as Record<string, unknown>) };
+  writeFileSync(file, JSON.stringify(config, null, 2));
   const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],

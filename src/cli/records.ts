@@ -5,6 +5,20 @@ import type { BanRecord, Store } from '../store/store.js';
 export interface ActiveBanEntry {
   readonly target: IpTarget;
   readonly record: BanRecord;
+  /**
+   * false: a ban the daemon enforces whose record cannot be read now (Redis is down and it was made before); only its
+   * end is true, the rest of `record` is blank
+   */
+  readonly known?: false;
+}
+
+/** A ban known only by its end: see ActiveBanEntry.known. */
+export function enforcedOnly(target: IpTarget, until: number): ActiveBanEntry {
+  return {
+    target,
+    known: false,
+    record: { address: target.text, reason: '', kinds: {}, count: 0, firstSeen: 0, lastSeen: 0, bannedAt: 0, until, node: '', previousBans: 0 },
+  };
 }
 
 /**
