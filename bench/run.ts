@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { requireNetnsTools } from '../test/support/netns.js';
 import { fail2ban } from './benchmarks/fail2ban.js';
 import { fleet } from './benchmarks/fleet.js';
+import { flood } from './benchmarks/flood.js';
 import { latency } from './benchmarks/latency.js';
 import { parse } from './benchmarks/parse.js';
 import { profile } from './benchmarks/profile.js';
@@ -22,12 +23,16 @@ import { Cleanups, MAX_ATTACKERS, round, sleep } from './lib/util.js';
 
 /** in the order they run by default: parse and throughput before fail2ban, which quotes them */
 const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, store, fail2ban, fleet, profile];
+/** run only when named: they need something outside the machine's own (a live AMI endpoint) */
+const ON_REQUEST: readonly Benchmark[] = [flood];
 /** benchmarks that need root, nft and namespaces */
 const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'fleet', 'profile']);
 /** AGBENCH_RESULTS: write somewhere else (experiments that must not replace the figures of record) */
 const RESULTS = process.env['AGBENCH_RESULTS'] ?? join(process.cwd(), 'bench/results/latest.json');
 
-const DEFAULTS: Options = { events: 1_000_000, addresses: 100_000, bans: 1000, reconcileBans: 100_000, f2bLines: 200_000, fleetBans: 500 };
+const DEFAULTS: Options = { events: 1_000_000, addresses: 100_000, bans: 1000, reconcileBans: 100_000, f2bLines: 200_000, fleetBans: 500, seconds: 60 };
+/** options that take text */
+const TEXT_OPTIONS: Record<string, 'ami' | 'amiUser' | 'amiSecret' | 'netns' | 'load'> = { ami: 'ami', 'ami-user': 'amiUser', 'ami-secret': 'amiSecret', netns: 'netns', load: 'load' };
 /** a machine using more than this many cores before a benchmark starts is busy with something else */
 const QUIET_CORES = 0.3;
 let quietWaitS = 180;
@@ -35,20 +40,27 @@ let quietWaitS = 180;
 function usage(): string {
   return `usage: npm run bench [-- [${ALL.map((b) => b.name).join('|')}]... [--events=N] [--addresses=N] [--bans=N] ` +
     `[--reconcile-bans=N] [--f2b-lines=N] [--fleet-bans=N] [--quiet-wait=SECONDS]]\n` +
-    ALL.map((b) => `  ${b.name.padEnd(11)} ${b.title} (limit ${b.timeoutMs / 1000} s)`).join('\n');
+    `       npm run bench -- flood --ami=HOST:PORT [--ami-user=U] [--ami-secret=S] [--netns=NS] [--load=CMD | --seconds=N]\n` +
+    [...ALL, ...ON_REQUEST].map((b) => `  ${b.name.padEnd(11)} ${b.title} (limit ${b.timeoutMs / 1000} s)`).join('\n');
 }
 
 function parseArgs(argv: string[]): { names: string[]; opts: Options } {
   const names: string[] = [];
-  const o: Record<string, number> = { ...DEFAULTS };
+  const o: Record<string, number> = { ...(DEFAULTS as unknown as Record<string, number>) };
   const keys: Record<string, keyof Options> = {
     events: 'events', addresses: 'addresses', bans: 'bans', 'reconcile-bans': 'reconcileBans', 'f2b-lines': 'f2bLines',
-    'fleet-bans': 'fleetBans',
+    'fleet-bans': 'fleetBans', seconds: 'seconds',
   };
+  const text: Record<string, string> = {};
   for (const a of argv) {
     if (a === '--help' || a === '-h') {
       process.stdout.write(`${usage()}\n`);
       process.exit(0);
+    }
+    const t = /^--([a-z0-9-]+)=(.+)$/.exec(a);
+    if (t && TEXT_OPTIONS[t[1]!]) {
+      text[TEXT_OPTIONS[t[1]!]!] = t[2]!;
+      continue;
     }
     const m = /^--([a-z0-9-]+)=(\d+)$/.exec(a);
     if (m && m[1] === 'quiet-wait') {
@@ -62,10 +74,10 @@ function parseArgs(argv: string[]): { names: string[]; opts: Options } {
       continue;
     }
     if (a.startsWith('-')) throw new Error(`unknown option ${a}\n${usage()}`);
-    if (!ALL.some((b) => b.name === a)) throw new Error(`unknown benchmark ${a}\n${usage()}`);
+    if (![...ALL, ...ON_REQUEST].some((b) => b.name === a)) throw new Error(`unknown benchmark ${a}\n${usage()}`);
     names.push(a);
   }
-  const opts = o as unknown as Options;
+  const opts = { ...o, ...text } as unknown as Options;
   if (opts.addresses < 1 || opts.addresses > MAX_ATTACKERS) throw new Error(`--addresses must be 1..${MAX_ATTACKERS}`);
   if (opts.reconcileBans > MAX_ATTACKERS) throw new Error(`--reconcile-bans must be ≤ ${MAX_ATTACKERS}`);
   if (opts.bans > MAX_ATTACKERS || opts.fleetBans > MAX_ATTACKERS) throw new Error(`--bans and --fleet-bans must be ≤ ${MAX_ATTACKERS}`);
@@ -166,7 +178,7 @@ function table(entries: Array<[string, Entry]>): string {
 
 async function main(): Promise<number> {
   const { names, opts } = parseArgs(process.argv.slice(2));
-  const selected = names.length ? ALL.filter((b) => names.includes(b.name)) : ALL;
+  const selected = names.length ? [...ALL, ...ON_REQUEST].filter((b) => names.includes(b.name)) : ALL;
   const m = machine();
   process.stderr.write(`machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}, ` +
     `redis ${m.redis}, ${m.nft}; load ${m.loadavgAtStart}; commit ${m.commit}${m.srcDirty ? ' + uncommitted changes' : ''}\n`);

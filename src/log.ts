@@ -11,10 +11,27 @@ const REDACT = [
   'config.ami.secret', 'config.redis.url', 'config.redis.password',
 ];
 
+export interface LoggerOptions {
+  /**
+   * Write asynchronously (the daemon): a ban line costs the hot path a buffer append, not a write() to a pipe that
+   * journald or docker may be slow to drain. Lines are flushed on exit; past `MAX_BUFFERED` a burst drops lines rather
+   * than memory (counted by droppedLines()).
+   */
+  readonly async?: boolean;
+}
+
+const MAX_BUFFERED = 32 * 1024 * 1024;
+let dropped = 0;
+
+/** Log lines dropped since start because the output could not keep up (async loggers only). */
+export function droppedLines(): number {
+  return dropped;
+}
+
 /** the children made from each root logger: pino's children keep the level they were born with */
 const families = new WeakMap<Logger, Set<WeakRef<Logger>>>();
 
-export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream): Logger {
+export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream, options: LoggerOptions = {}): Logger {
   const children = new Set<WeakRef<Logger>>();
   const root = pino(
     {
@@ -27,7 +44,7 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: Node
         children.add(new WeakRef(child));
       },
     },
-    destination ?? stdoutDestination(),
+    destination ?? (options.async && !process.stdout.isTTY ? asyncStdout() : stdoutDestination()),
   );
   families.set(root, children);
   return root;
@@ -40,6 +57,15 @@ export function setLogLevel(root: Logger, level: LevelWithSilent): void {
     const child = ref.deref();
     if (child) child.level = level;
   }
+}
+
+function asyncStdout(): NodeJS.WritableStream {
+  // pino registers the stream to be flushed synchronously on exit
+  const dest = pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_BUFFERED });
+  dest.on('drop', () => {
+    dropped++;
+  });
+  return dest as unknown as NodeJS.WritableStream;
 }
 
 /** A terminal gets readable lines; anything else (journald, docker logs, a pipe, the tests) one JSON object per line. */

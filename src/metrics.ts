@@ -129,7 +129,12 @@ export class Metrics {
   });
   readonly shed = new Counter({
     name: 'ami_guard_events_shed_total',
-    help: 'Failure events dropped because too many were waiting for the store',
+    help: 'Failure events dropped because too many distinct addresses were waiting for the store (pipeline.maxPending)',
+    registers: [this.registry],
+  });
+  readonly logDropped = new Counter({
+    name: 'ami_guard_log_lines_dropped_total',
+    help: 'Log lines dropped because the log output (journald, docker, a pipe) could not keep up with a burst',
     registers: [this.registry],
   });
   readonly bans = new FixedLabelCounter(this.registry, {

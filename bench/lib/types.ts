@@ -32,6 +32,13 @@ export interface Options {
   readonly f2bLines: number;
   /** bans timed by the fleet benchmark */
   readonly fleetBans: number;
+  /** flood: the AMI endpoint (HOST:PORT), its account, the namespace it lives in, a load command, the observation time */
+  readonly ami?: string;
+  readonly amiUser?: string;
+  readonly amiSecret?: string;
+  readonly netns?: string;
+  readonly load?: string;
+  readonly seconds: number;
 }
 
 export interface BenchContext {

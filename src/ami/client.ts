@@ -227,6 +227,7 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   }
 
   #frame(s: Session, f: FrameView): void {
+    if (s !== this.#session) return; // the rest of a read whose session was torn down by an earlier frame of it
     this.#lastMessageAt = performance.now();
     this.#lastMessageWall = Date.now();
     if (!s.greeted) {

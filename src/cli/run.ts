@@ -1,6 +1,6 @@
 // `ami-guard run`: builds the daemon from the configuration and keeps it running until SIGTERM/SIGINT.
 import type { AppConfig } from '../config/schema.js';
-import { createLogger, setLogLevel, type Logger } from '../log.js';
+import { createLogger, droppedLines, setLogLevel, type Logger } from '../log.js';
 import { Metrics, counterTotal } from '../metrics.js';
 import { Policy } from '../policy/policy.js';
 import { learnHost } from '../policy/never-ban.js';
@@ -89,7 +89,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
     if (reloader) void reloader.reload();
     else hupWaiting = true;
   });
-  const logger = createLogger(cfg.log.level);
+  const logger = createLogger(cfg.log.level, undefined, { async: true });
   exitOnEscapedFault(logger);
   const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
   let policy = new Policy(cfg.policy);
@@ -106,7 +106,11 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   let daemon!: Daemon;
   const intake = new Intake((batch) => daemon.onBatch(batch));
   const invalidSeen = new Map<string, number>();
+  let droppedSeen = 0;
   metrics.onScrape(() => {
+    const dropped = droppedLines();
+    if (dropped > droppedSeen) metrics.logDropped.inc(dropped - droppedSeen);
+    droppedSeen = dropped;
     // the intake keeps plain tallies on its hot path; the counter catches up just before each scrape
     for (const [reason, n] of Object.entries(intake.counters.invalid)) {
       const delta = n - (invalidSeen.get(reason) ?? 0);
