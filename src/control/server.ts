@@ -39,8 +39,11 @@ export class ControlServer {
   private readonly conns = new Set<Socket>();
   private inode: number | undefined;
   private lastRefusalLog = 0;
+  private readonly log: Logger;
 
-  constructor(private readonly o: ControlServerOptions) {}
+  constructor(private readonly o: ControlServerOptions) {
+    this.log = o.logger.child({ component: 'control' });
+  }
 
   get path(): string {
     return this.o.path;
@@ -78,9 +81,9 @@ export class ControlServer {
     });
     await chmod(path, 0o600);
     this.inode = (await lstat(path)).ino;
-    server.on('error', (err) => this.o.logger.warn({ err: err.message }, 'control socket error'));
+    server.on('error', (err) => this.log.warn({ err: err.message }, 'control socket error'));
     this.server = server;
-    this.o.logger.info({ socket: path }, 'control socket listening');
+    this.log.info({ socket: path }, 'control socket listening');
   }
 
   /** Stops accepting, cuts the connections still open, and removes the socket (only if it is still ours). */
@@ -147,13 +150,14 @@ export class ControlServer {
         return conn.destroyed;
       },
     };
+    this.log.debug({ verb: req.verb }, 'control request');
     let answer: ControlAnswer;
     try {
       answer = { ok: true, result: await this.o.handler.handle(req, out) };
     } catch (err) {
       const refused = err instanceof RequestError;
       answer = { ok: false, error: (err as Error).message, usage: refused && err.usage };
-      if (!refused) this.o.logger.warn({ verb: req.verb, err: (err as Error).message }, 'control request failed');
+      if (!refused) this.log.warn({ verb: req.verb, err: (err as Error).message }, 'control request failed');
     }
     if (conn.destroyed) return;
     await write(conn, `${JSON.stringify(answer)}\n`);
@@ -165,7 +169,7 @@ export class ControlServer {
     const now = Date.now();
     if (now - this.lastRefusalLog >= REFUSAL_LOG_INTERVAL_MS) {
       this.lastRefusalLog = now;
-      this.o.logger.warn({ why }, 'control request refused');
+      this.log.warn({ why }, 'control request refused');
     }
     if (conn.destroyed) return;
     const answer: ControlAnswer = { ok: false, error: why, usage: true };
