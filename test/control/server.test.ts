@@ -2,9 +2,9 @@
 // client's view of a daemon that is absent or out of reach. The verbs behind it are the daemon's (test/e2e/control).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ControlServer, type ControlHandler } from '../../src/control/server.js';
@@ -223,4 +223,35 @@ test('parseRequest builds parsed targets and inert notes', () => {
   assert.equal(r.durationMs, 60_000);
   assert.equal(r.note, 'a [31mb c');
   assert.equal(encodeRequest({ verb: 'show', target: parseTarget('10.1.2.3')! }), '{"v":1,"verb":"show","target":"10.1.2.3"}\n');
+});
+
+test('root reaches the socket of a daemon that runs as another user (the unit\'s DynamicUser)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ag-ctl-dyn-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o755);
+  const runtime = join(dir, 'ami-guard');
+  const path = join(runtime, 'control.sock');
+  const script = `
+    import { ControlServer } from '${process.cwd()}/dist/src/control/server.js';
+    import { createLogger } from '${process.cwd()}/dist/src/log.js';
+    const s = new ControlServer({ path: ${JSON.stringify(path)}, logger: createLogger('silent'), handler: { handle: async () => ({ uid: process.getuid() }) } });
+    await s.listen();
+    console.log('listening');
+    process.stdin.on('end', () => s.close().then(() => process.exit(0)));
+    process.stdin.resume();`;
+  // the runtime directory is the daemon user's (systemd's RuntimeDirectory does the same), the socket its own
+  mkdirSync(runtime, { mode: 0o700 });
+  chownSync(runtime, 65534, 65534);
+  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => child.stdin.end());
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`the daemon-like child exited (${code})`)));
+  });
+  const st = statSync(path);
+  assert.equal(st.uid, 65534);
+  assert.equal(st.mode & 0o777, 0o600);
+  const sock = await connectControl(path);
+  assert.ok(sock, 'root connects');
+  assert.deepEqual(await request(sock, { verb: 'status' }), { uid: 65534 });
 });
