@@ -276,7 +276,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   );
   try {
     await edges.listen();
-    await control?.server.listen();
+    await control?.listen();
     await daemon.start();
     edges.startChecks();
     watchdog?.start();
@@ -285,7 +285,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   } catch (err) {
     logger.error({ err: (err as Error).message }, 'ami-guard could not start');
     await edges.closeListener();
-    await control?.server.close();
+    await control?.close();
     await store.close().catch(() => undefined);
     return 1;
   }
@@ -303,7 +303,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
       }, SHUTDOWN_DEADLINE_MS);
       deadline.unref();
       clearInterval(hostTimer);
-      Promise.all([edges.closeListener(), control?.server.close()])
+      Promise.all([edges.closeListener(), control?.close()])
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))
         .then(() => daemon.stop())

@@ -34,6 +34,9 @@ export interface ControlServerOptions {
 
 const REFUSAL_LOG_INTERVAL_MS = 5_000;
 
+/** Another daemon answers on the socket: two daemons on one host would fight over one nft table. */
+export class ControlSocketInUse extends Error {}
+
 export class ControlServer {
   private server: Server | undefined;
   private readonly conns = new Set<Socket>();
@@ -52,7 +55,10 @@ export class ControlServer {
   /** Binds the socket; fails at once (the daemon does not start) when another daemon holds it or the path is taken. */
   async listen(): Promise<void> {
     const path = this.o.path;
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    // its own directory only (/run/ami-guard): a recursive mkdir can spin for ever where nothing may be made (/proc)
+    await mkdir(dirname(path), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
     const existing = await lstat(path).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined;
       throw err;
@@ -60,7 +66,7 @@ export class ControlServer {
     if (existing) {
       if (!existing.isSocket()) throw new Error(`control socket ${path}: the path exists and is not a socket; remove it or set control.socket`);
       if (await answers(path)) {
-        throw new Error(`control socket ${path}: another ami-guard daemon is listening there; stop it, or give this one another control.socket`);
+        throw new ControlSocketInUse(`control socket ${path}: another ami-guard daemon is listening there; stop it, or give this one another control.socket`);
       }
       await unlink(path); // left behind by a daemon that was killed
     }

@@ -229,3 +229,14 @@ test('the daemon refuses hostile requests on its socket and keeps serving; anoth
   await waitFor('a ban after all that', async () => ((await bed.elements()).includes('192.0.2.251') ? true : undefined));
   assert.ok((await bed.elements()).includes(MARKER));
 });
+
+test('a control socket that cannot be made is logged, and the daemon protects the PBX without it', async (t) => {
+  // /proc takes no directories: like a read-only /run in a container without its tmpfs
+  const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'register-bruteforce', config: { control: { socket: '/proc/ami-guard-test/control.sock' } } });
+  assert.deepEqual(await bed.settle(), ['198.18.0.11']);
+  const logged = await bed.daemon.waitForLog((l) => l.msg === 'control socket unavailable: running without it; the CLI on this host cannot reach this daemon');
+  assert.equal(logged.level, 50);
+  const r = await cli(['list', '--config', bed.configFile]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /no ami-guard daemon runs on this host \(nothing listens on \/proc\/ami-guard-test\/control\.sock\) and no Redis is configured/);
+});
