@@ -52,6 +52,15 @@ export interface DaemonVerbsOptions {
   readonly now?: () => number;
 }
 
+/** Why a write did not reach the store, in this project's words (the library's own message follows, for the detail). */
+function storeFailure(err: unknown, fallback: LocalFallback | undefined): string {
+  const detail = String((err as Error).message ?? err).split('\n')[0]!.slice(0, 200);
+  if (!isUnavailable(err)) return `the store refused it: ${detail}`;
+  return fallback
+    ? `the store could not be written (${detail})`
+    : `Redis cannot be reached and the local fallback is off (redis.fallback.maxAddresses 0): nothing was recorded (${detail})`;
+}
+
 /** What a read answers from while the store cannot be read: said in every such answer. */
 function degradedNote(why: string): string {
   return `the store cannot be read (${why}): this answer comes from what this daemon enforces and decided since Redis went away`;
@@ -200,7 +209,7 @@ export class DaemonVerbs implements ControlHandler {
     } catch (err) {
       await this.o.commit();
       if (err instanceof RangeError || err instanceof TypeError) throw new RequestError((err as Error).message);
-      throw new Error(`${done.length ? `banned ${done.map((b) => b.address).join(', ')}; then ` : ''}${(err as Error).message}`);
+      throw new Error(`${done.length ? `banned ${done.map((b) => b.address).join(', ')}; then ` : ''}${storeFailure(err, this.o.fallback)}`);
     }
     await this.o.commit();
     return { bans: done, ...(local ? { note: 'Redis unreachable: kept in the local fallback store and written back to Redis when it answers' } : {}) };
@@ -211,7 +220,14 @@ export class DaemonVerbs implements ControlHandler {
     let deferred = false;
     for (const target of targets) {
       const covering = this.o.daemon.enforcing(target);
-      const stored = await this.o.store.unban(target);
+      let stored: boolean;
+      try {
+        stored = await this.o.store.unban(target);
+      } catch (err) {
+        await this.o.commit();
+        const lifted = results.filter((r) => r.wasBanned).map((r) => r.address);
+        throw new Error(`${lifted.length ? `unbanned ${lifted.join(', ')}; then ` : ''}${storeFailure(err, this.o.fallback)}`);
+      }
       const wasBanned = stored || covering.some((c) => c.target.text === target.text);
       this.o.daemon.applyUnban(target);
       if (this.o.fallback && !this.o.fallback.reachable()) {
