@@ -1,5 +1,6 @@
 # ami-guard sidecar. Build stage compiles TypeScript with the dev dependencies; the runtime stage has production
-# dependencies only, plus nftables. It runs as root only because nft needs CAP_NET_ADMIN: run it with
+# dependencies only, plus nftables and python3 (the persistent nft writer: a small helper on libnftables). It runs
+# as root only because nft needs CAP_NET_ADMIN: run it with
 # network_mode: host and cap_add: [NET_ADMIN], nothing more.
 #
 # Node 26, the Active LTS line since October 2026 (Node 20 reached its end of life in April 2026), on Debian 13
@@ -15,7 +16,7 @@ RUN npx tsc -p tsconfig.build.json && node scripts/copy-assets.mjs
 
 FROM node:26-trixie-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables \
+ && apt-get install -y --no-install-recommends nftables python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

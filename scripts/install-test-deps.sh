@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nft >/dev/null || missing+=(nftables)
+# the daemon's persistent nft writer runs on Debian's python3 (not a python3 earlier in PATH) with libnftables1
+[[ -x /usr/bin/python3 ]] || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v conntrack >/dev/null || missing+=(conntrack) # a test checks a ban also stops a flow conntrack holds

@@ -187,6 +187,11 @@ export class Metrics {
     help: 'nft writes (bans, unbans) that failed and were tried again',
     registers: [this.registry],
   });
+  readonly nftWriterRestarts = new Counter({
+    name: 'ami_guard_nft_writer_restarts_total',
+    help: 'Times the persistent nft writer child died or was killed and was started again (the batch it held is sent again)',
+    registers: [this.registry],
+  });
   readonly nftRestores = new Counter({
     name: 'ami_guard_nft_restores_total',
     help: 'Times our nft table or its bans were found removed by someone else and put back',

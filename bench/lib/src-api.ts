@@ -9,6 +9,7 @@ import { createLogger } from '../../src/log.js';
 import { Intake } from '../../src/events/intake.js';
 import { NftFirewall } from '../../src/firewall/nft.js';
 import { NftScript } from '../../src/firewall/nft-script.js';
+import { NftWriter } from '../../src/firewall/nft-writer.js';
 import { parseAddress, parseTarget } from '../../src/net/ip.js';
 import { Policy } from '../../src/policy/policy.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
@@ -114,10 +115,13 @@ export interface BenchFirewall {
   shutdown(): Promise<void>;
 }
 
-/** The daemon's NftFirewall on our table inside `netns`. */
-export function nftFirewall(netns: string): BenchFirewall {
+/**
+ * The daemon's NftFirewall on our table inside `netns`: with the persistent nft writer as `ami-guard run` builds
+ * it (`persistent`), or spawning nft per batch (the CLI's way, and `nft.writer: spawn`).
+ */
+export function nftFirewall(netns: string, persistent = false): BenchFirewall {
   const Ctor = NftFirewall as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
-  const f = new Ctor({ table: 'ami_guard', netns });
+  const f = new Ctor({ table: 'ami_guard', netns, persistent });
   return {
     init: () => f['init']!.call(f) as Promise<void>,
     add: (address, timeoutMs) => f['add']!.call(f, [{ target: address, timeoutMs }]) as Promise<void>,
@@ -140,4 +144,21 @@ export function parseTargetText(text: string): unknown {
   const t = parseTarget(text);
   if (!t) throw new Error(`not a target: ${text}`);
   return t;
+}
+
+export interface BenchWriter {
+  apply(script: string): Promise<void>;
+  /** a read command's text output (`stateless`: addresses without expiry, as a restart's first reconciliation reads) */
+  list(command: string[], output: { stateless?: boolean; json?: boolean }): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** The daemon's persistent nft writer (one libnftables child) inside `netns`. */
+export function nftWriter(netns: string): BenchWriter {
+  const w = new (NftWriter as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>)({ netns });
+  return {
+    apply: (script) => w['apply']!.call(w, script) as Promise<void>,
+    list: (command, output) => w['list']!.call(w, command, output) as Promise<string>,
+    close: () => w['close']!.call(w) as Promise<void>,
+  };
 }

@@ -30,6 +30,12 @@ export interface AmiClientOptions {
   pingTimeoutMs?: number;
   /** TCP connect, greeting and login must finish within this, or the attempt counts as failed */
   loginTimeoutMs?: number;
+  /**
+   * Sees every message read from Asterisk, in order, as the frame reader delimits it: each connection's greeting,
+   * the replies to our own actions, events (`ami-guard record`). Never what we send. The view is valid only during
+   * the call.
+   */
+  tap?: (frame: FrameView) => void;
   backoff?: Partial<BackoffOptions>;
   logger: Logger;
 }
@@ -110,6 +116,7 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   readonly #port: number;
   readonly #username: string;
   readonly #sink: FrameSink;
+  readonly #tap: ((frame: FrameView) => void) | undefined;
   readonly #pingIntervalMs: number;
   readonly #pingTimeoutMs: number;
   readonly #loginTimeoutMs: number;
@@ -149,6 +156,7 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     this.#username = username;
     this.#secret = secret;
     this.#sink = options.sink;
+    this.#tap = options.tap;
     this.#pingIntervalMs = positive('pingIntervalMs', options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
     this.#pingTimeoutMs = positive('pingTimeoutMs', options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS);
     this.#loginTimeoutMs = positive('loginTimeoutMs', options.loginTimeoutMs ?? DEFAULT_LOGIN_TIMEOUT_MS);
@@ -177,7 +185,8 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     const s = this.#session;
     if (!s) return;
     const closed = new Promise<void>((resolve) => (s.closed ? resolve() : s.socket.once('close', () => resolve())));
-    if (s.loggedIn) this.#send(s, [['Action', 'Logoff']]);
+    // with an ActionID of ours: Asterisk's `Response: Goodbye` is then our reply, not a forged one in the stream
+    if (s.loggedIn) this.#action(s, 'Logoff', [], () => undefined);
     s.socket.end();
     await withDeadline(closed, STOP_TIMEOUT_MS);
     s.socket.destroy();
@@ -233,9 +242,11 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     if (!s.greeted) {
       if (!f.banner) return this.#lost(s, 'protocol', 'the first line was not an AMI greeting');
       s.greeted = true;
+      this.#tap?.(f);
       this.#login(s);
       return;
     }
+    this.#tap?.(f);
     // A reply to one of our actions: its ActionID is ours and random. Anything else that looks like a reply was
     // written by someone else and goes to the sink with the events.
     if (isReply(f)) {

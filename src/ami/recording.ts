@@ -1,6 +1,6 @@
 // Recorded AMI sessions (test/fixtures/ami, captures from the field, `ami-guard record`): `.jsonl` with one
 // `{t_ms, conn, raw}` record per message, or `.ami` with the raw bytes. Read through the same frame reader as the live
-// socket, so a replay sees exactly what the daemon would.
+// socket, so a replay sees exactly what the daemon would; written here too, by `ami-guard record`.
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
@@ -100,7 +100,17 @@ export async function readRecording(
   }
 }
 
-function recordingKind(path: string): 'jsonl' | 'ami' {
+/**
+ * One message as a recording holds it: a `.jsonl` line `{"t_ms": …, "conn": …, "raw": …}` (as the fixtures are
+ * written; raw is decoded as UTF-8, so an invalid byte becomes U+FFFD), or for `.ami` the message's exact bytes.
+ */
+export function recordOf(kind: 'jsonl' | 'ami', f: FrameView, tMs: number, conn: number): Buffer | string {
+  if (kind === 'jsonl') return `{"t_ms": ${Math.round(tMs)}, "conn": ${conn}, "raw": ${JSON.stringify(frameText(f))}}\n`;
+  const end = f.ends[f.lines - 1]! + (f.banner ? 2 : 4);
+  return Buffer.from(f.bytes.subarray(f.starts[0]!, end)); // a copy: the view's bytes are the reader's
+}
+
+export function recordingKind(path: string): 'jsonl' | 'ami' {
   if (path.endsWith('.jsonl')) return 'jsonl';
   if (path.endsWith('.ami')) return 'ami';
   throw new Error(`${path}: unknown recording type (expected .jsonl or .ami)`);

@@ -12,6 +12,7 @@ import { list } from './commands/list.js';
 import { show } from './commands/show.js';
 import { status } from './commands/status.js';
 import { replay } from './commands/replay.js';
+import { record } from './commands/record.js';
 import { ORIGINS, SORT_KEYS, collectList } from './ban-query.js';
 import { LABEL_VALUES } from '../metrics.js';
 
@@ -92,10 +93,16 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('--json', 'machine-readable output')
     .action((opts) => setResult(status(opts)));
 
-  withConfig(root.command('replay').description('dry run: what the current policy would ban in a recorded AMI stream'))
-    .argument('<file>', 'a recording: .ami (raw AMI bytes) or .jsonl (one {t_ms, conn, raw} per message)')
-    .option('--json', 'machine-readable output')
+  withConfig(root.command('replay').description('dry run: what the current policy would ban in a recorded AMI stream or in Asterisk\'s security log'))
+    .argument('<file>', 'a recording (.ami raw AMI bytes, .jsonl one {t_ms, conn, raw} per message) or a security.log (also gzipped; - reads stdin)')
+    .option('-v, --verbose', 'show every event and the decision taken on it')
+    .option('--json', 'machine-readable output (with --verbose: one JSON object per line, the report last)')
     .action((file: string, opts) => setResult(replay([file], opts)));
+
+  withConfig(root.command('record').description('capture the live AMI stream to a file, for a later replay'))
+    .argument('<file>', 'a new file: .jsonl (one {t_ms, conn, raw} per message) or .ami (the raw bytes)')
+    .option('--duration <duration>', 'stop after this long, e.g. 90s, 10m, 1h (default: until Ctrl-C)')
+    .action((file: string, opts) => setResult(record([file], opts)));
 
   for (const cmd of root.commands) cmd.exitOverride();
   return root;
@@ -117,6 +124,12 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
 }
+
+// a reader that went away (`ami-guard replay -v log | head`) ends the command quietly, not with a stack trace
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(EXIT_OK);
+  throw err;
+});
 
 main(process.argv).then(
   (code) => {

@@ -99,7 +99,11 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   });
   await learn();
   const hostTimer = setInterval(() => void learn(), HOST_REFRESH_MS).unref();
-  const nft = new NftFirewall({ table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger });
+  const nft = new NftFirewall({
+    table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger,
+    persistent: cfg.nft.writer === 'persistent', onWriterRestart: () => metrics.nftWriterRestarts.inc(),
+  });
+  metrics.countActiveBans = () => nft.activeBans();
   const measured = new MeasuredFirewall(nft, metrics);
   const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
   // the daemon exists before the source it reads, so the intake hands batches to it through this late binding
@@ -159,7 +163,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   const watchdog = cfg.nft.checkInterval > 0
     ? new FirewallWatchdog({
         firewall: nft,
-        expected: () => measured.inForce(WATCHDOG_MARGIN_MS),
+        expected: () => nft.inForce(WATCHDOG_MARGIN_MS),
         intervalMs: Math.max(cfg.nft.checkInterval, 1_000),
         logger,
         restore: async () => {

@@ -163,6 +163,11 @@ export const schema = {
       format: 'duration',
       default: '5s',
     },
+    writer: {
+      doc: 'persistent: one long-lived child applies every batch through libnftables (needs python3; ~0.2 ms a batch); spawn: an nft process per batch (~8 ms), with nft.path.',
+      format: ['persistent', 'spawn'],
+      default: 'persistent',
+    },
   },
   pipeline: {
     maxPending: {
@@ -247,7 +252,7 @@ export interface AppConfig {
     recidive: { maxretry: number; findtime: number; bantime: number };
     injection: { bantime: number };
   };
-  nft: { table: string; path: string; netns: string; checkInterval: number };
+  nft: { table: string; path: string; netns: string; checkInterval: number; writer: 'persistent' | 'spawn' };
   pipeline: { maxPending: number };
   control: { socket: string };
   http: { host: string; port: number };

@@ -57,6 +57,8 @@ export interface FleetLink {
 }
 
 const STORE_ERROR_LOG_INTERVAL_MS = 5_000;
+/** addresses named in the log line of a reconciliation that removed elements */
+const REMOVED_LISTED = 50;
 /** store calls in flight at once; more events fold into the next batch meanwhile */
 const MAX_IN_FLIGHT = 4;
 /** targets per store call: one script run must stay short, for Redis serves everyone else meanwhile */
@@ -158,6 +160,14 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     const r = await this.o.firewall.reconcile(bans);
     this.o.logger.info({ why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started }, 'reconciled firewall with store');
+    if (r.removedTargets.length > 0) {
+      // an operator must be able to tell who was let go, and why: a lift nobody asked for is the worst failure here
+      const shown = r.removedTargets.slice(0, REMOVED_LISTED).map((t) => t.text);
+      this.o.logger.warn(
+        { why, removed: r.removedTargets.length, addresses: shown, more: Math.max(0, r.removedTargets.length - shown.length) },
+        `reconciliation removed ${r.removedTargets.length} element(s) from the kernel sets: the store holds no active ban for them (lifted, expired early, or never banned by ami-guard)`,
+      );
+    }
   }
 
   private async readActiveBans(started: number): Promise<FirewallBan[]> {

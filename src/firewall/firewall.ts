@@ -19,6 +19,8 @@ export interface ReconcileResult {
   readonly added: number;
   readonly removed: number;
   readonly total: number;
+  /** the elements the reconciliation took out of the sets (those in force before it that the bans left out) */
+  readonly removedTargets: readonly IpTarget[];
 }
 
 export interface Firewall {

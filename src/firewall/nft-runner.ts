@@ -1,13 +1,16 @@
-// Runs nft. Scripts go over stdin (`nft -f -`) and the argument vector is fixed, so no shell and no script text ever
-// becomes an argument. NftRunner is the seam for a persistent backend; nothing above it spawns. A spawn costs ~9 ms,
-// nearly all of an add's time. `nft -i` on a pipe (nft 1.0.6, libedit) measured 0.9 ms per add, but runs each line
-// as its own transaction, reports success by printing nothing (completion needs a sentinel command that fails),
-// and appends every line, 5000-element batches included, to $HOME/.nft.history and to a history kept in memory.
+// Runs nft. NftRunner is the seam between the firewall and the nft it drives: NftWriter (nft-writer.ts) keeps one
+// long-lived libnftables child for the daemon; SpawnNftRunner starts one `nft` process per call, which suits the
+// one-shot CLI verbs and is the fallback setting (`nft.writer: spawn`). Scripts go over stdin and argument vectors
+// are fixed, so no shell and no script text ever becomes an argument. Children get a minimal environment: the
+// daemon's holds AMI_GUARD_* secrets.
 import { spawn } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 
-/** missing: binary absent; permission: not root; netns: namespace absent; timeout: killed; script: nft refused it */
-export type NftFailure = 'missing' | 'permission' | 'netns' | 'timeout' | 'script';
+/**
+ * missing: binary or library absent; permission: not root; netns: namespace absent; timeout: killed;
+ * script: nft refused it; crash: the writer died on this request however often it was restarted
+ */
+export type NftFailure = 'missing' | 'permission' | 'netns' | 'timeout' | 'script' | 'crash';
 
 export class NftError extends Error {
   override readonly name = 'NftError';
@@ -17,11 +20,23 @@ export class NftError extends Error {
   }
 }
 
+/** nft's output flags for a read command */
+export interface NftOutput {
+  /** JSON (`-j`) */
+  readonly json?: boolean;
+  /** without set elements (`-t`) */
+  readonly terse?: boolean;
+  /** without counters and element expiry (`-s`) */
+  readonly stateless?: boolean;
+}
+
 export interface NftRunner {
   /** applies a script as one transaction; rejects with NftError */
   apply(script: string): Promise<void>;
-  /** runs one read command, e.g. `list set inet t s`, and returns nft's parsed JSON; terse omits set elements */
-  query(command: readonly string[], options?: { terse?: boolean }): Promise<unknown>;
+  /** runs one read command, e.g. `list set inet t s`, and resolves with what nft printed */
+  list(command: readonly string[], output?: NftOutput): Promise<string>;
+  /** ends what the runner keeps running; a no-op for runners that keep nothing */
+  close(): Promise<void>;
 }
 
 export interface SpawnNftRunnerOptions {
@@ -45,6 +60,25 @@ export function netnsPath(netns: string): string {
   throw new Error(`invalid network namespace ${JSON.stringify(netns)}: a name under /run/netns or an absolute path`);
 }
 
+/** Throws unless every word of a read command is a plain word. */
+export function checkCommand(command: readonly string[]): void {
+  const bad = command.find((w) => !COMMAND_WORD.test(w));
+  if (bad !== undefined) throw new Error(`refusing nft command word ${JSON.stringify(bad)}`);
+}
+
+/**
+ * The whole environment of a child: what finds programs and keeps messages parseable. Never the daemon's own,
+ * which holds AMI_GUARD_* secrets (the AMI secret, the Redis password).
+ */
+export function childEnv(): NodeJS.ProcessEnv {
+  return { PATH: process.env['PATH'] || '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
+}
+
+/** `[file, argv]` running `program args` in our namespace, or in another through nsenter. */
+export function inNetns(netns: string | undefined, program: string, args: readonly string[]): [string, string[]] {
+  return netns === undefined ? [program, [...args]] : ['nsenter', [`--net=${netns}`, '--', program, ...args]];
+}
+
 export class SpawnNftRunner implements NftRunner {
   private readonly nftPath: string;
   private readonly netns: string | undefined;
@@ -60,19 +94,19 @@ export class SpawnNftRunner implements NftRunner {
     await this.exec(['-f', '-'], script);
   }
 
-  async query(command: readonly string[], options: { terse?: boolean } = {}): Promise<unknown> {
-    const bad = command.find((w) => !COMMAND_WORD.test(w));
-    if (bad !== undefined) throw new Error(`refusing nft command word ${JSON.stringify(bad)}`);
-    const out = await this.exec([...(options.terse ? ['-t'] : []), '-j', ...command]);
-    return JSON.parse(out) as unknown;
+  list(command: readonly string[], output: NftOutput = {}): Promise<string> {
+    checkCommand(command);
+    return this.exec([...(output.json ? ['-j'] : []), ...(output.terse ? ['-t'] : []), ...(output.stateless ? ['-s'] : []), ...command]);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 
   private exec(args: readonly string[], stdin?: string): Promise<string> {
-    const [file, argv] = this.netns === undefined
-      ? [this.nftPath, [...args]]
-      : ['nsenter', [`--net=${this.netns}`, '--', this.nftPath, ...args]];
+    const [file, argv] = inNetns(this.netns, this.nftPath, args);
     return new Promise((resolve, reject) => {
-      const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+      const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv() });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let timedOut = false;
@@ -99,9 +133,7 @@ export class SpawnNftRunner implements NftRunner {
   }
 
   private spawnError(file: string, e: NodeJS.ErrnoException): NftError {
-    if (e.code === 'ENOENT' && file === 'nsenter') {
-      return new NftError('nsenter not found in PATH: install the util-linux package', 'missing', '');
-    }
+    if (e.code === 'ENOENT' && file === 'nsenter') return nsenterMissing();
     if (e.code === 'ENOENT') return this.missing('');
     if (e.code === 'EACCES') return new NftError(`nft at ${this.nftPath} is not executable`, 'missing', '');
     return new NftError(`cannot run ${file}: ${e.message}`, 'missing', '');
@@ -118,18 +150,32 @@ export class SpawnNftRunner implements NftRunner {
 
   private exitError(code: number | null, stderr: string): NftError {
     if (/nsenter: failed to execute .*No such file or directory/.test(stderr)) return this.missing(stderr);
-    if (/nsenter: cannot open .*No such file or directory/.test(stderr)) {
-      return new NftError(`network namespace ${this.netns ?? ''} does not exist`, 'netns', stderr);
-    }
-    if (/nsenter: reassociate .*Operation not permitted/.test(stderr)) {
-      return new NftError(`entering network namespace ${this.netns ?? ''} needs root`, 'permission', stderr);
-    }
-    if (/Operation not permitted|you must be root/.test(stderr)) {
-      const message = 'nft needs CAP_NET_ADMIN: run ami-guard as root or grant it CAP_NET_ADMIN';
-      return new NftError(`${message} (${errorSummary(stderr)})`, 'permission', stderr);
-    }
-    return new NftError(`nft failed (exit ${String(code)}): ${errorSummary(stderr)}`, 'script', stderr);
+    return nsenterError(stderr, this.netns) ?? nftRefusal(`exit ${String(code)}`, stderr);
   }
+}
+
+export function nsenterMissing(): NftError {
+  return new NftError('nsenter not found in PATH: install the util-linux package', 'missing', '');
+}
+
+/** What nsenter's own complaint means, or undefined when it did not complain. */
+export function nsenterError(stderr: string, netns: string | undefined): NftError | undefined {
+  if (/nsenter: cannot open .*No such file or directory/.test(stderr)) {
+    return new NftError(`network namespace ${netns ?? ''} does not exist`, 'netns', stderr);
+  }
+  if (/nsenter: reassociate .*Operation not permitted/.test(stderr)) {
+    return new NftError(`entering network namespace ${netns ?? ''} needs root`, 'permission', stderr);
+  }
+  return undefined;
+}
+
+/** nft's error text as an NftError: a missing privilege, or a refused script. */
+export function nftRefusal(status: string, stderr: string): NftError {
+  if (/Operation not permitted|you must be root/.test(stderr)) {
+    const message = 'nft needs CAP_NET_ADMIN: run ami-guard as root or grant it CAP_NET_ADMIN';
+    return new NftError(`${message} (${errorSummary(stderr)})`, 'permission', stderr);
+  }
+  return new NftError(`nft failed (${status}): ${errorSummary(stderr)}`, 'script', stderr);
 }
 
 // nft echoes the whole offending statement (a 5000-element line) under each error; keep the messages for the log

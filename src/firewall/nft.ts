@@ -1,35 +1,45 @@
 // The nftables backend: one `inet` table of our own with, per family, a hash set for host bans and an interval set
 // for network bans, and a raw-priority drop chain. Every element carries its remaining ban time as a kernel timeout,
-// so bans lapse on schedule even while we are down. Writes run one nft process at a time through an ordered queue;
-// adds that pile up behind a running process are sent together as the next transaction.
+// so bans lapse on schedule even while we are down. Writes go through an ordered queue to one runner (for the daemon
+// the persistent writer, nft-writer.ts); adds that pile up behind a running transaction are sent together as the
+// next one. What the sets hold is known from our own writes (kernel-bans.ts), so neither a reconciliation nor the
+// watchdog lists the sets, which costs over half a second at 100k elements.
 import { createLogger, type Logger } from '../log.js';
 import {
   contains, parseTarget, unbannableReason, type IpFamily, type IpPrefix, type IpTarget,
 } from '../net/ip.js';
+import type { ActiveBanCount } from '../metrics.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from './firewall.js';
+import { KernelBans } from './kernel-bans.js';
+import { parseSetListing, type SetEntry } from './nft-listing.js';
 import { NftError, SpawnNftRunner, type NftRunner } from './nft-runner.js';
+import { NftWriter } from './nft-writer.js';
 import {
   assertBans, CHAIN_NAME, CHAIN_PRIORITY, elementText, netSet, NftScript, SETS, type SetSpec,
 } from './nft-script.js';
 
+export type { SetEntry } from './nft-listing.js';
+
 export interface NftFirewallOptions {
   /** default 'ami_guard' */
   table?: string;
-  /** default 'nft' */
+  /** default 'nft'; the spawning runner's binary */
   nftPath?: string;
   /** a name under /run/netns or an absolute namespace path; default: our own namespace */
   netns?: string;
   logger?: Logger;
-  /** replaces the spawning runner (nftPath and netns are then unused) */
+  /**
+   * one long-lived writer child (the daemon) rather than a process per call (the CLI's one-shot verbs); default
+   * false
+   */
+  persistent?: boolean;
+  /** counts each restart of the persistent writer */
+  onWriterRestart?: () => void;
+  /** replaces the runner (nftPath, netns and persistent are then unused) */
   runner?: NftRunner;
   /** whether re-adding an element replaces its kernel timeout (newer kernels); default: probed by the first init */
   timeoutUpdate?: boolean;
-}
-
-/** a set element as read back, with its parsed target */
-export interface SetEntry {
-  readonly target: IpTarget;
-  readonly expiresMs: number | null;
+  now?: () => number;
 }
 
 /** a network ban left out because a wider network banned with it stands for it */
@@ -55,27 +65,42 @@ type Job =
   | { readonly kind: 'task'; readonly run: () => Promise<void> };
 
 const OVERLAP = /interval overlaps with an existing one/;
+/** bans per transaction when loading sets known to be empty */
+const LOAD_SLICE = 10_000;
 
 export class NftFirewall implements Firewall {
   private readonly script: NftScript;
   private readonly runner: NftRunner;
   private readonly log: Logger;
   private readonly queue: Job[] = [];
+  private readonly now: () => number;
+  private readonly kernel: KernelBans;
   private draining = false;
   private closed = false;
   /** unknown until the first init probes the kernel; until then bans are refreshed the way every kernel honours */
   private timeoutUpdate: boolean | undefined;
+  /**
+   * The listing of a table we found already there, started by init() so that the writer child reads the sets while
+   * the daemon reads the store; the first reconciliation takes it.
+   */
+  private listing: Promise<SetEntry[]> | undefined;
+  /** init() has just created our table: until the next reconciliation, its sets hold only what we add */
+  private fresh = false;
 
   constructor(options: NftFirewallOptions = {}) {
     this.script = new NftScript(options.table ?? 'ami_guard');
-    this.runner = options.runner ?? new SpawnNftRunner({ nftPath: options.nftPath, netns: options.netns });
     this.log = (options.logger ?? createLogger('silent')).child({ component: 'firewall', table: this.script.table });
+    this.runner = options.runner ?? (options.persistent
+      ? new NftWriter({ netns: options.netns, logger: this.log, onRestart: options.onWriterRestart })
+      : new SpawnNftRunner({ nftPath: options.nftPath, netns: options.netns }));
     this.timeoutUpdate = options.timeoutUpdate;
+    this.now = options.now ?? Date.now;
+    this.kernel = new KernelBans(this.now);
   }
 
   init(): Promise<void> {
     return this.task(async () => {
-      const { stale } = inspectLayout(await this.queryLayout(), this.script.table);
+      const { stale, missing } = inspectLayout(await this.queryLayout(), this.script.table);
       if (stale.length > 0) {
         await this.migrate(stale);
       } else {
@@ -84,8 +109,17 @@ export class NftFirewall implements Firewall {
         } catch (e) {
           throw this.explainInitError(e);
         }
+        // a table we have just created holds nothing, so what the sets hold is known without listing them
+        if (missing.includes(`table inet ${this.script.table}`)) {
+          this.kernel.replace([], this.now());
+          this.fresh = true;
+        }
       }
       this.timeoutUpdate ??= await this.probeTimeoutUpdate();
+      if (!this.kernel.complete && this.listing === undefined) {
+        this.listing = this.readAll(true);
+        this.listing.catch(() => undefined); // the reconciliation that takes it reports a failure
+      }
       this.log.info({ timeoutUpdate: this.timeoutUpdate }, 'nft table ready');
     });
   }
@@ -106,20 +140,64 @@ export class NftFirewall implements Firewall {
     });
   }
 
+  /**
+   * One transaction flushes the sets and loads the bans (the sets of a table init() has just created are loaded in
+   * slices instead: see load). What it removed comes from what we know the sets held (KernelBans); only the first reconciliation after
+   * a start that found our table already there lists the sets, as addresses only (`nft -s`), to learn what a
+   * previous run left in them, and init() has started that listing already.
+   */
   reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
     return this.task(async () => {
-      const { kept, folded } = foldNetworks(bans);
+      // bans from the store are one per target, and without networks there is nothing to fold: no pass over 100k
+      const { kept, folded } = bans.some((b) => b.target.kind === 'prefix') ? foldNetworks(bans) : { kept: bans, folded: [] };
       assertBans(folded.map((f) => f.ban));
-      const script = this.script.replaceAll(kept); // validates kept before any nft process runs
-      const before = new Set((await this.readAll()).map((e) => e.target.text));
+      const listing = this.listing;
+      this.listing = undefined;
+      const fresh = this.fresh;
+      this.fresh = false;
+      if (fresh && this.kernel.size === 0) {
+        await this.load(kept);
+        return this.reconciled(kept, folded.length, undefined);
+      }
+      const script = this.script.replaceAll(kept); // validates kept before any nft runs
+      const listed = this.kernel.complete ? undefined : await (listing ?? this.readAll(true));
       await this.runner.apply(script);
-      const added = kept.filter((b) => !before.has(b.target.text)).length;
-      const after = new Set(kept.map((b) => b.target.text));
-      const removed = [...before].filter((t) => !after.has(t)).length;
-      const result = { added, removed, total: kept.length };
-      this.log.info({ ...result, folded: folded.length }, 'nft sets reconciled');
-      return result;
+      return this.reconciled(kept, folded.length, listed);
     });
+  }
+
+  /**
+   * Into the sets of a table we have just created (a first start, or one someone deleted) no flush is
+   * needed and nothing has to be replaced at once, so the bans go in slices, each its own transaction: the writer
+   * child parses one while this thread writes the next, instead of one after the other. Should a slice be refused,
+   * the reconciliation fails with the slices before it in place: bans the store holds, in sets that held none.
+   */
+  private async load(bans: readonly FirewallBan[]): Promise<void> {
+    const sent: Promise<void>[] = [];
+    try {
+      for (let i = 0; i < bans.length; i += LOAD_SLICE) {
+        sent.push(this.runner.apply(this.script.add(bans.slice(i, i + LOAD_SLICE), false)));
+        // let the slice reach the writer before building the next one
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      await Promise.allSettled(sent);
+    }
+    await Promise.all(sent);
+  }
+
+  /** Records what the sets now hold, and counts what changed against what they held (known, and listed if so). */
+  private reconciled(kept: readonly FirewallBan[], folded: number, listed: SetEntry[] | undefined): ReconcileResult {
+    const before = this.kernel.replace(kept, this.now());
+    for (const e of listed ?? []) before.set(e.target.text, e.target);
+    const removedTargets: IpTarget[] = [];
+    for (const [text, target] of before) if (!this.kernel.has(text)) removedTargets.push(target);
+    // every target before and still there is one not added
+    const total = this.kernel.size;
+    const added = total - (before.size - removedTargets.length);
+    const result = { added, removed: removedTargets.length, total, removedTargets };
+    this.log.info({ added, removed: result.removed, total, folded, listed: listed !== undefined }, 'nft sets reconciled');
+    return result;
   }
 
   commit(): Promise<void> {
@@ -127,7 +205,7 @@ export class NftFirewall implements Firewall {
   }
 
   async list(): Promise<FirewallElement[]> {
-    const entries = await this.readAll();
+    const entries = await this.readAll(false);
     return entries.map((e) => ({ address: e.target.text, family: e.target.family, expiresMs: e.expiresMs }));
   }
 
@@ -143,30 +221,41 @@ export class NftFirewall implements Firewall {
 
   /**
    * The sets lacking one of these targets. Queued behind the writes already asked for, so a target added or deleted
-   * before the call is looked up after that write. One nft run when all are there; one per target otherwise.
+   * before the call is looked up after that write. One small transaction per target, which changes nothing.
    */
   missingFrom(targets: readonly IpTarget[]): Promise<string[]> {
     return this.task(async () => {
-      if (targets.length === 0 || (await this.lookUp(targets))) return [];
       const sets = new Set<string>();
-      for (const t of targets) if (!(await this.lookUp([t]))) sets.add(this.script.setName(t));
+      for (const t of targets) if (!(await this.lookUp(t))) sets.add(this.script.setName(t));
       return [...sets];
     });
   }
 
-  private async lookUp(targets: readonly IpTarget[]): Promise<boolean> {
+  /** Bans in force in our sets per family, as written by this process (the active-bans gauge). */
+  activeBans(): ActiveBanCount {
+    return this.kernel.count();
+  }
+
+  /** A few bans written here with at least `marginMs` left: one per set, the same ones until they end or go. */
+  inForce(marginMs: number): IpTarget[] {
+    return this.kernel.oldest(marginMs);
+  }
+
+  private async lookUp(target: IpTarget): Promise<boolean> {
     try {
-      await this.runner.apply(this.script.get(targets));
-      return true;
+      await this.runner.apply(this.script.probe(target));
+      return false; // created (and deleted again): it was not there
     } catch (e) {
-      if (e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.stderr)) return false;
+      if (e instanceof NftError && e.kind === 'script' && (/File exists/.test(e.stderr) || OVERLAP.test(e.stderr))) return true;
       throw e;
     }
   }
 
+  /** Applies what is queued, then ends the runner's child; the table and its elements stay in the kernel. */
   async shutdown(): Promise<void> {
     this.closed = true;
     await this.task(() => Promise.resolve());
+    await this.runner.close();
   }
 
   private assertOpen(): void {
@@ -233,6 +322,8 @@ export class NftFirewall implements Firewall {
       if (error) failures.push({ item: f.ban.target, error });
     }
     for (const f of failures) this.log.error({ address: f.item.text, err: f.error.message }, 'ban not applied');
+    const appliedAt = this.now();
+    for (const b of kept) if (!failed.has(b.target.text)) this.kernel.set(b.target, appliedAt + b.timeoutMs);
     return failures;
   }
 
@@ -243,6 +334,8 @@ export class NftFirewall implements Firewall {
       this.log.debug({ address: target.text }, 'not an element of the set, nothing to delete');
     });
     for (const f of failures) this.log.error({ address: f.item.text, err: f.error.message }, 'unban not applied');
+    const failed = new Set(failures.map((f) => f.item.text));
+    for (const t of targets) if (!failed.has(t.text)) this.kernel.delete(t);
     return failures;
   }
 
@@ -319,28 +412,33 @@ export class NftFirewall implements Firewall {
   }
 
   /**
-   * One listing of the whole table, every set with its elements: 1.1–1.4 s at 100k hosts on nft 1.0.6 and kernel
-   * 6.18, about half of it in the kernel, whose hash set dump walks past every element already sent for each
-   * netlink message.
+   * Every set's elements, one text listing per set: ~0.7 s at 100k hosts on nft 1.0.6 and kernel 6.18 (JSON: ~2 s),
+   * much of it in the kernel, whose hash set dump walks past every element already sent for each netlink message.
+   * Addresses only (`stateless`): ~0.5 s.
    */
-  private async readAll(): Promise<SetEntry[]> {
-    const json = await this.runner.query(this.script.listTableCommand());
-    return SETS.flatMap((set) => this.entries(json, set));
+  private async readAll(stateless: boolean): Promise<SetEntry[]> {
+    const all: SetEntry[] = [];
+    for (const set of SETS) all.push(...await this.readSet(set, stateless));
+    return all;
   }
 
   /** one set only: far cheaper than the table when it is a network set beside 100k hosts */
-  private async readSet(set: SetSpec): Promise<SetEntry[]> {
-    return this.entries(await this.runner.query(this.script.listSetCommand(set)), set);
-  }
-
-  private entries(json: unknown, set: SetSpec): SetEntry[] {
-    const { entries, skipped } = parseSetJson(json, set);
+  private async readSet(set: SetSpec, stateless = false): Promise<SetEntry[]> {
+    let text: string;
+    try {
+      text = await this.runner.list(this.script.listSetCommand(set), { stateless });
+    } catch (e) {
+      // a set that is not there holds nothing (a table of an older layout, a set someone deleted)
+      if (e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.stderr)) return [];
+      throw e;
+    }
+    const { entries, skipped } = parseSetListing(text, set);
     for (const raw of skipped) this.log.warn({ element: raw, set: set.name }, 'ignoring an element we did not write');
     return entries;
   }
 
-  private queryLayout(): Promise<unknown> {
-    return this.runner.query(this.script.layoutCommand(), { terse: true });
+  private async queryLayout(): Promise<unknown> {
+    return JSON.parse(await this.runner.list(this.script.layoutCommand(), { json: true, terse: true })) as unknown;
   }
 
   /**
@@ -350,15 +448,15 @@ export class NftFirewall implements Firewall {
    */
   private async migrate(stale: readonly string[]): Promise<void> {
     const bans: FirewallBan[] = [];
-    for (const { target, expiresMs } of await this.readAll()) {
+    for (const { target, expiresMs } of await this.readAll(false)) {
       const reason = unbannableReason(target);
       if (reason) {
         this.log.warn({ element: target.text, reason }, 'not carrying over an element we would refuse to ban');
         continue;
       }
-      // nft prints whole seconds rounded down: one more keeps a ban from ending early. An element without a timeout
-      // was added by hand to stay: it gets the longest timeout nft takes.
-      bans.push({ target, timeoutMs: expiresMs === null ? Infinity : expiresMs + 1000 });
+      // nft prints the time left to the ms, and the new timeout is rounded up to whole seconds, so no ban ends early.
+      // An element without a timeout was added by hand to stay: it gets the longest timeout nft takes.
+      bans.push({ target, timeoutMs: expiresMs === null ? Infinity : expiresMs });
     }
     const { kept } = foldNetworks(bans);
     const t = `inet ${this.script.table}`;
@@ -368,6 +466,7 @@ export class NftFirewall implements Firewall {
       throw new Error(`nft table ${t} has an older layout (${stale.join(', ')}) and could not be recreated; ` +
         `remove it with 'nft delete table ${t}' and restart (${(e as Error).message})`);
     }
+    this.kernel.replace(kept, this.now());
     this.log.warn({ stale, elements: kept.length }, 'nft table recreated with the current layout, elements kept');
   }
 
@@ -376,7 +475,8 @@ export class NftFirewall implements Firewall {
     try {
       await this.runner.apply(this.script.probeSetup());
       await this.runner.apply(this.script.probeReAdd());
-      return probedTimeout(await this.runner.query(this.script.probeCommand())) === 2000;
+      const listed = await this.runner.list(this.script.probeCommand(), { json: true });
+      return probedTimeout(JSON.parse(listed) as unknown) === 2000;
     } catch (e) {
       const message = 'timeout update probe failed; bans are refreshed by delete and re-add';
       this.log.warn({ err: (e as Error).message }, message);
@@ -421,7 +521,13 @@ export function covers(outer: IpTarget, inner: IpTarget): boolean {
  */
 export function foldNetworks(bans: readonly FirewallBan[]): { kept: FirewallBan[]; folded: FoldedBan[] } {
   const unique = new Map<string, FirewallBan>();
-  for (const ban of bans) unique.set(ban.target.text, ban);
+  let networks = 0;
+  for (const ban of bans) {
+    unique.set(ban.target.text, ban);
+    if (ban.target.kind === 'prefix') networks++;
+  }
+  // the common case (a reconciliation of 100k host bans): nothing to fold
+  if (networks === 0) return { kept: [...unique.values()], folded: [] };
   const lengths: PrefixLength[] = [];
   for (const { target } of unique.values()) {
     if (target.kind !== 'prefix') continue;
@@ -462,44 +568,6 @@ function widestCover(inner: IpPrefix, lengths: readonly PrefixLength[]): string 
     if (outer?.kind === 'prefix' && networks.has(outer.network)) return outer.text;
   }
   return undefined;
-}
-
-/**
- * Reads one set from `nft -j list table` or `list set` output. Elements come as a bare address string,
- * `{prefix:{addr,len}}`, or either wrapped in `{elem:{val,timeout,expires}}` when they carry a timeout (whole seconds,
- * verified on nft 1.0.6). Anything else (a range someone added by hand, another family) is returned in `skipped`.
- */
-export function parseSetJson(json: unknown, set: SetSpec): { entries: SetEntry[]; skipped: unknown[] } {
-  const found = nftItems<{ set?: { name?: unknown; elem?: unknown[] } }>(json).map((i) => i.set)
-    .find((s) => s?.name === set.name);
-  const entries: SetEntry[] = [];
-  const skipped: unknown[] = [];
-  for (const raw of found?.elem ?? []) {
-    const entry = parseElement(raw);
-    if (entry && entry.target.family === set.family) entries.push(entry);
-    else skipped.push(raw);
-  }
-  return { entries, skipped };
-}
-
-function parseElement(raw: unknown): SetEntry | null {
-  if (typeof raw === 'string') return targetEntry(raw, null);
-  if (typeof raw !== 'object' || raw === null) return null;
-  if ('prefix' in raw) {
-    const { addr, len } = (raw as { prefix: { addr?: unknown; len?: unknown } }).prefix;
-    return typeof addr === 'string' && typeof len === 'number' ? targetEntry(`${addr}/${len}`, null) : null;
-  }
-  if ('elem' in raw) {
-    const { val, expires } = (raw as { elem: { val?: unknown; expires?: unknown } }).elem;
-    const inner = parseElement(val);
-    return inner && { target: inner.target, expiresMs: typeof expires === 'number' ? expires * 1000 : null };
-  }
-  return null;
-}
-
-function targetEntry(text: string, expiresMs: number | null): SetEntry | null {
-  const target = parseTarget(text);
-  return target && { target, expiresMs };
 }
 
 function nftItems<T>(json: unknown): T[] {

@@ -1,6 +1,8 @@
 // nft missing, refused, or failing now and then. At start: one clear line and exit code 1. While running: a ban
 // whose nft run failed is retried with backoff, counted and logged, and lands once nft works again; a ban nft keeps
-// refusing is reported as an error and enforced by the next reconciliation, never silently dropped.
+// refusing is reported as an error and enforced by the next reconciliation, never silently dropped. These run the
+// daemon with `nft.writer: spawn`, where nft.path names the binary, so a fake nft can stand in for the real one;
+// the persistent writer's own failures (killed, refused, unanswered, no python3) are in test/firewall/nft-writer.
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -48,7 +50,7 @@ async function startRefused(t: TestContext, nftPath: string, netns: boolean): Pr
   return startBed({
     cleanup: (fn) => t.after(fn),
     recording: 'legit-phone',
-    config: { nft: { path: nftPath, ...(netns ? {} : { netns: '' }) } },
+    config: { nft: { path: nftPath, writer: 'spawn', ...(netns ? {} : { netns: '' }) } },
   });
 }
 
@@ -112,7 +114,7 @@ test('a ban whose nft runs fail three times is retried with backoff, logged, cou
     recording: 'legit-phone',
     redisUrl: redis.url,
     keyPrefix: 'flaky:',
-    config: { nft: { path: nft.path }, http: { host: '127.0.0.1', port } },
+    config: { nft: { path: nft.path, writer: 'spawn' }, http: { host: '127.0.0.1', port } },
   });
   await played(bed);
   nft.failNextAdds(3);
@@ -142,7 +144,7 @@ test('a ban nft keeps refusing is given up after 5 tries with an error, counted,
     redisUrl: redis.url,
     keyPrefix: 'refused:',
     // the tries span 7.5 s from the injection, just after start-up; the first periodic reconciliation comes after
-    config: { nft: { path: nft.path }, http: { host: '127.0.0.1', port }, fleet: { reconcileInterval: '20s' } },
+    config: { nft: { path: nft.path, writer: 'spawn' }, http: { host: '127.0.0.1', port }, fleet: { reconcileInterval: '20s' } },
   });
   await played(bed);
   nft.failNextAdds(5);

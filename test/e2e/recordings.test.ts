@@ -13,6 +13,8 @@ interface Source {
   ip: string;
   role: string;
   ami_events: Record<string, number>;
+  /** events that carried injected lines (lab-injection) */
+  injections?: number;
 }
 interface Truth {
   sources: Source[];
@@ -51,17 +53,23 @@ scenarios.forEach((s, i) => {
     // no double counting: the ban falls at exactly the threshold of its rule
     for (const l of banLogs) {
       if (l.reason === 'scanner') assert.equal(l.count, defaults.scanner.maxretry, `${s} ${l.address}`);
+      else if (l.reason === 'injection') assert.ok((truth.sources.find((x) => x.ip === l.address)?.injections ?? 0) > 0, `${s} ${l.address}`);
       else {
         assert.equal(l.reason, 'failures');
         assert.equal(l.count, defaults.maxretry, `${s} ${l.address}`);
       }
     }
-    // the dry run on the same recording (raw .ami bytes) predicts exactly what the daemon did
-    const dry = await cli(['replay', join(FIXTURES, `${s}.ami`), '--json', '--config', bed.configFile]);
-    assert.equal(dry.code, 0, dry.stderr);
-    const report = JSON.parse(dry.stdout) as { addresses: Array<{ address: string; verdict: string; countAtBan: number | null }> };
-    assert.deepEqual(report.addresses.filter((a) => a.verdict === 'banned').map((a) => a.address).sort(), banned);
-    for (const a of report.addresses) if (a.verdict === 'banned') assert.ok(a.countAtBan === defaults.maxretry || a.countAtBan === defaults.scanner.maxretry);
+    // the dry run on the same recording (raw .ami bytes), and on Asterisk's security.log of the same seconds,
+    // predicts exactly what the daemon did
+    for (const input of [`${s}.ami`, `${s}.security.log`]) {
+      const dry = await cli(['replay', join(FIXTURES, input), '--json', '--config', bed.configFile]);
+      assert.equal(dry.code, 0, dry.stderr);
+      const report = JSON.parse(dry.stdout) as { addresses: Array<{ address: string; verdict: string; reason: string; countAtBan: number | null }> };
+      assert.deepEqual(report.addresses.filter((a) => a.verdict === 'banned').map((a) => a.address).sort(), banned, input);
+      for (const a of report.addresses) {
+        if (a.verdict === 'banned' && a.reason !== 'injection') assert.ok(a.countAtBan === defaults.maxretry || a.countAtBan === defaults.scanner.maxretry, input);
+      }
+    }
   });
 });
 

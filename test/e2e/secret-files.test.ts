@@ -1,7 +1,7 @@
 // Secrets from files: the AMI secret from AMI_GUARD_AMI_SECRET_FILE, the Redis password from a systemd credential
 // ($CREDENTIALS_DIRECTORY/redis.password). The real daemon logs in with them, and neither they nor a secret given as a
 // plain variable appear in its log, in `status`, after a reload, or in the environment of the processes it starts
-// (nft is run through a wrapper that records its environment); nor do the CLI's children see them.
+// (read from /proc while they run; the CLI's nft runs through a wrapper that records its environment).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,9 +41,20 @@ test('secrets from a _FILE variable and from $CREDENTIALS_DIRECTORY: used, and n
   const bed = await startBed({
     cleanup: (fn) => t.after(fn), recording: 'register-bruteforce',
     // no secret in the file, no password in the URL: they can only come from the files
-    redisUrl: `redis://127.0.0.1:${redis.port}/0`, config: { ami: { secret: '' }, nft: { path: wrapper }, log: { level: 'debug' } }, env,
+    // the persistent nft writer, as deployed: its environment is read from /proc while it runs
+    redisUrl: `redis://127.0.0.1:${redis.port}/0`, config: { ami: { secret: '' }, log: { level: 'debug' } }, env,
   });
   assert.deepEqual(await bed.settle(), ['198.18.0.11'], 'logged in to AMI and to Redis with the secrets from the files');
+  const pid = bed.daemon.child.pid!;
+  const kids = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(pid);
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+  assert.ok(kids.length >= 1, 'the daemon runs a child (the nft writer)');
+  const kidEnvs = kids.map((k) => readFileSync(`/proc/${k}/environ`, 'utf8').replaceAll('\u0000', '\n'));
   bed.daemon.child.kill('SIGHUP');
   await bed.daemon.waitForLog((l) => /configuration reloaded/.test(l.msg));
 
@@ -52,16 +63,16 @@ test('secrets from a _FILE variable and from $CREDENTIALS_DIRECTORY: used, and n
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /redis {3}redis:\/\/127\.0\.0\.1:\d+\/0: reachable/);
   // the CLI straight to Redis (no daemon to ask), the password from the environment: its nft children never see it
-  const direct = writeConfig({ redis: { url: `redis://127.0.0.1:${redis.port}/0` }, nft: { path: wrapper, netns: bed.ns.name }, control: { socket: '' } });
+  const direct = writeConfig({ redis: { url: `redis://127.0.0.1:${redis.port}/0` }, nft: { path: wrapper, writer: 'spawn', netns: bed.ns.name }, control: { socket: '' } });
   const listed = await cli(['ban', '198.51.100.8', '--config', direct], { AMI_GUARD_REDIS_PASSWORD: REDIS_PASSWORD });
   assert.equal(listed.code, 0, listed.stderr);
   await bed.daemon.stop();
 
-  const children = readdirSync(dumps).map((f) => readFileSync(join(dumps, f), 'utf8'));
-  assert.ok(children.length >= 3, `nft ran through the wrapper (${children.length} times)`);
+  const children = [...kidEnvs, ...readdirSync(dumps).map((f) => readFileSync(join(dumps, f), 'utf8'))];
+  assert.ok(children.length >= 2, `the daemon's child and the CLI's nft (${children.length})`);
   const texts: Array<[string, string]> = [
     ['the daemon\'s output', bed.daemon.output()], ['status', status.stdout + status.stderr], ['status --json', statusJson.stdout],
-    ['the CLI', listed.stdout + listed.stderr], ...children.map((c, i): [string, string] => [`the environment of nft #${i + 1}`, c]),
+    ['the CLI', listed.stdout + listed.stderr], ...children.map((c, i): [string, string] => [`the environment of child #${i + 1}`, c]),
   ];
   for (const [where, text] of texts) {
     for (const secret of [AMI_SECRET, REDIS_PASSWORD, WEBHOOK_TOKEN]) assert.ok(!text.includes(secret), `a secret in ${where}`);

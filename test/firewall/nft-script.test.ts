@@ -1,4 +1,4 @@
-// Pure tests of the script builder and the JSON reader: no nft process runs here.
+// Pure tests of the script builder and the listing readers: no nft process runs here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -6,7 +6,8 @@ import { isCanonicalTarget, parseTarget, type IpTarget } from '../../src/net/ip.
 import {
   assertBans, elementText, MAX_TIMEOUT_S, netSet, NftScript, SETS, timeoutSeconds,
 } from '../../src/firewall/nft-script.js';
-import { covers, foldNetworks, inspectLayout, parseSetJson } from '../../src/firewall/nft.js';
+import { covers, foldNetworks, inspectLayout } from '../../src/firewall/nft.js';
+import { parseNftDuration, parseSetListing } from '../../src/firewall/nft-listing.js';
 
 const t = (text: string): IpTarget => parseTarget(text)!;
 const ban = (text: string, timeoutMs = 60_000) => ({ target: t(text), timeoutMs });
@@ -18,15 +19,25 @@ test('table names are validated at construction', () => {
   }
 });
 
-test('elementText refuses anything that is not exactly a canonical target of its family', () => {
+test('elementText refuses anything that did not come from the IP parser, or was changed since', () => {
   assert.equal(elementText(t('2001:db8::1')), '2001:db8::1');
   assert.equal(elementText(t('10.0.0.0/8')), '10.0.0.0/8');
   const forged = (text: string, family: 4 | 6 = 4) => ({ kind: 'address', family, text }) as IpTarget;
-  const bad = ['1.2.3.4 } ; flush ruleset ; add table x {', '010.1.1.1', '10.0.0.5/8', '2001:DB8::1', ' 1.2.3.4', ''];
-  for (const text of bad) {
-    assert.throws(() => elementText(forged(text)), /non-canonical/, text);
+  // look-alikes, even with a perfectly canonical text
+  for (const text of ['1.2.3.4', '1.2.3.4 } ; flush ruleset ; add table x {', '010.1.1.1', '2001:DB8::1', '']) {
+    assert.throws(() => elementText(forged(text)), /non-canonical.*not an address from the IP parser/, text);
   }
-  assert.throws(() => elementText(forged('1.2.3.4', 6)), /not IPv6/);
+  assert.throws(() => elementText({ ...t('1.2.3.4') } as unknown as IpTarget), /non-canonical/, 'a copy is not an instance');
+  // a real instance whose fields were changed afterwards: no nft syntax, and the family must match its text
+  const mutated = (text: string, field: 'text' | 'family', value: unknown): IpTarget => {
+    const target = t(text);
+    (target as unknown as Record<string, unknown>)[field] = value;
+    return target;
+  };
+  assert.throws(() => elementText(mutated('1.2.3.4', 'text', '1.2.3.4 } ; flush ruleset')), /non-canonical/);
+  assert.throws(() => elementText(mutated('1.2.3.4', 'text', '1.2.3.4 timeout 1s')), /non-canonical/);
+  assert.throws(() => elementText(mutated('1.2.3.4', 'family', 6)), /not IPv6/);
+  assert.throws(() => elementText(mutated('2001:db8::1', 'family', 4)), /not IPv4/);
   assert.throws(() => elementText(null as unknown as IpTarget), /non-canonical/);
 });
 
@@ -97,7 +108,8 @@ test('add sends hosts and networks of each family to their own set; replacing ad
 });
 
 test('the set is chosen from the checked text, not from the claimed kind', () => {
-  const mislabelled = { kind: 'address', family: 4, text: '10.0.0.0/8' } as IpTarget;
+  const mislabelled = t('10.0.0.0/8');
+  (mislabelled as unknown as { kind: string }).kind = 'address';
   assert.equal(new NftScript('ag').delete([mislabelled]),
     'add element inet ag banned_v4_net { 10.0.0.0/8 }\ndelete element inet ag banned_v4_net { 10.0.0.0/8 }\n');
 });
@@ -150,25 +162,33 @@ test('covers', () => {
   assert.ok(!covers(t('::/1'), t('1.2.3.4')));
 });
 
-test('parseSetJson reads the element shapes nft 1.0.6 prints and skips the rest', () => {
-  const json = { nftables: [
-    { metainfo: { version: '1.0.6' } },
-    { set: { family: 'inet', name: 'banned_v4', elem: [
-      '1.1.1.1',
-      { prefix: { addr: '2.0.0.0', len: 8 } },
-      { range: ['3.3.3.3', '3.3.3.9'] },
-      { elem: { val: '4.4.4.4', timeout: 9, expires: 8 } },
-      { elem: { val: { prefix: { addr: '10.0.0.0', len: 8 } }, timeout: 50, expires: 49 } },
-      '2001:db8::1',
-    ] } },
-  ] };
-  const { entries, skipped } = parseSetJson(json, SETS[0]!);
+test('parseSetListing reads the element shapes nft 1.0.6 prints and skips the rest', () => {
+  const text = `table inet ami_guard {
+\tset banned_v4 {
+\t\ttype ipv4_addr
+\t\tflags timeout
+\t\telements = { 1.1.1.1, 4.4.4.4 timeout 1h expires 59m58s120ms,
+\t\t\t     5.5.5.5 timeout 2d expires 1d23h59m59s999ms comment "a, } b",
+\t\t\t     3.3.3.3-3.3.3.9, 2001:db8::1 timeout 10s expires 9s,
+\t\t\t     6.6.6.6 counter packets 0 bytes 0 timeout 3s expires 2s }
+\t}
+}
+`;
+  const { entries, skipped } = parseSetListing(text, SETS[0]!);
   assert.deepEqual(entries.map((e) => [e.target.text, e.expiresMs]), [
-    ['1.1.1.1', null], ['2.0.0.0/8', null], ['4.4.4.4', 8000], ['10.0.0.0/8', 49_000],
+    ['1.1.1.1', null], ['4.4.4.4', 3_598_120], ['5.5.5.5', 172_799_999], ['6.6.6.6', 2000],
   ]);
-  assert.deepEqual(skipped, [{ range: ['3.3.3.3', '3.3.3.9'] }, '2001:db8::1']);
-  assert.deepEqual(parseSetJson({ nftables: [{ set: { name: 'banned_v6_net' } }] }, netSet(6)),
-    { entries: [], skipped: [] });
+  assert.deepEqual(skipped, ['3.3.3.3-3.3.3.9', '2001:db8::1 timeout 10s expires 9s']);
+  const nets = parseSetListing('set banned_v6_net {\n\telements = { 2001:db8::/32 timeout 1h, 2001:db8:1::5 }\n}', netSet(6));
+  assert.deepEqual(nets.entries.map((e) => [e.target.text, e.expiresMs]), [['2001:db8::/32', null], ['2001:db8:1::5', null]]);
+  assert.deepEqual(parseSetListing('set banned_v6_net {\n\ttype ipv6_addr\n}', netSet(6)), { entries: [], skipped: [] });
+});
+
+test('parseNftDuration reads whole nft durations only', () => {
+  assert.equal(parseNftDuration('59m58s120ms'), 3_598_120);
+  assert.equal(parseNftDuration('3d'), 259_200_000);
+  assert.equal(parseNftDuration('1h'), 3_600_000);
+  for (const bad of ['', 'h', '1x', '1h ', 'x1h', '1h2']) assert.equal(parseNftDuration(bad), null, bad);
 });
 
 test('inspectLayout finds our sets and chain shaped otherwise, and only ours', () => {

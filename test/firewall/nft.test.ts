@@ -5,24 +5,30 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTarget, type IpTarget } from '../../src/net/ip.js';
-import type { FirewallBan, FirewallElement } from '../../src/firewall/firewall.js';
+import type { FirewallBan, FirewallElement, ReconcileResult } from '../../src/firewall/firewall.js';
 import { NftFirewall } from '../../src/firewall/nft.js';
-import { NftError, SpawnNftRunner, type NftRunner } from '../../src/firewall/nft-runner.js';
+import { NftError, SpawnNftRunner, type NftOutput, type NftRunner } from '../../src/firewall/nft-runner.js';
+import { NftWriter } from '../../src/firewall/nft-writer.js';
 import { createNetns, waitFor, type Netns } from '../support/netns.js';
 
 const t = (text: string): IpTarget => parseTarget(text)!;
 const ban = (text: string, timeoutMs = 3_600_000): FirewallBan => ({ target: t(text), timeoutMs });
 
-/** A real runner that counts what it is asked to do, and can be told to fail scripts mentioning an address. */
+/**
+ * The daemon's persistent writer, counting what it is asked to do, and able to fail scripts mentioning an address.
+ * Shut down when the test ends.
+ */
 class CountingRunner implements NftRunner {
   applies = 0;
   queries = 0;
   readonly scripts: string[] = [];
+  readonly listed: Array<{ command: readonly string[]; stateless: boolean }> = [];
   poison: string | null = null;
-  private readonly inner: SpawnNftRunner;
+  private readonly inner: NftRunner;
 
-  constructor(netns: string) {
-    this.inner = new SpawnNftRunner({ netns });
+  constructor(netns: string, tc: TestContext) {
+    this.inner = new NftWriter({ netns });
+    tc.after(() => this.inner.close());
   }
 
   async apply(script: string): Promise<void> {
@@ -34,17 +40,29 @@ class CountingRunner implements NftRunner {
     await this.inner.apply(script);
   }
 
-  query(command: readonly string[], options?: { terse?: boolean }): Promise<unknown> {
+  list(command: readonly string[], output?: NftOutput): Promise<string> {
     this.queries++;
-    return this.inner.query(command, options);
+    this.listed.push({ command, stateless: output?.stateless === true });
+    return this.inner.list(command, output);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
   }
 }
 
+/** our table in a fresh namespace, written by the persistent writer as the daemon does */
 async function setup(tc: TestContext): Promise<{ ns: Netns; fw: NftFirewall }> {
   const ns = await createNetns((fn) => tc.after(fn));
-  const fw = new NftFirewall({ netns: ns.name });
+  const fw = new NftFirewall({ netns: ns.name, persistent: true });
+  tc.after(() => fw.shutdown());
   await fw.init();
   return { ns, fw };
+}
+
+/** a reconciliation's result with its removed targets as sorted texts */
+function summary(r: ReconcileResult): Omit<ReconcileResult, 'removedTargets'> & { removedTargets: string[] } {
+  return { ...r, removedTargets: r.removedTargets.map((x) => x.text).sort() };
 }
 
 function byAddress(elements: readonly FirewallElement[]): Map<string, FirewallElement> {
@@ -116,7 +134,7 @@ test('add puts v4, v6 and CIDR elements in the kernel with their timeouts', asyn
 for (const timeoutUpdate of [undefined, false]) {
   test(`re-adding an element replaces its timeout either way (timeoutUpdate: ${String(timeoutUpdate)})`, async (tc) => {
     const ns = await createNetns((fn) => tc.after(fn));
-    const runner = new CountingRunner(ns.name);
+    const runner = new CountingRunner(ns.name, tc);
     const fw = new NftFirewall({ runner, timeoutUpdate });
     await fw.init();
     await fw.add([ban('198.51.100.9', 60_000), ban('2001:db8::9', 60_000), ban('203.0.113.0/24', 60_000)]);
@@ -200,7 +218,7 @@ test('a failing element is isolated and reported; the rest of its batch is appli
 
 test('isolating one bad element out of 64 takes O(log n) runs', async (tc) => {
   const ns = await createNetns((fn) => tc.after(fn));
-  const runner = new CountingRunner(ns.name);
+  const runner = new CountingRunner(ns.name, tc);
   const fw = new NftFirewall({ runner });
   await fw.init();
   runner.applies = 0;
@@ -238,7 +256,7 @@ test('reconcile makes the sets exactly the given bans, with fresh timeouts', asy
     ban('198.51.100.1', 3_600_000), ban('198.51.100.5', 1_800_000), ban('2001:db8:5::/48', 900_000),
     ban('10.0.0.0/8', 7_200_000), ban('10.9.0.0/16', 9_000_000), ban('10.9.9.9', 60_000),
   ]);
-  assert.deepEqual(result, { added: 3, removed: 2, total: 5 });
+  assert.deepEqual(summary(result), { added: 3, removed: 2, total: 5, removedTargets: ['198.51.100.2', '2001:db8::2'] });
   const els = byAddress(await fw.list());
   assert.deepEqual([...els.keys()].sort(),
     ['10.0.0.0/8', '10.9.9.9', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48']);
@@ -247,7 +265,9 @@ test('reconcile makes the sets exactly the given bans, with fresh timeouts', asy
   assertExpiresWithin(els.get('2001:db8:5::/48'), 900_000);
   assertExpiresWithin(els.get('10.0.0.0/8'), 9_000_000); // the /16 folded into it
   assertExpiresWithin(els.get('10.9.9.9'), 60_000);
-  assert.deepEqual(await fw.reconcile([]), { added: 0, removed: 5, total: 0 });
+  assert.deepEqual(summary(await fw.reconcile([])), {
+    added: 0, removed: 5, total: 0, removedTargets: ['10.0.0.0/8', '10.9.9.9', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48'],
+  });
   assert.deepEqual(await fw.list(), []);
 });
 
@@ -263,7 +283,7 @@ test('100k hosts: reconcile, list, single adds, a burst, deletes (timings printe
     return [value, performance.now() - started];
   };
   const [result, loadMs] = await timed(() => fw.reconcile(bans));
-  assert.deepEqual(result, { added: 100_000, removed: 1, total: 100_000 });
+  assert.deepEqual(summary(result), { added: 100_000, removed: 1, total: 100_000, removedTargets: ['192.0.2.1'] });
   const [listed, listMs] = await timed(() => fw.list());
   assert.equal(listed.length, 100_000);
   assert.equal(new Set(listed.map((e) => e.address)).size, 100_000);
@@ -287,7 +307,7 @@ test('100k hosts: reconcile, list, single adds, a burst, deletes (timings printe
 for (const timeoutUpdate of [undefined, false]) {
   test(`adds apply at once when idle, batched under load (timeoutUpdate: ${String(timeoutUpdate)})`, async (tc) => {
     const ns = await createNetns((fn) => tc.after(fn));
-    const runner = new CountingRunner(ns.name);
+    const runner = new CountingRunner(ns.name, tc);
     const fw = new NftFirewall({ runner, timeoutUpdate });
     await fw.init();
     const n = 20;
@@ -353,7 +373,7 @@ test('init recreates a chain of another priority; a failed migration leaves the 
   await ns.nft(OLD_LAYOUT.replace('priority raw', 'priority 0'));
   await ns.nft('add element inet ami_guard banned_v4 { 198.51.100.7 timeout 7200s, 198.51.100.8 timeout 7200s }\n');
   const before = await ns.execOk('nft', ['-s', 'list', 'table', 'inet', 'ami_guard']);
-  const runner = new CountingRunner(ns.name);
+  const runner = new CountingRunner(ns.name, tc);
   runner.poison = '198.51.100.8';
   await assert.rejects(new NftFirewall({ runner }).init(), (e: Error) => e.message.includes(
     "older layout (set banned_v4, set banned_v6, chain prerouting) and could not be recreated; remove it with "
@@ -368,19 +388,20 @@ test('init recreates a chain of another priority; a failed migration leaves the 
 });
 
 test('commit waits for queued work and shutdown refuses new work', async (tc) => {
-  const { fw } = await setup(tc);
+  const { ns, fw } = await setup(tc);
   const pending = [fw.add([ban('198.51.100.1')]), fw.add([ban('198.51.100.2')]), fw.delete([t('198.51.100.1')])];
   await fw.commit();
   assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.2']);
   await Promise.all(pending);
   await fw.shutdown();
   await assert.rejects(fw.add([ban('198.51.100.3')]), /shut down/);
-  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.2']);
+  // the writer is gone; the table and its element stay
+  assert.deepEqual((await new NftFirewall({ netns: ns.name }).list()).map((e) => e.address), ['198.51.100.2']);
 });
 
 test('non-canonical targets are refused before any nft process runs', async (tc) => {
   const ns = await createNetns((fn) => tc.after(fn));
-  const runner = new CountingRunner(ns.name);
+  const runner = new CountingRunner(ns.name, tc);
   const fw = new NftFirewall({ runner });
   await fw.init();
   await fw.add([ban('198.51.100.1')]);
@@ -393,7 +414,8 @@ test('non-canonical targets are refused before any nft process runs', async (tc)
   await assert.rejects(fw.add([ban('198.51.100.2'), { target: forged, timeoutMs: 60_000 }]), refused);
   await assert.rejects(fw.delete([forged]), refused);
   await assert.rejects(fw.reconcile([{ target: forged, timeoutMs: 60_000 }]), refused);
-  const mislabelled = { ...t('2001:db8::1'), family: 4 } as IpTarget;
+  const mislabelled = t('2001:db8::1');
+  (mislabelled as unknown as { family: number }).family = 4;
   await assert.rejects(fw.add([{ target: mislabelled, timeoutMs: 1000 }]), /not IPv4/);
   await assert.rejects(fw.add([ban('127.0.0.1')]), /refusing to ban 127\.0\.0\.1: loopback/);
   await fw.commit();
@@ -422,3 +444,49 @@ test('running without CAP_NET_ADMIN says so', async (tc) => {
   await assert.rejects(new NftFirewall({ nftPath: unprivileged, netns: ns.name }).init(), /needs CAP_NET_ADMIN/);
   assert.equal((await ns.execOk('nft', ['list', 'ruleset'])).trim(), '');
 });
+
+test('into a table it has just created, a reconciliation loads in slices, one transaction each', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new CountingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  await fw.init();
+  runner.applies = 0;
+  const bans = Array.from({ length: 25_000 }, (_, i) => ban(`100.64.${i >> 8}.${i & 255}`));
+  assert.deepEqual(summary(await fw.reconcile(bans)), { added: 25_000, removed: 0, total: 25_000, removedTargets: [] });
+  assert.equal(runner.applies, 3, 'slices of 10,000');
+  assert.ok(runner.scripts.slice(-3).every((s) => !s.includes('flush')));
+  assert.equal((await fw.list()).length, 25_000);
+  // the next one replaces the sets atomically: one transaction that flushes them first
+  runner.applies = 0;
+  assert.deepEqual(summary(await fw.reconcile(bans.slice(0, 2))), {
+    added: 0, removed: 24_998, total: 2, removedTargets: bans.slice(2).map((b) => b.target.text).sort(),
+  });
+  assert.equal(runner.applies, 1);
+  assert.match(runner.scripts.at(-1)!, /^flush set inet ami_guard banned_v4$/m);
+});
+
+for (const timeoutUpdate of [undefined, false]) {
+  test(`a restart into a table already there lists it once, addresses only, and reports what it removed (timeoutUpdate: ${String(timeoutUpdate)})`, async (tc) => {
+    const ns = await createNetns((fn) => tc.after(fn));
+    const before = new NftFirewall({ netns: ns.name });
+    await before.init();
+    await before.add([ban('198.51.100.1', 60_000), ban('198.51.100.2'), ban('2001:db8::2'), ban('203.0.113.0/24')]);
+    const runner = new CountingRunner(ns.name, tc);
+    const fw = new NftFirewall({ runner, timeoutUpdate });
+    await fw.init(); // starts the listing, as the daemon reads the store meanwhile
+    const first = await fw.reconcile([ban('198.51.100.1'), ban('198.51.100.3')]);
+    assert.deepEqual(summary(first), { added: 1, removed: 3, total: 2, removedTargets: ['198.51.100.2', '2001:db8::2', '203.0.113.0/24'] });
+    let els = byAddress(await fw.list());
+    assert.deepEqual([...els.keys()].sort(), ['198.51.100.1', '198.51.100.3']);
+    assertExpiresWithin(els.get('198.51.100.1'), 3_600_000); // its timeout replaced by the store's
+    const listings = runner.queries;
+    assert.ok(runner.listed.some((c) => c.stateless && c.command.join(' ') === 'list set inet ami_guard banned_v4'));
+    assert.match(runner.scripts.at(-1)!, /^flush set inet ami_guard banned_v4$/m, 'flushed and loaded in one transaction');
+    await fw.add([ban('198.51.100.4')]);
+    const second = await fw.reconcile([ban('198.51.100.3')]);
+    assert.deepEqual(summary(second), { added: 0, removed: 2, total: 1, removedTargets: ['198.51.100.1', '198.51.100.4'] });
+    assert.equal(runner.queries, listings, 'known from our own writes: no listing');
+    els = byAddress(await fw.list());
+    assert.deepEqual([...els.keys()], ['198.51.100.3']);
+  });
+}

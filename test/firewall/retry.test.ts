@@ -36,7 +36,7 @@ class ScriptedFirewall implements Firewall {
     this.calls.push({ op: 'delete', targets: [...targets] });
     return this.next();
   }
-  reconcile = async () => ({ added: 0, removed: 0, total: 0 });
+  reconcile = async () => ({ added: 0, removed: 0, total: 0, removedTargets: [] });
   commit = async (): Promise<void> => undefined;
   list = async () => [];
   present = async () => true;

@@ -130,6 +130,7 @@ test('Dockerfile: multi-stage, production dependencies only, nftables, a HEALTHC
   assert.match(stages[0]!, /npm ci/);
   assert.match(runtime, /npm ci --omit=dev/);
   assert.match(runtime, /apt-get install[^\n]*nftables/);
+  assert.match(runtime, /apt-get install[^\n]*python3/, 'the persistent nft writer runs on python3');
   assert.match(runtime, /COPY --from=build/);
   assert.doesNotMatch(runtime, /\bcurl\b|\bwget\b/);
   const healthcheck = healthcheckCommand();
@@ -211,18 +212,24 @@ test('ami-guard.service: hardened, CAP_NET_ADMIN only, and systemd-analyze has n
 
 test('nft works for an unprivileged user holding only CAP_NET_ADMIN (what the unit grants)', async (t) => {
   const ns = await createNetns((fn) => t.after(fn));
-  const script = `
+  // the CLI's way (an nft process per call) and the daemon's (the persistent writer child, python3 + libnftables)
+  const script = (persistent: boolean, address: string): string => `
     import { NftFirewall } from '${process.cwd()}/dist/src/firewall/nft.js';
     import { parseTarget } from '${process.cwd()}/dist/src/net/ip.js';
-    const fw = new NftFirewall();
+    const fw = new NftFirewall({ persistent: ${String(persistent)} });
     await fw.init();
-    await fw.add([{ target: parseTarget('198.51.100.9'), timeoutMs: 60000 }]);
-    console.log(JSON.stringify({ uid: process.getuid(), elements: (await fw.list()).map((e) => e.address) }));`;
+    await fw.add([{ target: parseTarget('${address}'), timeoutMs: 60000 }]);
+    const elements = (await fw.list()).map((e) => e.address).sort();
+    await fw.shutdown();
+    console.log(JSON.stringify({ uid: process.getuid(), elements }));`;
   const setpriv = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin',
     '--ambient-caps=-all,+net_admin', '--bounding-set=-all,+net_admin', '--no-new-privs'];
-  const granted = await ns.exec(setpriv[0]!, [...setpriv.slice(1), process.execPath, '--input-type=module', '-e', script]);
+  const granted = await ns.exec(setpriv[0]!, [...setpriv.slice(1), process.execPath, '--input-type=module', '-e', script(false, '198.51.100.9')]);
   assert.equal(granted.code, 0, granted.stderr);
   assert.deepEqual(JSON.parse(granted.stdout), { uid: 65534, elements: ['198.51.100.9'] });
+  const writer = await ns.exec(setpriv[0]!, [...setpriv.slice(1), process.execPath, '--input-type=module', '-e', script(true, '198.51.100.10')]);
+  assert.equal(writer.code, 0, writer.stderr);
+  assert.deepEqual(JSON.parse(writer.stdout), { uid: 65534, elements: ['198.51.100.10', '198.51.100.9'] });
 
   // and without the capability it is refused: the capability is what makes it work, not something else
   const without = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'];
