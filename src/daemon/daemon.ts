@@ -159,6 +159,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     const r = await this.o.firewall.reconcile(bans);
+    // what the kernel no longer holds is no longer banned here either: a stale entry would skip the address's events
+    // as already banned, and the control socket would report it enforced
+    for (const t of r.removedTargets) this.cache.delete(t.text);
     this.o.logger.info({ why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started }, 'reconciled firewall with store');
     if (r.removedTargets.length > 0) {
       // an operator must be able to tell who was let go, and why: a lift nobody asked for is the worst failure here

@@ -322,6 +322,8 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   }
 
   getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
+    // an unban made during the outage and not yet in Redis: Redis's record is no longer the truth
+    if (this.pendingUnbans.has(target.text)) return Promise.resolve(null);
     return this.o.primary.getBan(target, now);
   }
 
@@ -333,8 +335,14 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     return this.o.primary.recentFailures(target);
   }
 
-  activeBans(now: number): AsyncIterable<ActiveBan[]> {
-    return this.o.primary.activeBans(now);
+  /**
+   * Redis's active bans, less the unbans made during an outage that have not reached Redis yet: a reconciliation as
+   * Redis comes back (the fleet channel's resync can run before the write-back) must not put them back.
+   */
+  async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
+    for await (const page of this.o.primary.activeBans(now)) {
+      yield this.pendingUnbans.size === 0 ? page : page.filter((b) => !this.pendingUnbans.has(b.address));
+    }
   }
 
   ping(): Promise<number> {
