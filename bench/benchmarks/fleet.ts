@@ -13,6 +13,7 @@ import { startRedis } from '../lib/redis.js';
 import { amiTemplate, nextSeq, render } from '../lib/stream.js';
 import { measured, type BenchContext, type BenchResult, type Benchmark } from '../lib/types.js';
 import { attacker, poll, roundSummary, sleep, summarise, withTimeout } from '../lib/util.js';
+import { countedFailures } from '../lib/src-api.js';
 
 const MAXRETRY = 5;
 const GOAL_P99_MS = 20;
@@ -58,8 +59,7 @@ export const fleet: Benchmark = {
       for (let k = 0; k < MAXRETRY - 1; k++) first += render(tpl, address, nextSeq());
       const event = render(tpl, address, nextSeq());
       a.ami.write(first);
-      const key = `ami-guard:{${address}}:fail`;
-      await poll('failures counted', async () => ((await redis.client.llen(key)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal)
+      await poll('failures counted', async () => ((await countedFailures(redis.client, address)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal)
         .catch(() => sleep(50));
       const seenA = a.mon.waitFor(address, 5000);
       const seenB = b.mon.waitFor(address, i === 0 ? 10_000 : 5000);

@@ -23,6 +23,7 @@ import { nftFirewall, parseTargetText, type BenchEvent } from '../lib/src-api.js
 import type { Cleanups } from '../lib/util.js';
 import { measured, type BenchContext, type BenchResult, type Benchmark } from '../lib/types.js';
 import { attacker, now, poll, round, roundSummary, sleep, summarise, withTimeout } from '../lib/util.js';
+import { countedFailures } from '../lib/src-api.js';
 
 const MAXRETRY = 5;
 const GOAL_P50_MS = 1;
@@ -70,9 +71,8 @@ export const latency: Benchmark = {
       const event = render(tpl, address, nextSeq());
       ami.write(first);
       // wait until the daemon has counted them, so the crossing event alone is timed
-      const key = `ami-guard:{${address}}:fail`;
       try {
-        await poll('failures counted', async () => ((await redis.client.llen(key)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal);
+        await poll('failures counted', async () => ((await countedFailures(redis.client, address)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal);
       } catch {
         notCountedInTime++;
         await sleep(50);
@@ -85,7 +85,7 @@ export const latency: Benchmark = {
         if (missed === 3 && total.length === 0) {
           const said = daemon.logs.filter((l) => l.level >= 40).slice(-3).map((l) => l.msg).join(' | ');
           throw new Error(`the first 3 bans never reached the kernel set (daemon said: ${said || 'nothing'}); ` +
-            `${notCountedInTime} were not seen counted in Redis under ami-guard:{address}:fail`);
+            `${notCountedInTime} were not seen counted in their Redis window`);
         }
         continue;
       }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Netns } from '../../test/support/netns.js';
 import { createBenchNetns } from '../lib/netns.js';
-import { nftScripts, nftWriter, parseTargetText, redisStore } from '../lib/src-api.js';
+import { banIndexSize, nftScripts, nftWriter, parseTargetText, redisStore } from '../lib/src-api.js';
 import { SyntheticAmi } from '../lib/ami-server.js';
 import { analyseProfile, type ProfileSummary } from '../lib/cpuprofile.js';
 import { daemonConfig, daemonEnv, startDaemon } from '../lib/daemon.js';
@@ -46,7 +46,7 @@ export const reconcile: Benchmark = {
     }
     const writeMs = now() - t0;
     await store.close();
-    const index = await redis.client.zcard('ami-guard:bans');
+    const index = await banIndexSize(redis.client);
     if (index !== n) throw new Error(`ban index holds ${index}, expected ${n}`);
 
     const ns = await createBenchNetns(cleanups);

@@ -1,202 +1,242 @@
-// The store alone, without AMI or nft: the ceiling of the Redis path and what each address costs in memory.
+// The store alone, without AMI or nft: the ceiling of the Redis path and what each address costs in Redis.
 //
-// 1. RedisStore.recordFailure from this process, as the daemon calls it (ioredis, auto-pipelining, up to 5,000 in
-//    flight), on the throughput stream's pattern: M addresses × 5 rounds (rounds 1–4 count, round 5 bans; later
-//    rounds are answered by the daemon's ban cache and never reach Redis). Gives calls/s, Redis µs per EVALSHA, CPU
-//    of both sides, and used_memory per address while counting (4 failures) and once banned.
-// 2. PROTOTYPE bench/prototypes/record-failures-batch.lua: the same events, 100 per EVALSHA, ban index written in
-//    the script. Same end state (checked: M bans in the index); shows what batching would lift.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+// RedisStore.recordActivity from this process, as the daemon calls it: each call a batch of BATCH targets with one
+// failure each (a socket chunk folded per target), up to IN_FLIGHT calls in flight, on the throughput stream's
+// pattern: M addresses × 5 rounds (rounds 1–4 count, round 5 bans; later rounds are answered by the daemon's ban
+// cache and never reach Redis). Gives events/s, CPU per event of both sides (from /proc) and Redis's own time in
+// the script (INFO commandstats), memory per counting and per banned address (used_memory delta, MEMORY USAGE of the
+// keys), the fleet stream's cost per ban, and whether every key expires. Then the counting rounds again at other
+// batch sizes, and one event per call (the single-event methods) for comparison.
 import type { Redis } from 'ioredis';
-import { createRedisClient } from '../../src/store/redis-client.js';
 import { cpuTimes } from '../lib/proc.js';
-import { commandStats, resetStats, startRedis, usedMemory } from '../lib/redis.js';
+import { commandStats, resetStats, startRedis, usedMemory, type CommandStat } from '../lib/redis.js';
 import { KIND } from '../lib/stream.js';
-import { defaultPolicy, redisStore } from '../lib/src-api.js';
+import { fleetPublisher, layoutKeys, redisStore, type BenchStore } from '../lib/src-api.js';
 import { measured, type BenchContext, type BenchResult, type Benchmark } from '../lib/types.js';
 import { attacker, fmtInt, now, round } from '../lib/util.js';
 
-const IN_FLIGHT = 5000;
-const BATCH = 100;
+const BATCH = 200;
+const IN_FLIGHT = 16;
+const OTHER_BATCHES = [100, 500];
+const SINGLE_ADDRESSES = 10_000;
+const STREAM_MESSAGE = 500;
+
+interface Run {
+  readonly events: number;
+  readonly ms: number;
+  readonly redisMs: number;
+  readonly clientMs: number;
+  /** µs Redis spent executing the scripts (evalsha + eval), from INFO commandstats */
+  readonly scriptUsec: number;
+}
+
+function scriptUsec(stats: Record<string, CommandStat>): number {
+  return (stats['evalsha']?.usec ?? 0) + (stats['eval']?.usec ?? 0);
+}
+
+function perEvent(r: Run): { eventsPerSecond: number; redisCpuUs: number; scriptUs: number; clientCpuUs: number } {
+  return {
+    eventsPerSecond: Math.round(r.events / (r.ms / 1000)),
+    redisCpuUs: round((r.redisMs * 1000) / r.events, 2),
+    scriptUs: round(r.scriptUsec / r.events, 2),
+    clientCpuUs: round((r.clientMs * 1000) / r.events, 2),
+  };
+}
 
 export const store: Benchmark = {
   name: 'store',
-  title: 'Redis store ceiling and memory per address (no AMI, no nft)',
+  title: 'Redis store: batched recordActivity, CPU per event and memory per address (no AMI, no nft)',
   timeoutMs: 300_000,
   async run(ctx: BenchContext): Promise<BenchResult> {
     const { cleanups, log } = ctx;
     const m = ctx.opts.addresses;
     const redis = await startRedis(cleanups);
-    const pid = redis.server.pid;
-    const POLICY = defaultPolicy().params;
-    const st = redisStore(redis.server.url, 'bench-node');
-    cleanups.add(() => st.close());
     const addrs = Array.from({ length: m }, (_, i) => attacker(i));
 
-    const measure = async (what: string, fn: () => Promise<void>): Promise<{ ms: number; redisMs: number; clientMs: number }> => {
+    const open = (): BenchStore => {
+      const st = redisStore(redis.server.url, 'bench-node');
+      cleanups.add(() => st.close());
+      return st;
+    };
+    const measure = async (what: string, events: number, fn: () => Promise<void>): Promise<Run> => {
       log(what);
-      const r0 = cpuTimes(pid)!.self;
+      await resetStats(redis.client, 1000);
+      const r0 = cpuTimes(redis.server.pid)!.self;
       const u0 = process.cpuUsage();
       const t0 = now();
       await fn();
       const ms = now() - t0;
       const u = process.cpuUsage(u0);
-      return { ms, redisMs: cpuTimes(pid)!.self - r0, clientMs: (u.user + u.system) / 1000 };
+      const stats = await commandStats(redis.client);
+      return { events, ms, redisMs: cpuTimes(redis.server.pid)!.self - r0, clientMs: (u.user + u.system) / 1000, scriptUsec: scriptUsec(stats) };
     };
-    const rounds = async (from: number, to: number): Promise<void> => {
+    /** rounds `from`..`to` of one failure per address, `batch` targets per call */
+    const rounds = async (st: BenchStore, targets: readonly unknown[], from: number, to: number, batch: number): Promise<Record<string, number>> => {
+      const types: Record<string, number> = {};
       for (let r = from; r <= to; r++) {
-        for (let i = 0; i < m; i += IN_FLIGHT) {
+        const inFlight: Array<Promise<void>> = [];
+        for (let i = 0; i < targets.length; i += batch) {
           ctx.signal.throwIfAborted();
-          const batch: Promise<unknown>[] = [];
-          for (let j = i; j < Math.min(m, i + IN_FLIGHT); j++) {
-            batch.push(st.recordFailure(addrs[j]!, KIND, '6001', Date.now()));
-          }
-          await Promise.all(batch);
-        }
-      }
-    };
-
-    await resetStats(redis.client, 1000);
-    const mem0 = await usedMemory(redis.client);
-    const counting = await measure('store: rounds 1–4 (counting)', () => rounds(1, 4));
-    const mem1 = await usedMemory(redis.client);
-    const banning = await measure('store: round 5 (bans)', () => rounds(5, 5));
-    const mem2 = await usedMemory(redis.client);
-    const stats = await commandStats(redis.client);
-    const bans = await redis.client.zcard('ami-guard:bans');
-    if (bans !== m) throw new Error(`store: ${bans} bans in the index, expected ${m}`);
-    const calls = 5 * m;
-    const storeMs = counting.ms + banning.ms;
-    const storeRedisMs = counting.redisMs + banning.redisMs;
-    const storeClientMs = counting.clientMs + banning.clientMs;
-    const evalsha = stats['evalsha']!;
-
-    // the batched prototype, on a clean database
-    await redis.client.flushall();
-    await resetStats(redis.client, 1000);
-    const lua = readFileSync(join(process.cwd(), 'bench/prototypes/record-failures-batch.lua'), 'utf8');
-    const sha = (await redis.client.script('LOAD', lua)) as string;
-    const batchClient = createRedisClient({ url: redis.server.url });
-    cleanups.add(async () => {
-      batchClient.disconnect();
-    });
-    const batched = await measure(`prototype: ${BATCH} events per EVALSHA`, async () => {
-      for (let r = 1; r <= 5; r++) {
-        const inFlight: Promise<unknown>[] = [];
-        for (let i = 0; i < m; i += BATCH) {
-          ctx.signal.throwIfAborted();
-          const keys: string[] = ['ami-guard:bans'];
-          const args: (string | number)[] = [POLICY.maxretry, POLICY.findtimeMs, POLICY.bantimeMs, POLICY.historyTtlMs, 50, 'bench-node'];
-          const t = Date.now();
-          for (let j = i; j < Math.min(m, i + BATCH); j++) {
-            const base = `ami-guard:{${addrs[j]!}}:`;
-            keys.push(`${base}fail`, `${base}ban`, `${base}hist`);
-            args.push(t, KIND, '6001', 1);
-          }
-          inFlight.push(batchClient.evalsha(sha, keys.length, ...keys, ...args));
-          if (inFlight.length >= IN_FLIGHT / BATCH) await Promise.all(inFlight.splice(0));
+          inFlight.push(st.recordFailures(targets, i, Math.min(targets.length, i + batch), KIND, '6001', Date.now()).then((v) => {
+            for (const t of v) types[t] = (types[t] ?? 0) + 1;
+          }));
+          if (inFlight.length >= IN_FLIGHT) await Promise.all(inFlight.splice(0));
         }
         await Promise.all(inFlight);
       }
+      return types;
+    };
+
+    // the main run: the throughput pattern at BATCH targets per call
+    const st = open();
+    const targets = st.targets(addrs);
+    const mem0 = await usedMemory(redis.client);
+    let seen: Record<string, number> = {};
+    const counting = await measure(`store: rounds 1–4 (counting), ${BATCH} targets per call`, 4 * m, async () => {
+      seen = await rounds(st, targets, 1, 4, BATCH);
     });
-    const bStats = await commandStats(redis.client);
-    const bBans = await redis.client.zcard('ami-guard:bans');
-    if (bBans !== m) throw new Error(`prototype: ${bBans} bans in the index, expected ${m}`);
-    const mem3 = await usedMemory(redis.client);
-    const bEval = bStats['evalsha']!;
+    if (seen['counted'] !== 4 * m) throw new Error(`store: ${JSON.stringify(seen)} in the counting rounds, expected ${4 * m} counted`);
+    const mem1 = await usedMemory(redis.client);
+    const sampleCounting = await usage(redis.client, attacker(0));
+    const banning = await measure('store: round 5 (bans)', m, async () => {
+      seen = await rounds(st, targets, 5, 5, BATCH);
+    });
+    if (seen['banned'] !== m) throw new Error(`store: ${JSON.stringify(seen)} in the ban round, expected ${m} banned`);
+    const mem2 = await usedMemory(redis.client);
+    const sampleBanned = await usage(redis.client, attacker(0));
+    let indexed = 0;
+    for await (const page of (st as unknown as { activeBans(n: number): AsyncIterable<unknown[]> }).activeBans(Date.now())) indexed += page.length;
+    if (indexed !== m) throw new Error(`store: ${indexed} bans in the index, expected ${m}`);
 
-    const sample = await sampleKeys(redis.client);
-
-    // PROTOTYPE: the counting state in a compact layout (short prefix, ms in base 36, one-letter kind code)
-    log('prototype: compact failure window');
-    await redis.client.flushall();
-    const memC0 = await usedMemory(redis.client);
-    const entry = `${Date.now().toString(36)}|C|6001`;
-    for (let i = 0; i < m; i += 5000) {
-      const pipe = redis.client.pipeline();
-      for (let j = i; j < Math.min(m, i + 5000); j++) {
-        const k = `ag:{${addrs[j]!}}:f`;
-        pipe.lpush(k, entry, entry, entry, entry);
-        pipe.pexpire(k, POLICY.findtimeMs);
-      }
-      await pipe.exec();
+    // the fleet stream: the same bans published as the daemon's FleetSync does, one message per batch
+    log('store: the bans on the fleet stream');
+    const fleet = fleetPublisher(redis.server.url);
+    cleanups.add(async () => fleet.close());
+    const until = Date.now() + 3_600_000;
+    for (let i = 0; i < m; i += STREAM_MESSAGE) {
+      await fleet.publish(addrs.slice(i, i + STREAM_MESSAGE).map((address) => ({ address, until })));
     }
-    const compactCounting = Math.round(((await usedMemory(redis.client)) - memC0) / m);
+    const mem3 = await usedMemory(redis.client);
+    const noTtl = await keysWithoutTtl(redis.client);
+    const keys = Number(/keys=(\d+)/.exec(await redis.client.info('keyspace'))?.[1] ?? 0);
+
+    // other batch sizes, counting rounds only, each on a clean database
+    const batches: Record<string, ReturnType<typeof perEvent>> = {};
+    for (const b of OTHER_BATCHES) {
+      await redis.client.flushall();
+      const s = open();
+      const t = s.targets(addrs);
+      batches[String(b)] = perEvent(await measure(`store: rounds 1–4 at ${b} targets per call`, 4 * m, async () => {
+        await rounds(s, t, 1, 4, b);
+      }));
+    }
+    batches[String(BATCH)] = perEvent(counting);
+
+    // one event per call, as the daemon does until it batches (a tenth of the addresses)
+    await redis.client.flushall();
+    const single = open();
+    const n1 = Math.min(SINGLE_ADDRESSES, m);
+    const one = await measure(`store: one event per call (recordFailure), ${n1} addresses × 5 rounds`, 5 * n1, async () => {
+      for (let r = 1; r <= 5; r++) {
+        for (let i = 0; i < n1; i += 1000) {
+          ctx.signal.throwIfAborted();
+          await Promise.all(addrs.slice(i, i + 1000).map((a) => single.recordFailure(a, KIND, '6001', Date.now())));
+        }
+      }
+    });
+
+    const c = perEvent(counting);
+    const b = perEvent(banning);
+    const o = perEvent(one);
+    const whole = perEvent({
+      events: 5 * m, ms: counting.ms + banning.ms, redisMs: counting.redisMs + banning.redisMs,
+      clientMs: counting.clientMs + banning.clientMs, scriptUsec: counting.scriptUsec + banning.scriptUsec,
+    });
+    const countingBytes = Math.round((mem1 - mem0) / m);
+    const bannedBytes = Math.round((mem2 - mem0) / m);
+    const streamBytes = Math.round((mem3 - mem2) / m);
     const data = {
       addresses: m,
-      store: {
-        calls,
-        callsPerSecond: Math.round(calls / (storeMs / 1000)),
-        countingPerSecond: Math.round((4 * m) / (counting.ms / 1000)),
-        banningPerSecond: Math.round(m / (banning.ms / 1000)),
-        redisCores: round(storeRedisMs / storeMs, 2),
-        clientCores: round(storeClientMs / storeMs, 2),
-        redisCpuUsPerCall: round((storeRedisMs * 1000) / calls, 2),
-        clientCpuUsPerCall: round((storeClientMs * 1000) / calls, 2),
-        evalshaUsecPerCall: evalsha.usecPerCall,
-        otherCommands: Object.fromEntries(Object.entries(stats).filter(([k]) => k !== 'evalsha').map(([k, s]) => [k, s.calls])),
-      },
+      batch: BATCH,
+      inFlight: IN_FLIGHT,
+      counting: c,
+      banning: b,
+      whole,
+      batches,
+      singleEvent: { addresses: n1, ...o },
       memory: {
-        countingBytesPerAddress: Math.round((mem1 - mem0) / m),
-        bannedBytesPerAddress: Math.round((mem2 - mem0) / m),
-        prototypeBannedBytesPerAddress: Math.round((mem3 - mem0) / m),
-        compactCountingBytesPerAddress: compactCounting,
-        compactEntry: entry,
-        sampleKeys: sample,
-      },
-      prototype: {
-        batch: BATCH,
-        eventsPerSecond: Math.round(calls / (batched.ms / 1000)),
-        redisCores: round(batched.redisMs / batched.ms, 2),
-        clientCores: round(batched.clientMs / batched.ms, 2),
-        redisCpuUsPerEvent: round((batched.redisMs * 1000) / calls, 2),
-        clientCpuUsPerEvent: round((batched.clientMs * 1000) / calls, 2),
-        evalshaUsecPerEvent: round(bEval.usec / calls, 2),
+        countingBytesPerAddress: countingBytes,
+        bannedBytesPerAddress: bannedBytes,
+        streamBytesPerBan: streamBytes,
+        keys,
+        keysWithoutTtl: noTtl,
+        sampleCounting,
+        sampleBanned,
       },
     };
-    const s = data.store;
-    const p = data.prototype;
     return {
       data,
       rows: [
-        measured('store: RedisStore.recordFailure from one client', `${fmtInt(s.callsPerSecond)} calls/s`, {
-          note: `Redis ${s.redisCores} cores (${s.redisCpuUsPerCall} µs CPU/call, ${s.evalshaUsecPerCall} µs in EVALSHA), ` +
-            `client ${s.clientCores} cores (${s.clientCpuUsPerCall} µs/call)`,
+        measured(`store: recordActivity, ${BATCH} targets per call, one client`, `${fmtInt(whole.eventsPerSecond)} events/s`, {
+          note: `counting ${fmtInt(c.eventsPerSecond)}/s, bans ${fmtInt(b.eventsPerSecond)}/s`,
         }),
-        measured('  PROTOTYPE: 100 events per EVALSHA', `${fmtInt(p.eventsPerSecond)} events/s`, {
-          note: `Redis ${p.redisCpuUsPerEvent} µs CPU/event, client ${p.clientCpuUsPerEvent} µs/event (${round(p.eventsPerSecond / s.callsPerSecond, 1)}×)`,
+        measured('  Redis CPU per counted event (rounds 1–4)', `${c.redisCpuUs} µs`, {
+          goal: '≤ 10 µs', met: c.redisCpuUs <= 10,
+          note: `${c.scriptUs} µs in the script (commandstats); per ban ${b.redisCpuUs} µs; ` +
+            `at ${OTHER_BATCHES.map((x) => `${x}: ${batches[String(x)]!.redisCpuUs}`).join(', ')} µs`,
         }),
-        measured('  Redis memory per address while counting (4 failures)', `${fmtInt(data.memory.countingBytesPerAddress)} B`, {
-          goal: '≤ 200 B', met: data.memory.countingBytesPerAddress <= 200,
+        measured('  client CPU per event (ioredis, packing, verdicts)', `${whole.clientCpuUs} µs`, {
+          note: `counting ${c.clientCpuUs}, bans ${b.clientCpuUs}`,
         }),
-        measured('  PROTOTYPE: compact window (ag:{a}:f, `ms36|C|acct`)', `${fmtInt(compactCounting)} B`, {
-          note: 'per address while counting, same 4 entries',
+        measured('  one event per call (recordFailure), for comparison', `${fmtInt(o.eventsPerSecond)} events/s`, {
+          note: `Redis ${o.redisCpuUs} µs, client ${o.clientCpuUs} µs per event`,
         }),
-        measured('  Redis memory per banned address', `${fmtInt(data.memory.bannedBytesPerAddress)} B`, {
-          note: 'ban hash + history list + index entry, no fleet stream',
+        measured('  Redis memory per counting address (4 failures)', `${fmtInt(countingBytes)} B`, {
+          goal: '≤ 200 B', met: countingBytes <= 200,
+        }),
+        measured('  Redis memory per banned address (record, index)', `${fmtInt(bannedBytes)} B`, {
+          goal: '≤ 400 B', met: bannedBytes + streamBytes <= 400,
+          note: `+ ${streamBytes} B on the fleet stream = ${fmtInt(bannedBytes + streamBytes)} B (the goal counts both)`,
+        }),
+        measured('  keys without a TTL', `${noTtl.length}`, {
+          goal: '0', met: noTtl.length === 0, note: `of ${fmtInt(keys)} keys`,
         }),
       ],
     };
   },
 };
 
-/** MEMORY USAGE of one address's keys in each state, to show what the bytes are. */
-async function sampleKeys(client: Redis): Promise<Record<string, number | null>> {
-  const a = '203.0.113.7';
-  const base = `ami-guard:{${a}}:`;
-  await client.del(`${base}fail`);
-  await client.lpush(`${base}fail`, ...Array.from({ length: 4 }, () => `${Date.now()}|${KIND}|6001`));
-  await client.pexpire(`${base}fail`, 600_000);
-  const usage = async (k: string): Promise<number | null> => (await client.call('MEMORY', 'USAGE', k, 'SAMPLES', '0')) as number | null;
-  const out: Record<string, number | null> = {
-    'fail LIST, 4 entries': await usage(`${base}fail`),
-    'ban HASH (sample banned address)': await usage(`ami-guard:{${attacker(0)}}:ban`),
-    'hist LIST, 1 entry (sample banned address)': await usage(`ami-guard:{${attacker(0)}}:hist`),
-  };
-  const index = await usage('ami-guard:bans');
-  const members = await client.zcard('ami-guard:bans');
-  out['ban index ZSET per member'] = index === null || members === 0 ? null : Math.round(index / members);
-  await client.del(`${base}fail`);
+/** MEMORY USAGE of what one address occupies: its record, and its share of its bucket's window and index keys. */
+async function usage(client: Redis, address: string): Promise<Record<string, number | null>> {
+  const k = layoutKeys('ami-guard:', address);
+  const mem = async (key: string): Promise<number | null> => (await client.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) as number | null;
+  const out: Record<string, number | null> = { record: await mem(k.record) };
+  const windows = (await client.keys(k.windows));
+  for (const w of windows) {
+    const fields = await client.hlen(w);
+    out[`window bucket (${fields} targets, ${(await client.object('ENCODING', w)) as string})`] = await mem(w);
+    out['window per target'] = fields > 0 ? Math.round((await mem(w))! / fields) : null;
+  }
+  const members = await client.zcard(k.index);
+  if (members > 0) {
+    out[`index part (${members} bans, ${(await client.object('ENCODING', k.index)) as string})`] = await mem(k.index);
+    out['index per ban'] = Math.round((await mem(k.index))! / members);
+  }
+  return out;
+}
+
+async function keysWithoutTtl(client: Redis): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'COUNT', 10_000);
+    cursor = next;
+    const pipe = client.pipeline();
+    for (const key of keys) pipe.pttl(key);
+    const ttls = (await pipe.exec()) ?? [];
+    keys.forEach((key, i) => {
+      if (!((ttls[i]?.[1] as number) > 0)) out.push(key);
+    });
+  } while (cursor !== '0');
   return out;
 }

@@ -24,6 +24,7 @@ import { commandStats, info, resetStats, slowlog, startRedis, usedMemory } from 
 import { buildAmiStream, eventsFrom } from '../lib/stream.js';
 import { measured, type BenchContext, type BenchResult, type Benchmark, type Row } from '../lib/types.js';
 import { fmtInt, now, poll, round, sleep, summarise, withTimeout } from '../lib/util.js';
+import { banIndexSize, layoutKeys } from '../lib/src-api.js';
 
 const MAXRETRY = 5;
 /** documentation prefix (RFC 3849): bannable, and far from the attackers */
@@ -255,7 +256,7 @@ export async function runThroughput(ctx: BenchContext, profile: boolean): Promis
   const atEnd = heapFigures(metrics);
   log('verifying the kernel set and the store');
   const v4 = (await listSet(ns, 'banned_v4')).length;
-  const index = await redis.client.zcard('ami-guard:bans');
+  const index = await banIndexSize(redis.client);
   const expectedBans = expectedBanCount(shape.events, shape.addresses);
 
   let profileSummary: ProfileSummary | undefined;
@@ -428,12 +429,13 @@ export async function listSet(ns: Netns, set: string): Promise<string[]> {
  */
 async function keyMemory(client: import('ioredis').Redis): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  const sample = '198.18.1.0';
-  for (const k of ['fail', 'ban', 'hist']) {
-    const key = `ami-guard:{${sample}}:${k}`;
-    const v = (await client.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) as number | null;
-    if (v !== null) out[`per address: ${k}`] = v;
-  }
+  const sample = layoutKeys('ami-guard:', '198.18.1.0');
+  const usage = async (key: string): Promise<number | null> => (await client.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) as number | null;
+  const record = await usage(sample.record);
+  if (record !== null) out['per address: record (ban, history)'] = record;
+  const index = await usage(sample.index);
+  const members = await client.zcard(sample.index);
+  if (index !== null && members > 0) out['per address: its share of an index part'] = Math.round(index / members);
   let cursor = '0';
   do {
     const [next, found] = await client.scan(cursor, 'MATCH', 'ami-guard:*', 'COUNT', 10_000);

@@ -14,6 +14,8 @@ import { parseAddress, parseTarget } from '../../src/net/ip.js';
 import { Policy } from '../../src/policy/policy.js';
 import { createRedisClient } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
+import { BUCKETS, KeySpace, bucketOf } from '../../src/store/keys.js';
+import { RedisChannel } from '../../src/fleet/redis-channel.js';
 
 /** The fields of a SecurityEvent the benchmarks use (the real one carries more). */
 export interface BenchEvent {
@@ -82,6 +84,13 @@ export function amiClient(port: number, username: string, secret: string, onEven
 
 export interface BenchStore {
   recordFailure(address: string, kind: string, account: string, now: number): Promise<unknown>;
+  /** the targets of `addresses`, parsed once (what the daemon's normaliser hands over) */
+  targets(addresses: readonly string[]): readonly unknown[];
+  /**
+   * Store.recordActivity with one failure of `kind` for each of `targets[from..to)`, as the daemon folds a socket
+   * chunk; resolves to the verdicts' types.
+   */
+  recordFailures(targets: readonly unknown[], from: number, to: number, kind: string, account: string, now: number): Promise<string[]>;
   ban(address: string, durationMs: number, reason: string, now: number): Promise<unknown>;
   activeBans(now: number): AsyncIterable<Array<{ address: string; until: number }>>;
   close(): Promise<void>;
@@ -100,6 +109,15 @@ export function redisStore(url: string, nodeId: string): BenchStore {
   return {
     recordFailure: (a, kind, account, now) =>
       s['recordFailure']!.call(s, { address: addr(a), kind, account, weight: 1, now }) as Promise<unknown>,
+    targets: (addresses) => addresses.map(addr),
+    recordFailures: async (targets, from, to, kind, account, now) => {
+      const batch: unknown[] = [];
+      for (let i = from; i < to; i++) {
+        batch.push({ target: targets[i], failures: 1, kinds: { [kind]: 1 }, account, challenges: 0, successes: 0, trust: false, first: now, last: now });
+      }
+      const verdicts = (await s['recordActivity']!.call(s, batch, now)) as Array<{ type: string }>;
+      return verdicts.map((v) => v.type);
+    },
     ban: (a, durationMs, reason, now) =>
       s['ban']!.call(s, { target: addr(a), reason, durationMs, now }) as Promise<unknown>,
     activeBans: (now) => s['activeBans']!.call(s, now) as AsyncIterable<Array<{ address: string; until: number }>>,
@@ -144,6 +162,48 @@ export function parseTargetText(text: string): unknown {
   const t = parseTarget(text);
   if (!t) throw new Error(`not a target: ${text}`);
   return t;
+}
+
+/** The Redis keys behind one target, for MEMORY USAGE (docs/fleet.md: record, window bucket, index part). */
+export function layoutKeys(prefix: string, address: string): { record: string; index: string; windows: string } {
+  const t = parseAddress(address);
+  if (!t) throw new Error(`not an address: ${address}`);
+  const keys = new KeySpace(prefix);
+  const bucket = bucketOf(t);
+  return { record: keys.record(t), index: keys.index(bucket), windows: keys.window(bucket, 0).replace(/0$/, '*') };
+}
+
+/** The fleet channel's publishBans (the bans of one batch as one message), as the daemon's FleetSync sends them. */
+export function fleetPublisher(url: string): { publish(bans: Array<{ address: string; until: number }>): Promise<void>; close(): void } {
+  const client = createRedisClient({ url });
+  const Ctor = RedisChannel as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
+  const c = new Ctor({ client, keyPrefix: 'ami-guard:', maxlen: 100_000 });
+  return {
+    publish: (bans) => c['publishBans']!.call(c, bans.map((b) => ({ ...b, reason: 'failures' })), { node: 'bench-node', origin: 'bench' }) as Promise<void>,
+    close: () => client.disconnect(),
+  };
+}
+
+/** Bans in the index, every bucket's part summed (the layout of docs/fleet.md). */
+export async function banIndexSize(client: { zcard(key: string): Promise<number> }, prefix = 'ami-guard:'): Promise<number> {
+  const keys = new KeySpace(prefix);
+  const sizes = await Promise.all(Array.from({ length: BUCKETS }, (_, b) => client.zcard(keys.index(b))));
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+/** Failures counted in an address's window now (0 without one), reading the window keys of its bucket. */
+export async function countedFailures(client: { hget(key: string, field: string): Promise<string | null> }, address: string, prefix = 'ami-guard:'): Promise<number> {
+  const t = parseAddress(address);
+  if (!t) throw new Error(`not an address: ${address}`);
+  const keys = new KeySpace(prefix);
+  // the window is in the epoch of Redis's clock or the one before (the default findtime, 10 min, is the epoch)
+  const epoch = Math.floor(Date.now() / 600_000);
+  for (const e of [epoch + 1, epoch, epoch - 1]) {
+    const v = await client.hget(keys.window(bucketOf(t), e), t.text);
+    const n = v ? Number(/^~?(\d+):/.exec(v)?.[1] ?? 0) : 0;
+    if (v) return n;
+  }
+  return 0;
 }
 
 export interface BenchWriter {

@@ -70,7 +70,7 @@ export function createBackends(cfg: AppConfig, policy: Policy, logger: Logger, c
   }
   const redis = openRedis(cfg, logger, clientOptions.failFast ?? false);
   return {
-    store: new RedisStore({ client: redis, keyPrefix: cfg.redis.keyPrefix, nodeId: cfg.node.id, policy: policy.params }),
+    store: new RedisStore({ client: redis, keyPrefix: cfg.redis.keyPrefix, nodeId: cfg.node.id, policy: policy.params, logger }),
     channel: new RedisChannel({ client: redis, keyPrefix: cfg.redis.keyPrefix, maxlen: cfg.fleet.streamMaxlen, logger }),
     redis,
   };

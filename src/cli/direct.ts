@@ -10,6 +10,7 @@ import { describeRedis } from './backends.js';
 import { localFirewall, refuseUnbannable, type Connected } from './context.js';
 import { announce } from './notify.js';
 import { activeBanRecords, type ActiveBanEntry } from './records.js';
+import { cliFeeds, type FeedsRead } from './feeds.js';
 import type { Covering, Inspection, Operator, StatusView, UnbanResult } from './operator.js';
 
 /** unbans in flight at once: enough to hide Redis round trips, few enough to stay polite to a shared Redis */
@@ -94,7 +95,8 @@ export class DirectOperator implements Operator {
     const now = Date.now();
     const byReason: Record<string, number> = {};
     let active = 0;
-    const nodes: unknown[] = await readNodeStatuses(this.conn.redis!, this.cfg.redis.keyPrefix, now);
+    let unreadableNodes = 0;
+    const nodes: unknown[] = await readNodeStatuses(this.conn.redis!, this.cfg.redis.keyPrefix, now, () => unreadableNodes++);
     for await (const page of activeBanRecords(this.conn.store, now)) {
       for (const { record } of page) {
         active++;
@@ -111,7 +113,11 @@ export class DirectOperator implements Operator {
         elements: { v4: elements.filter((e) => e.family === 4).length, v6: elements.filter((e) => e.family === 6).length },
       };
     }
-    return { store: { kind: 'redis', url: describeRedis(this.cfg), reachable: true }, bans: { active, byReason }, firewall, nodes };
+    return { store: { kind: 'redis', url: describeRedis(this.cfg), reachable: true }, bans: { active, byReason }, firewall, nodes, ...(unreadableNodes ? { unreadableNodes } : {}) };
+  }
+
+  feeds(opts: { entries: boolean }): Promise<FeedsRead> {
+    return cliFeeds(this.cfg, this.policy, opts, this.conn);
   }
 
   close(): Promise<void> {

@@ -10,7 +10,7 @@ import { StreamDecider } from '../policy/same-request.js';
 import { NeverBan } from '../policy/never-ban.js';
 import { MemoryStore } from '../store/memory-store.js';
 import type { BanRecord } from '../store/store.js';
-import { recordActivity } from '../daemon/activity.js';
+import { singleActivity } from '../daemon/fold.js';
 import { isoTime } from './output.js';
 
 export interface AddressReport {
@@ -143,11 +143,7 @@ export class DryRun {
     }
     const threshold = d.action === 'count' ? await this.failureThreshold(e) : null;
     if (d.action === 'count') a.counted += d.weight;
-    const [v] = await recordActivity(this.store, [{
-      target: e.address, failures: d.action === 'count' ? d.weight : 0, kinds: d.action === 'count' ? { [e.kind]: 1 } : {},
-      account: e.accountId, challenges: d.action === 'challenge' ? 1 : 0, successes: d.action === 'success' ? 1 : 0,
-      trust: d.action === 'success' && d.trust, first: now, last: now,
-    }], now);
+    const [v] = await this.store.recordActivity([singleActivity(e.address, d, e, now)], now);
     if (v?.type === 'banned') {
       this.banned(a, v.ban);
       await this.show?.({ ...base, decision: 'banned', count: v.ban.count, reason: v.ban.reason, until: isoTime(v.ban.until), bantime: v.ban.until - v.ban.bannedAt });

@@ -11,6 +11,7 @@ import { usesRedis } from './backends.js';
 import { CliError, EXIT_FAILURE, connect, noConfigFileHint, type LoadedConfig } from './context.js';
 import { DirectOperator } from './direct.js';
 import { DaemonOperator } from './via-daemon.js';
+import type { FeedsRead } from './feeds.js';
 
 /** A banned network that contains the address asked about. */
 export interface Covering {
@@ -55,6 +56,8 @@ export interface StatusView {
   readonly firewall: { readonly table: string; readonly present: boolean; readonly elements: { readonly v4: number; readonly v6: number } } | null;
   /** the fleet's status records as read from Redis (checked by the caller); null when there is no Redis to read */
   readonly nodes: readonly unknown[] | null;
+  /** status records in Redis that could not be read (not shown) */
+  readonly unreadableNodes?: number;
   readonly note?: string;
 }
 
@@ -79,6 +82,8 @@ export interface Operator {
   ban(targets: readonly IpTarget[], durationMs: number | null, note: string): Promise<{ bans: BanRecord[]; note?: string }>;
   unban(targets: readonly IpTarget[]): Promise<{ results: UnbanResult[]; note?: string }>;
   status(): Promise<StatusView>;
+  /** the blocklist feeds' shared records (see ./feeds.ts) */
+  feeds(opts: { entries: boolean }): Promise<FeedsRead>;
   close(): Promise<void>;
 }
 
@@ -95,7 +100,7 @@ export async function openOperator(loaded: LoadedConfig, policy: Policy): Promis
     } catch (err) {
       throw new CliError(EXIT_FAILURE, (err as Error).message);
     }
-    if (sock) return new DaemonOperator(cfg.control.socket, sock);
+    if (sock) return new DaemonOperator(cfg.control.socket, sock, cfg, policy);
   }
   if (!usesRedis(cfg)) {
     const where = cfg.control.socket ? `nothing listens on ${cfg.control.socket}` : 'control.socket is empty';

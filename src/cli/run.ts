@@ -19,12 +19,15 @@ import { MemoryStore } from '../store/memory-store.js';
 import { FallbackStore } from '../store/fallback-store.js';
 import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
 import { FleetSync } from '../fleet/sync.js';
-import { NodeStatusReporter } from '../fleet/node-status.js';
+import { NodeStatusReporter, readNodeStatuses } from '../fleet/node-status.js';
 import { version } from './version.js';
 import { formatDuration } from '../config/duration.js';
-import { readNodeStatuses } from '../fleet/node-status.js';
 import { Reloader } from './reloader.js';
 import { daemonControl } from './run-control.js';
+import { FeedEnforcer } from '../feeds/enforcer.js';
+import { Feeds, apibanKey, feedNames } from '../feeds/feeds.js';
+import { MemoryFeedState, RedisFeedState } from '../feeds/state.js';
+import type { Firewall } from '../firewall/firewall.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
@@ -91,7 +94,14 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   });
   const logger = createLogger(cfg.log.level, undefined, { async: true });
   exitOnEscapedFault(logger);
-  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
+  let key: string;
+  try {
+    key = apibanKey(cfg.blocklists.apiban);
+  } catch (err) {
+    logger.error({ err: (err as Error).message }, 'ami-guard could not start');
+    return 2;
+  }
+  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id }, feeds: feedNames(cfg.blocklists) });
   let policy = new Policy(cfg.policy);
   // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
   const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
@@ -148,6 +158,25 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
     return 1;
   }
   const store: Store = withFallback(cfg, backends, policy, logger, metrics);
+  // community blocklists: their entries share the firewall with the daemon's bans, through the enforcer
+  let feeds: Feeds | undefined;
+  const enforcer = feedNames(cfg.blocklists).length > 0
+    ? new FeedEnforcer(firewall, { logger, beforeReconcile: () => feeds?.rebuild() })
+    : undefined;
+  if (enforcer) {
+    feeds = new Feeds({
+      cfg: cfg.blocklists,
+      widest: cfg.policy.widest,
+      apibanKey: key,
+      state: backends.redis ? new RedisFeedState(backends.redis, cfg.redis.keyPrefix, cfg.node.id) : new MemoryFeedState(cfg.node.id),
+      enforcer,
+      policy,
+      nodeId: cfg.node.id,
+      logger,
+      ...(metrics.feeds ? { metrics: metrics.feeds } : {}),
+    });
+  }
+  const enforced: Firewall = enforcer ?? firewall;
   const fleet = new FleetSync({
     channel: backends.channel,
     origin: originId('daemon'),
@@ -156,7 +185,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall, source, logger, metrics, fleet,
+    policy, store, firewall: enforced, source, logger, metrics, fleet,
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
@@ -169,6 +198,8 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
         restore: async () => {
           await firewall.init();
           await daemon.reconcile('nft table restored');
+          // a reconciliation that could not read the store re-applied only the daemon's bans
+          if (enforcer && !enforcer.reconciled) await enforcer.reassert();
           metrics.nftRestores.inc();
         },
       })
@@ -236,6 +267,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
         await learnHost(fresh.neverBan, serviceHosts(next));
         store.setPolicy(fresh.params);
         daemon.setPolicy(fresh, { injectionBantimeMs: next.policy.injection.bantime });
+        feeds?.setPolicy(fresh);
         policy = fresh;
       }
       if (applied.includes('log.level')) setLogLevel(logger, next.log.level);
@@ -249,7 +281,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
         fleet,
         ...(edges.notifier ? { notifier: edges.notifier } : {}),
         settings: () => ({ policy, bantimeMs: reloader!.config.policy.bantime }),
-        ...(backends.redis ? { storeUrl: describeRedis(cfg), nodes: () => readNodeStatuses(backends.redis!, cfg.redis.keyPrefix) } : {}),
+        ...(backends.redis ? { storeUrl: describeRedis(cfg), nodes: (skipped) => readNodeStatuses(backends.redis!, cfg.redis.keyPrefix, Date.now(), skipped) } : {}),
         about: async () => {
           const counts = metrics.countActiveBans?.() ?? { ipv4: 0, ipv6: 0 };
           return {
@@ -281,7 +313,9 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   try {
     await edges.listen();
     await control?.listen();
+    await feeds?.load();
     await daemon.start();
+    feeds?.start();
     edges.startChecks();
     watchdog?.start();
     status?.start();
@@ -310,6 +344,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
       Promise.all([edges.closeListener(), control?.close()])
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))
+        .then(() => feeds?.stop())
         .then(() => daemon.stop())
         .finally(() => edges.closeNotifier())
         .then(

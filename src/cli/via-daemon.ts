@@ -8,6 +8,9 @@ import { ControlError, connectControl, request } from '../control/client.js';
 import { MAX_TARGETS, type ControlRequest } from '../control/protocol.js';
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from './context.js';
 import { enforcedOnly, type ActiveBanEntry } from './records.js';
+import type { AppConfig } from '../config/schema.js';
+import type { Policy } from '../policy/policy.js';
+import { cliFeeds, type FeedsRead } from './feeds.js';
 import type { Covering, DaemonFacts, Inspection, Operator, StatusView, UnbanResult } from './operator.js';
 
 export class DaemonOperator implements Operator {
@@ -17,7 +20,13 @@ export class DaemonOperator implements Operator {
   constructor(
     private readonly path: string,
     private first: Socket | null,
+    private readonly cfg: AppConfig,
+    private readonly policy: Policy,
   ) {}
+
+  feeds(opts: { entries: boolean }): Promise<FeedsRead> {
+    return cliFeeds(this.cfg, this.policy, opts);
+  }
 
   async eachBan(fn: (entries: ActiveBanEntry[]) => void | Promise<void>): Promise<{ note?: string }> {
     const result = await this.ask({ verb: 'list' }, async (items) => {
@@ -86,6 +95,7 @@ export class DaemonOperator implements Operator {
       enforced: typeof r.enforced === 'number' ? r.enforced : 0,
       firewall: daemon?.firewall ?? null,
       nodes: Array.isArray(r.nodes) ? r.nodes : null,
+      ...(typeof r.unreadableNodes === 'number' && Number.isSafeInteger(r.unreadableNodes) && r.unreadableNodes > 0 ? { unreadableNodes: r.unreadableNodes } : {}),
       ...(typeof r.note === 'string' ? { note: r.note } : {}),
     };
   }

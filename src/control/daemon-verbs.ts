@@ -20,7 +20,7 @@ export interface EnforcingDaemon {
   applyBan(target: IpTarget, until: number): void;
   applyUnban(target: IpTarget): void;
   enforcing(target: IpTarget): Array<{ readonly target: IpTarget; readonly until: number }>;
-  enforced(): IterableIterator<[address: string, until: number]>;
+  enforced(): IterableIterator<[target: IpTarget, until: number]>;
 }
 
 /** The local fallback in front of Redis, when there is one (src/store/fallback-store.ts). */
@@ -44,7 +44,8 @@ export interface DaemonVerbsOptions {
   /** this daemon's own facts for `status` (built where the parts are wired) */
   readonly about: () => Promise<Record<string, unknown>>;
   /** the fleet's node status records, when the store is Redis */
-  readonly nodes?: () => Promise<unknown[]>;
+  /** the fleet's status records; `skipped` is called for each one that cannot be read */
+  readonly nodes?: (skipped: () => void) => Promise<unknown[]>;
   /** the Redis the store is, in words safe to print */
   readonly storeUrl?: string;
   readonly logger: Logger;
@@ -125,8 +126,8 @@ export class DaemonVerbs implements ControlHandler {
       for await (const entries of activeBanRecords(local, now)) for (const e of entries) records.set(e.target.text, { ...e.record, address: e.target.text });
     }
     let page: unknown[] = [];
-    for (const [address, until] of this.o.daemon.enforced()) {
-      page.push(records.get(address) ?? { address, until });
+    for (const [target, until] of this.o.daemon.enforced()) {
+      page.push(records.get(target.text) ?? { address: target.text, until });
       if (page.length === PAGE_SIZE) {
         await out.page(page);
         page = [];
@@ -256,7 +257,8 @@ export class DaemonVerbs implements ControlHandler {
     for (const c of covering) {
       if (c.target.text === target.text) continue;
       const rec = from ? await from.getBan(c.target, now).catch(() => null) : null;
-      out.push({ network: c.target.text, until: c.until, ...(rec ? { reason: rec.reason, node: rec.node, ...(rec.note ? { note: rec.note } : {}) } : {}) });
+      // the record's end when it can be read: the cache keeps ends rounded up to the second, as the kernel does
+      out.push({ network: c.target.text, until: rec ? rec.until : c.until, ...(rec ? { reason: rec.reason, node: rec.node, ...(rec.note ? { note: rec.note } : {}) } : {}) });
     }
     return out;
   }
@@ -266,6 +268,7 @@ export class DaemonVerbs implements ControlHandler {
     const about = await this.o.about();
     let bans: { active: number; byReason: Record<string, number> } | null = null;
     let nodes: unknown[] | null = null;
+    let unreadableNodes = 0;
     let note: string | undefined;
     try {
       if (!this.readable()) throw new Error('Redis unreachable');
@@ -278,7 +281,7 @@ export class DaemonVerbs implements ControlHandler {
         }
       }
       bans = { active, byReason };
-      nodes = this.o.nodes ? await this.o.nodes() : null;
+      nodes = this.o.nodes ? await this.o.nodes(() => unreadableNodes++) : null;
     } catch (err) {
       if (!isUnavailable(err)) throw err;
       note = degradedNote((err as Error).message);
@@ -291,6 +294,7 @@ export class DaemonVerbs implements ControlHandler {
       bans,
       enforced,
       nodes,
+      ...(unreadableNodes ? { unreadableNodes } : {}),
       ...(note ? { note } : {}),
     };
   }

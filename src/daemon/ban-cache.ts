@@ -1,64 +1,61 @@
 import { contains, type IpPrefix, type IpTarget } from '../net/ip.js';
+import { TargetMap } from '../net/target-map.js';
 
 /**
- * What this node knows is banned, so events from an address already in the kernel set cost no Redis round trip.
- * A hint only: Redis stays the truth (a miss just asks the store). Bounded: past `max` entries the oldest go.
+ * What this node knows is banned, so events from an address already in the kernel set cost no store round trip. A
+ * hint only: the store stays the truth (a miss just asks it). Bounded: past `max` entries the oldest go.
  * Banned networks are also kept parsed, so `ami-guard show` can name the network that covers an address.
  */
 export class BanCache {
-  private readonly until = new Map<string, number>();
-  /** the entries that are networks (few): what `covering` searches */
+  private readonly bans = new TargetMap();
+  /** the networks ever set and not deleted or swept (few): what `covering` searches; `bans` says if still in force */
   private readonly networks = new Map<string, IpPrefix>();
 
   constructor(private readonly max = 200_000) {}
 
   get size(): number {
-    return this.until.size;
+    return this.bans.size;
   }
 
-  isBanned(address: string, now: number): boolean {
-    const u = this.until.get(address);
-    if (u === undefined) return false;
-    if (u > now) return true;
-    this.delete(address);
+  isBanned(target: IpTarget, now: number): boolean {
+    const until = this.bans.get(target);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.delete(target);
     return false;
   }
 
   set(target: IpTarget, until: number): void {
-    const address = target.text;
-    this.until.delete(address); // re-insert so Map order stays oldest-first
-    this.until.set(address, until);
-    if (target.kind === 'prefix') this.networks.set(address, target);
-    if (this.until.size > this.max) {
-      const oldest = this.until.keys().next();
-      if (!oldest.done) this.delete(oldest.value);
-    }
+    this.bans.set(target, until);
+    if (target.kind === 'prefix') this.networks.set(target.text, target);
+    if (this.bans.size > this.max) this.bans.dropOldest();
   }
 
-  delete(address: string): void {
-    this.until.delete(address);
-    this.networks.delete(address);
+  delete(target: IpTarget): void {
+    this.bans.delete(target);
+    if (target.kind === 'prefix') this.networks.delete(target.text);
   }
 
-  /** the bans in force, oldest first: what to re-assert when the store cannot be read */
-  *active(now: number): IterableIterator<[address: string, until: number]> {
-    for (const [a, u] of this.until) if (u > now) yield [a, u];
+  /** the bans in force: what to re-assert when the store cannot be read */
+  *active(now: number): IterableIterator<[target: IpTarget, until: number]> {
+    for (const [target, until] of this.bans.entries()) if (until > now) yield [target, until];
   }
 
   /** The bans in force that cover `target`: its own, and every banned network that contains it. */
   covering(target: IpTarget, now: number): Array<{ readonly target: IpTarget; readonly until: number }> {
     const out: Array<{ target: IpTarget; until: number }> = [];
-    const own = this.until.get(target.text);
+    const own = this.bans.get(target);
     if (own !== undefined && own > now) out.push({ target, until: own });
     for (const [text, network] of this.networks) {
       if (text === target.text || !contains(network, target)) continue;
-      const u = this.until.get(text);
-      if (u !== undefined && u > now) out.push({ target: network, until: u });
+      const until = this.bans.get(network);
+      if (until !== undefined && until > now) out.push({ target: network, until });
     }
     return out;
   }
 
   sweep(now: number): void {
-    for (const [a, u] of this.until) if (u <= now) this.delete(a);
+    this.bans.sweep(now);
+    for (const [text, network] of this.networks) if (!this.bans.has(network)) this.networks.delete(text);
   }
 }

@@ -3,7 +3,7 @@
 import type { SecurityEvent } from '../events/types.js';
 import type { IpTarget } from '../net/ip.js';
 import type { EventDecision } from '../policy/policy.js';
-import type { TargetActivity } from './activity.js';
+import type { TargetActivity } from '../store/store.js';
 
 interface Entry {
   target: IpTarget;
@@ -61,4 +61,11 @@ export class ActivityFold {
     }
     return out;
   }
+}
+
+/** One event as a batch entry of its own: what the dry run records, one event at a time, on the recording's clock. */
+export function singleActivity(target: IpTarget, decision: Exclude<EventDecision, { action: 'skip' }>, event: SecurityEvent, now: number): TargetActivity {
+  const fold = new ActivityFold();
+  fold.add(target, decision, { ...event, receivedAt: now });
+  return fold.take(1)[0]!;
 }

@@ -1,6 +1,10 @@
 // The fleet's ban channel: every ban and unban, made by any node or by the CLI, is published once and applied by
 // every node to its own nft sets. A Redis Stream rather than pub/sub: a node that was down or cut off reads on from
 // where it left off, instead of losing what was said meanwhile.
+import type { IpTarget } from '../net/ip.js';
+
+/** bans in one stream entry at most: a reader never has to take more than this from one message */
+export const MAX_BANS_PER_MESSAGE = 500;
 
 export interface BanMessage {
   readonly type: 'ban' | 'unban';
@@ -15,9 +19,18 @@ export interface BanMessage {
   readonly origin: string;
 }
 
+/** One ban as the fleet hears of it; a batch's bans travel together. */
+export interface BanNotice {
+  readonly address: string;
+  readonly until: number;
+  readonly reason: string;
+}
+
 export interface ReceivedBanMessage extends BanMessage {
-  /** stream entry id */
+  /** stream entry id (the bans of one batch share it) */
   readonly id: string;
+  /** `address`, parsed and checked canonical by the reader: nobody downstream parses it again */
+  readonly target: IpTarget;
 }
 
 export interface ChannelHandlers {
@@ -31,6 +44,8 @@ export interface ChannelHandlers {
 
 export interface BanChannel {
   publish(m: BanMessage): Promise<void>;
+  /** the bans of one batch as one message (at most MAX_BANS_PER_MESSAGE; more go out as several) */
+  publishBans(bans: readonly BanNotice[], from: { readonly node: string; readonly origin: string }): Promise<void>;
   /** the id of the newest entry now ('0-0' when empty): read from here after a reconciliation */
   tail(): Promise<string>;
   /** reads entries after `fromId`, in order, until stop() */
@@ -41,6 +56,7 @@ export interface BanChannel {
 /** The embedded store's channel: one node, nobody to tell. */
 export class LocalChannel implements BanChannel {
   async publish(): Promise<void> {}
+  async publishBans(): Promise<void> {}
   async tail(): Promise<string> {
     return '0-0';
   }

@@ -2,6 +2,7 @@
 // reaches Redis, can say which PBXs are up, connected to AMI and banning.
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../log.js';
+import { printable } from '../store/codec.js';
 
 export interface NodeStatus {
   readonly node: string;
@@ -64,19 +65,62 @@ export class NodeStatusReporter {
   }
 }
 
-export async function readNodeStatuses(client: Redis | Cluster, keyPrefix: string, now = Date.now()): Promise<NodeStatus[]> {
+/** What `status` needs to know of a record it could not use; never its raw text. */
+export type SkippedStatus = (why: string, node: string) => void;
+
+const NODE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * The status records of the nodes that reported. Records are input like anything read from Redis: a member of the
+ * index that is not a node id, or a record that is not the JSON a daemon writes, is skipped (and reported to
+ * `skipped`, with the name made printable).
+ */
+export async function readNodeStatuses(
+  client: Redis | Cluster, keyPrefix: string, now = Date.now(), skipped: SkippedStatus = () => undefined,
+): Promise<NodeStatus[]> {
   const index = `${keyPrefix}nodes`;
   await client.zremrangebyscore(index, '-inf', now - FORGET_AFTER_MS);
   const nodes = await client.zrange(index, 0, -1);
   const out: NodeStatus[] = [];
   for (const node of nodes) {
+    if (!NODE_ID.test(node)) {
+      skipped('not a node id', printable(node, 64));
+      continue;
+    }
     const raw = await client.get(keys(keyPrefix, node).record);
     if (!raw) continue;
-    try {
-      out.push(JSON.parse(raw) as NodeStatus);
-    } catch {
-      // a record we cannot read says nothing about the node: skip it
-    }
+    const status = parseStatus(raw);
+    if (status) out.push(status);
+    else skipped('unreadable status record', node);
   }
   return out;
+}
+
+function parseStatus(raw: string): NodeStatus | null {
+  if (raw.length > 16_384) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  const num = (x: unknown): number | null => (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 ? x : null);
+  const ami = o.ami as Record<string, unknown> | null | undefined;
+  const firewall = o.firewall as Record<string, unknown> | null | undefined;
+  const fields = {
+    startedAt: num(o.startedAt), updatedAt: num(o.updatedAt), pid: num(o.pid), events: num(o.events),
+    failures: num(o.failures), invalid: num(o.invalid), bans: num(o.bans), reconnects: num(ami?.reconnects),
+  };
+  if (typeof o.node !== 'string' || !NODE_ID.test(o.node) || Object.values(fields).some((x) => x === null)) return null;
+  if (typeof o.stopped !== 'boolean' || typeof ami?.connected !== 'boolean' || typeof firewall?.present !== 'boolean') return null;
+  return {
+    node: o.node,
+    version: typeof o.version === 'string' ? o.version.slice(0, 64) : '?',
+    pid: fields.pid!, startedAt: fields.startedAt!, updatedAt: fields.updatedAt!, stopped: o.stopped,
+    ami: { connected: ami.connected, reconnects: fields.reconnects! },
+    firewall: { present: firewall.present },
+    events: fields.events!, failures: fields.failures!, invalid: fields.invalid!, bans: fields.bans!,
+  };
 }

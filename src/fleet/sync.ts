@@ -4,10 +4,9 @@
 // and lost enforcement for hours: cs-firewall-bouncer #509).
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
-import { parseTarget } from '../net/ip.js';
 import type { BanRecord } from '../store/store.js';
 import type { FleetLink, FleetTarget } from '../daemon/daemon.js';
-import type { BanChannel, ReceivedBanMessage } from './channel.js';
+import type { BanChannel, BanNotice, ReceivedBanMessage } from './channel.js';
 
 export interface FleetSyncOptions {
   readonly channel: BanChannel;
@@ -23,8 +22,14 @@ export interface FleetSyncEvents {
   unban: [{ address: string; by: string }];
 }
 
+interface PendingBans {
+  readonly bans: BanNotice[];
+  done: Promise<void>;
+}
+
 export class FleetSync extends EventEmitter<FleetSyncEvents> implements FleetLink {
   private timer: NodeJS.Timeout | undefined;
+  private pending: PendingBans | undefined;
   private target: FleetTarget | undefined;
   /** messages applied from other nodes, by type */
   readonly applied = { ban: 0, unban: 0 };
@@ -55,11 +60,23 @@ export class FleetSync extends EventEmitter<FleetSyncEvents> implements FleetLin
     this.timer.unref();
   }
 
-  /** Tells the fleet about a ban this node has already enforced. */
-  async publishBan(ban: BanRecord): Promise<void> {
-    await this.o.channel.publish({
-      type: 'ban', address: ban.address, until: ban.until, reason: ban.reason, node: this.o.nodeId, origin: this.o.origin,
-    });
+  /**
+   * Tells the fleet about a ban this node has already enforced. The bans handed over in one turn of the event loop
+   * (the verdicts of one store batch resolve together) go out as one message; each caller's promise settles with it.
+   */
+  publishBan(ban: BanRecord): Promise<void> {
+    if (!this.pending) {
+      const batch: PendingBans = { bans: [], done: undefined as unknown as Promise<void> };
+      batch.done = new Promise<void>((resolve, reject) => {
+        setImmediate(() => {
+          if (this.pending === batch) this.pending = undefined;
+          this.o.channel.publishBans(batch.bans, { node: this.o.nodeId, origin: this.o.origin }).then(resolve, reject);
+        });
+      });
+      this.pending = batch;
+    }
+    this.pending.bans.push({ address: ban.address, until: ban.until, reason: ban.reason });
+    return this.pending.done;
   }
 
   /** Tells the fleet about an unban this node has already applied (an operator's, through the control socket). */
@@ -69,12 +86,8 @@ export class FleetSync extends EventEmitter<FleetSyncEvents> implements FleetLin
 
   private apply(m: ReceivedBanMessage): void {
     if (m.origin === this.o.origin || !this.target) return;
-    // the channel is shared: whatever is in it is re-parsed like any other outside input
-    const target = parseTarget(m.address);
-    if (!target || target.text !== m.address) {
-      this.o.logger.warn({ id: m.id }, 'fleet message with an invalid address ignored');
-      return;
-    }
+    // the channel reader checked the address and parsed it once
+    const target = m.target;
     if (m.type === 'ban') {
       this.applied.ban++;
       this.target.applyBan(target, m.until);

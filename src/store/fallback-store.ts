@@ -12,9 +12,10 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { MemoryStore } from './memory-store.js';
 import type { RedisStore } from './redis-store.js';
+import { challengeActivity, checkBatch, failureActivity, successActivity } from './activity.js';
 import type {
-  ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams,
-  RecentFailure, Store, SuccessInput,
+  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
+  PolicyParams, RecentFailure, Store, SuccessInput, TargetActivity,
 } from './store.js';
 
 export interface FallbackStoreOptions {
@@ -122,46 +123,76 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     return this.decidedHere.has(ban);
   }
 
-  recordFailure(input: FailureInput): Promise<FailureVerdict> {
-    return this.decide(() => this.o.primary.recordFailure(input), () => this.o.local.recordFailure(input));
+  /**
+   * The batch goes to Redis; the entries Redis could not take (all of them during an outage, a failed node's on a
+   * Cluster) are counted here instead, so nothing is lost.
+   */
+  async recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]> {
+    checkBatch(batch, now);
+    // Trust is mirrored while Redis serves too: an outage must not make a phone that logged in an hour ago a
+    // stranger. Those logins are then not applied a second time if the entry ends up counted here.
+    let mirrored: Set<TargetActivity> | undefined;
+    for (const a of batch) {
+      if (a.trust && a.successes > 0) (mirrored ??= new Set()).add(a);
+    }
+    if (mirrored) {
+      await this.o.local.recordActivity([...mirrored].map((a) => ({ ...a, failures: 0, kinds: {}, challenges: 0 })), now);
+    }
+    let verdicts: Array<ActivityVerdict | undefined> | undefined;
+    let left: number[] | undefined;
+    if (this.serving()) {
+      try {
+        const parts = await this.o.primary.recordActivityParts(batch, now);
+        verdicts = parts.verdicts;
+        if (parts.failed.length === 0) return verdicts as ActivityVerdict[];
+        left = [];
+        for (const f of parts.failed) {
+          if (!isUnavailable(f.error)) throw f.error;
+          left.push(...f.indices);
+        }
+        this.enterFallback(parts.failed[0]!.error);
+      } catch (err) {
+        if (!isUnavailable(err)) throw err;
+        // Not lost: counted here instead. If Redis did run the script after all (a paused server wakes and runs what
+        // it had queued), only its reply was lost: Redis counts it too, and a ban it decided is met by this node's
+        // write-back of the same ban (restore-ban.lua indexes it) or, at the latest, enforced when the target is
+        // next seen and the script answers already-banned.
+        this.enterFallback(err);
+        verdicts = undefined;
+        left = undefined;
+      }
+    }
+    const indices = left ?? batch.map((_, i) => i);
+    const local = indices.map((i) => {
+      const a = batch[i]!;
+      return mirrored?.has(a) ? { ...a, successes: 0, trust: false } : a;
+    });
+    let events = 0;
+    for (const a of local) {
+      events += a.challenges + a.successes;
+      for (const kind in a.kinds) events += a.kinds[kind]!;
+    }
+    this.o.metrics.storeFallbackEvents.inc(events);
+    const localVerdicts = await this.o.local.recordActivity(local, now);
+    const out = verdicts ?? new Array<ActivityVerdict | undefined>(batch.length);
+    indices.forEach((i, j) => {
+      const v = localVerdicts[j]!;
+      if (v.type === 'banned') this.keepForWriteback(v.ban);
+      out[i] = v;
+    });
+    return out as ActivityVerdict[];
   }
 
-  recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
-    return this.decide(() => this.o.primary.recordChallenge(input), () => this.o.local.recordChallenge(input));
+  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
+    return (await this.recordActivity([failureActivity(input)], input.now))[0]!;
+  }
+
+  async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
+    return (await this.recordActivity([challengeActivity(input)], input.now))[0]!;
   }
 
   async recordSuccess(input: SuccessInput): Promise<void> {
-    // mirrored while Redis serves too: an outage must not make a phone that logged in an hour ago a stranger
-    if (input.trust) await this.o.local.recordSuccess(input);
-    if (this.serving()) {
-      try {
-        await this.o.primary.recordSuccess(input);
-        return;
-      } catch (err) {
-        if (!isUnavailable(err)) throw err;
-        this.enterFallback(err);
-      }
-    }
-    if (!input.trust) await this.o.local.recordSuccess(input);
-  }
-
-  private async decide(primary: () => Promise<FailureVerdict>, local: () => Promise<FailureVerdict>): Promise<FailureVerdict> {
-    if (this.serving()) {
-      try {
-        return await primary();
-      } catch (err) {
-        if (!isUnavailable(err)) throw err;
-        // The event is not lost: counted here instead. If Redis did run the command after all (a paused server
-        // wakes and runs what it had queued), only its reply was lost: Redis counts it too, and a ban it decided is
-        // met by this node's write-back of the same ban (restore-ban.lua indexes it) or, at the latest, enforced
-        // when the address is next seen and the script answers already-banned.
-        this.enterFallback(err);
-      }
-    }
-    this.o.metrics.storeFallbackEvents.inc();
-    const verdict = await local();
-    if (verdict.type === 'banned') this.keepForWriteback(verdict.ban);
-    return verdict;
+    await this.recordActivity([successActivity(input)], input.now);
   }
 
   private serving(): boolean {
@@ -295,11 +326,11 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
    * back in the next). During an outage the unban waits for Redis, which still holds the ban and would put it back
    * at the next reconciliation; whether a ban existed is then what this node knew of.
    */
-  async unban(target: IpTarget): Promise<boolean> {
-    const local = await this.o.local.unban(target);
+  async unban(target: IpTarget, now?: number): Promise<boolean> {
+    const local = await this.o.local.unban(target, now);
     if (this.serving()) {
       try {
-        return (await this.o.primary.unban(target)) || local;
+        return (await this.o.primary.unban(target, now)) || local;
       } catch (err) {
         if (!isUnavailable(err)) throw err;
         this.enterFallback(err);
@@ -343,6 +374,11 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     for await (const page of this.o.primary.activeBans(now)) {
       yield this.pendingUnbans.size === 0 ? page : page.filter((b) => !this.pendingUnbans.has(b.address));
     }
+  }
+
+  /** Redis's: the daemon compares it once Redis answers; during an outage this fails like any other read */
+  identity(): Promise<string> {
+    return this.o.primary.identity();
   }
 
   ping(): Promise<number> {

@@ -1,11 +1,18 @@
-// The in-process store: one PBX without Redis, and the fallback while Redis is unreachable. Same semantics as the
-// Redis scripts, with the same bound on memory: every record expires, and each table holds at most `maxAddresses`
-// entries, so a flood from spoofed sources can cost a fixed amount of memory and no more.
+// The in-process store: one PBX without Redis, `replay`, and the fallback while Redis is unreachable. Same semantics
+// as the Redis scripts (record-activity.lua and include/record.lua line by line), with the same bound on memory:
+// every record expires, and each table holds at most `maxAddresses` entries, so a flood from spoofed sources can
+// cost a fixed amount of memory and no more.
+import { randomBytes } from 'node:crypto';
 import type { IpTarget } from '../net/ip.js';
-import { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, banRule, checkFailure, checkManualBan, checkPolicy } from './redis-store.js';
+import {
+  HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, counted, failureActivity, storedAccount, successActivity,
+} from './activity.js';
+import { recentOf, type WindowFailure } from './codec.js';
+import { CHALLENGE_CODE, codesOf, tallyCodes } from './kinds.js';
+import { banRule, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
-  ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams,
-  RecentFailure, Store, SuccessInput,
+  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
+  PolicyParams, RecentFailure, Store, SuccessInput, TargetActivity,
 } from './store.js';
 
 const PAGE_SIZE = 5_000;
@@ -21,10 +28,18 @@ export interface MemoryStoreOptions {
   readonly clock?: () => number;
 }
 
-interface Failure {
-  readonly at: number;
-  readonly kind: string;
+interface Counting {
+  /** oldest first, the newest `max(maxretry, trust.maxretry)` failures */
+  readonly failures: WindowFailure[];
+  /** ChallengeSent no login has answered yet, oldest first */
+  readonly challenges: number[];
+  /** of the last failure */
   readonly account: string;
+}
+
+interface Ban {
+  readonly record: BanRecord;
+  readonly target: IpTarget;
 }
 
 interface Expiring<T> {
@@ -77,34 +92,39 @@ export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
   private readonly nodeId: string;
   private policy: PolicyParams;
-  /** newest first, at most maxretry */
-  private readonly windows: ExpiringTable<Failure[]>;
-  private readonly bans: ExpiringTable<BanRecord>;
+  private cap: number;
+  private windowTtl: number;
+  private readonly windows: ExpiringTable<Counting>;
+  private readonly bans: ExpiringTable<Ban>;
   /** newest first, at most HISTORY_CAP */
   private readonly histories: ExpiringTable<HistoryEntry[]>;
-  /** unanswered challenges (ms), newest first */
-  private readonly challenges: ExpiringTable<number[]>;
-  /** trusted since (ms) */
+  /** trusted until (ms) */
   private readonly trusted: ExpiringTable<number>;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly clock: () => number;
+  private readonly id = randomBytes(12).toString('hex');
 
   constructor(opts: MemoryStoreOptions) {
     this.nodeId = opts.nodeId;
     this.policy = checkPolicy(opts.policy);
+    this.cap = Math.max(this.policy.maxretry, this.policy.trust.maxretry);
+    this.windowTtl = Math.max(this.policy.findtimeMs, this.policy.scanner.findtimeMs);
     const cap = opts.maxAddresses ?? 200_000;
-    const clock = opts.clock ?? Date.now;
-    this.windows = new ExpiringTable(cap, clock);
-    this.bans = new ExpiringTable(cap, clock);
-    this.histories = new ExpiringTable(cap, clock);
-    this.challenges = new ExpiringTable(cap, clock);
-    this.trusted = new ExpiringTable(cap, clock);
+    this.clock = opts.clock ?? Date.now;
+    this.windows = new ExpiringTable(cap, this.clock);
+    this.bans = new ExpiringTable(cap, this.clock);
+    this.histories = new ExpiringTable(cap, this.clock);
+    this.trusted = new ExpiringTable(cap, this.clock);
     this.sweeper = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
   }
 
-  /** A reloaded policy (SIGHUP): the next decision uses it; windows, bans and history stay as they are. */
+  /** A reloaded policy (SIGHUP): the next decision uses it; windows, bans, history and trust stay as they are. */
   setPolicy(params: PolicyParams): void {
-    this.policy = checkPolicy(params);
+    const policy = checkPolicy(params);
+    this.cap = Math.max(policy.maxretry, policy.trust.maxretry);
+    this.windowTtl = Math.max(policy.findtimeMs, policy.scanner.findtimeMs);
+    this.policy = policy;
   }
 
   /** current entries per table, for metrics and tests */
@@ -112,110 +132,124 @@ export class MemoryStore implements Store {
     return { windows: this.windows.size, bans: this.bans.size, histories: this.histories.size };
   }
 
-  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
-    checkFailure(input);
-    const address = input.address.text;
-    const { now } = input;
+  async recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]> {
+    checkBatch(batch, now);
+    return batch.map((a) => this.record(a, now));
+  }
+
+  /** record-activity.lua for one entry */
+  private record(a: TargetActivity, now: number): ActivityVerdict {
     const p = this.policy;
-    const banned = this.activeBan(address, now);
-    if (banned) return banned;
+    const t = a.target.text;
+    if (a.trust && a.successes > 0) this.trusted.set(t, now + p.trust.ttlMs, p.trust.ttlMs);
+    const banned = this.bans.get(t)?.record;
+    if (banned && banned.until > now) return { type: 'already-banned', until: banned.until };
 
-    // the same thresholds as record-failure.lua: trusted higher, known offender lower
-    let threshold = p.maxretry;
-    if (this.trusted.get(address) !== undefined) threshold = p.trust.maxretry;
-    else if ((this.histories.get(address) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
-    const cap = Math.max(p.maxretry, p.trust.maxretry);
-
-    const failure: Failure = { at: now, kind: input.kind, account: input.account.slice(0, ACCOUNT_MAX) };
-    const added = Array<Failure>(Math.min(input.weight, cap)).fill(failure);
-    const window = added.concat(this.windows.get(address) ?? []).slice(0, cap);
-
+    const state = this.windows.get(t);
     const cutoff = now - p.findtimeMs;
-    const counted = window.filter((f) => f.at > cutoff);
-    if (counted.length < threshold) {
-      this.windows.set(address, window, p.findtimeMs);
-      return { type: 'counted', count: counted.length };
-    }
+    const failures = (state?.failures ?? []).filter((f) => f.at > cutoff);
+    const challenges = (state?.challenges ?? []).filter((c) => c > now - p.scanner.findtimeMs);
+    const scanMax = p.scanner.maxretry;
+    for (let i = 0; i < Math.min(a.challenges, scanMax); i++) challenges.push(a.last);
+    if (challenges.length > scanMax) challenges.splice(0, challenges.length - scanMax);
+    challenges.length -= Math.min(a.successes, challenges.length);
+    const account = a.failures > 0 && a.account !== '' ? storedAccount(a.account) : state?.account ?? '';
 
-    const byKind = new Map<string, number>();
-    for (const f of counted) byKind.set(f.kind, (byKind.get(f.kind) ?? 0) + 1);
-    const times = counted.map((f) => f.at);
-    this.windows.delete(address);
-    return { type: 'banned', ban: this.decideBan(address, now, 'failures', Object.fromEntries(byKind), counted.length, times) };
+    let count = 0;
+    if (a.challenges > 0 && challenges.length >= scanMax) {
+      this.windows.delete(t);
+      const ban = this.decideBan(a.target, now, 'scanner', CHALLENGE_CODE.repeat(challenges.length), challenges.length,
+        Math.min(...challenges), Math.max(...challenges), account);
+      return { type: 'banned', ban };
+    }
+    if (a.failures > 0) {
+      // the same thresholds as record-activity.lua: trusted higher, known offender lower
+      let threshold = p.maxretry;
+      if ((this.trusted.get(t) ?? 0) > now) threshold = p.trust.maxretry;
+      else if ((this.histories.get(t) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
+      let codes = codesOf(a.kinds, 1_000);
+      let weight = a.failures;
+      // crossing the threshold: the ban falls at the event that crosses it (weights taken as even over the events)
+      let prior = 0;
+      for (const f of failures) prior += f.weight;
+      if (prior + weight >= threshold) {
+        const n = Math.max(codes.length, 1);
+        const k = Math.min(n, Math.max(1, Math.ceil(((threshold - prior) * n) / weight)));
+        weight = Math.ceil((k * weight) / n);
+        codes = codes.slice(0, k);
+      }
+      failures.push({ at: a.last, codes, weight });
+      count = trim(failures, this.cap);
+      if (count >= threshold) {
+        this.windows.delete(t);
+        let first = a.first;
+        let last = a.last;
+        for (let i = 0; i < failures.length - 1; i++) first = Math.min(first, failures[i]!.at);
+        for (const f of failures) last = Math.max(last, f.at);
+        const ban = this.decideBan(a.target, now, 'failures', failures.map((f) => f.codes).join(''), count, first, last, account);
+        return { type: 'banned', ban };
+      }
+    } else {
+      count = challenges.length;
+    }
+    if (failures.length > 0 || challenges.length > 0) this.windows.set(t, { failures, challenges, account }, this.windowTtl);
+    else this.windows.delete(t);
+    return counted(count);
+  }
+
+  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
+    return (await this.recordActivity([failureActivity(input)], input.now))[0]!;
   }
 
   async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
-    const address = input.address.text;
-    const { now } = input;
-    const { maxretry, findtimeMs } = this.policy.scanner;
-    const banned = this.activeBan(address, now);
-    if (banned) return banned;
-    const pending = [now, ...(this.challenges.get(address) ?? [])].slice(0, maxretry);
-    const counted = pending.filter((t) => t > now - findtimeMs);
-    if (counted.length < maxretry) {
-      this.challenges.set(address, pending, findtimeMs);
-      return { type: 'counted', count: counted.length };
-    }
-    this.challenges.delete(address);
-    return { type: 'banned', ban: this.decideBan(address, now, 'scanner', { ChallengeSent: counted.length }, counted.length, counted) };
+    return (await this.recordActivity([challengeActivity(input)], input.now))[0]!;
   }
 
   async recordSuccess(input: SuccessInput): Promise<void> {
-    const address = input.address.text;
-    const pending = this.challenges.get(address);
-    // one challenge answered: the newest, as record-success.lua pops it
-    if (pending && pending.length > 0) this.challenges.set(address, pending.slice(1), this.policy.scanner.findtimeMs);
-    if (input.trust) this.trusted.set(address, input.now, this.policy.trust.ttlMs);
+    await this.recordActivity([successActivity(input)], input.now);
   }
 
   async trustedUntil(target: IpTarget, now: number): Promise<number | null> {
-    const since = this.trusted.get(target.text);
-    return since === undefined ? null : since + this.policy.trust.ttlMs > now ? since + this.policy.trust.ttlMs : null;
+    const until = this.trusted.get(target.text);
+    return until !== undefined && until > now ? until : null;
   }
 
-  private activeBan(address: string, now: number): FailureVerdict | null {
-    const existing = this.bans.get(address);
-    if (!existing) return null;
-    if (existing.until > now) return { type: 'already-banned', until: existing.until };
-    this.bans.delete(address);
-    return null;
-  }
-
-  /** include/ban.lua in TypeScript: escalation by earlier bans, capped, with jitter; the recidive rule. */
-  private decideBan(address: string, now: number, reason: string, kinds: Record<string, number>, count: number, times: number[]): BanRecord {
+  /** include/record.lua in TypeScript: escalation by earlier bans, capped, with jitter; the recidive rule. */
+  private decideBan(target: IpTarget, now: number, reason: string, codes: string, count: number, first: number, last: number, account: string): BanRecord {
     const rule = banRule(this.policy, this.nodeId);
-    const history = this.histories.get(address) ?? [];
+    const history = this.histories.get(target.text) ?? [];
     let duration = Math.min(rule.bantimeMs * rule.factor ** history.length, rule.maxtimeMs);
-    duration = Math.floor(duration + rule.jitterMs);
+    const jitter = rule.rndtimeMs > 0 ? Math.floor(Math.random() * (rule.rndtimeMs + 1)) : 0;
+    duration = Math.floor(duration + jitter);
     const recent = history.filter((h) => h.at > now - rule.recidiveFindtimeMs).length;
     const recidive = recent + 1 >= rule.recidiveMaxretry;
     if (recidive) duration = Math.max(duration, rule.recidiveBantimeMs);
-    return this.writeBan(address, {
-      reason: recidive ? 'recidive' : reason, kinds, count, firstSeen: Math.min(...times), lastSeen: Math.max(...times),
-      bannedAt: now, until: now + duration,
+    return this.writeBan(target, {
+      reason: recidive ? 'recidive' : reason, kinds: tallyCodes(codes), count, firstSeen: first, lastSeen: last,
+      bannedAt: now, until: now + duration, ...(account ? { account } : {}),
     });
   }
 
   async ban(input: ManualBanInput): Promise<BanRecord> {
     checkManualBan(input);
-    const address = input.target.text;
     const { now } = input;
-    this.windows.delete(address);
+    this.windows.delete(input.target.text);
     const note = (input.note ?? '').slice(0, REASON_MAX);
-    return this.writeBan(address, {
+    return this.writeBan(input.target, {
       reason: input.reason.slice(0, REASON_MAX), kinds: {}, count: 0, firstSeen: now, lastSeen: now, bannedAt: now,
       until: now + input.durationMs, ...(note ? { note } : {}),
     });
   }
 
-  async unban(target: IpTarget): Promise<boolean> {
+  async unban(target: IpTarget, now = Date.now()): Promise<boolean> {
     this.windows.delete(target.text);
-    this.challenges.delete(target.text);
-    return this.bans.delete(target.text);
+    const ban = this.bans.get(target.text);
+    this.bans.delete(target.text);
+    return ban !== undefined && ban.record.until > now;
   }
 
   async getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
-    const ban = this.bans.get(target.text);
+    const ban = this.bans.get(target.text)?.record;
     return ban && ban.until > now ? ban : null;
   }
 
@@ -224,14 +258,21 @@ export class MemoryStore implements Store {
   }
 
   async recentFailures(target: IpTarget): Promise<RecentFailure[]> {
-    return (this.windows.get(target.text) ?? []).map((f) => ({ ...f }));
+    const w = this.windows.get(target.text);
+    return recentOf(w ? { failures: w.failures, challenges: w.challenges, account: w.account } : null);
   }
 
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
     // a snapshot: the table reorders on writes, and a live walk could meet a re-written ban twice
     const active: ActiveBan[] = [];
-    for (const b of this.bans.values()) if (b.until > now) active.push({ address: b.address, until: b.until });
+    for (const { record, target } of this.bans.values()) {
+      if (record.until > now) active.push({ address: record.address, target, until: record.until });
+    }
     for (let i = 0; i < active.length; i += PAGE_SIZE) yield active.slice(i, i + PAGE_SIZE);
+  }
+
+  async identity(): Promise<string> {
+    return this.id;
   }
 
   async ping(): Promise<number> {
@@ -246,16 +287,35 @@ export class MemoryStore implements Store {
     this.windows.sweep();
     this.bans.sweep();
     this.histories.sweep();
-    this.challenges.sweep();
     this.trusted.sweep();
   }
 
-  private writeBan(address: string, b: Omit<BanRecord, 'address' | 'node' | 'previousBans'>): BanRecord {
+  private writeBan(target: IpTarget, b: Omit<BanRecord, 'address' | 'node' | 'previousBans'>): BanRecord {
+    const address = target.text;
     const history = this.histories.get(address) ?? [];
-    const ban: BanRecord = { ...b, address, node: this.nodeId, previousBans: history.length };
-    this.bans.set(address, ban, b.until - b.bannedAt);
+    const record: BanRecord = { address, ...b, node: this.nodeId, previousBans: history.length };
+    this.bans.set(address, { record, target }, b.until - b.bannedAt);
     const entry: HistoryEntry = { at: b.bannedAt, until: b.until, reason: b.reason, node: this.nodeId };
     this.histories.set(address, [entry, ...history].slice(0, HISTORY_CAP), this.policy.historyTtlMs);
-    return ban;
+    return record;
   }
+}
+
+/** Keeps the newest `cap` failures (the oldest entry loses weight first); returns how many are left. */
+function trim(failures: WindowFailure[], cap: number): number {
+  let total = 0;
+  for (const f of failures) total += f.weight;
+  while (total > cap) {
+    const oldest = failures[0]!;
+    const excess = total - cap;
+    if (oldest.weight <= excess) {
+      failures.shift();
+      total -= oldest.weight;
+    } else {
+      const weight = oldest.weight - excess;
+      failures[0] = { at: oldest.at, weight, codes: oldest.codes.length > weight ? oldest.codes.slice(-weight) : oldest.codes };
+      total = cap;
+    }
+  }
+  return total;
 }

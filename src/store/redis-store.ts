@@ -1,20 +1,30 @@
-// The shared store: a fleet of PBXs pointed at one Redis sees one failure window and one ban per address.
-import type { Cluster, Redis } from 'ioredis';
-import type { IpTarget } from '../net/ip.js';
-import { KeySpace } from './keys.js';
-import { banBlock, storeScripts, parseKinds, type Arg, type BanRule, type RecordReply, type StoreScripts } from './scripts.js';
+// The shared store: a fleet of PBXs pointed at one Redis sees one failure window and one ban per target. A batch of
+// activity is one EVALSHA (one per node on a Cluster); the layout (keys.ts, codec.ts, lua/) is in docs/fleet.md.
+import { randomBytes } from 'node:crypto';
+import { Cluster, type Redis } from 'ioredis';
+import { parseTarget, type IpTarget } from '../net/ip.js';
+import type { Logger } from '../log.js';
+import {
+  ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity,
+  storedAccount, successActivity,
+} from './activity.js';
+import { b36, banOf, decodeText, encodeText, fromB36, historyOf, parseRecord, parseWindow, printable, recentOf, trustedUntilOf } from './codec.js';
+import { BUCKETS, KeySpace, bucketOf, slotOf, tagOf } from './keys.js';
+import { codesOf, tallyCodes } from './kinds.js';
+import { integer, storeScripts, type ActivityRule, type BanRule, type StoreScripts } from './scripts.js';
 import type {
-  ActiveBan, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput, PolicyParams,
-  RecentFailure, Store, SuccessInput,
+  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
+  PolicyParams, RecentFailure, Store, SuccessInput, TargetActivity,
 } from './store.js';
 
-/** bans kept per address; a ban record's `prev` counts up to this */
-export const HISTORY_CAP = 50;
-/** characters of an account id kept with a failure (the normaliser truncates already; this bounds memory anyway) */
-export const ACCOUNT_MAX = 128;
-/** characters of a manual ban reason kept */
-export const REASON_MAX = 200;
+export { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX } from './activity.js';
+export { checkFailure } from './activity.js';
+
 const PAGE_SIZE = 5_000;
+/** event letters sent per entry at most: the script needs the count of events to cut a batch at the threshold */
+const MAX_CODES = 1_000;
+/** index parts read at once while listing the active bans */
+const INDEX_READ_WIDTH = 256;
 
 export interface RedisStoreOptions {
   readonly client: Redis | Cluster;
@@ -23,102 +33,218 @@ export interface RedisStoreOptions {
   /** node.id, written into every ban and history entry */
   readonly nodeId: string;
   readonly policy: PolicyParams;
+  /** where entries of Redis that cannot be used (a bad index member) are reported */
+  readonly logger?: Logger;
+}
+
+/** The outcome of a batch whose parts went to several Cluster nodes: some may have failed while others counted. */
+export interface ActivityParts {
+  /** in the batch's order; undefined where the part failed */
+  readonly verdicts: Array<ActivityVerdict | undefined>;
+  /** the entries of each failed part, and why */
+  readonly failed: Array<{ readonly indices: readonly number[]; readonly error: unknown }>;
+}
+
+interface Group {
+  readonly indices: number[];
+  readonly entries: string[];
+  readonly routingKey: string;
 }
 
 export class RedisStore implements Store {
   readonly kind = 'redis' as const;
   private readonly client: Redis | Cluster;
   private readonly keys: KeySpace;
-  private readonly scripts: StoreScripts;
+  private scripts: StoreScripts;
   private readonly nodeId: string;
+  private readonly prefix: string;
   private policy: PolicyParams;
-  private fixedBanArgs: readonly Arg[];
+  private rule: ActivityRule;
+  private readonly log: Logger | undefined;
 
   constructor(opts: RedisStoreOptions) {
     this.client = opts.client;
     this.keys = new KeySpace(opts.keyPrefix);
-    this.scripts = storeScripts(opts.client);
     this.nodeId = opts.nodeId;
+    this.prefix = opts.keyPrefix;
     this.policy = checkPolicy(opts.policy);
-    this.fixedBanArgs = banBlock(banRule(this.policy, this.nodeId));
+    this.log = opts.logger;
+    // a window lives in the epoch it was written in and the next one: an epoch at least as long as both windows
+    this.rule = activityRule(this.policy, this.nodeId, Math.max(this.policy.findtimeMs, this.policy.scanner.findtimeMs));
+    this.scripts = storeScripts(opts.client, opts.keyPrefix, this.rule);
   }
 
-  /** A reloaded policy (SIGHUP): the next script call carries it; what Redis holds stays as it is. */
+  /**
+   * A reloaded policy (SIGHUP): the next script call carries it; what Redis holds stays. The window epoch (where the
+   * failure windows live) stays as long as the new windows fit in it, so the counts in flight are kept; a longer
+   * findtime needs a longer epoch, and the windows counted so far then start again (logged).
+   */
   setPolicy(params: PolicyParams): void {
     const policy = checkPolicy(params);
-    this.fixedBanArgs = banBlock(banRule(policy, this.nodeId));
+    const needed = Math.max(policy.findtimeMs, policy.scanner.findtimeMs);
+    const epoch = Math.max(needed, this.rule.windowEpochMs);
+    if (needed > this.rule.windowEpochMs) {
+      this.log?.warn({ findtime: needed, before: this.rule.windowEpochMs }, 'a longer findtime needs a new window layout: failures counted so far start again');
+    }
+    this.rule = activityRule(policy, this.nodeId, epoch);
+    this.scripts = storeScripts(this.client, this.prefix, this.rule);
     this.policy = policy;
   }
 
+  async recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]> {
+    const parts = await this.recordActivityParts(batch, now);
+    if (parts.failed.length > 0) throw parts.failed[0]!.error;
+    return parts.verdicts as ActivityVerdict[];
+  }
+
+  /**
+   * recordActivity, telling which entries were counted when a Cluster node failed and others did not (the fallback
+   * store counts those entries locally, and only those).
+   */
+  async recordActivityParts(batch: readonly TargetActivity[], now: number): Promise<ActivityParts> {
+    checkBatch(batch, now);
+    const verdicts: Array<ActivityVerdict | undefined> = new Array<ActivityVerdict | undefined>(batch.length);
+    const failed: Array<{ indices: number[]; error: unknown }> = [];
+    let pending: number[] | undefined;
+    for (let attempt = 1; batch.length > 0; attempt++) {
+      const moved: number[] = [];
+      await Promise.all(this.group(batch, pending).map(async (g) => {
+        try {
+          const reply = await this.scripts.recordActivity({ routingKey: g.routingKey, now, entries: g.entries });
+          this.decode(reply, batch, g.indices, now, verdicts, moved);
+        } catch (err) {
+          failed.push({ indices: g.indices, error: err });
+        }
+      }));
+      if (moved.length === 0) break;
+      // Cluster slots moved since the slot map was read (resharding, failover): the script did nothing for these
+      if (attempt === 3) {
+        failed.push({ indices: moved, error: new Error('Redis Cluster slots kept moving; entries not recorded there') });
+        break;
+      }
+      await this.refreshSlots();
+      pending = moved;
+    }
+    return { verdicts, failed };
+  }
+
+  private refreshSlots(): Promise<void> {
+    const client = this.client;
+    if (!(client instanceof Cluster)) return Promise.resolve();
+    return new Promise((resolve) => client.refreshSlotsCache(() => resolve()));
+  }
+
+  /** One part per Cluster node (by the slot map ioredis routes with); everything in one part elsewhere. */
+  private group(batch: readonly TargetActivity[], only: readonly number[] | undefined): Group[] {
+    const slots = this.client instanceof Cluster ? this.client.slots : undefined;
+    const byNode = new Map<string, Group>();
+    let single: Group | undefined;
+    const n = only ? only.length : batch.length;
+    for (let k = 0; k < n; k++) {
+      const i = only ? only[k]! : k;
+      const a = batch[i]!;
+      const bucket = bucketOf(a.target);
+      const entry = this.entry(a, bucket);
+      if (!slots) {
+        single ??= { indices: [], entries: [], routingKey: this.keys.index(bucket) };
+        single.indices.push(i);
+        single.entries.push(entry);
+        continue;
+      }
+      const slot = slotOf(bucket);
+      // before the slot map is known, each slot goes on its own (ioredis then routes it)
+      const node = slots[slot]?.[0] ?? `slot:${slot}`;
+      let g = byNode.get(node);
+      if (!g) {
+        g = { indices: [], entries: [], routingKey: this.keys.index(bucket) };
+        byNode.set(node, g);
+      }
+      g.indices.push(i);
+      g.entries.push(entry);
+    }
+    return single ? [single] : [...byNode.values()];
+  }
+
+  /** `<tag>|<target>|<failures>|<codes>|<challenges>|<successes>|<trust>|<first36>|<last36>|<account>` */
+  private entry(a: TargetActivity, bucket: number): string {
+    const codes = a.failures > 0 ? codesOf(a.kinds, MAX_CODES) : '';
+    const account = a.failures > 0 && a.account !== '' ? encodeText(storedAccount(a.account)) : '';
+    return `${tagOf(bucket)}|${a.target.text}|${a.failures}|${codes}|${a.challenges}|${a.successes}|${a.trust ? 1 : 0}|${b36(a.first)}|${b36(a.last)}|${account}`;
+  }
+
+  private decode(
+    reply: unknown[], batch: readonly TargetActivity[], indices: readonly number[], now: number,
+    out: Array<ActivityVerdict | undefined>, moved: number[],
+  ): void {
+    const counts = (reply[0] as string).split(',');
+    if (counts.length !== indices.length) throw new TypeError(`record-activity.lua answered ${counts.length} counts for ${indices.length} entries`);
+    for (let j = 0; j < indices.length; j++) out[indices[j]!] = counted(Number(counts[j]));
+    for (let k = 1; k < reply.length;) {
+      const j = integer(reply[k], 'record-activity.lua') - 1;
+      const i = indices[j];
+      if (i === undefined) throw new TypeError(`record-activity.lua answered for entry ${j + 1} of ${indices.length}`);
+      const type = reply[k + 1];
+      if (type === 'm') {
+        out[i] = undefined;
+        moved.push(i);
+        k += 2;
+        continue;
+      }
+      const until = fromB36(String(reply[k + 2]));
+      if (until === undefined) throw new TypeError(`record-activity.lua answered an invalid until ${JSON.stringify(reply[k + 2])}`);
+      if (type === 'a') {
+        out[i] = { type: 'already-banned', until };
+        k += 3;
+        continue;
+      }
+      if (type !== 'b') throw new TypeError(`record-activity.lua answered ${JSON.stringify(type)}`);
+      const a = batch[i]!;
+      const first = fromB36(String(reply[k + 5])) ?? now;
+      const account = reply[k + 9] ? decodeText(String(reply[k + 9]), ACCOUNT_MAX) : '';
+      out[i] = {
+        type: 'banned',
+        ban: {
+          address: a.target.text, reason: String(reply[k + 8]), kinds: tallyCodes(String(reply[k + 4])),
+          count: integer(reply[k + 3], 'record-activity.lua'), firstSeen: first, lastSeen: fromB36(String(reply[k + 6])) ?? now,
+          bannedAt: now, until, node: this.nodeId, previousBans: integer(reply[k + 7], 'record-activity.lua'),
+          ...(account ? { account } : {}),
+        },
+      };
+      k += 10;
+    }
+  }
+
   async recordFailure(input: FailureInput): Promise<FailureVerdict> {
-    const address = input.address.text;
-    const keys = this.keys.target(address);
-    checkFailure(input);
-    // `|` separates the fields of a window entry; kinds are Asterisk event names, which never contain it
-    if (input.kind.includes('|')) throw new RangeError(`invalid failure kind ${JSON.stringify(input.kind)}`);
-    const p = this.policy;
-    const reply = await this.scripts.recordFailure(keys, {
-      now: input.now, kind: input.kind, account: input.account.slice(0, ACCOUNT_MAX), weight: input.weight,
-      maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry,
-      offenderMaxretry: p.offenderMaxretry, banArgs: this.banArgs(),
-    });
-    return this.verdict(address, input.now, reply);
+    return (await this.recordActivity([failureActivity(input)], input.now))[0]!;
   }
 
   async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
-    checkTime(input.now);
-    const address = input.address.text;
-    const p = this.policy;
-    const reply = await this.scripts.recordChallenge(this.keys.target(address), {
-      now: input.now, maxretry: p.scanner.maxretry, findtimeMs: p.scanner.findtimeMs, banArgs: this.banArgs(),
-    });
-    return this.verdict(address, input.now, reply);
+    return (await this.recordActivity([challengeActivity(input)], input.now))[0]!;
   }
 
   async recordSuccess(input: SuccessInput): Promise<void> {
-    checkTime(input.now);
-    await this.scripts.recordSuccess(this.keys.target(input.address.text), {
-      now: input.now, trustTtlMs: this.policy.trust.ttlMs, trust: input.trust,
-    });
+    await this.recordActivity([successActivity(input)], input.now);
   }
 
   async trustedUntil(target: IpTarget, now: number): Promise<number | null> {
-    const ttl = await this.client.pttl(this.keys.target(target.text).trust);
-    return ttl > 0 ? now + ttl : null;
-  }
-
-  /** The ban block of every scripted event: built once, fresh only when rndtime asks for a new jitter draw. */
-  private banArgs(): readonly Arg[] {
-    return this.policy.increment.rndtimeMs > 0 ? banBlock(banRule(this.policy, this.nodeId)) : this.fixedBanArgs;
-  }
-
-  private async verdict(address: string, now: number, reply: RecordReply): Promise<FailureVerdict> {
-    if (reply.type === 'counted') return { type: 'counted', count: reply.count };
-    if (reply.type !== 'banned') return reply;
-    await this.indexBan(address, reply.until, reply.until - now);
-    return {
-      type: 'banned',
-      ban: {
-        address, reason: reply.reason, kinds: reply.kinds, count: reply.count, firstSeen: reply.first,
-        lastSeen: reply.last, bannedAt: now, until: reply.until, node: this.nodeId, previousBans: reply.prev,
-      },
-    };
+    return trustedUntilOf(parseRecord(await this.readRecord(target)), now);
   }
 
   async ban(input: ManualBanInput): Promise<BanRecord> {
     checkManualBan(input);
-    const address = input.target.text;
+    const target = this.keys.check(input.target);
+    const bucket = bucketOf(target);
     const until = input.now + input.durationMs;
     const reason = input.reason.slice(0, REASON_MAX);
     const note = (input.note ?? '').slice(0, REASON_MAX);
-    const prev = await this.scripts.ban(this.keys.target(address), {
-      now: input.now, until, reason, node: this.nodeId, historyTtlMs: this.policy.historyTtlMs,
-      historyCap: HISTORY_CAP, note,
+    const prev = await this.scripts.ban({
+      record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
+      now: input.now, until, reason: encodeText(reason), note: encodeText(note), windowEpochMs: this.rule.windowEpochMs,
+      node: this.nodeId, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
     });
-    await this.indexBan(address, until, input.durationMs);
     return {
-      address, reason, kinds: {}, count: 0, firstSeen: input.now, lastSeen: input.now, bannedAt: input.now, until,
-      node: this.nodeId, previousBans: prev, ...(note ? { note } : {}),
+      address: target.text, reason, kinds: {}, count: 0, firstSeen: input.now, lastSeen: input.now, bannedAt: input.now,
+      until, node: this.nodeId, previousBans: prev, ...(note ? { note } : {}),
     };
   }
 
@@ -128,74 +254,94 @@ export class RedisStore implements Store {
    */
   async restoreBan(ban: BanRecord, now: number): Promise<boolean> {
     checkTime(now);
-    const { written, until } = await this.scripts.restoreBan(this.keys.target(ban.address), {
-      now, until: ban.until, bannedAt: ban.bannedAt, reason: ban.reason.slice(0, REASON_MAX), kinds: ban.kinds,
-      count: ban.count, first: ban.firstSeen, last: ban.lastSeen, node: ban.node, historyTtlMs: this.policy.historyTtlMs,
-      historyCap: HISTORY_CAP,
+    const target = parseTarget(ban.address);
+    if (!target || target.text !== ban.address) throw new RangeError(`invalid ban address ${JSON.stringify(ban.address)}`);
+    const bucket = bucketOf(target);
+    let codes = '';
+    for (const [kind, n] of Object.entries(ban.kinds)) codes += codesOf({ [kind]: n }, 1_000 - codes.length);
+    const { written } = await this.scripts.restoreBan({
+      record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
+      now, windowEpochMs: this.rule.windowEpochMs, until: ban.until, bannedAt: ban.bannedAt,
+      reason: encodeText(ban.reason.slice(0, REASON_MAX)), codes, count: ban.count, first: ban.firstSeen, last: ban.lastSeen,
+      node: ban.node, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
+      account: encodeText(storedAccount(ban.account ?? '')), note: encodeText((ban.note ?? '').slice(0, REASON_MAX)),
     });
-    if (until > now) await this.indexBan(ban.address, until, until - now);
     return written;
   }
 
-  async unban(target: IpTarget): Promise<boolean> {
-    const [existed] = await Promise.all([
-      this.scripts.unban(this.keys.target(target.text)),
-      this.client.zrem(this.keys.banIndex, target.text),
-    ]);
-    return existed;
+  async unban(target: IpTarget, now = Date.now()): Promise<boolean> {
+    const t = this.keys.check(target);
+    const bucket = bucketOf(t);
+    return this.scripts.unban({
+      record: this.keys.record(t), index: this.keys.index(bucket), base: this.base(bucket), target: t.text,
+      now, windowEpochMs: this.rule.windowEpochMs,
+    });
   }
 
   async getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
-    const h = await this.client.hgetall(this.keys.target(target.text).ban);
-    const until = num(h.until);
-    if (until === undefined || until <= now) return null;
-    // fields an older version did not write read as neutral values
-    const bannedAt = num(h.at) ?? 0;
-    return {
-      address: target.text,
-      reason: h.reason ?? 'failures',
-      kinds: parseKinds(h.kinds),
-      count: num(h.count) ?? 0,
-      firstSeen: num(h.first) ?? bannedAt,
-      lastSeen: num(h.last) ?? bannedAt,
-      bannedAt,
-      until,
-      node: h.node ?? '',
-      previousBans: num(h.prev) ?? 0,
-      ...(h.note ? { note: h.note } : {}),
-    };
+    return banOf(target.text, parseRecord(await this.readRecord(target)), now);
   }
 
   async recentFailures(target: IpTarget): Promise<RecentFailure[]> {
-    const raw = await this.client.lrange(this.keys.target(target.text).fail, 0, -1);
-    return raw.flatMap((entry) => {
-      // `<ms>|<kind>|<account>`: the account is last because it may itself contain `|`
-      const m = /^(\d+)\|([^|]*)\|(.*)$/s.exec(entry);
-      return m ? [{ at: Number(m[1]), kind: m[2]!, account: m[3]! }] : [];
-    });
+    const bucket = bucketOf(this.keys.check(target));
+    // the window is in the epoch of Redis's clock or the one before; this host's clock may differ a little
+    const epoch = Math.floor(Date.now() / this.rule.windowEpochMs);
+    const values = await Promise.all(
+      [epoch + 1, epoch, epoch - 1].map((e) => this.client.hget(this.keys.window(bucket, e), target.text).catch(wrongType(this.log, null))));
+    return recentOf(parseWindow(values.find((v) => v !== null) ?? null));
   }
 
   async history(target: IpTarget): Promise<HistoryEntry[]> {
-    const raw = await this.client.lrange(this.keys.target(target.text).hist, 0, -1);
-    return raw.flatMap((json) => {
-      const entry = parseHistoryEntry(json);
-      return entry ? [entry] : [];
-    });
+    return historyOf(parseRecord(await this.readRecord(target)));
   }
 
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
-    const index = this.keys.banIndex;
-    await this.client.zremrangebyscore(index, '-inf', now);
-    // Offset paging: a ban added or removed between pages can shift the rest by one, so a concurrent change may be
-    // missed or seen twice in this pass; reconciliation runs periodically and catches it on the next one.
-    for (let offset = 0; ; offset += PAGE_SIZE) {
-      const flat = await this.client.zrange(
-        index, `(${now}`, '+inf', 'BYSCORE', 'LIMIT', offset, PAGE_SIZE, 'WITHSCORES');
-      const page: ActiveBan[] = [];
-      for (let i = 0; i + 1 < flat.length; i += 2) page.push({ address: flat[i]!, until: Number(flat[i + 1]) });
-      if (page.length > 0) yield page;
-      if (page.length < PAGE_SIZE) return;
+    let page: ActiveBan[] = [];
+    const skipped = { count: 0, sample: '' };
+    for (let from = 0; from < BUCKETS; from += INDEX_READ_WIDTH) {
+      const parts = await Promise.all(
+        Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) => this.readIndex(from + i, now, skipped)));
+      for (const bans of parts) page.push(...bans);
+      // Bans added or lifted while this runs may be missed or seen in this pass; reconciliation runs periodically
+      // and catches them on the next one.
+      if (page.length >= PAGE_SIZE) {
+        yield page;
+        page = [];
+      }
     }
+    if (page.length > 0) yield page;
+    if (skipped.count > 0) {
+      this.log?.warn({ skipped: skipped.count, sample: skipped.sample }, 'ban index entries that are not a valid ban were skipped');
+    }
+  }
+
+  /** One bucket's part of the index, its expired members removed, every member checked. */
+  private async readIndex(bucket: number, now: number, skipped: { count: number; sample: string }): Promise<ActiveBan[]> {
+    const key = this.keys.index(bucket);
+    await this.client.zremrangebyscore(key, '-inf', now);
+    const out: ActiveBan[] = [];
+    for (let offset = 0; ; offset += PAGE_SIZE) {
+      const flat = await this.client.zrange(key, `(${now}`, '+inf', 'BYSCORE', 'LIMIT', offset, PAGE_SIZE, 'WITHSCORES');
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const member = flat[i]!;
+        const until = Number(flat[i + 1]);
+        const target = member.length <= 64 ? parseTarget(member) : null;
+        // an index is data: `ZADD bans +inf 203.0.113.9` or a name with terminal escapes must not stop a reconciliation
+        if (!target || target.text !== member || !Number.isSafeInteger(until) || bucketOf(target) !== bucket) {
+          if (skipped.count++ === 0) skipped.sample = printable(`${member} ${flat[i + 1]}`, 100);
+          continue;
+        }
+        out.push({ address: member, target, until });
+      }
+      if (flat.length < 2 * PAGE_SIZE) return out;
+    }
+  }
+
+  async identity(): Promise<string> {
+    await this.client.set(this.keys.identity, randomBytes(12).toString('hex'), 'NX');
+    const id = await this.client.get(this.keys.identity);
+    if (id === null) throw new Error('the store identity vanished as it was written');
+    return id;
   }
 
   async ping(): Promise<number> {
@@ -210,20 +356,23 @@ export class RedisStore implements Store {
     else this.client.disconnect();
   }
 
-  /**
-   * Adds a ban to the index, from here rather than from the script because the index lives in a slot of its own.
-   * Expired members are pruned by activeBans; the key itself expires with its longest ban, so a fleet whose
-   * reconciliation stopped still cannot grow it for ever.
-   */
-  private async indexBan(address: string, until: number, durationMs: number): Promise<void> {
-    const index = this.keys.banIndex;
-    await Promise.all([
-      this.client.zadd(index, until, address),
-      // NX gives a new index its first TTL; GT extends it and never shortens it
-      this.client.pexpire(index, durationMs, 'NX'),
-      this.client.pexpire(index, durationMs, 'GT'),
-    ]);
+  /** The target's record as stored, or null; a key of ours holding another type reads as none (and is reported). */
+  private readRecord(target: IpTarget): Promise<string | null> {
+    return this.client.get(this.keys.record(target)).catch(wrongType(this.log, null));
   }
+
+  private base(bucket: number): string {
+    return `${this.keys.prefix}{${tagOf(bucket)}}`;
+  }
+}
+
+/** A catch handler: a key of ours that holds another type (written by someone else) reads as `empty`. */
+function wrongType<T>(log: Logger | undefined, empty: T): (err: unknown) => T {
+  return (err) => {
+    if (!(err instanceof Error) || !err.message.startsWith('WRONGTYPE')) throw err;
+    log?.warn({ err: err.message }, 'a store key holds a value of another type; read as empty');
+    return empty;
+  };
 }
 
 /** Config validation is the first line; this one keeps a bad policy from reaching the scripts as nonsense. */
@@ -248,24 +397,13 @@ export function checkPolicy(policy: PolicyParams): PolicyParams {
   return policy;
 }
 
-/** The ban block of the scripts, with a fresh jitter draw (fail2ban's bantime.rndtime). */
+/** The ban rule of the scripts (fail2ban's bantime.increment and the recidive jail). */
 export function banRule(p: PolicyParams, node: string): BanRule {
   return {
-    bantimeMs: p.bantimeMs, factor: p.increment.factor, maxtimeMs: p.increment.maxtimeMs,
-    jitterMs: p.increment.rndtimeMs > 0 ? Math.floor(Math.random() * (p.increment.rndtimeMs + 1)) : 0,
+    bantimeMs: p.bantimeMs, factor: p.increment.factor, maxtimeMs: p.increment.maxtimeMs, rndtimeMs: p.increment.rndtimeMs,
     recidiveMaxretry: p.recidive.maxretry, recidiveFindtimeMs: p.recidive.findtimeMs,
     recidiveBantimeMs: p.recidive.bantimeMs, historyTtlMs: p.historyTtlMs, historyCap: HISTORY_CAP, node,
   };
-}
-
-function checkTime(now: number): void {
-  if (!Number.isSafeInteger(now)) throw new RangeError(`invalid time ${now}`);
-}
-
-/** Checks what both stores rely on: integer ms (they are written into entries and JSON as digits) and weight. */
-export function checkFailure(input: FailureInput): void {
-  if (!Number.isSafeInteger(input.now)) throw new RangeError(`invalid time ${input.now}`);
-  if (!Number.isSafeInteger(input.weight) || input.weight < 1) throw new RangeError(`invalid weight ${input.weight}`);
 }
 
 export function checkManualBan(input: ManualBanInput): void {
@@ -275,26 +413,11 @@ export function checkManualBan(input: ManualBanInput): void {
   }
 }
 
-function num(v: string | undefined): number | undefined {
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : undefined;
-}
-
-function parseHistoryEntry(json: string): HistoryEntry | null {
-  let v: unknown;
-  try {
-    v = JSON.parse(json);
-  } catch {
-    return null;
-  }
-  if (!v || typeof v !== 'object') return null;
-  const o = v as Record<string, unknown>;
-  if (typeof o.at !== 'number') return null;
+function activityRule(p: PolicyParams, nodeId: string, windowEpochMs: number): ActivityRule {
   return {
-    at: o.at,
-    until: typeof o.until === 'number' ? o.until : o.at,
-    reason: typeof o.reason === 'string' ? o.reason : 'failures',
-    node: typeof o.node === 'string' ? o.node : '',
+    windowEpochMs,
+    maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry, offenderMaxretry: p.offenderMaxretry,
+    scannerMaxretry: p.scanner.maxretry, scannerFindtimeMs: p.scanner.findtimeMs, trustTtlMs: p.trust.ttlMs,
+    ban: banRule(p, nodeId),
   };
 }

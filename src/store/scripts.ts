@@ -1,19 +1,18 @@
-// Typed wrappers around the Lua scripts in ./lua/. ioredis defineCommand sends EVALSHA and falls back to EVAL on
-// NOSCRIPT, so a script flush or a failover to a fresh replica needs no handling here. Each script touches only
-// the keys of one target, which share a hash tag, so the same wrappers work on a Redis Cluster.
+// The Lua scripts in ./lua/, read once and registered with ioredis's defineCommand (EVALSHA, falling back to EVAL on
+// NOSCRIPT, so a script flush or a failover to a fresh replica needs no handling here), with typed wrappers.
+// Every script declares `allow-cross-slot-keys`: the batch script reaches the keys of many buckets on one Cluster
+// node (the caller groups a batch by node); the others touch one bucket's slot. Redis 7.0 or later reads the flag.
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
-import type { TargetKeys } from './keys.js';
 
 const LUA_DIR = new URL('./lua/', import.meta.url);
+const SHEBANG = '#!lua flags=allow-cross-slot-keys';
 
 const SCRIPTS = {
-  recordFailure: { file: 'record-failure.lua', command: 'amiGuardRecordFailure', keys: 4, include: true },
-  recordChallenge: { file: 'record-challenge.lua', command: 'amiGuardRecordChallenge', keys: 3, include: true },
-  recordSuccess: { file: 'record-success.lua', command: 'amiGuardRecordSuccess', keys: 2, include: false },
-  ban: { file: 'ban.lua', command: 'amiGuardBan', keys: 3, include: false },
-  unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 3, include: false },
-  restoreBan: { file: 'restore-ban.lua', command: 'amiGuardRestoreBan', keys: 2, include: false },
+  recordActivity: { file: 'record-activity.lua', command: 'amiGuardRecordActivity', keys: 1 },
+  ban: { file: 'ban.lua', command: 'amiGuardBan', keys: 2 },
+  unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 2 },
+  restoreBan: { file: 'restore-ban.lua', command: 'amiGuardRestoreBan', keys: 2 },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -24,33 +23,22 @@ type DefinedCommands = Record<(typeof SCRIPTS)[ScriptName]['command'], (...args:
 
 let sources: Record<ScriptName, string> | undefined;
 
-/** Reads each script once; the shared ban logic is prepended where a script can decide a ban. */
+/** Reads each script once, with the shared record and ban logic after the flags line. */
 function loadSources(): Record<ScriptName, string> {
   if (!sources) {
-    const include = readFileSync(new URL('include/ban.lua', LUA_DIR), 'utf8');
-    const read = (name: ScriptName): string => {
-      const body = readFileSync(new URL(SCRIPTS[name].file, LUA_DIR), 'utf8');
-      return SCRIPTS[name].include ? `${include}\n${body}` : body;
-    };
-    sources = {
-      recordFailure: read('recordFailure'),
-      recordChallenge: read('recordChallenge'),
-      recordSuccess: read('recordSuccess'),
-      ban: read('ban'),
-      unban: read('unban'),
-      restoreBan: read('restoreBan'),
-    };
+    const include = readFileSync(new URL('include/record.lua', LUA_DIR), 'utf8');
+    const read = (name: ScriptName): string => `${SHEBANG}\n${include}\n${readFileSync(new URL(SCRIPTS[name].file, LUA_DIR), 'utf8')}`;
+    sources = { recordActivity: read('recordActivity'), ban: read('ban'), unban: read('unban'), restoreBan: read('restoreBan') };
   }
   return sources;
 }
 
-/** How long a ban lasts and when it becomes recidive: the ARGV block of include/ban.lua. */
+/** How long a ban lasts and when it becomes recidive: the ARGV block of include/record.lua (banParams). */
 export interface BanRule {
   readonly bantimeMs: number;
   readonly factor: number;
   readonly maxtimeMs: number;
-  /** drawn by the caller in [0, rndtime], so the script itself stays deterministic */
-  readonly jitterMs: number;
+  readonly rndtimeMs: number;
   readonly recidiveMaxretry: number;
   readonly recidiveFindtimeMs: number;
   readonly recidiveBantimeMs: number;
@@ -59,173 +47,133 @@ export interface BanRule {
   readonly node: string;
 }
 
-/** The ban block as script arguments; callers build it once and reuse it (it is the same for every event). */
-export function banBlock(r: BanRule): readonly Arg[] {
-  return [
-    r.bantimeMs, r.factor, r.maxtimeMs, r.jitterMs, r.recidiveMaxretry, r.recidiveFindtimeMs, r.recidiveBantimeMs,
-    r.historyTtlMs, r.historyCap, r.node,
-  ];
-}
-
-export interface RecordFailureArgs {
-  readonly now: number;
-  /** must not contain `|`, the entry separator */
-  readonly kind: string;
-  readonly account: string;
-  readonly weight: number;
+/** The fixed ARGV of record-activity.lua (ARGV[3..21] but the jitter seed, ARGV[15]), built once per store. */
+export interface ActivityRule {
+  readonly windowEpochMs: number;
   readonly maxretry: number;
   readonly findtimeMs: number;
   readonly trustMaxretry: number;
   readonly offenderMaxretry: number;
-  /** banBlock(rule) */
-  readonly banArgs: readonly Arg[];
+  readonly scannerMaxretry: number;
+  readonly scannerFindtimeMs: number;
+  readonly trustTtlMs: number;
+  readonly ban: BanRule;
 }
 
-export interface RecordChallengeArgs {
+/** One call of record-activity.lua: the reply as it comes, decoded by the caller (it knows the batch). */
+export interface ActivityCall {
+  /** any key of the node the call must run on (ioredis routes by it) */
+  readonly routingKey: string;
   readonly now: number;
-  readonly maxretry: number;
-  readonly findtimeMs: number;
-  /** banBlock(rule) */
-  readonly banArgs: readonly Arg[];
+  /** `<tag>|<target>|…` per entry (record-activity.lua) */
+  readonly entries: readonly string[];
 }
-
-export type RecordReply =
-  | { readonly type: 'counted'; readonly count: number; readonly threshold: number }
-  | { readonly type: 'already-banned'; readonly until: number }
-  | {
-      readonly type: 'banned';
-      readonly count: number;
-      readonly kinds: Record<string, number>;
-      readonly first: number;
-      readonly last: number;
-      readonly prev: number;
-      readonly reason: string;
-      readonly until: number;
-    };
 
 export interface BanArgs {
+  readonly record: string;
+  readonly index: string;
+  /** `<prefix>{<tag>}` */
+  readonly base: string;
+  readonly target: string;
   readonly now: number;
   readonly until: number;
+  /** already encoded */
   readonly reason: string;
+  /** already encoded, may be empty */
+  readonly note: string;
+  readonly windowEpochMs: number;
   readonly node: string;
   readonly historyTtlMs: number;
   readonly historyCap: number;
-  readonly note: string;
 }
 
-export interface StoreScripts {
-  recordFailure(keys: TargetKeys, args: RecordFailureArgs): Promise<RecordReply>;
-  recordChallenge(keys: TargetKeys, args: RecordChallengeArgs): Promise<RecordReply>;
-  recordSuccess(keys: TargetKeys, args: { now: number; trustTtlMs: number; trust: boolean }): Promise<void>;
-  /** resolves to the number of history entries before this ban */
-  ban(keys: TargetKeys, args: BanArgs): Promise<number>;
-  /** resolves to whether a ban existed */
-  unban(keys: TargetKeys): Promise<boolean>;
-  /** whether the ban was written (no: one as long is already there, or it is over), and the until in force (0: none) */
-  restoreBan(keys: TargetKeys, args: RestoreBanArgs): Promise<{ written: boolean; until: number }>;
-}
-
-export interface RestoreBanArgs {
+export interface UnbanArgs {
+  readonly record: string;
+  readonly index: string;
+  readonly base: string;
+  readonly target: string;
   readonly now: number;
+  readonly windowEpochMs: number;
+}
+
+export interface RestoreBanArgs extends UnbanArgs {
   readonly until: number;
   readonly bannedAt: number;
+  /** already encoded */
   readonly reason: string;
-  readonly kinds: Record<string, number>;
+  readonly codes: string;
   readonly count: number;
   readonly first: number;
   readonly last: number;
   readonly node: string;
   readonly historyTtlMs: number;
   readonly historyCap: number;
+  /** already encoded */
+  readonly account: string;
+  /** already encoded */
+  readonly note: string;
+}
+
+export interface StoreScripts {
+  recordActivity(call: ActivityCall): Promise<unknown[]>;
+  /** resolves to the number of history entries before this ban */
+  ban(a: BanArgs): Promise<number>;
+  /** resolves to whether a ban was in force */
+  unban(a: UnbanArgs): Promise<boolean>;
+  /** whether the ban was written (no: one as long is already there, or it is over), and the until in force (0: none) */
+  restoreBan(a: RestoreBanArgs): Promise<{ written: boolean; until: number }>;
 }
 
 /** Registers the scripts on `client` (once per client) and returns typed wrappers. */
-export function storeScripts(client: Redis | Cluster): StoreScripts {
+export function storeScripts(client: Redis | Cluster, prefix: string, rule: ActivityRule): StoreScripts {
   const src = loadSources();
   for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
     const { command, keys } = SCRIPTS[name];
     if (!(command in client)) client.defineCommand(command, { lua: src[name], numberOfKeys: keys });
   }
   const c = client as unknown as DefinedCommands;
+  const b = rule.ban;
+  // ARGV[3..21]: the same for every call but the jitter seed, which is drawn per call
+  const head: Arg[] = [
+    rule.windowEpochMs, rule.maxretry, rule.findtimeMs, rule.trustMaxretry, rule.offenderMaxretry, rule.scannerMaxretry,
+    rule.scannerFindtimeMs, rule.trustTtlMs, b.bantimeMs, b.factor, b.maxtimeMs, b.rndtimeMs, 0, b.recidiveMaxretry,
+    b.recidiveFindtimeMs, b.recidiveBantimeMs, b.historyTtlMs, b.historyCap, b.node,
+  ];
+  const SEED = 12;
 
   return {
-    async recordFailure(keys, a) {
-      const reply = await c.amiGuardRecordFailure(
-        keys.fail, keys.ban, keys.hist, keys.trust,
-        a.now, a.kind, a.account, a.weight, a.maxretry, a.findtimeMs, a.trustMaxretry, a.offenderMaxretry,
-        ...a.banArgs,
-      );
-      return parseRecordReply(reply, 'record-failure.lua');
+    async recordActivity(call) {
+      const args: Arg[] = [call.routingKey, prefix, call.now, ...head, call.now.toString(36), ...call.entries];
+      if (b.rndtimeMs > 0) args[3 + SEED] = Math.floor(Math.random() * 2 ** 31);
+      const reply = await c.amiGuardRecordActivity(...args);
+      if (!Array.isArray(reply) || typeof reply[0] !== 'string') {
+        throw new TypeError(`unexpected reply from record-activity.lua: ${JSON.stringify(reply)?.slice(0, 200)}`);
+      }
+      return reply;
     },
-    async recordChallenge(keys, a) {
-      const reply = await c.amiGuardRecordChallenge(keys.chal, keys.ban, keys.hist, a.now, a.maxretry, a.findtimeMs, ...a.banArgs);
-      return parseRecordReply(reply, 'record-challenge.lua');
-    },
-    async recordSuccess(keys, a) {
-      await c.amiGuardRecordSuccess(keys.chal, keys.trust, a.now, a.trustTtlMs, a.trust ? '1' : '0');
-    },
-    async ban(keys, a) {
+    async ban(a) {
       const reply = await c.amiGuardBan(
-        keys.ban, keys.hist, keys.fail,
-        a.now, a.until, a.until - a.now, a.reason, a.node, a.historyTtlMs, a.historyCap, a.note,
+        a.record, a.index, a.base, a.target, a.now, a.until, a.reason, a.note, a.windowEpochMs, a.node, a.historyTtlMs,
+        a.historyCap,
       );
       return integer(reply, 'ban.lua');
     },
-    async unban(keys) {
-      return integer(await c.amiGuardUnban(keys.ban, keys.fail, keys.chal), 'unban.lua') === 1;
+    async unban(a) {
+      return integer(await c.amiGuardUnban(a.record, a.index, a.base, a.target, a.now, a.windowEpochMs), 'unban.lua') === 1;
     },
-    async restoreBan(keys, a) {
+    async restoreBan(a) {
       const reply = await c.amiGuardRestoreBan(
-        keys.ban, keys.hist,
-        a.now, a.until, a.bannedAt, a.reason, JSON.stringify(a.kinds), a.count, a.first, a.last, a.node,
-        a.historyTtlMs, a.historyCap,
+        a.record, a.index, a.base, a.target, a.now, a.until, a.bannedAt, a.reason, a.codes, a.count, a.first, a.last,
+        a.node, a.historyTtlMs, a.historyCap, a.account, a.note, a.windowEpochMs,
       );
-      if (!Array.isArray(reply) || reply.length !== 2) throw new Error(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
+      if (!Array.isArray(reply) || reply.length !== 2) throw new TypeError(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
       return { written: integer(reply[0], 'restore-ban.lua') === 1, until: integer(reply[1], 'restore-ban.lua') };
     },
   };
 }
 
-function parseRecordReply(reply: unknown, script: string): RecordReply {
-  if (Array.isArray(reply)) {
-    const [type, a, b, first, last, prev, reason, until] = reply as unknown[];
-    switch (type) {
-      case 'counted':
-        return { type, count: integer(a, script), threshold: integer(b, script) };
-      case 'already-banned':
-        return { type, until: integer(a, script) };
-      case 'banned':
-        return {
-          type,
-          count: integer(a, script),
-          kinds: parseKinds(b),
-          first: integer(first, script),
-          last: integer(last, script),
-          prev: integer(prev, script),
-          reason: typeof reason === 'string' ? reason : 'failures',
-          until: integer(until, script),
-        };
-    }
-  }
-  throw new Error(`unexpected reply from ${script}: ${JSON.stringify(reply)}`);
-}
-
-function integer(v: unknown, script: string): number {
+export function integer(v: unknown, script: string): number {
   const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n)) throw new Error(`unexpected reply from ${script}: ${JSON.stringify(v)}`);
+  if (!Number.isSafeInteger(n)) throw new TypeError(`unexpected reply from ${script}: ${JSON.stringify(v)}`);
   return n;
-}
-
-/** Parses the `kinds` JSON of a ban record; anything malformed (an older or tampered record) reads as no counts. */
-export function parseKinds(json: unknown): Record<string, number> {
-  if (typeof json !== 'string') return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(json);
-  } catch {
-    return {};
-  }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
-  // fromEntries defines own properties, so even a kind named `__proto__` stays a plain count
-  return Object.fromEntries(Object.entries(parsed).filter((e): e is [string, number] => typeof e[1] === 'number'));
 }

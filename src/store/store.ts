@@ -72,6 +72,8 @@ export interface BanRecord {
   readonly previousBans: number;
   /** the operator's words for a manual ban (`ami-guard ban --reason`) */
   readonly note?: string;
+  /** the account id of the last failure before a threshold ban (attacker text, data only) */
+  readonly account?: string;
 }
 
 /** One failure in an address's current window. */
@@ -94,9 +96,41 @@ export type FailureVerdict =
   | { readonly type: 'banned'; readonly ban: BanRecord }
   | { readonly type: 'already-banned'; readonly until: number };
 
+/**
+ * What one batch of events did to one counting target, folded: the daemon reads a socket chunk (up to hundreds of
+ * events), decides each event, and hands the store one entry per target instead of one call per event. Within an
+ * entry the store applies the challenges first, then the logins (each answers one pending challenge, and may trust
+ * the target), then the failures, which is the order a phone's REGISTER produces them and never harsher on it.
+ */
+export interface TargetActivity {
+  /** what is counted and banned: an address, or a network (an IPv6 prefix) standing for its addresses */
+  readonly target: IpTarget;
+  /** weighted failures in this batch; 0 when there were none */
+  readonly failures: number;
+  /** failures by event kind in this batch (unweighted counts), for the ban record */
+  readonly kinds: Readonly<Record<string, number>>;
+  /** the account id of the last failure (attacker text, already sanitised and truncated), '' when none */
+  readonly account: string;
+  /** ChallengeSent events in this batch (the silent-scanner rule) */
+  readonly challenges: number;
+  /** SuccessfulAuth events in this batch */
+  readonly successes: number;
+  /** whether one of those logins makes the target trusted */
+  readonly trust: boolean;
+  /** when the first and the last of these events arrived, ms since the epoch */
+  readonly first: number;
+  readonly last: number;
+}
+
+/** The store's answer for one TargetActivity; `counted` also stands for "nothing to do" (a login). */
+export type ActivityVerdict = FailureVerdict;
+
 /** What reconciliation needs of a ban: what to block and until when. */
 export interface ActiveBan {
+  /** canonical text of `target` */
   readonly address: string;
+  /** parsed once where the text left the store, so no reader parses it again */
+  readonly target: IpTarget;
   readonly until: number;
 }
 
@@ -110,18 +144,36 @@ export interface ManualBanInput {
 
 export interface Store {
   readonly kind: 'redis' | 'memory';
-  /** records one failure atomically and decides: counted, banned now, or already banned */
+  /**
+   * Records a batch of folded activity atomically per target and decides for each target: counted, banned now, or
+   * already banned. One round trip per batch (per Cluster node group); verdicts come back in the batch's order.
+   * `now` is the batch's clock (the receiving node's, or the recording's for replay).
+   */
+  recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]>;
+  /** One failure event: recordActivity with a batch of one (kept for callers that do not batch yet). */
   recordFailure(input: FailureInput): Promise<FailureVerdict>;
-  /** records a challenge sent to an address and decides whether it is a silent scanner */
+  /** One ChallengeSent: recordActivity with a batch of one (kept for callers that do not batch yet). */
   recordChallenge(input: ChallengeInput): Promise<FailureVerdict>;
-  /** a successful login: answers one pending challenge, and may make the address trusted */
+  /** One SuccessfulAuth: recordActivity with a batch of one (kept for callers that do not batch yet). */
   recordSuccess(input: SuccessInput): Promise<void>;
+  /**
+   * Who this store is: a random id written once, the first time the store is used, and never expiring. It stays the
+   * same for as long as the store keeps its data; a different answer than the one seen before means the data is gone
+   * (Redis restarted without persistence, FLUSHALL, a failover to an empty replica), and with it every ban it held:
+   * the caller must not take the store's empty ban index for the truth (a reconciliation would lift every ban of the
+   * fleet) and re-seeds it from what it enforces instead. Call it at start and before each reconciliation. The
+   * embedded store answers a fresh id per process, which is the truth about it.
+   */
+  identity(): Promise<string>;
   /** until when the target is trusted, or null */
   trustedUntil(target: IpTarget, now: number): Promise<number | null>;
   /** a ban decided outside the failure counter (operator, later rules); replaces an existing ban of the target */
   ban(input: ManualBanInput): Promise<BanRecord>;
-  /** removes the ban and resets the failure window; history stays. Returns whether a ban existed. */
-  unban(target: IpTarget): Promise<boolean>;
+  /**
+   * Removes the ban and resets the failure window; history and trust stay. Returns whether a ban was in force at
+   * `now` (default: this host's clock).
+   */
+  unban(target: IpTarget, now?: number): Promise<boolean>;
   getBan(target: IpTarget, now: number): Promise<BanRecord | null>;
   history(target: IpTarget): Promise<HistoryEntry[]>;
   /** the failures in the target's current window, newest first */

@@ -14,6 +14,8 @@ import { startReceiver } from '../support/http.js';
 import { Redis } from 'ioredis';
 import { NodeStatusReporter } from '../../src/fleet/node-status.js';
 import { quietLogger } from '../../src/cli/context.js';
+import { patchRecord } from '../support/redis-layout.js';
+import { encodeText } from '../../src/store/codec.js';
 
 let redis: RedisServer;
 let bed: Bed;
@@ -283,7 +285,7 @@ test('list --reason, --node, --origin and --sort', async () => {
 
   for (const [args, re] of [
     [['--reason', 'failure'], /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, injection, manual/],
-    [['--origin', 'feed'], /invalid --origin "feed": one of daemon, cli/],
+    [['--origin', 'feeds'], /invalid --origin "feeds" \(did you mean feed\?\): one of daemon, cli, feed/],
     [['--sort', 'age'], /invalid --sort "age": one of left, banned, address, reason, node, before/],
   ] as const) {
     const bad = await run('list', ...args);
@@ -298,7 +300,7 @@ test('text from Redis reaches the terminal escaped', async () => {
   await client.connect();
   try {
     // what a compromised node or anyone with the Redis password could write
-    await client.hset('cli:{198.51.100.66}:ban', 'note', 'x\u001b]0;owned\u0007\u009b2J\u202eevil', 'node', 'pbx\u001b[31m');
+    await patchRecord(client, 'cli:', '198.51.100.66', { o: encodeText('x\u001b]0;owned\u0007\u009b2J\u202eevil'), n: 'pbx\u001b[31m' });
     await client.set('cli:node:evil', JSON.stringify({ node: 'evil' }));
     await client.zadd('cli:nodes', Date.now(), 'evil');
   } finally {

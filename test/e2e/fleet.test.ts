@@ -10,6 +10,14 @@ import { startRedisCluster } from '../support/redis-cluster.js';
 import { startTcpProxy } from '../support/tcp-proxy.js';
 import { waitFor, type RegisterCleanup } from '../support/netns.js';
 import { cli } from '../support/cli.js';
+import { createRedisClient } from '../../src/store/redis-client.js';
+import { RedisChannel, parseEntry } from '../../src/fleet/redis-channel.js';
+import { FleetSync } from '../../src/fleet/sync.js';
+import { MAX_BANS_PER_MESSAGE } from '../../src/fleet/channel.js';
+import { createLogger } from '../../src/log.js';
+import type { IpTarget } from '../../src/net/ip.js';
+import type { BanRecord } from '../../src/store/store.js';
+import { Writable } from 'node:stream';
 
 let redis: RedisServer;
 before(async () => {
@@ -169,4 +177,48 @@ test('the same on a real Redis Cluster: counting, propagation, unban', async (t)
   assert.equal(un.code, 0, un.stderr);
   await hasBan(a!, '198.18.0.11', false);
   await hasBan(b!, '198.18.0.11', false);
+});
+
+test('the bans of one batch go out as one stream message, and every node applies each of them', async (t) => {
+  const quiet = createLogger('warn', new Writable({ write(_c, _e, cb) { cb(); } }));
+  const sync = (origin: string): { sync: FleetSync; channel: RedisChannel } => {
+    const client = createRedisClient({ url: redis.url });
+    const channel = new RedisChannel({ client, keyPrefix: 'fb:', maxlen: 1_000, logger: quiet });
+    const s = new FleetSync({ channel, origin, nodeId: origin, reconcileIntervalMs: 3_600_000, logger: quiet });
+    t.after(async () => {
+      await s.stop();
+      await client.quit();
+    });
+    return { sync: s, channel };
+  };
+  const a = sync('pbx-a');
+  const b = sync('pbx-b');
+  const applied: Array<{ target: IpTarget; until: number }> = [];
+  b.sync.start('0-0', { applyBan: (target, until) => applied.push({ target, until }), applyUnban: () => undefined, reconcile: async () => undefined });
+  const until = Date.now() + 3_600_000;
+  const bans = Array.from({ length: 1_200 }, (_, i): BanRecord => ({
+    address: `10.9.${i >> 8}.${i & 255}`, reason: 'failures', kinds: {}, count: 5, firstSeen: 0, lastSeen: 0, bannedAt: 0,
+    until: until + i, node: 'pbx-a', previousBans: 0,
+  }));
+  // what the daemon does with the verdicts of one batch: a ban event each, in one turn of the event loop
+  await Promise.all(bans.map((ban) => a.sync.publishBan(ban)));
+  const reader = createRedisClient({ url: redis.url });
+  t.after(() => reader.quit().then(() => undefined));
+  const entries = await reader.xrange('fb:stream', '-', '+');
+  assert.equal(entries.length, Math.ceil(1_200 / MAX_BANS_PER_MESSAGE), 'one message per 500 bans, not one per ban');
+  await waitFor('B applied every ban', async () => (applied.length === 1_200 ? true : undefined), 10_000);
+  assert.deepEqual(applied.map((x) => [x.target.text, x.until]), bans.map((x) => [x.address, x.until]));
+
+  // a message is input: its lines are checked, parsed once, bounded
+  const lines = [`10.9.0.1 ${until} failures`, `10.9.0.2 ${until}`, `010.9.0.3 ${until} failures`, `10.9.0.4 ${until} r\u001b[2J`];
+  const parsed = parseEntry('1-1', ['t', 'bans', 'n', '\u001b[31mx', 'o', 'o', 'b', lines.join('\n')]);
+  assert.deepEqual(parsed.messages.map((m) => m.address), ['10.9.0.1']);
+  assert.equal(parsed.bad, 3);
+  assert.equal(parsed.messages[0]!.node, '\u001b[31mx', 'text is kept as it is: whatever prints it escapes it');
+  const many = Array.from({ length: 2 * MAX_BANS_PER_MESSAGE }, (_, i) => `10.8.${i >> 8}.${i & 255} ${until} failures`);
+  const big = parseEntry('1-2', ['t', 'bans', 'b', many.join('\n')]);
+  assert.equal(big.messages.length, MAX_BANS_PER_MESSAGE);
+  assert.equal(big.bad, MAX_BANS_PER_MESSAGE);
+  assert.deepEqual(parseEntry('1-3', ['t', 'bans', 'b', 'x'.repeat(70_000)]), { messages: [], bad: 1 });
+  assert.deepEqual(parseEntry('1-4', 'not fields'), { messages: [], bad: 1 });
 });

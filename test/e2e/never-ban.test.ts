@@ -11,6 +11,7 @@ import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { bannedInKernel, played } from '../support/bed-wait.js';
 import { cli } from '../support/cli.js';
 import { writeConfig } from '../support/daemon-process.js';
+import { indexKey } from '../support/redis-layout.js';
 
 let redis: RedisServer;
 before(async () => {
@@ -63,7 +64,7 @@ test('the daemon refuses what no ban may cover when it arrives from the store, a
   t.after(() => c.disconnect());
   const until = Date.now() + 3_600_000;
   const hostile = ['128.0.0.0/1', '169.254.169.254', gateway, 'fe80::/10'];
-  for (const a of hostile) await c.zadd('nb:bans', until, a);
+  for (const a of hostile) await c.zadd(indexKey('nb:', a), until, a);
   const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'nb:' });
   await played(bed);
   // an attack still bans its source

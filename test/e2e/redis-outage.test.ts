@@ -9,6 +9,7 @@ import { startRedisServer } from '../support/redis-server.js';
 import { waitFor } from '../support/netns.js';
 import { freePort, getHealth, metric, scrapeMetrics } from '../support/http.js';
 import { bannedInKernel } from '../support/bed-wait.js';
+import { historyLength, indexMembers, publishedBans, readRecord, recordKey, windowFailures } from '../support/redis-layout.js';
 
 const OUTAGE_MS = 30_000;
 const PREFIX = 'outage:';
@@ -48,7 +49,7 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   t.after(async () => {
     client.disconnect();
   });
-  await waitFor('A counted in Redis', async () => ((await client.llen(`${PREFIX}{${A}}:fail`)) === 3 ? true : undefined));
+  await waitFor('A counted in Redis', async () => ((await windowFailures(client, PREFIX, A)) === 3 ? true : undefined));
 
   await redis.crash();
   const crashedAt = Date.now();
@@ -97,21 +98,19 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
 
   // what happened during the outage is in Redis: records, one history entry each, the index
   for (const address of [A, C, E]) {
-    const ban = await client.hgetall(`${PREFIX}{${address}}:ban`);
-    assert.equal(ban.node, 'test-node', address);
-    assert.equal(ban.reason, 'failures', address);
-    assert.equal(ban.count, '5', address);
-    assert.equal(await client.llen(`${PREFIX}{${address}}:hist`), 1, `${address}: one history entry`);
+    const ban = await readRecord(client, PREFIX, address);
+    assert.equal(ban.n, 'test-node', address);
+    assert.equal(ban.r, 'failures', address);
+    assert.equal(ban.c, '5', address);
+    assert.equal(await historyLength(client, PREFIX, address), 1, `${address}: one history entry`);
   }
-  assert.equal(await client.llen(`${PREFIX}{${B}}:hist`), 1, 'B, banned before the outage, was not banned again');
-  assert.equal(await client.exists(`${PREFIX}{${IGNORED}}:ban`), 0);
-  const index = await client.zrange(`${PREFIX}bans`, 0, -1);
+  assert.equal(await historyLength(client, PREFIX, B), 1, 'B, banned before the outage, was not banned again');
+  assert.equal(await client.exists(recordKey(PREFIX, IGNORED)), 0);
+  const index = (await indexMembers(client, PREFIX)).map((m) => m.address);
   assert.deepEqual(index.sort(), [A, B, E, C, MARKER].sort());
 
   // each ban reached the fleet channel exactly once: at the time for B, with the write-back for A, C and E
-  const stream = await client.xrange(`${PREFIX}stream`, '-', '+');
-  const published = stream.map(([, f]) => f[f.indexOf('a') + 1]!).sort();
-  assert.deepEqual(published, [A, B, C, E, MARKER].sort());
+  assert.deepEqual((await publishedBans(client, PREFIX)).sort(), [A, B, C, E, MARKER].sort());
 
   m = await scrapeMetrics(base);
   assert.equal(metric(m, 'ami_guard_bans_total'), 5, 'five bans made, each once');
@@ -123,7 +122,7 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   // and after the outage, Redis counts again
   bed.replay.inject(guesses(F, 5));
   await inKernel(bed, F);
-  assert.equal(await client.llen(`${PREFIX}{${F}}:hist`), 1);
+  assert.equal(await historyLength(client, PREFIX, F), 1);
   assert.equal(bed.daemon.child.exitCode, null, 'the daemon kept running');
 });
 
@@ -172,8 +171,8 @@ test('a paused Redis: AMI reading never blocks, excess events are shed and count
   t.after(async () => {
     await client.quit();
   });
-  assert.ok(await client.exists(`${PREFIX}{${late}}:ban`), 'the ban made during the hang is in Redis');
-  assert.equal(await client.llen(`${PREFIX}{${late}}:hist`), 1);
+  assert.ok((await readRecord(client, PREFIX, late)).u, 'the ban made during the hang is in Redis');
+  assert.equal(await historyLength(client, PREFIX, late), 1);
   m = await scrapeMetrics(base);
   const shed = metric(m, 'ami_guard_events_shed_total') ?? 0;
   t.diagnostic(`shed ${shed} of 400 events while Redis hung; pending peaked at most ${maxPending}`);

@@ -1,8 +1,10 @@
 // The behaviour every Store must have, run against each implementation by its own test file.
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseAddress, parseTarget, type IpAddress, type IpTarget } from '../../src/net/ip.js';
-import { DEFAULT_RULES, type ActiveBan, type FailureInput, type PolicyParams, type Store } from '../../src/store/store.js';
+import { isParsedTarget, parseAddress, parseTarget, type IpAddress, type IpTarget } from '../../src/net/ip.js';
+import {
+  DEFAULT_RULES, type ActiveBan, type FailureInput, type PolicyParams, type Store, type TargetActivity,
+} from '../../src/store/store.js';
 
 export const POLICY: PolicyParams = {
   maxretry: 5,
@@ -38,9 +40,27 @@ export function hostAddress(i: number): string {
   return `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
 }
 
-export async function collect(bans: AsyncIterable<ActiveBan[]>): Promise<ActiveBan[][]> {
-  const pages: ActiveBan[][] = [];
-  for await (const page of bans) pages.push(page);
+/** One target's activity in a batch: nothing but what `extra` says. */
+export function activity(target: string, at: number, extra: Partial<TargetActivity> = {}): TargetActivity {
+  const t = parseTarget(target);
+  assert.ok(t, target);
+  return { target: t, failures: 0, kinds: {}, account: '', challenges: 0, successes: 0, trust: false, first: at, last: at, ...extra };
+}
+
+/** `n` failures of one kind, as the daemon folds them (weight 1 each). */
+export function failures(target: string, at: number, n: number, kind = 'InvalidPassword', account = '6001'): TargetActivity {
+  return activity(target, at, { failures: n, kinds: { [kind]: n }, account });
+}
+
+/** The pages of activeBans as {address, until}, after checking that each carries its parsed target. */
+export async function collect(bans: AsyncIterable<ActiveBan[]>): Promise<Array<Array<{ address: string; until: number }>>> {
+  const pages: Array<Array<{ address: string; until: number }>> = [];
+  for await (const page of bans) {
+    pages.push(page.map((b) => {
+      assert.ok(isParsedTarget(b.target) && b.target.text === b.address, b.address);
+      return { address: b.address, until: b.until };
+    }));
+  }
   return pages;
 }
 
@@ -69,6 +89,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
         address: '198.51.100.7', reason: 'failures',
         kinds: { InvalidPassword: 3, ChallengeResponseFailed: 1, InvalidAccountID: 1 },
         count: 5, firstSeen: T0, lastSeen: at, bannedAt: at, until: at + POLICY.bantimeMs, node: NODE, previousBans: 0,
+        account: '6001',
       };
       assert.deepEqual(v, { type: 'banned', ban: expected });
       assert.deepEqual(await store.getBan(target('198.51.100.7'), at + 1), expected);
@@ -115,13 +136,13 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(last?.type === 'banned' && last.ban.firstSeen, T0);
     });
 
-    it('counts a failure of weight w as w failures', async () => {
+    it('counts a failure of weight w as w failures; the record counts the events by kind', async () => {
       const store = await make();
-      assert.deepEqual(await store.recordFailure(failure('192.0.2.10', T0, { weight: 3, kind: 'A' })), { type: 'counted', count: 3 });
-      const v = await store.recordFailure(failure('192.0.2.10', T0 + 10, { weight: 2, kind: 'B' }));
+      assert.deepEqual(await store.recordFailure(failure('192.0.2.10', T0, { weight: 3, kind: 'InvalidPassword' })), { type: 'counted', count: 3 });
+      const v = await store.recordFailure(failure('192.0.2.10', T0 + 10, { weight: 2, kind: 'FailedACL' }));
       assert.equal(v.type, 'banned');
       assert.ok(v.type === 'banned');
-      assert.deepEqual([v.ban.count, v.ban.kinds, v.ban.firstSeen, v.ban.lastSeen], [5, { A: 3, B: 2 }, T0, T0 + 10]);
+      assert.deepEqual([v.ban.count, v.ban.kinds, v.ban.firstSeen, v.ban.lastSeen], [5, { InvalidPassword: 1, FailedACL: 1 }, T0, T0 + 10]);
       // a weight beyond maxretry bans at once and counts maxretry
       const big = await store.recordFailure(failure('192.0.2.11', T0, { weight: 50 }));
       assert.ok(big.type === 'banned');
@@ -138,8 +159,8 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i));
       assert.equal((await store.history(target(ip))).length, 1);
 
-      assert.equal(await store.unban(target(ip)), true);
-      assert.equal(await store.unban(target(ip)), false);
+      assert.equal(await store.unban(target(ip), T0 + 10), true);
+      assert.equal(await store.unban(target(ip), T0 + 10), false);
       assert.equal(await store.getBan(target(ip), T0 + 10), null);
       assert.deepEqual(await store.history(target(ip)),
         [{ at: T0 + 4, until: T0 + 4 + POLICY.bantimeMs, reason: 'failures', node: NODE }]);
@@ -151,7 +172,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
         assert.deepEqual(await store.recordFailure(failure(ip, t1 + i)), { type: 'counted', count: i + 1 });
       }
       // unban without a ban still resets the window
-      assert.equal(await store.unban(target(ip)), false);
+      assert.equal(await store.unban(target(ip), t1 + 5), false);
       assert.deepEqual(await store.recordFailure(failure(ip, t1 + 10)), { type: 'counted', count: 1 });
       let v;
       for (let i = 1; i < again; i++) v = await store.recordFailure(failure(ip, t1 + 10 + i));
@@ -162,7 +183,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       // the second ban lasts bantime x factor
       assert.deepEqual(await collect(store.activeBans(t1 + 100)),
         [[{ address: ip, until: t1 + 10 + again - 1 + POLICY.bantimeMs * POLICY.increment.factor }]]);
-      await store.unban(target(ip));
+      await store.unban(target(ip), t1 + 100);
       assert.deepEqual(await collect(store.activeBans(t1 + 100)), [], 'unban leaves the index');
     });
 
@@ -234,13 +255,18 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(seen, expected);
     });
 
-    it('keeps the failures of the current window, newest first, with account ids as inert data', async () => {
+    it('keeps the failures of the current window, newest first, with the last account id as inert data', async () => {
       const store = await make();
-      await store.recordFailure(failure('198.51.100.20', T0, { kind: 'InvalidAccountID', account: 'a|b{c}' }));
-      await store.recordFailure(failure('198.51.100.20', T0 + 1000, { kind: 'ChallengeResponseFailed', account: '6001' }));
+      const evil = 'a|b{c}#;=%,:~ 6001"';
+      await store.recordFailure(failure('198.51.100.20', T0, { kind: 'InvalidAccountID', account: evil }));
+      assert.deepEqual(await store.recentFailures(target('198.51.100.20')), [{ at: T0, kind: 'InvalidAccountID', account: evil }]);
+      await store.recordFailure(failure('198.51.100.20', T0 + 1000, { kind: 'ChallengeResponseFailed', account: '' }));
+      await store.recordFailure(failure('198.51.100.20', T0 + 2000, { kind: 'UnknownToAsterisk', account: '6001' }));
+      // the account of the newest failure only: a batch folds its failures and keeps its last account
       assert.deepEqual(await store.recentFailures(target('198.51.100.20')), [
-        { at: T0 + 1000, kind: 'ChallengeResponseFailed', account: '6001' },
-        { at: T0, kind: 'InvalidAccountID', account: 'a|b{c}' },
+        { at: T0 + 2000, kind: 'other', account: '6001' },
+        { at: T0 + 1000, kind: 'ChallengeResponseFailed', account: '' },
+        { at: T0, kind: 'InvalidAccountID', account: '' },
       ]);
       assert.deepEqual(await store.recentFailures(target('198.51.100.21')), []);
     });
@@ -304,12 +330,118 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
         durations.push(v!.ban.until - v!.ban.bannedAt);
         reasons.push(v!.ban.reason);
         assert.equal(v!.ban.previousBans, ban);
-        await store.unban(target(a));
+        await store.unban(target(a), now);
       }
       const b = POLICY.bantimeMs;
       assert.deepEqual(durations.slice(0, 4), [b, 2 * b, 4 * b, Math.min(8 * b, POLICY.increment.maxtimeMs)]);
       assert.deepEqual(reasons, ['failures', 'failures', 'failures', 'failures', 'recidive']);
       assert.equal(durations[4], Math.max(POLICY.recidive.bantimeMs, Math.min(16 * b, POLICY.increment.maxtimeMs)));
+    });
+
+
+    it('recordActivity: one verdict per entry in the batch\'s order; each entry counted once', async () => {
+      const store = await make();
+      assert.deepEqual(await store.recordActivity([], T0), []);
+      const n = 1_000;
+      for (let round = 1; round < POLICY.maxretry; round++) {
+        const batch = Array.from({ length: n }, (_, i) => failures(hostAddress(i), T0 + round, 1));
+        const verdicts = await store.recordActivity(batch, T0 + round);
+        assert.equal(verdicts.length, n);
+        assert.ok(verdicts.every((v) => v.type === 'counted' && v.count === round), `round ${round}`);
+      }
+      // the crossing round: every target banned in the same call, the ban index written with it
+      const last = await store.recordActivity(Array.from({ length: n }, (_, i) => failures(hostAddress(i), T0 + 9, 1)), T0 + 9);
+      assert.ok(last.every((v, i) => v.type === 'banned' && v.ban.address === hostAddress(i) && v.ban.count === POLICY.maxretry));
+      const active = (await collect(store.activeBans(T0 + 10))).flat();
+      assert.equal(active.length, n);
+      assert.ok(active.every((b) => b.until === T0 + 9 + POLICY.bantimeMs));
+      const again = await store.recordActivity([failures(hostAddress(7), T0 + 11, 3), failures('192.0.2.200', T0 + 11, 1)], T0 + 11);
+      assert.deepEqual(again, [{ type: 'already-banned', until: T0 + 9 + POLICY.bantimeMs }, { type: 'counted', count: 1 }]);
+    });
+
+    it('recordActivity: folded failures count as many; the record has their kinds, span and last account', async () => {
+      const store = await make();
+      const a = activity('198.51.100.90', T0 + 50, {
+        failures: 5, kinds: { ChallengeResponseFailed: 3, InvalidAccountID: 2 }, account: '6002', first: T0, last: T0 + 50,
+      });
+      const [v] = await store.recordActivity([a], T0 + 60);
+      assert.ok(v?.type === 'banned', JSON.stringify(v));
+      assert.deepEqual(v.ban, {
+        address: '198.51.100.90', reason: 'failures', kinds: { ChallengeResponseFailed: 3, InvalidAccountID: 2 }, count: 5,
+        firstSeen: T0, lastSeen: T0 + 50, bannedAt: T0 + 60, until: T0 + 60 + POLICY.bantimeMs, node: NODE, previousBans: 0,
+        account: '6002',
+      });
+      assert.deepEqual(await store.getBan(target('198.51.100.90'), T0 + 61), v.ban);
+      // more failures in one batch than it takes: the ban falls at the one that crosses the threshold, as one event
+      // at a time would have it, and the rest of the batch came after the ban
+      await store.recordActivity([failures('198.51.100.97', T0, 3, 'InvalidAccountID')], T0);
+      const [x] = await store.recordActivity([activity('198.51.100.97', T0 + 9, {
+        failures: 12, kinds: { InvalidPassword: 12 }, account: '6003', first: T0 + 1, last: T0 + 9,
+      })], T0 + 9);
+      assert.ok(x?.type === 'banned', JSON.stringify(x));
+      assert.deepEqual([x.ban.count, x.ban.kinds], [POLICY.maxretry, { InvalidAccountID: 3, InvalidPassword: 2 }]);
+      // the same target twice in one batch: applied in order
+      const twice = await store.recordActivity([failures('198.51.100.91', T0, 3), failures('198.51.100.91', T0 + 1, 2)], T0 + 1);
+      assert.deepEqual(twice.map((x) => x.type), ['counted', 'banned']);
+    });
+
+    it('recordActivity: challenges, then logins, then failures; a login answers one challenge and may trust', async () => {
+      const store = await make();
+      const phone = '198.51.100.92';
+      // a phone's REGISTER folded into one entry: challenged, logged in, nothing pending, and trusted
+      let [v] = await store.recordActivity([activity(phone, T0, { challenges: 2, successes: 2, trust: true })], T0);
+      assert.deepEqual(v, { type: 'counted', count: 0 });
+      assert.equal(await store.trustedUntil(target(phone), T0 + 1), T0 + POLICY.trust.ttlMs);
+      // a login in the same batch as failures raises the threshold before they are counted
+      const other = '198.51.100.93';
+      [v] = await store.recordActivity([activity(other, T0, { successes: 1, trust: true, failures: POLICY.maxretry, kinds: { InvalidPassword: POLICY.maxretry } })], T0);
+      assert.deepEqual(v, { type: 'counted', count: POLICY.maxretry });
+      [v] = await store.recordActivity([failures(other, T0 + 1, POLICY.trust.maxretry - POLICY.maxretry)], T0 + 1);
+      assert.ok(v?.type === 'banned' && v.ban.count === POLICY.trust.maxretry, JSON.stringify(v));
+      // unanswered challenges pile up; a scanner's burst in one batch is banned as one
+      [v] = await store.recordActivity([activity('198.51.100.94', T0, { challenges: 3, successes: 1 })], T0);
+      assert.deepEqual(v, { type: 'counted', count: 2 });
+      [v] = await store.recordActivity([activity('198.51.100.95', T0, { challenges: POLICY.scanner.maxretry, first: T0 - 5 })], T0);
+      assert.ok(v?.type === 'banned', JSON.stringify(v));
+      assert.deepEqual([v.ban.reason, v.ban.kinds, v.ban.count], ['scanner', { ChallengeSent: POLICY.scanner.maxretry }, POLICY.scanner.maxretry]);
+      // challenges older than scanner.findtime are forgotten
+      await store.recordActivity([activity('198.51.100.96', T0, { challenges: POLICY.scanner.maxretry - 1 })], T0);
+      [v] = await store.recordActivity([activity('198.51.100.96', T0 + POLICY.scanner.findtimeMs, { challenges: 1 })], T0 + POLICY.scanner.findtimeMs);
+      assert.deepEqual(v, { type: 'counted', count: 1 });
+    });
+
+    it('recordActivity: a network (an IPv6 /64) is counted and banned as one target', async () => {
+      const store = await make();
+      const net = target('2001:db8:1:2::/64');
+      const batch = (at: number): TargetActivity[] => [{ ...failures('2001:db8:1:2::/64', at, 2), target: net }];
+      assert.deepEqual(await store.recordActivity(batch(T0), T0), [{ type: 'counted', count: 2 }]);
+      assert.deepEqual(await store.recordActivity(batch(T0 + 1), T0 + 1), [{ type: 'counted', count: 4 }]);
+      const [v] = await store.recordActivity(batch(T0 + 2), T0 + 2);
+      assert.ok(v?.type === 'banned' && v.ban.address === '2001:db8:1:2::/64', JSON.stringify(v));
+      assert.deepEqual((await collect(store.activeBans(T0 + 3))).flat().map((b) => b.address), ['2001:db8:1:2::/64']);
+      assert.equal(await store.getBan(target('2001:db8:1:2::1'), T0 + 3), null, 'an address of the network is another key');
+    });
+
+    it('recordActivity refuses a batch it cannot trust, before counting any of it', async () => {
+      const store = await make();
+      const forged = { ...failures('192.0.2.50', T0, 1), target: { kind: 'address', family: 4, text: '192.0.2.50', bits: 32, words: [0] } } as unknown as TargetActivity;
+      const bad: TargetActivity[] = [
+        forged,
+        failures('192.0.2.51', T0, -1),
+        activity('192.0.2.52', T0, { challenges: 1.5 }),
+        activity('192.0.2.53', T0 + 1, { first: T0 + 1, last: T0 }),
+        failures('192.0.2.54', T0 + 0.5, 1),
+      ];
+      for (const b of bad) await assert.rejects(store.recordActivity([failures('192.0.2.55', T0, 1), b], T0), RangeError);
+      await assert.rejects(store.recordActivity([failures('192.0.2.55', T0, 1)], Number.NaN), RangeError);
+      assert.deepEqual(await store.recentFailures(target('192.0.2.55')), [], 'nothing of a refused batch was counted');
+    });
+
+    it('has an identity that stays the same while it keeps its data', async () => {
+      const store = await make();
+      const id = await store.identity();
+      assert.match(id, /^[0-9a-f]{24}$/);
+      assert.equal(await store.identity(), id);
     });
   });
 }

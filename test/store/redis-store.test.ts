@@ -5,12 +5,14 @@ import { Writable } from 'node:stream';
 import { inspect } from 'node:util';
 import type { Redis } from 'ioredis';
 import { createLogger } from '../../src/log.js';
-import { isCanonicalTarget, type IpAddress } from '../../src/net/ip.js';
-import { KeySpace } from '../../src/store/keys.js';
+import { parseTarget, type IpAddress } from '../../src/net/ip.js';
+import { bucketOf, KeySpace, tagOf } from '../../src/store/keys.js';
+import { parseRecord } from '../../src/store/codec.js';
 import { createRedisClient, reconnectDelay } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
-import { NODE, POLICY, T0, addr, failure, hostAddress, storeContract, target } from './contract.js';
+import { scanKeys } from '../support/redis-layout.js';
+import { NODE, POLICY, T0, activity, addr, failure, failures, hostAddress, storeContract, target } from './contract.js';
 
 const calculateSlot = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number;
 
@@ -33,33 +35,11 @@ storeContract('RedisStore', () => async (policy) => {
   }
 });
 
-async function scanKeys(client: Redis, match: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await client.scan(cursor, 'MATCH', match, 'COUNT', 5_000);
-    keys.push(...batch);
-    cursor = next;
-  } while (cursor !== '0');
-  return keys;
-}
-
-/** Runs `fn(i)` for i in [0, n), `width` at a time, the way a burst of events reaches the store. */
-async function inWaves(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
-  for (let start = 0; start < n; start += width) {
-    const wave = [];
-    for (let i = start; i < Math.min(n, start + width); i++) wave.push(fn(i));
-    await Promise.all(wave);
-  }
-}
-
-function hashTag(key: string): string {
-  return key.slice(key.indexOf('{') + 1, key.indexOf('}'));
-}
-
-async function usedMemory(client: Redis): Promise<number> {
-  const info = await client.info('memory');
-  return Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+/** The target a key of the layout belongs to, or the part of the layout it is. */
+function keyPart(prefix: string, key: string): { tag: string; rest: string } {
+  const m = new RegExp(`^${prefix}\\{([0-9a-f]{3})\\}(.+)$`).exec(key);
+  assert.ok(m, `${key} is not a layout key`);
+  return { tag: m[1]!, rest: m[2]! };
 }
 
 describe('RedisStore on a real redis-server', () => {
@@ -70,137 +50,141 @@ describe('RedisStore on a real redis-server', () => {
   after(async () => {
     await raw.quit();
   });
+  const open = (prefix: string, policy = POLICY): RedisStore =>
+    new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: prefix, nodeId: NODE, policy });
 
-  it('gives every key a TTL under a flood of 20,000 distinct addresses, and keeps each address in one slot', async () => {
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'flood:', nodeId: NODE, policy: POLICY });
+  it('gives every key a TTL under a flood of 20,000 distinct addresses, and keeps each target in its bucket\'s slot', async () => {
+    const store = open('flood:');
     try {
-      // every tenth address is banned at once, so ban, history and index keys are part of the flood too
-      await inWaves(20_000, 2_000, (i) =>
-        store.recordFailure(failure(hostAddress(i), T0, { weight: i % 10 === 0 ? POLICY.maxretry : 1 })));
+      // every tenth address is banned at once, so records and index parts are part of the flood too
+      for (let start = 0; start < 20_000; start += 500) {
+        const batch = Array.from({ length: 500 }, (_, j) => {
+          const i = start + j;
+          return failures(hostAddress(i), T0, i % 10 === 0 ? POLICY.maxretry : 1);
+        });
+        await store.recordActivity(batch, T0);
+      }
       const keys = await scanKeys(raw, 'flood:*');
-      assert.equal(keys.length, 18_000 + 2 * 2_000 + 1);
+      const records = keys.filter((k) => !/\}(w\d+|bans)$/.test(k));
+      assert.equal(records.length, 2_000, 'one record per banned address, none for the others');
+      assert.ok(keys.length < 2_000 + 2 * 4096 + 1, `${keys.length} keys: windows and index parts are shared`);
 
       const pipeline = raw.pipeline();
       for (const k of keys) pipeline.pttl(k);
       const ttls = (await pipeline.exec())!.map(([err, ttl]) => (assert.ifError(err), ttl as number));
-      const without = keys.filter((_, i) => !(ttls[i]! > 0));
-      assert.deepEqual(without, [], 'keys without a TTL');
+      assert.deepEqual(keys.filter((_, i) => !(ttls[i]! > 0)), [], 'keys without a TTL');
 
-      for (const k of keys) {
-        if (k === 'flood:bans') continue;
-        const tag = hashTag(k);
-        assert.ok(isCanonicalTarget(tag), k);
-        assert.equal(calculateSlot(k), calculateSlot(tag), k);
+      for (const k of records) {
+        const { tag, rest } = keyPart('flood:', k);
+        const t = parseTarget(rest);
+        assert.ok(t && t.text === rest, k);
+        assert.equal(tagOf(bucketOf(t)), tag, k);
+        assert.equal(calculateSlot(k), calculateSlot(`flood:{${tag}}bans`), k);
       }
-    } finally {
-      await store.close();
-    }
-  });
-
-  it('writes all keys of one address, IPv6 or network, to one cluster slot', async () => {
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'slot:', nodeId: NODE, policy: POLICY });
-    try {
-      const keys = new KeySpace('slot:').target('2001:db8::5');
-      for (let i = 0; i < POLICY.maxretry - 1; i++) await store.recordFailure(failure('2001:db8::5', T0 + i));
-      assert.equal(await raw.exists(keys.fail), 1);
-      await store.recordFailure(failure('2001:db8::5', T0 + 10));
-      assert.equal(await raw.exists(keys.ban, keys.hist), 2);
-      const slots = new Set([keys.fail, keys.ban, keys.hist].map(calculateSlot));
-      assert.deepEqual(slots, new Set([calculateSlot('2001:db8::5')]));
     } finally {
       await store.close();
     }
   });
 
   it('keeps attacker-controlled account ids out of key names and stores them intact as data', async () => {
-    const evil = '6001"; flush ruleset; "{x}*\r\n';
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'inj:', nodeId: NODE, policy: POLICY });
+    const evil = '6001"; flush ruleset; "{x}*\r\n|;=#%,';
+    const store = open('inj:');
     try {
       for (const ip of ['198.51.100.66', '2001:db8::66']) {
-        await store.recordFailure(failure(ip, T0, { account: evil }));
-        assert.deepEqual(await raw.lrange(new KeySpace('inj:').target(ip).fail, 0, -1), [`${T0}|InvalidPassword|${evil}`]);
-        for (let i = 1; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i, { account: evil }));
+        for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i, { account: evil }));
+        // data, kept as it is (whatever prints it escapes it)
+        assert.equal((await store.getBan(target(ip), T0 + 10))?.account, evil);
       }
       const keys = await scanKeys(raw, '*');
       assert.ok(keys.length > 0);
       for (const k of keys) {
-        for (const bad of ['6001', 'flush', '{x}', '"', '\r', '\n', ' ']) assert.ok(!k.includes(bad), JSON.stringify(k));
+        for (const bad of ['6001', 'flush', '{x}', '"', '\r', '\n', ' ', '|', ';', '#']) assert.ok(!k.includes(bad), JSON.stringify(k));
       }
-      for (const k of keys.filter((k) => k.startsWith('inj:'))) {
-        assert.match(k, /^inj:(bans|\{[^{}]+\}:(fail|ban|hist))$/);
-      }
+      for (const k of keys.filter((k) => k.startsWith('inj:'))) assert.match(k, /^inj:\{[0-9a-f]{3}\}(bans|w\d+|198\.51\.100\.66|2001:db8::66)$/);
       // a value that did not come from the parser never reaches a key
-      const forged = { kind: 'address', family: 4, text: '1.2.3.4}:x' } as unknown as IpAddress;
+      const forged = { kind: 'address', family: 4, text: '1.2.3.4}:x', bits: 32, words: [0] } as unknown as IpAddress;
       await assert.rejects(store.recordFailure({ ...failure('1.2.3.4', T0), address: forged }), RangeError);
-      await assert.rejects(store.recordFailure(failure('1.2.3.4', T0, { kind: 'a|b' })), RangeError);
+      await assert.rejects(store.ban({ target: forged, reason: 'r', durationMs: 1_000, now: T0 }), RangeError);
     } finally {
       await store.close();
     }
   });
 
-  it('lays out the documented records, with TTLs from the policy whatever the caller\'s clock says', async () => {
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'layout:', nodeId: NODE, policy: POLICY });
+  it('lays out the documented record, window and index, with TTLs from the policy whatever the caller\'s clock says', async () => {
+    const store = open('layout:');
+    const keys = new KeySpace('layout:');
     try {
-      const keys = new KeySpace('layout:').target('192.0.2.77');
+      const a = addr('192.0.2.77');
+      const bucket = bucketOf(a);
       // T0 lies years in the past of the Redis clock: an absolute PEXPIREAT would have dropped these keys at once
-      for (let i = 0; i < 3; i++) await store.recordFailure(failure('192.0.2.77', T0 + i, { weight: 2, kind: `K${i}` }));
-      assert.deepEqual(await raw.lrange(keys.fail, 0, -1), []);
-      const { kinds, ...ban } = await raw.hgetall(keys.ban);
-      assert.deepEqual(JSON.parse(kinds!), { K0: 2, K1: 2, K2: 2 });
-      assert.deepEqual(ban, {
-        reason: 'failures', count: '6', first: String(T0), last: String(T0 + 2),
-        at: String(T0 + 2), until: String(T0 + 2 + POLICY.bantimeMs), node: NODE, prev: '0',
-      });
-      assert.deepEqual((await raw.lrange(keys.hist, 0, -1)).map((j) => JSON.parse(j)),
-        [{ at: T0 + 2, until: T0 + 2 + POLICY.bantimeMs, reason: 'failures', node: NODE }]);
-      const within = (ttl: number, ms: number): boolean => ttl > ms - 10_000 && ttl <= ms;
-      assert.ok(within(await raw.pttl(keys.ban), POLICY.bantimeMs));
-      assert.ok(within(await raw.pttl(keys.hist), POLICY.historyTtlMs));
-      assert.ok(within(await raw.pttl('layout:bans'), POLICY.bantimeMs));
+      await store.recordActivity([failures('192.0.2.77', T0, 2, 'InvalidPassword', '7001')], T0);
+      await store.recordActivity([activity('192.0.2.77', T0 + 1, { failures: 1, kinds: { FailedACL: 1 }, account: '' })], T0 + 1);
+      const windows = (await scanKeys(raw, `layout:{${tagOf(bucket)}}w*`));
+      assert.equal(windows.length, 1);
+      assert.equal(await raw.hget(windows[0]!, '192.0.2.77'), `3:${T0.toString(36)}CC,${(T0 + 1).toString(36)}D#7001`);
+      const epochMs = Math.max(POLICY.findtimeMs, POLICY.scanner.findtimeMs);
+      const wttl = await raw.pttl(windows[0]!);
+      assert.ok(wttl > epochMs && wttl <= 2 * epochMs, `window TTL ${wttl}`);
 
-      const other = new KeySpace('layout:').target('192.0.2.78');
-      for (let i = 0; i < 9; i++) await store.recordFailure(failure('192.0.2.78', T0 + i * POLICY.findtimeMs));
-      const entries = await raw.lrange(other.fail, 0, -1);
-      assert.deepEqual(entries.map((e) => Number(e.split('|')[0])),
-        [8, 7, 6, 5, 4, 3, 2, 1, 0].slice(0, Math.max(POLICY.maxretry, POLICY.trust.maxretry)).map((i) => T0 + i * POLICY.findtimeMs),
-        'the last failures (as many as the highest threshold), newest first');
-      assert.ok(within(await raw.pttl(other.fail), POLICY.findtimeMs));
+      await store.recordActivity([activity('192.0.2.77', T0 + 2, { failures: 2, kinds: { ChallengeResponseFailed: 1, InvalidPassword: 1 }, account: '7002' })], T0 + 2);
+      assert.equal(await raw.hget(windows[0]!, '192.0.2.77'), null, 'the window starts afresh after the ban');
+      const until = T0 + 2 + POLICY.bantimeMs;
+      const rec = await raw.get(keys.record(a));
+      assert.equal(rec, [
+        `u=${until.toString(36)}`, `a=${(T0 + 2).toString(36)}`, 'r=failures', 'c=5', `f=${T0.toString(36)}`,
+        `l=${(T0 + 2).toString(36)}`, 'k=CCDBC', `n=${NODE}`, 'p=0', 'x=7002',
+        `h=${(T0 + 2).toString(36)}:${until.toString(36)}:failures:${NODE}`,
+      ].join(';'));
+      assert.deepEqual(await raw.zrange(keys.index(bucket), 0, -1, 'WITHSCORES'), ['192.0.2.77', String(until)]);
+      const within = (ttl: number, ms: number): boolean => ttl > ms - 10_000 && ttl <= ms;
+      assert.ok(within(await raw.pttl(keys.record(a)), POLICY.historyTtlMs), 'the record lives as long as its history');
+      assert.ok(within(await raw.pttl(keys.index(bucket)), POLICY.bantimeMs), 'the index part as long as its longest ban');
+
+      // trust lives in the record; a login refreshes it without shortening the history's life
+      await store.recordSuccess({ address: a, now: T0 + 3, trust: true });
+      assert.equal(parseRecord(await raw.get(keys.record(a))).t, (T0 + 3 + POLICY.trust.ttlMs).toString(36));
+      assert.ok(within(await raw.pttl(keys.record(a)), POLICY.historyTtlMs));
+      const phone = addr('192.0.2.78');
+      await store.recordSuccess({ address: phone, now: T0, trust: true });
+      assert.ok(within(await raw.pttl(keys.record(phone)), POLICY.trust.ttlMs));
+
+      // unban lifts the ban, keeps history and trust
+      assert.equal(await store.unban(a, T0 + 4), true);
+      const after = parseRecord(await raw.get(keys.record(a)));
+      assert.deepEqual(Object.keys(after).sort(), ['h', 't']);
+      assert.deepEqual(await raw.zrange(keys.index(bucket), 0, -1), []);
     } finally {
       await store.close();
     }
   });
 
-  it('reads records that lack fields, as an older version may have written them', async () => {
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'old:', nodeId: NODE, policy: POLICY });
+  it('one EVALSHA per batch, whatever its size', async () => {
+    const store = open('calls:');
     try {
-      const keys = new KeySpace('old:').target('192.0.2.90');
-      await raw.hset(keys.ban, { until: String(T0 + 1_000), kinds: 'not json' });
-      await raw.rpush(keys.hist, JSON.stringify({ at: T0, until: T0 + 5 }), 'garbage', JSON.stringify({ until: 1 }),
-        JSON.stringify({ at: T0 - 1, until: T0, reason: 'manual', node: 'n2', extra: true }));
-      assert.deepEqual(await store.getBan(target('192.0.2.90'), T0), {
-        address: '192.0.2.90', reason: 'failures', kinds: {}, count: 0, firstSeen: 0, lastSeen: 0, bannedAt: 0,
-        until: T0 + 1_000, node: '', previousBans: 0,
-      });
-      assert.deepEqual(await store.history(target('192.0.2.90')), [
-        { at: T0, until: T0 + 5, reason: 'failures', node: '' },
-        { at: T0 - 1, until: T0, reason: 'manual', node: 'n2' },
-      ]);
-      await raw.hset(new KeySpace('old:').target('192.0.2.91').ban, { reason: 'no until' });
-      assert.equal(await store.getBan(target('192.0.2.91'), T0), null);
+      await store.recordActivity([failures('192.0.2.1', T0, 1)], T0);
+      await raw.config('RESETSTAT');
+      const batch = Array.from({ length: 500 }, (_, i) => failures(hostAddress(50_000 + i), T0, i % 2 === 0 ? POLICY.maxretry : 1));
+      const verdicts = await store.recordActivity(batch, T0);
+      assert.equal(verdicts.filter((v) => v.type === 'banned').length, 250);
+      const stats = await raw.info('commandstats');
+      // commandstats counts the commands a script runs too: the 250 ZADDs are the script's, not second round trips
+      assert.match(stats, /cmdstat_evalsha:calls=1,/);
+      assert.match(stats, /cmdstat_zadd:calls=250,/);
+      assert.doesNotMatch(stats, /cmdstat_(xadd|eval):/);
     } finally {
       await store.close();
     }
   });
 
   it('reloads its scripts after Redis forgot them (restart, SCRIPT FLUSH)', async () => {
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'flush:', nodeId: NODE, policy: POLICY });
+    const store = open('flush:');
     try {
       await store.recordFailure(failure('192.0.2.5', T0));
       await raw.script('FLUSH');
       const verdicts = await Promise.all([1, 2, 3].map((i) => store.recordFailure(failure('192.0.2.5', T0 + i))));
       assert.deepEqual(verdicts.map((v) => v.type === 'counted' && v.count), [2, 3, 4]);
       await raw.script('FLUSH');
-      assert.equal((await store.ban({ target: target('192.0.2.6'), reason: 'r', durationMs: 1_000, now: T0 })).reason, 'r');
+      assert.equal((await store.ban({ target: target('192.0.2.6'), reason: 'r', durationMs: 1_000, now: Date.now() })).reason, 'r');
       await raw.script('FLUSH');
       assert.equal(await store.unban(target('192.0.2.6')), true);
     } finally {
@@ -208,38 +192,41 @@ describe('RedisStore on a real redis-server', () => {
     }
   });
 
-  it('reports recordFailure throughput and memory per tracked address', async (t) => {
-    const store = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: 'bench:', nodeId: NODE, policy: POLICY });
+  it('replaces a key of ours that holds another type instead of failing every batch that reaches it', async () => {
+    const store = open('type:');
+    const keys = new KeySpace('type:');
     try {
-      const addresses = 50_000;
-      const calls = 200_000;
-      const ips = Array.from({ length: addresses }, (_, i) => addr(hostAddress(1_000_000 + i)));
-      const memBefore = await usedMemory(raw);
-      const started = performance.now();
-      // four failures per address (below maxretry), interleaved across addresses as in a distributed attack
-      await inWaves(calls, 1_000, (i) => store.recordFailure({
-        address: ips[i % addresses]!, kind: 'InvalidPassword', account: `ext${i % 1_000}`, weight: 1, now: T0 + i,
-      }));
-      const seconds = (performance.now() - started) / 1_000;
-      const perAddress = ((await usedMemory(raw)) - memBefore) / addresses;
-      assert.equal((await scanKeys(raw, 'bench:*')).length, addresses);
-
-      const banned = 10_000;
-      const memBeforeBans = await usedMemory(raw);
-      await inWaves(banned, 2_000, (i) => store.recordFailure({
-        address: addr(hostAddress(2_000_000 + i)), kind: 'InvalidPassword', account: 'ext1', weight: POLICY.maxretry, now: T0,
-      }));
-      const perBan = ((await usedMemory(raw)) - memBeforeBans) / banned;
-
-      const report = [
-        `recordFailure: ${calls} calls over ${addresses} addresses in ${seconds.toFixed(2)} s = ${Math.round(calls / seconds)} calls/s`,
-        `used_memory per address with 4 failures: ${Math.round(perAddress)} bytes`,
-        `used_memory per banned address (ban + history + index member): ${Math.round(perBan)} bytes`,
-      ];
-      for (const line of report) t.diagnostic(line);
-      console.log(report.join('\n'));
+      const a = addr('192.0.2.99');
+      const bucket = bucketOf(a);
+      const epochMs = Math.max(POLICY.findtimeMs, POLICY.scanner.findtimeMs);
+      const epoch = Math.floor(Date.now() / epochMs);
+      // someone else's values under our names: the window of this epoch, the record, the index part
+      for (const e of [epoch - 1, epoch, epoch + 1]) await raw.set(keys.window(bucket, e), 'not a hash');
+      await raw.hset(keys.record(a), 'u', 'not a string');
+      await raw.set(keys.index(bucket), 'not a zset');
+      const [v] = await store.recordActivity([failures('192.0.2.99', Date.now(), POLICY.maxretry)], Date.now());
+      assert.equal(v?.type, 'banned', JSON.stringify(v));
+      assert.deepEqual((await raw.zrange(keys.index(bucket), 0, -1)), ['192.0.2.99']);
+      assert.equal((await store.getBan(a, Date.now()))?.count, POLICY.maxretry);
     } finally {
       await store.close();
+    }
+  });
+
+  it('has an identity until the data is lost (FLUSHALL): then a new one', async () => {
+    const a = open('id:');
+    const b = open('id:');
+    try {
+      const id = await a.identity();
+      assert.equal(await b.identity(), id, 'every node of a fleet sees the same');
+      assert.equal(await raw.pttl('id:id'), -1, 'the one key that never expires');
+      await raw.flushall();
+      const fresh = await b.identity();
+      assert.notEqual(fresh, id);
+      assert.equal(await a.identity(), fresh);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });

@@ -19,6 +19,7 @@ function file(name: string, content: string): string {
 test('the secret fields are the sensitive ones of the schema, each with a _FILE variable', () => {
   assert.deepEqual(secretFields().map((f) => `${f.path} ${f.env}`), [
     'ami.secret AMI_GUARD_AMI_SECRET', 'redis.url AMI_GUARD_REDIS_URL', 'redis.password AMI_GUARD_REDIS_PASSWORD',
+    'blocklists.apiban.key AMI_GUARD_BLOCKLISTS_APIBAN_KEY',
     'notify.webhook.url AMI_GUARD_NOTIFY_WEBHOOK_URL',
   ]);
 });

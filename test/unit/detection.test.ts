@@ -8,7 +8,7 @@ import { replayFile } from '../../src/cli/commands/replay.js';
 import { loadConfig } from '../../src/config/load.js';
 import { Policy } from '../../src/policy/policy.js';
 import { StreamDecider } from '../../src/policy/same-request.js';
-import { recordEvent } from '../../src/policy/record.js';
+import { singleActivity } from '../../src/daemon/fold.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { parseAddress } from '../../src/net/ip.js';
 import type { SecurityEvent } from '../../src/events/types.js';
@@ -75,7 +75,7 @@ async function run(policy: Policy, events: SecurityEvent[]): Promise<Set<string>
   for (const e of events) {
     const d = decider.decide(e);
     if (d.action === 'skip') continue;
-    const v = await recordEvent(store, e, d, e.receivedAt);
+    const [v] = await store.recordActivity([singleActivity(e.address, d, e, e.receivedAt)], e.receivedAt);
     if (v?.type === 'banned') banned.add(v.ban.address);
   }
   await store.close();

@@ -4,25 +4,33 @@ import { formatDuration } from '../../config/duration.js';
 import { parseTargets, readCliConfig, type ConfigOption } from '../context.js';
 import { openOperator, type Covering } from '../operator.js';
 import { ago, isoTime, jsonText, left, print, printable } from '../output.js';
-import { toJson } from './list.js';
+import { feedJson, toJson } from './list.js';
 import { say } from './say.js';
+import { feedNames } from '../../feeds/feeds.js';
+import { feedMatches, type FeedEntryRow } from '../../feeds/read.js';
 
 export interface ShowOptions extends ConfigOption {
   json?: boolean;
 }
 
 /**
- * Everything known about one address: its ban and why, the banned networks that cover it, its current failures,
- * its history, the ignore list.
+ * Everything known about one address: its ban and why, the banned networks that cover it, the feeds that list it
+ * (or a network around it), its current failures, its history, the ignore list.
  */
 export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const loaded = readCliConfig(opts);
   const [target] = parseTargets(args.slice(0, 1), { allowNetworks: true });
-  const policy = new Policy(loaded.cfg.policy);
+  const cfg = loaded.cfg;
+  const policy = new Policy(cfg.policy);
   const op = await openOperator(loaded, policy);
   let facts;
+  let listed: FeedEntryRow[] = [];
+  let feedNote: string | undefined;
   try {
     facts = await op.inspect(target!);
+    const feeds = await op.feeds({ entries: true });
+    feedNote = feeds.note;
+    listed = feedMatches(feeds.readings, target!, Date.now());
   } finally {
     await op.close();
   }
@@ -31,6 +39,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const unbannable = unbannableReason(target!);
   const banned = ban !== null || enforcedUntil !== null || coveredBy.length > 0;
   if (facts.note) say(facts.note);
+  if (feedNote) say(feedNote);
 
   if (opts.json) {
     await print(
@@ -40,6 +49,8 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
         ban: ban ? toJson(ban, now) : null,
         ...(enforcedUntil !== null && !ban ? { enforcedUntil: isoTime(enforcedUntil) } : {}),
         coveredBy: coveredBy.map((c) => ({ ...c, until: isoTime(c.until) })),
+        listed: listed.length > 0,
+        feeds: listed.map((row) => feedJson(row, now)),
         failures: failures.map((f) => ({ at: isoTime(f.at), kind: f.kind, account: f.account })),
         history: history.map((h) => ({ at: isoTime(h.at), until: isoTime(h.until), reason: h.reason, node: h.node })),
         ignored,
@@ -68,6 +79,14 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   }
   if ((ban || enforcedUntil !== null) && coveredBy.length > 0) lines.push(`  also:      covered by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
   if (coveredBy.length > 0) lines.push(`  lift:      ami-guard unban ${coveredBy.map((c) => c.network).join(' ')} (lifts the whole network)`);
+  for (const [i, row] of listed.entries()) {
+    const entry = row.target.text === target!.text ? '' : ` as ${row.target.text}`;
+    const held = row.until === null
+      ? `listed, pulled ${ago(row.pulledAt, now)} by ${row.node}`
+      : `last listed ${ago(row.seenAt!, now)}, ${left(row.until, now)} left (until ${isoTime(row.until)})`;
+    lines.push(`  ${i === 0 ? 'feeds:    ' : '          '} ${row.feed}${entry}: ${held}`);
+  }
+  if (feedNames(cfg.blocklists).length > 0 && listed.length === 0 && !feedNote) lines.push('  feeds:     not listed');
   lines.push(`  ignoreip:  ${ignored ? 'yes (never counted, never banned)' : 'no'}${unbannable ? `; never bannable (${unbannable})` : ''}`);
   lines.push(
     `  trusted:   ${trustedUntil === null ? 'no' : `yes, after a successful login, until ${isoTime(trustedUntil)} (ban threshold ${policy.params.trust.maxretry} instead of ${policy.params.maxretry})`}`,

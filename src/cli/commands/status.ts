@@ -5,6 +5,9 @@ import { readCliConfig, type ConfigOption } from '../context.js';
 import { openOperator, type StatusView } from '../operator.js';
 import { age, ago, isoTime, jsonText, print, printable, renderTable } from '../output.js';
 import { version } from '../version.js';
+import type { FeedReading } from '../../feeds/read.js';
+import type { FeedsRead } from '../feeds.js';
+import { formatDuration } from '../../config/duration.js';
 
 export interface StatusOptions extends ConfigOption {
   json?: boolean;
@@ -52,20 +55,47 @@ function nodeJson(n: NodeStatus, now: number): Record<string, unknown> {
   };
 }
 
+/** A feed as JSON: its last good pull (when, by whom, how many entries), the next one, and how it is failing. */
+function feedJson(r: FeedReading): Record<string, unknown> {
+  const rec = r.record;
+  let stats: unknown = null;
+  try {
+    stats = rec?.stats ? JSON.parse(rec.stats) as unknown : null;
+  } catch {
+    // counts we cannot read are left out
+  }
+  return {
+    feed: r.feed.name,
+    kind: r.feed.kind,
+    source: r.feed.where,
+    interval: formatDuration(r.feed.intervalMs),
+    entries: r.count,
+    pulledAt: rec?.pulledAt ? isoTime(rec.pulledAt) : null,
+    pulledBy: rec?.pulledAt ? rec.node : null,
+    nextPullInSeconds: r.nextPullMs === null ? 0 : Math.ceil(r.nextPullMs / 1000),
+    failures: rec?.failures ?? 0,
+    lastError: rec?.error ? { message: rec.error, at: rec.errorAt ? isoTime(rec.errorAt) : null } : null,
+    lastPull: stats,
+  };
+}
+
 export async function status(opts: StatusOptions): Promise<number> {
   const loaded = readCliConfig(opts);
   const cfg = loaded.cfg;
-  const op = await openOperator(loaded, new Policy(cfg.policy));
+  const policy = new Policy(cfg.policy);
+  const op = await openOperator(loaded, policy);
   let view: StatusView;
+  let feeds: FeedsRead;
   try {
     view = await op.status();
+    feeds = await op.feeds({ entries: false });
   } finally {
     await op.close();
   }
   const now = Date.now();
   const records = view.nodes ?? [];
   const nodes = records.filter(wellFormed);
-  const unreadable = records.length - nodes.length;
+  const unreadable = (view.unreadableNodes ?? 0) + records.length - nodes.length;
   const d = view.daemon;
   const redis = view.store.kind === 'redis' ? { url: view.store.url ?? describeRedis(cfg), reachable: view.store.reachable } : null;
 
@@ -79,6 +109,8 @@ export async function status(opts: StatusOptions): Promise<number> {
         bans: view.bans,
         ...(view.enforced !== undefined ? { enforced: view.enforced } : {}),
         firewall: view.firewall,
+        feeds: feeds.readings.map(feedJson),
+        ...(feeds.note ? { feedsNote: feeds.note } : {}),
         nodes: view.nodes === null ? null : nodes.map((n) => nodeJson(n, now)),
         ...(unreadable ? { unreadableNodeRecords: unreadable } : {}),
         ...(view.note ? { note: view.note } : {}),
@@ -111,6 +143,17 @@ export async function status(opts: StatusOptions): Promise<number> {
     : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`);
   if (view.note) lines.push(`note    ${view.note}`);
   if (unreadable) lines.push(`        ${unreadable} node status record(s) in Redis could not be read and are not shown`);
+  if (feeds.note) lines.push(`feeds   ${feeds.note}`);
+  if (feeds.readings.length > 0) {
+    lines.push('feeds');
+    const rows = feeds.readings.map((r) => {
+      const rec = r.record;
+      const next = r.nextPullMs === null ? 'now' : `in ${formatDuration(r.nextPullMs)}`;
+      const error = rec?.failures ? `${rec.error}${rec.errorAt ? ` (${ago(rec.errorAt, now)})` : ''}` : '';
+      return [r.feed.name, String(r.count), rec?.pulledAt ? ago(rec.pulledAt, now) : 'never', rec?.pulledAt ? rec.node : '-', next, String(rec?.failures ?? 0), error];
+    });
+    lines.push(renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd());
+  }
   if (view.nodes === null) {
     await print(`${lines.map((l) => printable(l)).join('\n')}\n`);
     return 0;

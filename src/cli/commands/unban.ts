@@ -24,6 +24,9 @@ export interface UnbanOptions extends ConfigOption, Omit<BanQueryOptions, 'sort'
 export async function unban(args: string[], opts: UnbanOptions): Promise<number> {
   const loaded = readCliConfig(opts);
   const filters = banQuery(opts);
+  if (opts.origin?.includes('feed')) {
+    throw new CliError(EXIT_USAGE, 'a feed\'s entries are not lifted with unban: they leave when their list drops them; to let one through, add it to policy.ignoreip');
+  }
   if (opts.all && args.length > 0) throw new CliError(EXIT_USAGE, 'give addresses or --all, not both');
   if (!opts.all && filters.filtered) throw new CliError(EXIT_USAGE, '--reason, --node and --origin choose bans for --all');
   if (!opts.all && args.length === 0) throw new CliError(EXIT_USAGE, 'give the addresses to unban, or --all');

@@ -1,24 +1,26 @@
 -- Writes a ban decided outside the failure counter (operator, later rules), replacing any ban of the target, and
--- appends it to the target's history. The failure window starts afresh, as after a threshold ban.
+-- appends it to the target's history; the target's trust stays. The failure window starts afresh, as after a
+-- threshold ban. The record's fields are described in include/record.lua.
 --
--- KEYS[1] ban   HASH reason kinds count first last at until node prev
--- KEYS[2] hist  LIST of JSON {at, until, reason, node}, newest first
--- KEYS[3] fail  LIST of recent failures (deleted)
--- ARGV[1] now (ms)             ARGV[2] until (ms)       ARGV[3] duration (ms, = until - now)
--- ARGV[4] reason               ARGV[5] node id
--- ARGV[6] history ttl (ms)     ARGV[7] history cap      ARGV[8] note (may be empty)
+-- KEYS[1] the target's record   KEYS[2] its bucket's part of the ban index
+-- ARGV[1] key base `<prefix>{<tag>}`   ARGV[2] target   ARGV[3] now (ms)   ARGV[4] until (ms)
+-- ARGV[5] reason (percent-encoded)    ARGV[6] note (percent-encoded, may be empty)
+-- ARGV[7] window epoch length (ms)    ARGV[8] node id   ARGV[9] history ttl (ms)   ARGV[10] history cap
 --
--- Returns prev: the number of history entries before this ban.
+-- Returns the number of history entries before this ban.
 
-local prev = redis.call('LLEN', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('HSET', KEYS[1], 'reason', ARGV[4], 'kinds', '{}', 'count', 0, 'first', ARGV[1], 'last', ARGV[1],
-  'at', ARGV[1], 'until', ARGV[2], 'node', ARGV[5], 'prev', prev)
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'note', ARGV[8]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('LPUSH', KEYS[2],
-  '{"at":' .. ARGV[1] .. ',"until":' .. ARGV[2] .. ',"reason":' .. cjson.encode(ARGV[4]) ..
-  ',"node":' .. cjson.encode(ARGV[5]) .. '}')
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return prev
+local now, untilMs = tonumber(ARGV[3]), tonumber(ARGV[4])
+local r = recParse(readString(KEYS[1]))
+local hist = histList(r.h)
+local p = { node = ARGV[8], historyTtl = tonumber(ARGV[9]), historyCap = tonumber(ARGV[10]) }
+r.c, r.f, r.l, r.k, r.x = '0', b36(now), b36(now), nil, nil
+r.o = ARGV[6] ~= '' and ARGV[6] or nil
+local ttl = putBan(r, hist, b36(now), now, untilMs, b36(untilMs), ARGV[5], p)
+redis.call('SET', KEYS[1], recBuild(r), 'PX', ttl)
+local epoch = windowEpoch(tonumber(ARGV[7]))
+redis.call('HDEL', ARGV[1] .. 'w' .. epoch, ARGV[2])
+redis.call('HDEL', ARGV[1] .. 'w' .. (epoch - 1), ARGV[2])
+local indexTtl = {}
+indexBan(indexTtl, KEYS[2], untilMs, ARGV[2], untilMs - now)
+indexExpire(indexTtl)
+return #hist

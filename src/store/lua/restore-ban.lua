@@ -3,31 +3,37 @@
 -- retried): a ban already in Redis lasting at least as long covers it, and then neither the record nor the history
 -- changes. A shorter one (made by another node during the outage) is replaced, as the kernel enforces the longer.
 --
--- KEYS[1] ban   HASH reason kinds count first last at until node prev
--- KEYS[2] hist  LIST of JSON {at, until, reason, node}, newest first
--- ARGV[1] now (ms)        ARGV[2] until (ms)      ARGV[3] banned at (ms)   ARGV[4] reason   ARGV[5] kinds (JSON)
--- ARGV[6] count           ARGV[7] first (ms)      ARGV[8] last (ms)        ARGV[9] node id
--- ARGV[10] history ttl (ms)   ARGV[11] history cap
+-- KEYS[1] the target's record   KEYS[2] its bucket's part of the ban index
+-- ARGV[1] key base `<prefix>{<tag>}`   ARGV[2] target   ARGV[3] now (ms)   ARGV[4] until (ms)   ARGV[5] banned at
+-- ARGV[6] reason (percent-encoded)     ARGV[7] kind codes   ARGV[8] count   ARGV[9] first   ARGV[10] last (ms)
+-- ARGV[11] node id of the ban         ARGV[12] history ttl (ms)   ARGV[13] history cap
+-- ARGV[14] account (percent-encoded)  ARGV[15] note (percent-encoded)   ARGV[16] window epoch length (ms)
 --
--- Returns {1, until} when written, {0, until of the ban in force} when covered, {0, 0} when it is over. The caller
--- indexes the ban in force either way: a covering ban may have been written by a script whose reply was lost (a
--- paused Redis that ran the commands after the client had timed out), and then nobody indexed it.
+-- Returns {1, until} when written, {0, until of the ban in force} when covered, {0, 0} when it is over. The ban in
+-- force is indexed either way: a covering ban may have been written by a script whose reply was lost (a paused
+-- Redis that ran the commands after the client had timed out), and then nobody indexed it.
 
-local now = tonumber(ARGV[1])
-local untilMs = tonumber(ARGV[2])
+local now, untilMs = tonumber(ARGV[3]), tonumber(ARGV[4])
 if untilMs <= now then return {0, 0} end
-local existingText = redis.call('HGET', KEYS[1], 'until')
-local existing = tonumber(existingText or '0') or 0
-if existing >= untilMs then return {0, existingText} end
+local r = recParse(readString(KEYS[1]))
+local existing = n36(r.u) or 0
+local indexTtl = {}
+if existing >= untilMs then
+  indexBan(indexTtl, KEYS[2], existing, ARGV[2], existing - now)
+  indexExpire(indexTtl)
+  return {0, string.format('%.0f', existing)}
+end
 
-local prev = redis.call('LLEN', KEYS[2])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'reason', ARGV[4], 'kinds', ARGV[5], 'count', ARGV[6], 'first', ARGV[7], 'last', ARGV[8],
-  'at', ARGV[3], 'until', ARGV[2], 'node', ARGV[9], 'prev', prev)
-redis.call('PEXPIRE', KEYS[1], string.format('%.0f', untilMs - now))
-redis.call('LPUSH', KEYS[2],
-  '{"at":' .. ARGV[3] .. ',"until":' .. ARGV[2] .. ',"reason":' .. cjson.encode(ARGV[4]) ..
-  ',"node":' .. cjson.encode(ARGV[9]) .. '}')
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[11]) - 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[10])
-return {1, ARGV[2]}
+local hist = histList(r.h)
+local p = { node = ARGV[11], historyTtl = tonumber(ARGV[12]), historyCap = tonumber(ARGV[13]) }
+r.c, r.f, r.l, r.k = ARGV[8], b36(tonumber(ARGV[9])), b36(tonumber(ARGV[10])), ARGV[7]
+r.x = ARGV[14] ~= '' and ARGV[14] or nil
+r.o = ARGV[15] ~= '' and ARGV[15] or nil
+local ttl = putBan(r, hist, b36(tonumber(ARGV[5])), now, untilMs, b36(untilMs), ARGV[6], p)
+redis.call('SET', KEYS[1], recBuild(r), 'PX', ttl)
+local epoch = windowEpoch(tonumber(ARGV[16]))
+redis.call('HDEL', ARGV[1] .. 'w' .. epoch, ARGV[2])
+redis.call('HDEL', ARGV[1] .. 'w' .. (epoch - 1), ARGV[2])
+indexBan(indexTtl, KEYS[2], untilMs, ARGV[2], untilMs - now)
+indexExpire(indexTtl)
+return {1, ARGV[4]}
