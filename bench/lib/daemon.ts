@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { now } from './util.js';
 import { freePort } from '../../test/support/ports.js';
 import { CLI, type LogLine } from '../../test/support/daemon-process.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 export { CLI, freePort, type LogLine };
 
 export interface DaemonOptions {
@@ -43,10 +44,12 @@ const ADDRESS = /"address":"([^"]+)"/;
 export function startDaemon(o: DaemonOptions): Daemon {
   const dir = mkdtempSync(join(tmpdir(), 'agbench-cfg-'));
   const file = join(dir, 'config.json');
-  // a control socket of its own: two daemons of a bench (fleet) must not meet at /run/ami-guard/control.sock
-  const config = { control: { socket: join(dir, 'control.sock') }, ...(o.config as Record<string, unknown>) };
-  writeFileSync(file, JSON.stringify(config, null, 2));
-  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
+  // a control socket and a state directory of its own (never the host's /run/ami-guard or /var/lib/ami-guard: two
+  // daemons of a bench (fleet) must not meet there), unless the benchmark names them
+  const config = o.config as { store?: { stateDir?: string }; control?: unknown };
+  writeFileSync(file, JSON.stringify({ control: { socket: join(dir, 'control.sock') }, ...config, store: { stateDir: join(dir, 'state'), ...config.store } }, null, 2));
+  // the heap limits the daemon runs with in production (its shebang, the Dockerfile), so RSS is measured as deployed
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

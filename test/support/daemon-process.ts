@@ -39,7 +39,9 @@ export function controlSocketPath(): string {
 
 /**
  * Writes a configuration file. Unless it says otherwise, its control socket is a path of its own where nothing
- * listens: the host's /run/ami-guard is never used, and a CLI reading the file finds no daemon (it goes to Redis).
+ * listens (the host's /run/ami-guard is never used, and a CLI reading the file finds no daemon: it goes to Redis), and
+ * its state directory (store.stateDir) one of its own beside it: the host's /var/lib/ami-guard is never used, and
+ * daemons of different tests never share one.
  */
 export function writeConfig(config: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'ag-cfg-'));
@@ -48,8 +50,15 @@ export function writeConfig(config: unknown): string {
   const withSocket = typeof config === 'object' && config !== null && !('control' in config)
     ? { ...config, control: { socket: join(dir, 'control.sock') } }
     : config;
-  writeFileSync(file, JSON.stringify(withSocket, null, 2));
+  writeFileSync(file, JSON.stringify(withStateDir(withSocket, join(dir, 'state')), null, 2));
   return file;
+}
+
+function withStateDir(config: unknown, stateDir: string): unknown {
+  if (typeof config !== 'object' || config === null) return config;
+  const store = (config as { store?: Record<string, unknown> }).store;
+  if (store && 'stateDir' in store) return config;
+  return { ...config, store: { ...store, stateDir } };
 }
 
 export function startDaemon(configFile: string, env: NodeJS.ProcessEnv = {}, args: string[] = ['run']): DaemonProcess {
