@@ -7,7 +7,7 @@ import type { Policy } from '../policy/policy.js';
 import type { BanRecord } from '../store/store.js';
 import { readNodeStatuses } from '../fleet/node-status.js';
 import { describeRedis } from './backends.js';
-import { localFirewall, refuseUnbannable, type Connected } from './context.js';
+import { localFirewall, type Connected } from './context.js';
 import { announce } from './notify.js';
 import { activeBanRecords, type ActiveBanEntry } from './records.js';
 import { cliFeeds, type FeedsRead } from './feeds.js';
@@ -44,7 +44,7 @@ export class DirectOperator implements Operator {
   }
 
   async ban(targets: readonly IpTarget[], durationMs: number | null, note: string): Promise<{ bans: BanRecord[] }> {
-    await refuseUnbannable(targets, this.policy, this.cfg);
+    // the ban verb refused what no ban may cover before connecting (refuseUnbannable)
     const duration = durationMs ?? this.cfg.policy.bantime;
     const records: BanRecord[] = [];
     for (const target of targets) {

@@ -3,7 +3,7 @@ import { parseDuration, formatDuration } from '../../config/duration.js';
 import { MAX_NOTE, inert } from '../../control/protocol.js';
 import { jsonText, print, printable } from '../output.js';
 import { toJson } from './list.js';
-import { CliError, EXIT_USAGE, parseTargets, readCliConfig, type ConfigOption } from '../context.js';
+import { CliError, EXIT_USAGE, parseTargets, readCliConfig, refuseUnbannable, type ConfigOption } from '../context.js';
 import { openOperator } from '../operator.js';
 import { say } from './say.js';
 
@@ -26,7 +26,11 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
   }
   const note = inert(opts.reason ?? '').slice(0, MAX_NOTE);
 
-  const op = await openOperator(loaded, new Policy(loaded.cfg.policy));
+  const policy = new Policy(loaded.cfg.policy);
+  // what no ban may cover is refused before anything is reached (the daemon, when it answers, checks with its own
+  // policy again): a ban of the gateway or of a Sentinel must not wait for, or depend on, that Sentinel answering
+  await refuseUnbannable(targets, policy, loaded.cfg);
+  const op = await openOperator(loaded, policy);
   let result;
   try {
     result = await op.ban(targets, durationMs, note);

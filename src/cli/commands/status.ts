@@ -152,7 +152,8 @@ export async function status(opts: StatusOptions): Promise<number> {
       const error = rec?.failures ? `${rec.error}${rec.errorAt ? ` (${ago(rec.errorAt, now)})` : ''}` : '';
       return [r.feed.name, String(r.count), rec?.pulledAt ? ago(rec.pulledAt, now) : 'never', rec?.pulledAt ? rec.node : '-', next, String(rec?.failures ?? 0), error];
     });
-    lines.push(renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd());
+    // a line each: every line is escaped for the terminal below (the cells already are)
+    lines.push(...renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd().split('\n'));
   }
   if (view.nodes === null) {
     await print(`${lines.map((l) => printable(l)).join('\n')}\n`);
