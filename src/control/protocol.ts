@@ -113,7 +113,6 @@ function targets(value: unknown): IpTarget[] {
 
 /** an operator's note, made inert: control characters become spaces (it reaches logs, webhooks and terminals) */
 export function inert(text: string): string {
-  // eslint-disable-next-line no-control-regex
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, ' ').slice(0, MAX_NOTE);
 }
 
