@@ -24,7 +24,7 @@ function withConfig(cmd: Command): Command {
  * `run`: the configuration, refused when nothing at all configures AMI (no file read, no AMI_GUARD_AMI_* variable, no
  * secret): a daemon started so would only retry a login that cannot work. SIGHUP reads the same sources again.
  */
-function daemon(opts: ConfigOption): Promise<number> {
+function daemon(opts: ConfigOption & { detectOnly?: boolean }): Promise<number> {
   const loaded = readCliConfig(opts);
   const { cfg, choice, env } = loaded;
   if (choice.how === 'none' && cfg.ami.secret === '' && !Object.keys(env).some((k) => k.startsWith('AMI_GUARD_AMI_'))) {
@@ -43,7 +43,7 @@ function daemon(opts: ConfigOption): Promise<number> {
         throw new ConfigError((err as Error).message);
       }
     },
-  });
+  }, { detectOnly: opts.detectOnly === true });
 }
 
 /** the filters `list` and `unban --all` share; each takes a comma-separated list and may be repeated */
@@ -62,7 +62,8 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .showHelpAfterError('(ami-guard --help lists the commands)');
 
   withConfig(root.command('run').description('run the daemon: watch AMI security events and ban attackers'))
-    .action((opts: ConfigOption) => setResult(daemon(opts)));
+    .option('--detect-only', 'decide and log the bans it would make ("would ban"), enforce none: no nft, no Redis, no fleet')
+    .action((opts: ConfigOption & { detectOnly?: boolean }) => setResult(daemon(opts)));
 
   withConfig(root.command('ban').description('ban addresses or CIDR networks by hand, on every PBX sharing the Redis'))
     .argument('<address...>', 'IPv4/IPv6 addresses or CIDR networks')

@@ -68,6 +68,8 @@ export interface DaemonFacts {
   readonly version: string;
   readonly startedAt: number;
   readonly configFile: string | null;
+  /** 'detect-only' under `run --detect-only`; absent from a daemon older than the mode */
+  readonly mode?: 'enforcing' | 'detect-only';
   readonly ami: { readonly connected: boolean; readonly reconnects: number };
   readonly firewall: { readonly table: string; readonly present: boolean; readonly elements: { readonly v4: number; readonly v6: number } };
   readonly reload: { readonly at: number; readonly ok: boolean; readonly error?: string; readonly restartNeeded?: readonly string[] } | null;

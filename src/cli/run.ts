@@ -12,6 +12,7 @@ import { NftFirewall } from '../firewall/nft.js';
 import { MeasuredFirewall } from '../firewall/measured.js';
 import { RetryingFirewall } from '../firewall/retry.js';
 import { FirewallWatchdog } from '../firewall/watchdog.js';
+import { DetectOnlyFirewall } from '../firewall/detect-only.js';
 import { ServiceEdges } from '../daemon/edges.js';
 import type { Store } from '../store/store.js';
 import { RedisStore } from '../store/redis-store.js';
@@ -91,7 +92,32 @@ export interface ConfigSource {
   load(): AppConfig;
 }
 
-export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: undefined, load: () => cfg }): Promise<number> {
+/**
+ * `run --detect-only` (CrowdSec's simulation mode): detection as configured, every ban logged as one it would make,
+ * nothing leaving the process: no kernel set, no Redis (so no fleet, no shared counters), no blocklists, no webhook,
+ * no state file. The embedded store holds the would-be bans, so `list` and `show` work as usual.
+ */
+function detectOnlyWiring(cfg: AppConfig): AppConfig {
+  return {
+    ...cfg,
+    redis: { ...cfg.redis, url: '', cluster: [], sentinels: [] },
+    nft: { ...cfg.nft, checkInterval: 0 },
+    blocklists: { ...cfg.blocklists, apiban: { ...cfg.blocklists.apiban, key: '', keyFile: '' }, lists: [] },
+    notify: { webhook: { ...cfg.notify.webhook, url: '' } },
+  };
+}
+
+export interface RunOptions {
+  readonly detectOnly?: boolean;
+}
+
+export async function runDaemon(
+  configured: AppConfig,
+  from: ConfigSource = { file: undefined, load: () => configured },
+  options: RunOptions = {},
+): Promise<number> {
+  const detectOnly = options.detectOnly === true;
+  const cfg = detectOnly ? detectOnlyWiring(configured) : configured;
   // SIGHUP reloads (below); until the daemon runs, one is kept for then, and never kills the process
   let reloader: Reloader | undefined;
   let hupWaiting = false;
@@ -116,13 +142,16 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   });
   await learn();
   const hostTimer = setInterval(() => void learn(), HOST_REFRESH_MS).unref();
-  const nft = new NftFirewall({
-    table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger,
-    persistent: cfg.nft.writer === 'persistent', onWriterRestart: () => metrics.nftWriterRestarts.inc(),
-  });
-  metrics.countActiveBans = () => nft.activeBans();
-  const measured = new MeasuredFirewall(nft, metrics);
-  const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
+  const nft = detectOnly
+    ? undefined
+    : new NftFirewall({
+        table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger,
+        persistent: cfg.nft.writer === 'persistent', onWriterRestart: () => metrics.nftWriterRestarts.inc(),
+      });
+  if (nft) metrics.countActiveBans = () => nft.activeBans();
+  const firewall: Firewall = nft
+    ? new RetryingFirewall(new MeasuredFirewall(nft, metrics), { logger, onRetry: () => metrics.nftRetries.inc() })
+    : new DetectOnlyFirewall();
   // the daemon exists before the source it reads, so the intake hands batches to it through this late binding
   let daemon!: Daemon;
   const intake = new Intake((batch) => daemon.onBatch(batch));
@@ -167,9 +196,10 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
   const store: Store = withFallback(cfg, backends, policy, logger, metrics);
   // what outlives a restart (store.stateDir): the embedded store's state, and the identity of the store last seen
   const stateDir = new StateDir(cfg.store.stateDir, logger);
-  const identity = new IdentityFile(stateDir, logger, backends.redis ? describeRedis(cfg) : 'embedded');
-  await identity.load();
-  const stateWriter = backends.store instanceof MemoryStore
+  const identity = detectOnly ? undefined : new IdentityFile(stateDir, logger, backends.redis ? describeRedis(cfg) : 'embedded');
+  await identity?.load();
+  // detect-only writes no state: its would-be bans must not become bans at the next enforcing start
+  const stateWriter = backends.store instanceof MemoryStore && !detectOnly
     ? await persistEmbeddedStore({
         store: backends.store, dir: stateDir, nodeId: cfg.node.id, logger, onWriteFailure: () => metrics.stateWriteFailures.inc(),
       })
@@ -201,14 +231,15 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall: enforced, source, logger, metrics, fleet, identity,
+    policy, store, firewall: enforced, source, logger, metrics, fleet, detectOnly,
+    ...(identity ? { identity } : {}),
     ...(store instanceof FallbackStore ? { fallback: store } : {}),
     // a feed's entry in the kernel sets is not a ban to take into the store
     ...(enforcer ? { heldElsewhere: (t: IpTarget) => enforcer.feedsHolding(t).length > 0 } : {}),
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
-  const watchdog = cfg.nft.checkInterval > 0
+  const watchdog = nft && cfg.nft.checkInterval > 0
     ? new FirewallWatchdog({
         firewall: nft,
         expected: () => nft.inForce(WATCHDOG_MARGIN_MS),
@@ -281,7 +312,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
     : undefined;
 
   reloader = new Reloader({
-    running: cfg,
+    running: configured,
     file: from.file,
     load: () => from.load(),
     logger,
@@ -312,6 +343,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
           return {
             daemon: {
               node: cfg.node.id, pid: process.pid, version: version(), startedAt, configFile: from.file ?? null,
+              mode: detectOnly ? 'detect-only' : 'enforcing',
               ami: { connected: source.stats.connected, reconnects: source.stats.reconnects },
               firewall: { table: `inet ${cfg.nft.table}`, present: edges.firewallPresent(), elements: { v4: counts.ipv4, v6: counts.ipv6 } },
               reload: reloader!.state,
@@ -332,9 +364,13 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
       findtime: formatDuration(cfg.policy.findtime),
       bantime: formatDuration(cfg.policy.bantime),
       ignoreip: policy.ignore.entries,
+      mode: detectOnly ? 'detect-only' : 'enforcing',
     },
     'ami-guard starting',
   );
+  if (detectOnly) {
+    logger.warn('detect-only: bans are decided and logged ("would ban"), never enforced; no Redis, fleet, blocklists, webhook or state file');
+  }
   try {
     await edges.listen();
     await control?.listen();
@@ -360,7 +396,7 @@ export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: und
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      logger.info({ signal }, 'stopping: bans stay in the kernel and in the store');
+      logger.info({ signal }, detectOnly ? 'stopping (detect-only: nothing was enforced)' : 'stopping: bans stay in the kernel and in the store');
       const deadline = setTimeout(() => {
         logger.warn('shutdown took too long; exiting anyway');
         resolve(0);

@@ -46,6 +46,8 @@ export interface DaemonOptions {
    * ours, so never taken into the store from the kernel.
    */
   readonly heldElsewhere?: (target: IpTarget) => boolean;
+  /** `run --detect-only`: bans are decided and logged as bans it would make; the firewall given writes nothing */
+  readonly detectOnly?: boolean;
   readonly now?: () => number;
 }
 
@@ -433,7 +435,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.o.metrics.bans.inc({ reason: ban.reason });
     this.o.logger.info(
       {
-        event: 'ban',
+        event: this.o.detectOnly ? 'would-ban' : 'ban',
         address: ban.address,
         reason: ban.reason,
         count: ban.count,
@@ -442,7 +444,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         until: new Date(ban.until).toISOString(),
         previousBans: ban.previousBans,
       },
-      `ban ${ban.address}`,
+      this.o.detectOnly ? `would ban ${ban.address} (detect-only)` : `ban ${ban.address}`,
     );
   }
 
@@ -469,7 +471,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, already banned`);
       return;
     }
-    this.o.logger.warn(fields, `AMI injection from ${target.text}: banning it`);
+    this.o.logger.warn(fields, `AMI injection from ${target.text}: ${this.o.detectOnly ? 'would ban it (detect-only)' : 'banning it'}`);
     const now = this.now();
     this.injectionBans.add(target.text);
     this.o.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })

@@ -28,6 +28,8 @@ export interface BedOptions {
   /** reuse a namespace (e.g. to restart the daemon into the same kernel table) */
   readonly ns?: Netns;
   readonly replay?: ReplayServer;
+  /** the daemon's command line before --config; default ['run'] */
+  readonly args?: string[];
 }
 
 export interface Bed {
@@ -88,7 +90,7 @@ export async function startBed(o: BedOptions): Promise<Bed> {
   };
   for (const [section, values] of Object.entries(o.config ?? {})) base[section] = { ...base[section], ...values };
   const configFile = writeConfig(base);
-  const daemon = startDaemon(configFile, o.env ?? {});
+  const daemon = startDaemon(configFile, o.env ?? {}, o.args ?? ['run']);
   o.cleanup(async () => {
     await daemon.stop();
   });

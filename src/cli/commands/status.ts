@@ -122,6 +122,7 @@ export async function status(opts: StatusOptions): Promise<number> {
   if (d) {
     lines.push(`daemon  ${d.node}, pid ${d.pid}, version ${d.version}, up ${age(d.startedAt, now)}, config ${d.configFile ?? '(none: defaults and AMI_GUARD_* variables)'}`);
     lines.push(`        AMI ${d.ami.connected ? 'connected' : 'not connected'} (${d.ami.reconnects} reconnects)`);
+    if (d.mode === 'detect-only') lines.push('        DETECT-ONLY: bans are decided and logged, none is enforced');
     if (d.reload) {
       lines.push(d.reload.ok
         ? `        last reload ${ago(d.reload.at, now)}: applied${d.reload.restartNeeded?.length ? `; needs a restart to apply ${d.reload.restartNeeded.join(', ')}` : ''}`
