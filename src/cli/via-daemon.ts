@@ -2,10 +2,11 @@
 // store, the kernel sets, the fleet link and the webhook: it records, enforces and announces; this side asks and
 // reads the answer, which it checks like any other text before printing it.
 import type { Socket } from 'node:net';
+import { userInfo } from 'node:os';
 import { parseTarget, type IpTarget } from '../net/ip.js';
 import type { BanRecord, HistoryEntry, RecentFailure } from '../store/store.js';
 import { ControlError, connectControl, request } from '../control/client.js';
-import { MAX_TARGETS, type ControlRequest } from '../control/protocol.js';
+import { MAX_TARGETS, MAX_USER, type ControlRequest } from '../control/protocol.js';
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from './context.js';
 import { enforcedOnly, type ActiveBanEntry } from './records.js';
 import type { AppConfig } from '../config/schema.js';
@@ -60,7 +61,7 @@ export class DaemonOperator implements Operator {
     const bans: BanRecord[] = [];
     let said: string | undefined;
     for (let i = 0; i < targets.length; i += MAX_TARGETS) {
-      const r = await this.ask({ verb: 'ban', targets: targets.slice(i, i + MAX_TARGETS), durationMs, note }) as { bans?: unknown; note?: unknown };
+      const r = await this.ask({ verb: 'ban', targets: targets.slice(i, i + MAX_TARGETS), durationMs, note, user: cliUser() }) as { bans?: unknown; note?: unknown };
       for (const b of Array.isArray(r.bans) ? r.bans : []) {
         const rec = recordOf(b);
         if (rec) bans.push(rec);
@@ -74,7 +75,7 @@ export class DaemonOperator implements Operator {
     const results: UnbanResult[] = [];
     let said: string | undefined;
     for (let i = 0; i < targets.length; i += MAX_TARGETS) {
-      const r = await this.ask({ verb: 'unban', targets: targets.slice(i, i + MAX_TARGETS) }) as { results?: unknown; note?: unknown };
+      const r = await this.ask({ verb: 'unban', targets: targets.slice(i, i + MAX_TARGETS), user: cliUser() }) as { results?: unknown; note?: unknown };
       for (const x of Array.isArray(r.results) ? (r.results as Array<Record<string, unknown>>) : []) {
         if (typeof x.address !== 'string') continue;
         results.push({ address: x.address, wasBanned: x.wasBanned === true, coveredBy: coveringOf(x.coveredBy) });
@@ -142,4 +143,15 @@ function entryOf(value: unknown): ActiveBanEntry | null {
 function coveringOf(value: unknown): Covering[] {
   if (!Array.isArray(value)) return [];
   return value.filter((c): c is Covering => typeof c?.network === 'string' && typeof c.until === 'number');
+}
+
+/** Who runs the CLI, for the daemon's audit log: the user behind sudo when there is one. */
+export function cliUser(): string {
+  const sudo = process.env.SUDO_USER;
+  if (sudo) return sudo.slice(0, MAX_USER);
+  try {
+    return userInfo().username.slice(0, MAX_USER);
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'}`; // a uid without a passwd entry (a container)
+  }
 }

@@ -75,6 +75,11 @@ export class DaemonVerbs implements ControlHandler {
     this.now = o.now ?? Date.now;
   }
 
+  /** The audit log's source of an operator's ban or unban: the CLI on this host, and who ran it (as it says). */
+  private source(user: string): { source: 'cli'; user: string | null; by: string } {
+    return { source: 'cli', user: user || null, by: 'control socket' };
+  }
+
   handle(req: ControlRequest, out: PageWriter): Promise<unknown> {
     switch (req.verb) {
       case 'list':
@@ -82,9 +87,9 @@ export class DaemonVerbs implements ControlHandler {
       case 'show':
         return this.show(req.target);
       case 'ban':
-        return this.ban(req.targets, req.durationMs, req.note);
+        return this.ban(req.targets, req.durationMs, req.note, req.user);
       case 'unban':
-        return this.unban(req.targets);
+        return this.unban(req.targets, req.user);
       case 'status':
         return this.status();
     }
@@ -177,7 +182,7 @@ export class DaemonVerbs implements ControlHandler {
     };
   }
 
-  private async ban(targets: readonly IpTarget[], durationMs: number | null, note: string): Promise<unknown> {
+  private async ban(targets: readonly IpTarget[], durationMs: number | null, note: string, user: string): Promise<unknown> {
     const { policy, bantimeMs } = this.o.settings();
     // every target checked before anything is written: one refused means none applied
     for (const t of targets) {
@@ -195,7 +200,7 @@ export class DaemonVerbs implements ControlHandler {
         done.push(ban);
         this.o.metrics.bans.inc({ reason: 'manual' });
         this.o.logger.info(
-          { event: 'ban', address: target.text, reason: 'manual', ...(note ? { note } : {}), duration: formatDuration(duration), until: new Date(ban.until).toISOString(), by: 'control socket' },
+          { event: 'ban', address: target.text, reason: 'manual', ...(note ? { note } : {}), duration: formatDuration(duration), until: new Date(ban.until).toISOString(), ...this.source(user) },
           `ban ${target.text}`,
         );
         this.o.notifier?.notifyBan(ban);
@@ -216,7 +221,7 @@ export class DaemonVerbs implements ControlHandler {
     return { bans: done, ...(local ? { note: 'Redis unreachable: kept in the local fallback store and written back to Redis when it answers' } : {}) };
   }
 
-  private async unban(targets: readonly IpTarget[]): Promise<unknown> {
+  private async unban(targets: readonly IpTarget[], user: string): Promise<unknown> {
     const results = [];
     let deferred = false;
     for (const target of targets) {
@@ -240,7 +245,7 @@ export class DaemonVerbs implements ControlHandler {
       }
       if (wasBanned) {
         this.o.metrics.unbans.inc({ source: 'cli' });
-        this.o.logger.info({ event: 'unban', address: target.text, by: 'control socket' }, `unban ${target.text}`);
+        this.o.logger.info({ event: 'unban', address: target.text, ...this.source(user) }, `unban ${target.text}`);
         this.o.notifier?.notifyUnban(target.text, this.by);
       }
       const coveredBy = await this.networks(target, covering, this.readable() ? this.o.store : this.o.fallback?.local);

@@ -12,6 +12,8 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 export const MAX_TARGETS = 1_000;
 /** characters of a manual ban's note kept */
 export const MAX_NOTE = 200;
+/** characters of the user name a ban or unban request gives for the audit log */
+export const MAX_USER = 64;
 /** the longest manual ban: the kernel's own cap on an element's timeout is about 3.17 years */
 export const MAX_BAN_MS = 3 * 365 * 86_400_000;
 /** records in one page line of a listing */
@@ -25,8 +27,9 @@ export type ControlRequest =
   | { readonly verb: 'list' }
   | { readonly verb: 'show'; readonly target: IpTarget }
   /** durationMs null: the daemon's policy.bantime */
-  | { readonly verb: 'ban'; readonly targets: readonly IpTarget[]; readonly durationMs: number | null; readonly note: string }
-  | { readonly verb: 'unban'; readonly targets: readonly IpTarget[] };
+  /** `user`: who ran the CLI, as it says (only root may connect), for the audit log; '' when not said */
+  | { readonly verb: 'ban'; readonly targets: readonly IpTarget[]; readonly durationMs: number | null; readonly note: string; readonly user: string }
+  | { readonly verb: 'unban'; readonly targets: readonly IpTarget[]; readonly user: string };
 
 /** A request the daemon refuses: its message is the answer. `usage` marks a mistake of the caller (exit code 2). */
 export class RequestError extends Error {
@@ -42,7 +45,10 @@ export class RequestError extends Error {
 export function encodeRequest(req: ControlRequest): string {
   const wire: Record<string, unknown> = { v: PROTOCOL_VERSION, verb: req.verb };
   if (req.verb === 'show') wire.target = req.target.text;
-  if (req.verb === 'ban' || req.verb === 'unban') wire.targets = req.targets.map((t) => t.text);
+  if (req.verb === 'ban' || req.verb === 'unban') {
+    wire.targets = req.targets.map((t) => t.text);
+    if (req.user) wire.user = req.user;
+  }
   if (req.verb === 'ban') {
     if (req.durationMs !== null) wire.durationMs = req.durationMs;
     if (req.note) wire.note = req.note;
@@ -54,8 +60,8 @@ const FIELDS: Readonly<Record<Verb, readonly string[]>> = {
   status: [],
   list: [],
   show: ['target'],
-  ban: ['targets', 'durationMs', 'note'],
-  unban: ['targets'],
+  ban: ['targets', 'durationMs', 'note', 'user'],
+  unban: ['targets', 'user'],
 };
 
 /** Parses one request line (without its newline); throws RequestError naming what is wrong. */
@@ -85,7 +91,7 @@ export function parseRequest(line: string): ControlRequest {
     case 'show':
       return { verb: 'show', target: target(r.target) };
     case 'unban':
-      return { verb: 'unban', targets: targets(r.targets) };
+      return { verb: 'unban', targets: targets(r.targets), user: user(r.user) };
     case 'ban': {
       const d = r.durationMs;
       if (d !== undefined && (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1_000 || d > MAX_BAN_MS)) {
@@ -93,9 +99,15 @@ export function parseRequest(line: string): ControlRequest {
       }
       const note = r.note ?? '';
       if (typeof note !== 'string' || note.length > MAX_NOTE) throw new RequestError(`note must be text of at most ${MAX_NOTE} characters`);
-      return { verb: 'ban', targets: targets(r.targets), durationMs: d === undefined ? null : d, note: inert(note) };
+      return { verb: 'ban', targets: targets(r.targets), durationMs: d === undefined ? null : d, note: inert(note), user: user(r.user) };
     }
   }
+}
+
+function user(value: unknown): string {
+  if (value === undefined) return '';
+  if (typeof value !== 'string' || value.length > MAX_USER) throw new RequestError(`user must be text of at most ${MAX_USER} characters`);
+  return inert(value);
 }
 
 function target(value: unknown): IpTarget {

@@ -70,8 +70,8 @@ export interface StartFallback {
 
 /** What the fleet link may ask of the daemon. */
 export interface FleetTarget {
-  /** enforce a ban made elsewhere (idempotent) */
-  applyBan(target: IpTarget, until: number): void;
+  /** enforce a ban made elsewhere (idempotent); false when it is over already or may not be enforced here */
+  applyBan(target: IpTarget, until: number): boolean;
   /** lift a ban everywhere it is enforced here (idempotent) */
   applyUnban(target: IpTarget): void;
   reconcile(why: string): Promise<void>;
@@ -438,6 +438,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         event: this.o.detectOnly ? 'would-ban' : 'ban',
         address: ban.address,
         reason: ban.reason,
+        // the audit trail's source: this node's own decision on what AMI said (the CLI's are 'cli', another node's 'fleet')
+        source: 'ami',
         count: ban.count,
         kinds: ban.kinds,
         duration: formatDuration(ban.until - (ban.bannedAt || now)),
@@ -489,11 +491,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       });
   }
 
-  applyBan(target: IpTarget, until: number): void {
-    if (until <= this.now() || !this.mayBlock(target)) return;
+  applyBan(target: IpTarget, until: number): boolean {
+    if (until <= this.now() || !this.mayBlock(target)) return false;
     this.cache.set(target, until);
     this.journal?.push({ target, until });
     void this.addToFirewall([{ target, until }]);
+    return true;
   }
 
   applyUnban(target: IpTarget): void {

@@ -90,10 +90,16 @@ export class FleetSync extends EventEmitter<FleetSyncEvents> implements FleetLin
     const target = m.target;
     if (m.type === 'ban') {
       this.applied.ban++;
-      this.target.applyBan(target, m.until);
+      // the audit trail of this node: a ban it enforces because another node (or the CLI on an admin host) made it
+      if (this.target.applyBan(target, m.until)) {
+        this.o.logger.info(
+          { event: 'ban', address: target.text, reason: m.reason, until: new Date(m.until).toISOString(), source: 'fleet', by: m.node },
+          `ban ${target.text} (from ${m.node})`,
+        );
+      }
     } else {
       this.applied.unban++;
-      this.o.logger.info({ address: target.text, by: m.node }, `unban ${target.text}`);
+      this.o.logger.info({ event: 'unban', address: target.text, source: 'fleet', by: m.node }, `unban ${target.text} (from ${m.node})`);
       this.target.applyUnban(target);
       this.emit('unban', { address: target.text, by: m.node });
     }

@@ -167,13 +167,13 @@ test('the client: pages in order, the answer, refusals with their kind, a failur
   assert.deepEqual(result, { source: 'store' });
   assert.deepEqual(pages, [PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE]);
 
-  await assert.rejects(request((await connectControl(s.path))!, { verb: 'ban', targets: [parseTarget('10.0.0.1')!], durationMs: null, note: '' }), (err: unknown) => {
+  await assert.rejects(request((await connectControl(s.path))!, { verb: 'ban', targets: [parseTarget('10.0.0.1')!], durationMs: null, note: '', user: 'alice' }), (err: unknown) => {
     assert.ok(err instanceof ControlError);
     assert.equal(err.message, 'refusing to ban 10.0.0.1: test');
     assert.equal(err.usage, true);
     return true;
   });
-  await assert.rejects(request((await connectControl(s.path))!, { verb: 'unban', targets: [parseTarget('10.0.0.1')!] }), (err: unknown) => {
+  await assert.rejects(request((await connectControl(s.path))!, { verb: 'unban', targets: [parseTarget('10.0.0.1')!], user: '' }), (err: unknown) => {
     assert.equal((err as ControlError).usage, false);
     assert.equal((err as Error).message, 'the store failed');
     return true;
@@ -222,6 +222,12 @@ test('parseRequest builds parsed targets and inert notes', () => {
   assert.deepEqual(r.targets.map((x) => x.text), ['198.51.100.7', '2001:db8::/32']);
   assert.equal(r.durationMs, 60_000);
   assert.equal(r.note, 'a [31mb c');
+  assert.equal(r.user, '', 'no user said: none logged');
+  // the user the CLI names for the audit log is outside input too: made inert, bounded
+  const u = parseRequest('{"v":1,"verb":"unban","targets":["10.1.2.3"],"user":"eve\\u001b[2Jx"}');
+  assert.equal(u.verb === 'unban' && u.user, 'eve [2Jx');
+  assert.throws(() => parseRequest(`{"v":1,"verb":"unban","targets":["10.1.2.3"],"user":"${'x'.repeat(65)}"}`), /user must be text/);
+  assert.throws(() => parseRequest('{"v":1,"verb":"ban","targets":["10.1.2.3"],"user":7}'), /user must be text/);
   assert.equal(encodeRequest({ verb: 'show', target: parseTarget('10.1.2.3')! }), '{"v":1,"verb":"show","target":"10.1.2.3"}\n');
 });
 

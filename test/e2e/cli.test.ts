@@ -132,7 +132,7 @@ test('ban and unban: kernel set and Redis both follow, counters reset, history k
 
   // the daemon heard the unban: the next failures count afresh; as a known offender the address now gets
   // offender.maxretry (3) chances, and its second ban lasts twice as long
-  await bed.daemon.waitForLog((l) => l.msg === 'unban 198.18.0.11');
+  await bed.daemon.waitForLog((l) => l.event === 'unban' && l.address === '198.18.0.11');
   bed.replay.inject(markerEvents(2, '198.18.0.11'));
   bed.replay.inject(markerEvents(5, '192.0.2.251'));
   await waitFor('the second marker', async () => ((await bed.elements()).includes('192.0.2.251') ? true : undefined));
@@ -371,7 +371,7 @@ test('unban --all without a daemon on the host: refused without --yes, filtered 
   assert.equal(lines.pop(), `${manual.length} bans lifted`);
   assert.deepEqual(lines.map((l) => l.replace(/^unbanned /, '')).sort(), [...manual].sort());
   // the daemon heard each of them on the fleet channel (the CLI's own nft delete would hide a missing message)
-  for (const address of manual) await bed.daemon.waitForLog((l) => l.msg === `unban ${address}`);
+  for (const address of manual) await bed.daemon.waitForLog((l) => l.event === 'unban' && l.address === address);
   const left = await direct('list', '--json');
   const rest = (JSON.parse(left.stdout) as Array<{ reason: string }>);
   assert.ok(rest.length > 0 && rest.every((x) => x.reason !== 'manual'), left.stdout);

@@ -67,6 +67,8 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
   const run = (...args: string[]) => cli([...args, '--config', bed.configFile]);
+  // as an operator under sudo: the audit log names them
+  const asAlice = (...args: string[]) => cli([...args, '--config', bed.configFile], { SUDO_USER: 'alice' });
 
   const list = await run('list', '--json');
   assert.equal(list.code, 0, list.stderr);
@@ -74,13 +76,20 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   const show = await run('show', '198.18.0.11');
   assert.match(show.stdout, /banned: {4}yes, failures, by test-node/);
 
-  const ban = await run('ban', '198.51.100.9', '--for', '1h', '--reason', 'by hand');
+  const ban = await asAlice('ban', '198.51.100.9', '--for', '1h', '--reason', 'by hand');
   assert.equal(ban.code, 0, ban.stderr);
   assert.equal(ban.stdout, 'banned 198.51.100.9 for 1h (by hand)\n');
   assert.ok((await bed.elements()).includes('198.51.100.9'), 'in the kernel set when the CLI returns');
-  const un = await run('unban', '198.51.100.9');
+  const un = await asAlice('unban', '198.51.100.9');
   assert.equal(un.stdout, 'unbanned 198.51.100.9\n');
   assert.ok(!(await bed.elements()).includes('198.51.100.9'));
+  // the audit trail: each logged once, with where it came from and who asked
+  for (const event of ['ban', 'unban']) {
+    const lines = bed.daemon.logs.filter((l) => l.event === event && l.address === '198.51.100.9');
+    assert.equal(lines.length, 1, `one ${event} line`);
+    assert.equal(lines[0]!.source, 'cli');
+    assert.equal(lines[0]!.user, 'alice');
+  }
   // a later ban as a sentinel: had either message gone out twice, the copy would arrive before it
   assert.equal((await run('ban', '198.51.100.10')).code, 0);
   await receiver.waitFor(4);
@@ -128,7 +137,13 @@ test('two daemons on one Redis: a ban and an unban through one reach the other o
   await waitFor('the network in B\'s set', async () => ((await b.elements()).includes('203.0.113.0/24') ? true : undefined));
   assert.equal((await viaA('unban', '203.0.113.0/24')).stdout, 'unbanned 203.0.113.0/24\n');
   await waitFor('the network gone from B\'s set', async () => (!(await b.elements()).includes('203.0.113.0/24') ? true : undefined));
-  await b.daemon.waitForLog((l) => l.msg === 'unban 203.0.113.0/24' && l.by === 'pbx-a');
+  await b.daemon.waitForLog((l) => l.event === 'unban' && l.address === '203.0.113.0/24' && l.source === 'fleet' && l.by === 'pbx-a');
+  // B's audit trail: the ban it enforced for A, once, with where it came from
+  const fromA = b.daemon.logs.filter((l) => l.event === 'ban' && l.address === '203.0.113.0/24');
+  assert.equal(fromA.length, 1);
+  assert.equal(fromA[0]!.source, 'fleet');
+  assert.equal(fromA[0]!.by, 'pbx-a');
+  assert.equal(fromA[0]!.reason, 'manual');
   assert.equal((await viaA('ban', '198.51.100.10')).code, 0);
   await waitFor('the sentinel notification', () => (hooks(receiver).some((h) => h.address === '198.51.100.10') ? true : undefined), 20_000);
   const manual = hooks(receiver).filter((h) => ['203.0.113.0/24', '198.51.100.10'].includes(h.address));
