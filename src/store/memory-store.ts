@@ -299,6 +299,12 @@ export class MemoryStore implements Store {
     const { now } = input;
     this.windows.delete(input.target.text);
     const note = (input.note ?? '').slice(0, REASON_MAX);
+    // a ban of what is banned now replaces it: its history entry goes, so no second offence is made of one
+    const current = this.bans.get(input.target.text)?.record;
+    if (current && current.until > now) {
+      const history = this.histories.get(input.target.text);
+      if (history?.[0]?.at === current.bannedAt) this.histories.set(input.target.text, history.slice(1), this.policy.historyTtlMs);
+    }
     return this.writeBan(input.target, {
       reason: input.reason.slice(0, REASON_MAX), kinds: {}, count: 0, firstSeen: now, lastSeen: now, bannedAt: now,
       until: now + input.durationMs, ...(note ? { note } : {}),

@@ -205,9 +205,10 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const first = await store.ban({ target: net, reason: 'abuse report', durationMs: 86_400_000, now: T0 });
       assert.equal(first.address, '2001:db8:aa::/48');
       const second = await store.ban({ target: net, reason: 'shorter', durationMs: 1_000, now: T0 + 5 });
-      assert.equal(second.previousBans, 1);
+      // it replaced the ban in force: no second offence
+      assert.equal(second.previousBans, 0);
       assert.deepEqual(await store.getBan(net, T0 + 6), second);
-      assert.deepEqual((await store.history(net)).map((h) => h.reason), ['shorter', 'abuse report']);
+      assert.deepEqual((await store.history(net)).map((h) => h.reason), ['shorter']);
       const active = (await collect(store.activeBans(T0 + 6))).flat();
       assert.deepEqual(active.find((b) => b.address === '2001:db8:aa::/48'), { address: '2001:db8:aa::/48', until: T0 + 1_005 });
 
@@ -280,6 +281,22 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(got?.reason, 'manual');
       const plain = await store.ban({ target: target('203.0.113.9'), reason: 'manual', durationMs: 60_000, now: T0 });
       assert.equal(plain.note, undefined);
+    });
+
+    it('banning what is already banned replaces the ban and adds no history entry (no offender made of it)', async () => {
+      const store = await make();
+      const t = target('203.0.113.40');
+      await store.ban({ target: t, reason: 'manual', durationMs: 60_000, now: T0 });
+      const again = await store.ban({ target: t, reason: 'manual', durationMs: 120_000, now: T0 + 10, note: 'longer' });
+      assert.equal(again.previousBans, 0);
+      assert.equal(again.until, T0 + 10 + 120_000);
+      const history = await store.history(t);
+      assert.equal(history.length, 1, 'one ban in the history');
+      assert.equal(history[0]!.until, T0 + 10 + 120_000);
+      // once the first ban is over, a new one is a second offence
+      const later = await store.ban({ target: t, reason: 'manual', durationMs: 60_000, now: T0 + 200_000 });
+      assert.equal(later.previousBans, 1);
+      assert.equal((await store.history(t)).length, 2);
     });
 
     it('a trusted address survives mistyped passwords and is banned past the trusted threshold', async () => {
