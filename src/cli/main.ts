@@ -68,6 +68,7 @@ function program(setResult: (p: Promise<number>) => void): Command {
   withConfig(root.command('ban').description('ban addresses or CIDR networks by hand, on every PBX sharing the Redis'))
     .argument('<address...>', 'IPv4/IPv6 addresses or CIDR networks')
     .option('--for <duration>', 'ban duration, e.g. 90s, 10m, 1h, 3d (default: policy.bantime)')
+    .option('--permanent', 'until unbanned: the longest a kernel timeout holds (3 years)')
     .option('--reason <text>', 'a note kept with the ban (its reason is recorded as "manual")')
     .option('--json', 'machine-readable output')
     .action((args: string[], opts) => setResult(ban(args, opts)));

@@ -83,6 +83,13 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   const un = await asAlice('unban', '198.51.100.9');
   assert.equal(un.stdout, 'unbanned 198.51.100.9\n');
   assert.ok(!(await bed.elements()).includes('198.51.100.9'));
+  // a permanent ban: the longest a kernel timeout holds, refused beside --for
+  const forever = await run('ban', '198.51.100.11', '--permanent');
+  assert.equal(forever.stdout, 'banned 198.51.100.11 permanently (3 years, until unbanned)\n', forever.stderr);
+  const element = (await bed.firewall.list()).find((e) => e.address === '198.51.100.11');
+  assert.ok(element && element.expiresMs !== null && element.expiresMs > 1_000 * 86_400_000, `a kernel timeout of about 3 years: ${element?.expiresMs}`);
+  assert.equal((await run('ban', '198.51.100.12', '--permanent', '--for', '1h')).code, 2);
+  assert.equal((await run('unban', '198.51.100.11')).stdout, 'unbanned 198.51.100.11\n');
   // the audit trail: each logged once, with where it came from and who asked
   for (const event of ['ban', 'unban']) {
     const lines = bed.daemon.logs.filter((l) => l.event === event && l.address === '198.51.100.9');
@@ -92,10 +99,10 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   }
   // a later ban as a sentinel: had either message gone out twice, the copy would arrive before it
   assert.equal((await run('ban', '198.51.100.10')).code, 0);
-  await receiver.waitFor(4);
+  await receiver.waitFor(6);
   // the recording's ban and the marker's come first, from the daemon's own decisions
   const manual = hooks(receiver).filter((h) => h.address.startsWith('198.51.100.'));
-  assert.deepEqual(manual.map((h) => `${h.event} ${h.address}`), ['ban 198.51.100.9', 'unban 198.51.100.9', 'ban 198.51.100.10']);
+  assert.deepEqual(manual.map((h) => `${h.event} ${h.address}`), ['ban 198.51.100.9', 'unban 198.51.100.9', 'ban 198.51.100.11', 'unban 198.51.100.11', 'ban 198.51.100.10']);
   assert.equal(manual[0]!.reason, 'manual');
 
   const status = await run('status', '--json');
