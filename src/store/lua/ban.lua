@@ -13,7 +13,7 @@ local now, untilMs = tonumber(ARGV[3]), tonumber(ARGV[4])
 local r = recParse(readString(KEYS[1]))
 local hist = histList(r.h)
 local p = { node = ARGV[8], historyTtl = tonumber(ARGV[9]), historyCap = tonumber(ARGV[10]) }
-r.c, r.f, r.l, r.k, r.x = '0', b36(now), b36(now), nil, nil
+r.c, r.f, r.l, r.k, r.x, r.m, r.s = '0', b36(now), b36(now), nil, nil, nil, nil
 r.o = ARGV[6] ~= '' and ARGV[6] or nil
 local ttl = putBan(r, hist, b36(now), now, untilMs, b36(untilMs), ARGV[5], p)
 redis.call('SET', KEYS[1], recBuild(r), 'PX', ttl)

@@ -8,6 +8,7 @@
 -- ARGV[6] reason (percent-encoded)     ARGV[7] kind codes   ARGV[8] count   ARGV[9] first   ARGV[10] last (ms)
 -- ARGV[11] node id of the ban         ARGV[12] history ttl (ms)   ARGV[13] history cap
 -- ARGV[14] account (percent-encoded)  ARGV[15] note (percent-encoded)   ARGV[16] window epoch length (ms)
+-- ARGV[17] a subnet ban's members (`,`-separated canonical targets; may be empty)
 --
 -- Returns {1, until} when written, {0, until of the ban in force} when covered, {0, 0} when it is over. The ban in
 -- force is indexed either way: a covering ban may have been written by a script whose reply was lost (a paused
@@ -29,6 +30,8 @@ local p = { node = ARGV[11], historyTtl = tonumber(ARGV[12]), historyCap = tonum
 r.c, r.f, r.l, r.k = ARGV[8], b36(tonumber(ARGV[9])), b36(tonumber(ARGV[10])), ARGV[7]
 r.x = ARGV[14] ~= '' and ARGV[14] or nil
 r.o = ARGV[15] ~= '' and ARGV[15] or nil
+r.m = ARGV[17] ~= '' and ARGV[17] or nil
+r.s = nil
 local ttl = putBan(r, hist, b36(tonumber(ARGV[5])), now, untilMs, b36(untilMs), ARGV[6], p)
 redis.call('SET', KEYS[1], recBuild(r), 'PX', ttl)
 local epoch = windowEpoch(tonumber(ARGV[16]))
