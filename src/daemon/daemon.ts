@@ -75,7 +75,7 @@ export interface DaemonEvents {
 export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
   private readonly decider: StreamDecider;
-  private fold = new ActivityFold();
+  private readonly fold: ActivityFold;
   /** store calls for folded batches in flight */
   private inFlight = 0;
   /** injection sources whose ban is being written: one ban each, however many injections they sent meanwhile */
@@ -100,6 +100,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     super();
     this.now = o.now ?? Date.now;
     this.decider = new StreamDecider(o.policy);
+    this.fold = new ActivityFold((t) => this.o.policy.subnetOf(t));
     this.onBatch = this.onBatch.bind(this);
   }
 
@@ -193,8 +194,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (d.why !== 'not-a-failure') this.count(`s\u0000${d.why}`);
       return;
     }
-    const target = e.address;
-    if (this.cache.isBanned(target.text, now)) {
+    // an IPv6 address counts toward its prefix (policy.ipv6prefix); an address banned on its own is banned too
+    const target = this.o.policy.countingTarget(e.address);
+    if (this.cache.isBanned(target.text, now) || (target !== e.address && this.cache.isBanned(e.address.text, now))) {
       this.count('s\u0000already-banned');
       return;
     }
@@ -243,22 +245,31 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[]): void {
     const now = this.now();
     const enforce: Array<{ target: IpTarget; until: number }> = [];
-    for (let i = 0; i < batch.length; i++) {
-      const v = verdicts[i];
-      const target = batch[i]!.target;
-      if (!v || v.type === 'counted') continue;
-      if (v.type === 'banned') {
-        this.announce(v.ban, now);
-        this.emit('ban', v.ban);
-      } else if (this.cache.isBanned(target.text, now)) {
-        continue; // already enforced here
-      }
-      // banned here now, or elsewhere (another node, or before a restart) and not yet known here
-      const until = v.type === 'banned' ? v.ban.until : v.until;
-      if (!this.mayBlock(target)) continue;
+    const enforceOne = (target: IpTarget, until: number): void => {
+      if (!this.mayBlock(target)) return;
       this.cache.set(target, until);
       this.journal?.push({ target, until });
       enforce.push({ target, until });
+    };
+    for (let i = 0; i < batch.length; i++) {
+      const v = verdicts[i];
+      if (!v || v.type === 'counted') continue;
+      // the entry's target, or the address banned instead of a network that holds a trusted one
+      const target = v.target ?? batch[i]!.target;
+      if (v.type === 'banned') {
+        this.announce(v.ban, now);
+        this.emit('ban', v.ban);
+        enforceOne(target, v.ban.until);
+        if (v.subnet) {
+          // escalated: the subnet goes to the fleet and the webhook like any ban, and into the interval set
+          this.announce(v.subnet.ban, now);
+          this.emit('ban', v.subnet.ban);
+          enforceOne(v.subnet.target, v.subnet.ban.until);
+        }
+      } else if (!this.cache.isBanned(target.text, now)) {
+        // banned elsewhere (another node, or before a restart) and not yet known here
+        enforceOne(target, v.until);
+      }
     }
     if (enforce.length > 0) void this.addToFirewall(enforce);
   }
@@ -275,6 +286,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         duration: formatDuration(ban.until - (ban.bannedAt || now)),
         until: new Date(ban.until).toISOString(),
         previousBans: ban.previousBans,
+        ...(ban.members ? { members: ban.members } : {}),
       },
       `ban ${ban.address}`,
     );

@@ -51,7 +51,9 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   if (ban) {
     const note = ban.note ? ` "${ban.note}"` : '';
     lines.push(`  banned:    yes, ${ban.reason}${note}, by ${ban.node} ${ago(ban.bannedAt, now)}, ${left(ban.until, now)} left (until ${isoTime(ban.until)})`);
-    if (ban.count > 0) {
+    if (ban.members?.length) {
+      lines.push(`  why:       ${ban.members.length} of its addresses or prefixes banned from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${ban.members.join(', ')}`);
+    } else if (ban.count > 0) {
       const kinds = Object.entries(ban.kinds).map(([k, n]) => `${n} ${k}`).join(', ');
       lines.push(`  why:       ${ban.count} failures from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${kinds}`);
     }
