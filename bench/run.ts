@@ -9,6 +9,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { requireNetnsTools } from '../test/support/netns.js';
 import { fail2ban } from './benchmarks/fail2ban.js';
+import { feeds } from './benchmarks/feeds.js';
 import { fleet } from './benchmarks/fleet.js';
 import { flood } from './benchmarks/flood.js';
 import { latency } from './benchmarks/latency.js';
@@ -22,11 +23,11 @@ import type { BenchResult, Benchmark, Options, Row } from './lib/types.js';
 import { Cleanups, MAX_ATTACKERS, round, sleep } from './lib/util.js';
 
 /** in the order they run by default: parse and throughput before fail2ban, which quotes them */
-const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, store, fail2ban, fleet, profile];
+const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, store, fail2ban, fleet, feeds, profile];
 /** run only when named: they need something outside the machine's own (a live AMI endpoint) */
 const ON_REQUEST: readonly Benchmark[] = [flood];
 /** benchmarks that need root, nft and namespaces */
-const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'fleet', 'profile']);
+const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'fleet', 'feeds', 'profile']);
 /** AGBENCH_RESULTS: write somewhere else (experiments that must not replace the figures of record) */
 const RESULTS = process.env['AGBENCH_RESULTS'] ?? join(process.cwd(), 'bench/results/latest.json');
 

@@ -1,7 +1,9 @@
 // tsc does not copy non-TypeScript files; the Lua scripts and the nft writer's helper are loaded at run time from
 // next to the compiled code that uses them.
 import { cpSync, mkdirSync } from 'node:fs';
-mkdirSync('dist/src/store', { recursive: true });
-cpSync('src/store/lua', 'dist/src/store/lua', { recursive: true });
+for (const dir of ['store', 'feeds']) {
+  mkdirSync(`dist/src/${dir}`, { recursive: true });
+  cpSync(`src/${dir}/lua`, `dist/src/${dir}/lua`, { recursive: true });
+}
 mkdirSync('dist/src/firewall', { recursive: true });
 cpSync('src/firewall/nft-writer.py', 'dist/src/firewall/nft-writer.py');

@@ -33,6 +33,8 @@ export const LABEL_VALUES = {
   notification: ['sent', 'failed', 'dropped'],
   nftOp: ['add', 'delete', 'reconcile'],
   family: ['ipv4', 'ipv6'],
+  /** why a feed's entries are not enforced as listed */
+  feedSkip: ['garbage', 'too-wide', 'refused', 'split'],
 } as const satisfies Record<string, readonly string[]>;
 
 /**
@@ -94,6 +96,56 @@ export interface MetricsOptions {
   readonly processMetrics?: boolean;
   /** for ami_guard_build_info: the package version and node.id */
   readonly build?: { readonly version: string; readonly node: string };
+  /** the configured feeds (blocklists): the values of the feed label; none, no feed metrics */
+  readonly feeds?: readonly string[];
+}
+
+/**
+ * One set of series per configured feed. The feed label takes the names from the configuration (APIBAN's and each
+ * list's), a list known at start, so nothing a feed answers can add series.
+ */
+export class FeedMetrics {
+  readonly entries: Gauge<'feed'>;
+  readonly lastSuccess: Gauge<'feed'>;
+  readonly skipped: Gauge<'feed' | 'why'>;
+  readonly pulls: FixedLabelCounter<'feed'>;
+  readonly errors: FixedLabelCounter<'feed'>;
+
+  constructor(registry: Registry, feeds: readonly string[]) {
+    this.entries = new Gauge({
+      name: 'ami_guard_feed_entries',
+      help: 'Entries of each feed this node enforces (after its ignore list and never-ban rules; a network split around a protected address counts its pieces)',
+      labelNames: ['feed'] as const,
+      registers: [registry],
+    });
+    this.lastSuccess = new Gauge({
+      name: 'ami_guard_feed_last_success_timestamp_seconds',
+      help: 'When each feed was last pulled successfully, by any node of the fleet (Unix time; 0: never)',
+      labelNames: ['feed'] as const,
+      registers: [registry],
+    });
+    this.skipped = new Gauge({
+      name: 'ami_guard_feed_skipped',
+      help: 'Entries of the last pull not enforced as listed: garbage (not an address), too-wide (wider than policy.widest), refused (inside an ignore-listed or never-bannable range), split (networks enforced around one)',
+      labelNames: ['feed', 'why'] as const,
+      registers: [registry],
+    });
+    this.pulls = new FixedLabelCounter(registry, {
+      name: 'ami_guard_feed_pulls_total',
+      help: 'Successful pulls of each feed made by this node (one node of a fleet pulls per interval)',
+      labels: { feed: feeds },
+    });
+    this.errors = new FixedLabelCounter(registry, {
+      name: 'ami_guard_feed_errors_total',
+      help: 'Failed pulls of each feed made by this node (unreachable, refused key, rate limit, garbage, too big); what is enforced stays',
+      labels: { feed: feeds },
+    });
+    for (const feed of feeds) {
+      this.entries.set({ feed }, 0);
+      this.lastSuccess.set({ feed }, 0);
+      for (const why of LABEL_VALUES.feedSkip) this.skipped.set({ feed, why }, 0);
+    }
+  }
 }
 
 export class Metrics {
@@ -254,8 +306,12 @@ export class Metrics {
     labels: { result: LABEL_VALUES.notification },
   });
 
+  /** present when feeds are configured */
+  readonly feeds: FeedMetrics | undefined;
+
   constructor(o: MetricsOptions = {}) {
     for (const op of LABEL_VALUES.nftOp) this.nftApply.zero({ op });
+    this.feeds = o.feeds?.length ? new FeedMetrics(this.registry, o.feeds) : undefined;
     if (o.build) {
       new Gauge({
         name: 'ami_guard_build_info',

@@ -8,10 +8,10 @@ import { CliError, EXIT_USAGE } from './context.js';
 import type { ActiveBanEntry } from './records.js';
 
 /**
- * Who made a ban. A ban record does not store it: today only the CLI makes `manual` bans, and every other reason
- * is decided by a daemon (its node is the record's `node`). Feeds will be a third origin.
+ * Who made a ban. A ban record does not store it: only the CLI makes `manual` bans, and every other reason is decided
+ * by a daemon (its node is the record's `node`). A feed's entries are not ban records: their origin is `feed`.
  */
-export const ORIGINS = ['daemon', 'cli'] as const;
+export const ORIGINS = ['daemon', 'cli', 'feed'] as const;
 export type Origin = (typeof ORIGINS)[number];
 
 export function originOf(r: Pick<BanRecord, 'reason'>): Origin {
@@ -53,8 +53,9 @@ function oneOf<T extends string>(option: string, values: readonly string[] | und
   return new Set(values as T[]);
 }
 
-export function banQuery(o: BanQueryOptions): BanQuery {
-  const reasons = oneOf('--reason', o.reason, LABEL_VALUES.banReason);
+/** `feeds`: the configured feeds' names, which are the reasons of their entries */
+export function banQuery(o: BanQueryOptions, feeds: readonly string[] = []): BanQuery {
+  const reasons = oneOf('--reason', o.reason, [...LABEL_VALUES.banReason, ...feeds]);
   const origins = oneOf('--origin', o.origin, ORIGINS);
   // node ids are whatever each PBX's node.id says: matched as given
   const nodes = o.node?.length ? new Set(o.node) : undefined;
@@ -64,7 +65,7 @@ export function banQuery(o: BanQueryOptions): BanQuery {
   return {
     filtered: Boolean(reasons || origins || nodes),
     matches: (e) =>
-      (!reasons || reasons.has(e.record.reason as never)) && (!origins || origins.has(originOf(e.record))) && (!nodes || nodes.has(e.record.node)),
+      (!reasons || reasons.has(e.record.reason as never)) && (!origins || origins.has(e.feed ? 'feed' : originOf(e.record))) && (!nodes || nodes.has(e.record.node)),
     compare,
   };
 }

@@ -22,9 +22,9 @@ function withConfig(cmd: Command): Command {
 /** the filters `list` and `unban --all` share; each takes a comma-separated list and may be repeated */
 function withFilters(cmd: Command): Command {
   return cmd
-    .option('--reason <reasons>', `only bans for these reasons (${LABEL_VALUES.banReason.join(', ')})`, collectList)
+    .option('--reason <reasons>', `only bans for these reasons (${LABEL_VALUES.banReason.join(', ')}, or a feed's name)`, collectList)
     .option('--node <nodes>', 'only bans made by these nodes (node.id)', collectList)
-    .option('--origin <origins>', `only bans made by the ${ORIGINS.join(' or the ')} (manual bans are the CLI's)`, collectList);
+    .option('--origin <origins>', `only bans made by the ${ORIGINS.join(', the ')} (manual bans are the CLI's; feed: blocklists)`, collectList);
 }
 
 function program(setResult: (p: Promise<number>) => void): Command {

@@ -1,10 +1,30 @@
 import { parseTarget, type IpTarget } from '../net/ip.js';
 import type { BanRecord, Store } from '../store/store.js';
+import type { FeedEntryRow } from '../feeds/read.js';
 
 /** An active ban: its address parsed once, and its record. */
 export interface ActiveBanEntry {
   readonly target: IpTarget;
   readonly record: BanRecord;
+  /** set when the entry comes from a feed (its record is then made up from the feed's: reason = the feed's name) */
+  readonly feed?: FeedEntryRow;
+}
+
+/**
+ * A feed's entry in the shape `list` sorts and filters: the reason is the feed's name, the node the one that pulled
+ * it, the ban's start when APIBAN last listed it (a plain list's: its last pull), and a plain list's entry never ends
+ * (it stays while listed).
+ */
+export function feedEntry(row: FeedEntryRow): ActiveBanEntry {
+  const since = row.seenAt ?? row.pulledAt;
+  return {
+    target: row.target,
+    feed: row,
+    record: {
+      address: row.target.text, reason: row.feed, kinds: {}, count: 0, firstSeen: since, lastSeen: since, bannedAt: since,
+      until: row.until ?? Infinity, node: row.node, previousBans: 0,
+    },
+  };
 }
 
 /**

@@ -22,6 +22,10 @@ import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
 import { version } from './version.js';
 import { formatDuration } from '../config/duration.js';
+import { FeedEnforcer } from '../feeds/enforcer.js';
+import { Feeds, apibanKey, feedNames } from '../feeds/feeds.js';
+import { MemoryFeedState, RedisFeedState } from '../feeds/state.js';
+import type { Firewall } from '../firewall/firewall.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
@@ -74,7 +78,14 @@ function exitOnEscapedFault(logger: Logger): void {
 export async function runDaemon(cfg: AppConfig): Promise<number> {
   const logger = createLogger(cfg.log.level, undefined, { async: true });
   exitOnEscapedFault(logger);
-  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id } });
+  let key: string;
+  try {
+    key = apibanKey(cfg.blocklists.apiban);
+  } catch (err) {
+    logger.error({ err: (err as Error).message }, 'ami-guard could not start');
+    return 2;
+  }
+  const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id }, feeds: feedNames(cfg.blocklists) });
   const policy = new Policy(cfg.policy);
   // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
   const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
@@ -131,6 +142,25 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     return 1;
   }
   const store: Store = withFallback(cfg, backends, policy, logger, metrics);
+  // community blocklists: their entries share the firewall with the daemon's bans, through the enforcer
+  let feeds: Feeds | undefined;
+  const enforcer = feedNames(cfg.blocklists).length > 0
+    ? new FeedEnforcer(firewall, { logger, beforeReconcile: () => feeds?.rebuild() })
+    : undefined;
+  if (enforcer) {
+    feeds = new Feeds({
+      cfg: cfg.blocklists,
+      widest: cfg.policy.widest,
+      apibanKey: key,
+      state: backends.redis ? new RedisFeedState(backends.redis, cfg.redis.keyPrefix, cfg.node.id) : new MemoryFeedState(cfg.node.id),
+      enforcer,
+      policy,
+      nodeId: cfg.node.id,
+      logger,
+      ...(metrics.feeds ? { metrics: metrics.feeds } : {}),
+    });
+  }
+  const enforced: Firewall = enforcer ?? firewall;
   const fleet = new FleetSync({
     channel: backends.channel,
     origin: originId('daemon'),
@@ -139,7 +169,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall, source, logger, metrics, fleet,
+    policy, store, firewall: enforced, source, logger, metrics, fleet,
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
@@ -152,6 +182,8 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         restore: async () => {
           await firewall.init();
           await daemon.reconcile('nft table restored');
+          // a reconciliation that could not read the store re-applied only the daemon's bans
+          if (enforcer && !enforcer.reconciled) await enforcer.reassert();
           metrics.nftRestores.inc();
         },
       })
@@ -220,7 +252,9 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   );
   try {
     await edges.listen();
+    await feeds?.load();
     await daemon.start();
+    feeds?.start();
     edges.startChecks();
     watchdog?.start();
     status?.start();
@@ -246,6 +280,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       edges.closeListener()
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))
+        .then(() => feeds?.stop())
         .then(() => daemon.stop())
         .finally(() => edges.closeNotifier())
         .then(

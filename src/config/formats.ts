@@ -158,6 +158,19 @@ export function registerFormats(): void {
       if (typeof v !== 'string' || isIP(v) === 0) throw new Error('must be an IPv4 or IPv6 address, e.g. 127.0.0.1 or ::1');
     },
   });
+  convict.addFormat({
+    name: 'blocklists',
+    coerce: (v: unknown) => {
+      if (typeof v !== 'string') return v;
+      try {
+        return JSON.parse(v) as unknown;
+      } catch {
+        return v;
+      }
+    },
+    validate: validateBlocklists,
+  });
+  convict.addFormat(urlFormat('http-url', ['http:', 'https:'], 'https://…'));
   convict.addFormat(urlFormat('webhook-url', ['http:', 'https:'], 'http://… or https://…'));
   convict.addFormat(urlFormat('redis-url', ['redis:', 'rediss:'], 'redis://[user:password@]host:port[/db] or rediss://…'));
 }
@@ -187,4 +200,47 @@ function urlFormat(name: string, protocols: readonly string[], expected: string)
       if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.map((p) => `${p}//`).join(' or ')}, not ${u.protocol}//`);
     },
   };
+}
+
+/** a feed's name: the reason `list` and `show` print, a metric label value and part of a Redis key */
+export const FEED_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+/** names a list may not take: APIBAN's, and the daemon's own ban reasons (a feed's name is its entries' reason) */
+export const RESERVED_FEED_NAMES: readonly string[] = ['apiban', 'failures', 'scanner', 'recidive', 'injection', 'manual'];
+const LIST_FIELDS = ['name', 'url', 'interval'];
+
+/** blocklists.lists: each entry named, its source usable, its interval a duration; nothing echoed (URLs may hold tokens). */
+function validateBlocklists(v: unknown): void {
+  if (!Array.isArray(v)) throw new Error('must be a JSON array of {"name", "url", "interval"}');
+  const names = new Set<string>();
+  v.forEach((item: unknown, i) => {
+    const at = `entry ${i + 1}`;
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new Error(`${at} must be an object {"name", "url", "interval"}`);
+    const o = item as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      if (!LIST_FIELDS.includes(k)) throw new Error(`${at}: unknown field ${JSON.stringify(k)}${didYouMean(k, LIST_FIELDS)}`);
+    }
+    if (typeof o['name'] !== 'string' || !FEED_NAME.test(o['name'])) {
+      throw new Error(`${at}: name must be 1 to 32 characters from a-z 0-9 _ -, starting with a letter or digit`);
+    }
+    const name = o['name'];
+    if (RESERVED_FEED_NAMES.includes(name)) throw new Error(`${at}: the name ${name} is taken (${RESERVED_FEED_NAMES.join(', ')} are reserved)`);
+    if (names.has(name)) throw new Error(`${at}: the name ${name} is given twice`);
+    names.add(name);
+    if (typeof o['url'] !== 'string' || !usableSource(o['url'])) {
+      throw new Error(`${name}: url must be an http(s):// URL, a file:// URL or an absolute path`);
+    }
+    if (o['interval'] !== undefined) {
+      const ms = parseDuration(o['interval']);
+      if (ms === null || ms < 1000) throw new Error(`${name}: interval must be a duration of at least 1s, such as 30m or 4h`);
+    }
+  });
+}
+
+function usableSource(url: string): boolean {
+  if (url.startsWith('/')) return true;
+  try {
+    return ['http:', 'https:', 'file:'].includes(new URL(url).protocol);
+  } catch {
+    return false;
+  }
 }

@@ -75,6 +75,12 @@ export function loadConfig(opts: LoadOptions = {}): AppConfig {
   const cfg = conf.getProperties() as unknown as AppConfig;
   checkRedisCredentials(cfg, where);
   checkPrefixes(cfg, where);
+  if (cfg.blocklists.apiban.key && cfg.blocklists.apiban.keyFile) {
+    throw new ConfigError(`invalid configuration${where}: blocklists.apiban.key and blocklists.apiban.keyFile are both set: give the key in one place`);
+  }
+  for (const [field, ms] of [['interval', cfg.blocklists.apiban.interval], ['bantime', cfg.blocklists.apiban.bantime], ['timeout', cfg.blocklists.timeout]] as const) {
+    if (ms < 1000) throw new ConfigError(`invalid configuration${where}: blocklists.${field === 'timeout' ? '' : 'apiban.'}${field} must be at least 1s`);
+  }
   return cfg;
 }
 

@@ -191,6 +191,39 @@ export const schema = {
       default: 100000,
     },
   },
+  blocklists: {
+    apiban: {
+      url: { doc: 'The APIBAN API (v2) base URL; `get` is appended.', format: 'http-url', default: 'https://apiban.org/api/' },
+      key: {
+        doc: 'Your APIBAN key; empty (and no keyFile): APIBAN is not pulled. Sent only in the Authorization header; never logged or shown.',
+        format: String,
+        default: '',
+        sensitive: true,
+      },
+      keyFile: {
+        doc: 'A file holding the APIBAN key (read at start, surrounding whitespace ignored), instead of key.',
+        format: String,
+        default: '',
+      },
+      interval: { doc: 'How often APIBAN is asked for what is new (one node of the fleet asks).', format: 'duration', default: '5m' },
+      bantime: {
+        doc: 'How long an APIBAN address is blocked after it was last listed (APIBAN never says when one leaves its list).',
+        format: 'duration',
+        default: '7d',
+      },
+    },
+    lists: {
+      doc: 'Plain blocklists: [{"name": "voipbl", "url": "https://…" or a local file, "interval": "4h"}]; one address or network per line, # or ; comments.',
+      format: 'blocklists',
+      default: [],
+    },
+    timeout: { doc: 'How long one request to a feed may take, body included.', format: 'duration', default: '30s' },
+    maxEntries: {
+      doc: 'Entries one feed may hold at most: a longer plain list is refused whole; APIBAN keeps the most recently seen.',
+      format: 'positive-int',
+      default: 200000,
+    },
+  },
   http: {
     host: { doc: 'Address the HTTP listener (/metrics, /healthz) binds to.', format: 'ip-address', default: '127.0.0.1' },
     port: { doc: 'Port of the HTTP listener; 0 turns it off.', format: 'port', default: 9538 },
@@ -264,7 +297,22 @@ export interface AppConfig {
   };
   nft: { table: string; path: string; netns: string; checkInterval: number; writer: 'persistent' | 'spawn' };
   pipeline: { maxPending: number };
+  blocklists: {
+    apiban: { url: string; key: string; keyFile: string; interval: number; bantime: number };
+    lists: BlocklistConfig[];
+    timeout: number;
+    maxEntries: number;
+  };
   http: { host: string; port: number };
   notify: { webhook: { url: string; timeout: number; retries: number; queue: number } };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+}
+
+/** One plain blocklist as configured (checked by the `blocklists` format; the interval is parsed where it is used). */
+export interface BlocklistConfig {
+  readonly name: string;
+  /** http(s) URL, file: URL or absolute path */
+  readonly url: string;
+  /** a duration; default 4h */
+  readonly interval?: string | number;
 }

@@ -196,7 +196,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     // an IPv6 address counts toward its prefix (policy.ipv6prefix); an address banned on its own is banned too
     const target = this.o.policy.countingTarget(e.address);
-    if (this.cache.isBanned(target.text, now) || (target !== e.address && this.cache.isBanned(e.address.text, now))) {
+    if (this.cache.isBanned(target, now) || (target !== e.address && this.cache.isBanned(e.address, now))) {
       this.count('s\u0000already-banned');
       return;
     }
@@ -266,7 +266,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
           this.emit('ban', v.subnet.ban);
           enforceOne(v.subnet.target, v.subnet.ban.until);
         }
-      } else if (!this.cache.isBanned(target.text, now)) {
+      } else if (!this.cache.isBanned(target, now)) {
         // banned elsewhere (another node, or before a restart) and not yet known here
         enforceOne(target, v.until);
       }
@@ -311,7 +311,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
       return;
     }
-    if (this.cache.isBanned(target.text, this.now()) || this.injectionBans.has(target.text)) {
+    if (this.cache.isBanned(target, this.now()) || this.injectionBans.has(target.text)) {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, already banned`);
       return;
     }

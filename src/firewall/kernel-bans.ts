@@ -5,16 +5,12 @@
 // removed. `complete` says whether it covers the whole sets: not at start-up when our table was already there (a
 // previous run's elements are unknown until one listing), and again after that listing or a table we created.
 import type { IpTarget } from '../net/ip.js';
+import { TargetMap } from '../net/target-map.js';
 import type { ActiveBanCount } from '../metrics.js';
 import type { FirewallBan } from './firewall.js';
 
-interface Entry {
-  readonly target: IpTarget;
-  readonly until: number;
-}
-
 export class KernelBans {
-  private readonly byText = new Map<string, Entry>();
+  private readonly bans = new TargetMap();
   private sweptSize = 0;
   complete = false;
 
@@ -22,43 +18,43 @@ export class KernelBans {
 
   /** entries kept, lapsed ones included until the next sweep */
   get size(): number {
-    return this.byText.size;
+    return this.bans.size;
   }
 
   set(target: IpTarget, until: number): void {
-    this.byText.set(target.text, { target, until });
+    this.bans.set(target, until);
     // lapsed entries also go whenever the map has doubled since the last sweep, so nothing grows while nobody counts
-    if (this.byText.size > 2 * this.sweptSize + 1024) this.sweep();
+    if (this.bans.size > 2 * this.sweptSize + 1024) this.sweep();
   }
 
   delete(target: IpTarget): void {
-    this.byText.delete(target.text);
+    this.bans.delete(target);
   }
 
   /**
    * The sets now hold exactly these bans, each from `at` for its timeout (a reconciliation, a migration, a table
-   * created empty). Returns the elements that were in force before, by canonical text.
+   * created empty). Returns the elements that were in force before.
    */
-  replace(bans: readonly FirewallBan[], at: number): Map<string, IpTarget> {
-    const before = new Map<string, IpTarget>();
-    for (const [text, e] of this.byText) if (e.until > at) before.set(text, e.target);
-    this.byText.clear();
-    for (const b of bans) this.byText.set(b.target.text, { target: b.target, until: at + b.timeoutMs });
-    this.sweptSize = this.byText.size;
+  replace(bans: readonly FirewallBan[], at: number): TargetMap {
+    const before = new TargetMap();
+    for (const [target, until] of this.bans.entries()) if (until > at) before.set(target, until);
+    this.bans.clear();
+    for (const b of bans) this.bans.set(b.target, at + b.timeoutMs);
+    this.sweptSize = this.bans.size;
     this.complete = true;
     return before;
   }
 
-  /** whether an element of this canonical text was written (and not deleted since) */
-  has(text: string): boolean {
-    return this.byText.has(text);
+  /** whether an element for this target was written (and not deleted since) */
+  has(target: IpTarget): boolean {
+    return this.bans.has(target);
   }
 
   count(): ActiveBanCount {
     this.sweep();
     let ipv4 = 0;
-    for (const e of this.byText.values()) if (e.target.family === 4) ipv4++;
-    return { ipv4, ipv6: this.byText.size - ipv4 };
+    for (const [target] of this.bans.entries()) if (target.family === 4) ipv4++;
+    return { ipv4, ipv6: this.bans.size - ipv4 };
   }
 
   /**
@@ -68,7 +64,7 @@ export class KernelBans {
   oldest(marginMs: number): IpTarget[] {
     const after = this.now() + marginMs;
     const found = new Map<string, IpTarget>();
-    for (const { target, until } of this.byText.values()) {
+    for (const [target, until] of this.bans.entries()) {
       const set = `${target.family}${target.kind}`;
       if (until >= after && !found.has(set)) found.set(set, target);
       if (found.size === 4) break;
@@ -77,8 +73,7 @@ export class KernelBans {
   }
 
   private sweep(): void {
-    const now = this.now();
-    for (const [key, e] of this.byText) if (e.until <= now) this.byText.delete(key);
-    this.sweptSize = this.byText.size;
+    this.bans.sweep(this.now());
+    this.sweptSize = this.bans.size;
   }
 }

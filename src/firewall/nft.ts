@@ -188,10 +188,11 @@ export class NftFirewall implements Firewall {
 
   /** Records what the sets now hold, and counts what changed against what they held (known, and listed if so). */
   private reconciled(kept: readonly FirewallBan[], folded: number, listed: SetEntry[] | undefined): ReconcileResult {
-    const before = this.kernel.replace(kept, this.now());
-    for (const e of listed ?? []) before.set(e.target.text, e.target);
+    const now = this.now();
+    const before = this.kernel.replace(kept, now);
+    for (const e of listed ?? []) before.set(e.target, e.expiresMs === null ? Number.MAX_SAFE_INTEGER : now + e.expiresMs);
     const removedTargets: IpTarget[] = [];
-    for (const [text, target] of before) if (!this.kernel.has(text)) removedTargets.push(target);
+    for (const [target] of before.entries()) if (!this.kernel.has(target)) removedTargets.push(target);
     // every target before and still there is one not added
     const total = this.kernel.size;
     const added = total - (before.size - removedTargets.length);

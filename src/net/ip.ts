@@ -196,6 +196,28 @@ export function parseTarget(input: string): IpTarget | null {
   return prefixOf(addr, bits);
 }
 
+/**
+ * The address or network with these words and prefix length, as read back from a packed form (a feed's entries in
+ * Redis): the bytes are outside input, so anything that the parsers would not have produced is null: a word out of
+ * range, bits set past the prefix, or an IPv4-mapped IPv6 value (whose canonical form is the IPv4 one).
+ */
+export function targetFromWords(family: IpFamily, packed: ArrayLike<number>, bits: number): IpTarget | null {
+  const words = Array.from(packed);
+  const size = family === 4 ? 1 : family === 6 ? 4 : 0;
+  const max = family === 4 ? 32 : 128;
+  if (size === 0 || words.length !== size || !Number.isInteger(bits) || bits < 0 || bits > max) return null;
+  for (const w of words) if (!Number.isInteger(w) || w < 0 || w > 0xffffffff) return null;
+  const m = masked(words, bits);
+  for (let i = 0; i < size; i++) if (m[i] !== words[i]) return null;
+  if (family === 4) {
+    const address = ipv4(words[0]!);
+    return bits === 32 ? address : new IpPrefix(MINT, 4, address.text, bits, [words[0]!]);
+  }
+  if (words[0] === 0 && words[1] === 0 && words[2] === 0xffff && bits >= 96) return null;
+  const text = v6FromWords(words).toRFC5952String();
+  return bits === 128 ? new IpAddress(MINT, 6, text, words) : new IpPrefix(MINT, 6, text, bits, words);
+}
+
 /** Whether `outer` contains `inner` (a target contains itself). Allocates nothing: it runs per event. */
 export function contains(outer: IpTarget, inner: IpTarget): boolean {
   if (outer.family !== inner.family || inner.bits < outer.bits) return false;

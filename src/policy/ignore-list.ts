@@ -6,17 +6,20 @@ import { contains, overlaps, parseTarget, type IpAddress, type IpTarget } from '
  * checks compare the parsed words: nothing is parsed again per event.
  */
 export class IgnoreList {
-  private readonly targets: IpTarget[] = [];
+  /** the parsed entries: what a feed's network is split around */
+  readonly targets: readonly IpTarget[];
   readonly entries: readonly string[];
 
   constructor(entries: readonly string[]) {
     const canonical: string[] = [];
+    const targets: IpTarget[] = [];
     for (const entry of entries) {
       const t = parseTarget(entry);
       if (!t) throw new Error(`ignoreip: ${JSON.stringify(entry)} is not an IP address or CIDR network`);
       canonical.push(t.text);
-      this.targets.push(t);
+      targets.push(t);
     }
+    this.targets = targets;
     this.entries = canonical;
   }
 

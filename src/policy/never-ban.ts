@@ -35,7 +35,8 @@ interface Protected {
 export class NeverBan {
   private readonly fixed: Protected[];
   private host: Protected[] = [];
-  private readonly widest: NeverBanOptions['widest'];
+  /** the widest network a ban may cover, by family */
+  readonly widest: NeverBanOptions['widest'];
   private readonly ignoreself: boolean;
   /** moves on at every learn(): decisions kept about networks (the counting prefixes) are stale from then */
   generation = 0;
@@ -65,6 +66,11 @@ export class NeverBan {
     for (const p of this.fixed) if (overlaps(p.target, target)) return p.reason;
     for (const p of this.host) if (overlaps(p.target, target)) return p.reason;
     return null;
+  }
+
+  /** Every range no ban may overlap (the fixed ones and this host's), with why: what a feed's network is split around. */
+  ranges(): ReadonlyArray<{ readonly target: IpTarget; readonly reason: NeverBanReason }> {
+    return [...this.fixed, ...this.host];
   }
 
   /** One line for an operator: `169.254.169.254 is link-local (169.254.0.0/16)`. */

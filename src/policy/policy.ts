@@ -91,6 +91,14 @@ export class Policy {
     return this.ignore.covers(target) ? `${target.text} is covered by policy.ignoreip` : null;
   }
 
+  /**
+   * Every range a ban may not overlap here (the never-ban rules' and the ignore list's): refusal() refuses a target
+   * exactly when it overlaps one of these or is wider than policy.widest. A feed splits its networks around them.
+   */
+  protectedRanges(): IpTarget[] {
+    return [...this.neverBan.ranges().map((r) => r.target), ...this.ignore.targets];
+  }
+
   /** The weight of a kind (0: informational). */
   weight(kind: string): number {
     return Object.hasOwn(this.weights, kind) ? this.weights[kind]! : 0;

@@ -9,7 +9,10 @@ import type { EventDecision, Policy } from './policy.js';
  * 60 guesses on one Call-ID count as 7 (issue 11).
  */
 export class SameRequestFilter {
-  /** address → `${sessionId}\0${eventTv}` of its last FailedACL; bounded, oldest first out */
+  /**
+   * address → `${sessionId}\0${eventTime}` of its last FailedACL; bounded, oldest first out. The time as a number:
+   * EventTV's text is a view into the read it came from, which a remembered string would keep alive.
+   */
   private readonly lastAcl = new Map<string, string>();
 
   constructor(private readonly max = 100_000) {}
@@ -20,7 +23,7 @@ export class SameRequestFilter {
       if (!event.sessionId) return false;
       const key = event.address.text;
       this.lastAcl.delete(key);
-      this.lastAcl.set(key, `${event.sessionId}\u0000${event.eventTv}`);
+      this.lastAcl.set(key, `${event.sessionId}\u0000${event.eventTime}`);
       if (this.lastAcl.size > this.max) this.lastAcl.delete(this.lastAcl.keys().next().value!);
       return false;
     }
@@ -29,7 +32,7 @@ export class SameRequestFilter {
     const last = this.lastAcl.get(key);
     if (last === undefined) return false;
     this.lastAcl.delete(key); // the pair is consumed: a second ChallengeResponseFailed is a second guess
-    return event.sessionId !== '' && last === `${event.sessionId}\u0000${event.eventTv}`;
+    return event.sessionId !== '' && last === `${event.sessionId}\u0000${event.eventTime}`;
   }
 }
 

@@ -274,7 +274,7 @@ test('list --reason, --node, --origin and --sort', async () => {
 
   for (const [args, re] of [
     [['--reason', 'failure'], /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, injection, manual/],
-    [['--origin', 'feed'], /invalid --origin "feed": one of daemon, cli/],
+    [['--origin', 'feeds'], /invalid --origin "feeds" \(did you mean feed\?\): one of daemon, cli, feed/],
     [['--sort', 'age'], /invalid --sort "age": one of left, banned, address, reason, node, before/],
   ] as const) {
     const bad = await run('list', ...args);

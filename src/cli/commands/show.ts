@@ -3,13 +3,18 @@ import { unbannableReason } from '../../net/ip.js';
 import { formatDuration } from '../../config/duration.js';
 import { connect, loadCliConfig, parseTargets, type ConfigOption } from '../context.js';
 import { ago, isoTime, jsonText, left, print, printable } from '../output.js';
-import { toJson } from './list.js';
+import { feedJson, toJson } from './list.js';
+import { feedNames } from '../../feeds/feeds.js';
+import { feedMatches, readFeeds, type FeedEntryRow } from '../../feeds/read.js';
 
 export interface ShowOptions extends ConfigOption {
   json?: boolean;
 }
 
-/** Everything known about one address: its ban and why, its current failures, its history, the ignore list. */
+/**
+ * Everything known about one address: its ban and why, the feeds that list it (or a network around it), its current
+ * failures, its history, the ignore list.
+ */
 export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const cfg = loadCliConfig(opts);
   const [target] = parseTargets(args.slice(0, 1), { allowNetworks: true });
@@ -17,6 +22,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const conn = await connect(cfg, policy);
   const now = Date.now();
   let ban, failures, history, trustedUntil;
+  let listed: FeedEntryRow[] = [];
   try {
     [ban, failures, history, trustedUntil] = await Promise.all([
       conn.store.getBan(target!, now),
@@ -24,6 +30,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
       conn.store.history(target!),
       conn.store.trustedUntil(target!, now),
     ]);
+    if (feedNames(cfg.blocklists).length > 0) listed = feedMatches(await readFeeds(conn.redis!, cfg, { entries: true }), target!, now);
   } finally {
     await conn.close();
   }
@@ -36,6 +43,8 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
         address: target!.text,
         banned: ban !== null,
         ban: ban ? toJson(ban, now) : null,
+        listed: listed.length > 0,
+        feeds: listed.map((row) => feedJson(row, now)),
         failures: failures.map((f) => ({ at: isoTime(f.at), kind: f.kind, account: f.account })),
         history: history.map((h) => ({ at: isoTime(h.at), until: isoTime(h.until), reason: h.reason, node: h.node })),
         ignored,
@@ -60,6 +69,14 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   } else {
     lines.push('  banned:    no');
   }
+  for (const [i, row] of listed.entries()) {
+    const entry = row.target.text === target!.text ? '' : ` as ${row.target.text}`;
+    const held = row.until === null
+      ? `listed, pulled ${ago(row.pulledAt, now)} by ${row.node}`
+      : `last listed ${ago(row.seenAt!, now)}, ${left(row.until, now)} left (until ${isoTime(row.until)})`;
+    lines.push(`  ${i === 0 ? 'feeds:    ' : '          '} ${row.feed}${entry}: ${held}`);
+  }
+  if (feedNames(cfg.blocklists).length > 0 && listed.length === 0) lines.push('  feeds:     not listed');
   lines.push(`  ignoreip:  ${ignored ? 'yes (never counted, never banned)' : 'no'}${unbannable ? `; never bannable (${unbannable})` : ''}`);
   lines.push(
     `  trusted:   ${trustedUntil === null ? 'no' : `yes, after a successful login, until ${isoTime(trustedUntil)} (ban threshold ${policy.params.trust.maxretry} instead of ${policy.params.maxretry})`}`,

@@ -5,6 +5,8 @@ import { connect, loadCliConfig, localFirewall, type ConfigOption } from '../con
 import { activeBanRecords } from '../records.js';
 import { ago, isoTime, jsonText, print, printable, renderTable } from '../output.js';
 import { version } from '../version.js';
+import { readFeeds, type FeedReading } from '../../feeds/read.js';
+import { formatDuration } from '../../config/duration.js';
 
 export interface StatusOptions extends ConfigOption {
   json?: boolean;
@@ -52,6 +54,30 @@ function nodeJson(n: NodeStatus, now: number): Record<string, unknown> {
   };
 }
 
+/** A feed as JSON: its last good pull (when, by whom, how many entries), the next one, and how it is failing. */
+function feedJson(r: FeedReading): Record<string, unknown> {
+  const rec = r.record;
+  let stats: unknown = null;
+  try {
+    stats = rec?.stats ? JSON.parse(rec.stats) as unknown : null;
+  } catch {
+    // counts we cannot read are left out
+  }
+  return {
+    feed: r.feed.name,
+    kind: r.feed.kind,
+    source: r.feed.where,
+    interval: formatDuration(r.feed.intervalMs),
+    entries: r.count,
+    pulledAt: rec?.pulledAt ? isoTime(rec.pulledAt) : null,
+    pulledBy: rec?.pulledAt ? rec.node : null,
+    nextPullInSeconds: r.nextPullMs === null ? 0 : Math.ceil(r.nextPullMs / 1000),
+    failures: rec?.failures ?? 0,
+    lastError: rec?.error ? { message: rec.error, at: rec.errorAt ? isoTime(rec.errorAt) : null } : null,
+    lastPull: stats,
+  };
+}
+
 export async function status(opts: StatusOptions): Promise<number> {
   const cfg = loadCliConfig(opts);
   const conn = await connect(cfg, new Policy(cfg.policy));
@@ -60,7 +86,9 @@ export async function status(opts: StatusOptions): Promise<number> {
   let active = 0;
   let nodes: NodeStatus[];
   let unreadable = 0;
+  let feeds: FeedReading[] = [];
   try {
+    feeds = await readFeeds(conn.redis!, cfg, { entries: false });
     const records: unknown[] = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now, () => unreadable++);
     nodes = records.filter(wellFormed);
     unreadable += records.length - nodes.length;
@@ -91,6 +119,7 @@ export async function status(opts: StatusOptions): Promise<number> {
         redis: { url: describeRedis(cfg), reachable: true },
         bans: { active, byReason },
         firewall,
+        feeds: feeds.map(feedJson),
         nodes: nodes.map((n) => nodeJson(n, now)),
         ...(unreadable ? { unreadableNodeRecords: unreadable } : {}),
       })}\n`,
@@ -107,6 +136,16 @@ export async function status(opts: StatusOptions): Promise<number> {
       : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`,
   ];
   if (unreadable) lines.push(`        ${unreadable} node status record(s) in Redis could not be read and are not shown`);
+  if (feeds.length > 0) {
+    lines.push('feeds');
+    const rows = feeds.map((r) => {
+      const rec = r.record;
+      const next = r.nextPullMs === null ? 'now' : `in ${formatDuration(r.nextPullMs)}`;
+      const error = rec?.failures ? `${rec.error}${rec.errorAt ? ` (${ago(rec.errorAt, now)})` : ''}` : '';
+      return [r.feed.name, String(r.count), rec?.pulledAt ? ago(rec.pulledAt, now) : 'never', rec?.pulledAt ? rec.node : '-', next, String(rec?.failures ?? 0), error];
+    });
+    lines.push(renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd());
+  }
   if (!nodes.length) {
     lines.push('nodes   none has reported to this Redis');
     await print(`${lines.join('\n')}\n`);

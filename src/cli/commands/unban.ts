@@ -26,6 +26,9 @@ const CONCURRENCY = 64;
 export async function unban(args: string[], opts: UnbanOptions): Promise<number> {
   const cfg = loadCliConfig(opts);
   const filters = banQuery(opts);
+  if (opts.origin?.includes('feed')) {
+    throw new CliError(EXIT_USAGE, 'a feed\'s entries are not lifted with unban: they leave when their list drops them; to let one through, add it to policy.ignoreip');
+  }
   if (opts.all && args.length > 0) throw new CliError(EXIT_USAGE, 'give addresses or --all, not both');
   if (!opts.all && filters.filtered) throw new CliError(EXIT_USAGE, '--reason, --node and --origin choose bans for --all');
   if (!opts.all && args.length === 0) throw new CliError(EXIT_USAGE, 'give the addresses to unban, or --all');
