@@ -194,9 +194,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (d.why !== 'not-a-failure') this.count(`s\u0000${d.why}`);
       return;
     }
-    // an IPv6 address counts toward its prefix (policy.ipv6prefix); an address banned on its own is banned too
+    // an IPv6 address counts toward its prefix (policy.ipv6prefix)
     const target = this.o.policy.countingTarget(e.address);
-    if (this.cache.isBanned(target, now) || (target !== e.address && this.cache.isBanned(e.address, now))) {
+    if (this.covered(target, e.address, now)) {
       this.count('s\u0000already-banned');
       return;
     }
@@ -207,6 +207,18 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     if (d.action === 'count') this.count(`f\u0000${kind}`);
     this.fold.add(target, d, e);
+  }
+
+  /**
+   * Whether a ban this node enforces covers the event's source: its counting target's, the address's own (banned
+   * instead of a network holding a trusted one), or its subnet's. The kernel drops what follows such a ban; events
+   * already on their way cost no store call and make no ban inside a banned subnet.
+   */
+  private covered(target: IpTarget, address: IpTarget, now: number): boolean {
+    if (this.cache.isBanned(target, now)) return true;
+    if (target !== address && this.cache.isBanned(address, now)) return true;
+    const subnet = this.o.policy.subnetOf(target);
+    return subnet !== null && this.cache.isBanned(subnet, now);
   }
 
   private count(key: string): void {

@@ -122,9 +122,18 @@ test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 an
   assert.ok(hook, posted.map((p) => p.address).join(' '));
   assert.deepEqual([hook.reason, hook.members], ['subnet', v4]);
   assert.equal(hook.text, 'ami-guard on test-node: banned 203.0.113.0/24 for 2h (subnet: 3 of its addresses or prefixes banned: 203.0.113.7, 203.0.113.80, 203.0.113.201)');
-  const samples = await scrapeMetrics(`http://127.0.0.1:${httpPort}`);
+  let samples = await scrapeMetrics(`http://127.0.0.1:${httpPort}`);
   assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'subnet' }), 2);
   assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'failures' }), 7, 'three addresses, three /64s and the marker');
+
+  // events still on their way from inside a banned subnet make no ban of their own (the kernel drops the rest)
+  const skippedBefore = metric(samples, 'ami_guard_events_skipped_total', { why: 'already-banned' }) ?? 0;
+  bed.replay.inject(guesses(['203.0.113.99', '2001:db8:ee:4::1'], 5));
+  const after = await drained(bed);
+  assert.ok(!after.includes('203.0.113.99') && !after.includes('2001:db8:ee:4::/64'), after.join(' '));
+  samples = await scrapeMetrics(`http://127.0.0.1:${httpPort}`);
+  assert.equal(metric(samples, 'ami_guard_events_skipped_total', { why: 'already-banned' }), skippedBefore + 10 + 5, 'and the marker\'s, banned already');
+  assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'subnet' }), 2);
 });
 
 test('an ignore-listed phone inside the attacked /64: the prefix is counted per address, the attacker alone is banned', async (t) => {
