@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { startBed, markerEvents, MARKER, type Bed } from '../support/bed.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { bannedInKernel, played } from '../support/bed-wait.js';
+import { waitFor } from '../support/netns.js';
 import { cli } from '../support/cli.js';
 import { freePort, scrapeMetrics, metric, startReceiver } from '../support/http.js';
 import { publishedBans, scanKeys } from '../support/redis-layout.js';
@@ -73,6 +74,16 @@ test('3,000 addresses of one /64, one guess each: the /64 is banned at the 5th, 
   assert.deepEqual([shown.banned, shown.ban.reason, shown.ban.count], [true, 'failures', 5]);
   const listed = JSON.parse((await cli(['list', '--json', '--config', bed.configFile])).stdout) as Array<{ address: string }>;
   assert.deepEqual(listed.map((b) => b.address).sort(), ['192.0.2.250', '2001:db8:aa:1::/64']);
+  // an address of the prefix: not banned on its own, covered by the prefix's ban, and how to lift that
+  const one = await cli(['show', '2001:db8:aa:1::7', '--config', bed.configFile]);
+  assert.match(one.stdout, /banned: +yes, by the ban of 2001:db8:aa:1::\/64: failures after 5 failures, 59m\d*s? left; lift it with: ami-guard unban 2001:db8:aa:1::\/64\n/);
+  assert.match(one.stdout, /counted: +as 2001:db8:aa:1::\/64 \(policy\.ipv6prefix\)/);
+  const unban = await cli(['unban', '2001:db8:aa:1::7', '--config', bed.configFile]);
+  assert.equal(unban.code, 0, unban.stderr);
+  assert.match(unban.stdout, /^2001:db8:aa:1::7 is not banned itself: it is covered by the ban of 2001:db8:aa:1::\/64 \(failures, \S+ left\); lift that with: ami-guard unban 2001:db8:aa:1::\/64\n$/);
+  assert.ok((await bed.elements()).includes('2001:db8:aa:1::/64'), 'the prefix stays banned');
+  assert.equal((await cli(['unban', '2001:db8:aa:1::/64', '--config', bed.configFile])).stdout, 'unbanned 2001:db8:aa:1::/64\n');
+  await waitFor('the prefix lifted in the kernel', async () => ((await bed.elements()).includes('2001:db8:aa:1::/64') ? undefined : true));
 });
 
 test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 and the /48, fleet-wide, named in list, show, the webhook and the metrics', async (t) => {

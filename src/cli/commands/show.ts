@@ -1,5 +1,6 @@
 import { Policy } from '../../policy/policy.js';
-import { unbannableReason } from '../../net/ip.js';
+import { prefixOf, unbannableReason } from '../../net/ip.js';
+import { coveringBans, type CoveringBan } from '../covering.js';
 import { formatDuration } from '../../config/duration.js';
 import { connect, loadCliConfig, parseTargets, type ConfigOption } from '../context.js';
 import { ago, isoTime, jsonText, left, print, printable } from '../output.js';
@@ -23,6 +24,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const now = Date.now();
   let ban, failures, history, trustedUntil;
   let listed: FeedEntryRow[] = [];
+  let covered: CoveringBan[] = [];
   try {
     [ban, failures, history, trustedUntil] = await Promise.all([
       conn.store.getBan(target!, now),
@@ -30,19 +32,24 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
       conn.store.history(target!),
       conn.store.trustedUntil(target!, now),
     ]);
+    covered = await coveringBans(conn.store, cfg.policy, target!, now);
     if (feedNames(cfg.blocklists).length > 0) listed = feedMatches(await readFeeds(conn.redis!, cfg, { entries: true }), target!, now);
   } finally {
     await conn.close();
   }
   const ignored = policy.ignore.covers(target!);
   const unbannable = unbannableReason(target!);
+  // what its events count toward when that is not itself (where the daemon refuses the prefix, the address itself)
+  const countedAs = target!.kind === 'address' && target!.family === 6 && cfg.policy.ipv6prefix < 128 ? prefixOf(target!, cfg.policy.ipv6prefix).text : undefined;
 
   if (opts.json) {
     await print(
       `${jsonText({
         address: target!.text,
-        banned: ban !== null,
+        banned: ban !== null || covered.length > 0,
         ban: ban ? toJson(ban, now) : null,
+        coveredBy: covered.map((c) => ({ network: c.network.text, ...toJson(c.ban, now) })),
+        ...(countedAs ? { countedAs } : {}),
         listed: listed.length > 0,
         feeds: listed.map((row) => feedJson(row, now)),
         failures: failures.map((f) => ({ at: isoTime(f.at), kind: f.kind, account: f.account })),
@@ -66,9 +73,15 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
       const kinds = Object.entries(ban.kinds).map(([k, n]) => `${n} ${k}`).join(', ');
       lines.push(`  why:       ${ban.count} failures from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${kinds}`);
     }
-  } else {
+  } else if (covered.length === 0) {
     lines.push('  banned:    no');
   }
+  for (const [i, c] of covered.entries()) {
+    const b = c.ban;
+    const by = b.members?.length ? `${b.members.length} bans (${b.members.join(', ')})` : b.count > 0 ? `${b.count} failures` : b.reason;
+    lines.push(`  ${i === 0 && !ban ? 'banned:   ' : 'covered:  '} ${ban || i > 0 ? '' : 'yes, '}by the ban of ${c.network.text}: ${b.reason} after ${by}, ${left(b.until, now)} left; lift it with: ami-guard unban ${c.network.text}`);
+  }
+  if (countedAs) lines.push(`  counted:   as ${countedAs} (policy.ipv6prefix): \`ami-guard show ${countedAs}\` has its failures and trust`);
   for (const [i, row] of listed.entries()) {
     const entry = row.target.text === target!.text ? '' : ` as ${row.target.text}`;
     const held = row.until === null

@@ -5,7 +5,8 @@ import { CliError, EXIT_USAGE, connect, loadCliConfig, localFirewall, parseTarge
 import { announce } from '../notify.js';
 import { activeBanRecords } from '../records.js';
 import { banQuery, type BanQuery, type BanQueryOptions } from '../ban-query.js';
-import { jsonText, print } from '../output.js';
+import { isoTime, jsonText, left, print, printable } from '../output.js';
+import { coveringBans, type CoveringBan } from '../covering.js';
 
 export interface UnbanOptions extends ConfigOption, Omit<BanQueryOptions, 'sort' | 'reverse'> {
   json?: boolean;
@@ -35,6 +36,7 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
   const targets = opts.all ? [] : parseTargets(args, { allowNetworks: true });
   const conn = await connect(cfg, new Policy(cfg.policy));
   let results: Array<{ address: string; wasBanned: boolean }>;
+  let covered: CoveringBan[][] = [];
   try {
     if (opts.all) {
       targets.push(...(await matching(conn, filters)));
@@ -46,6 +48,8 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
       }
     }
     results = await lift(conn, cfg, targets);
+    // an address counted in a banned prefix or subnet stays blocked by that ban: say so, and how to lift it
+    if (!opts.all) covered = await Promise.all(targets.map((t) => coveringBans(conn.store, cfg.policy, t, Date.now())));
   } finally {
     await conn.close();
   }
@@ -54,11 +58,16 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
   await announce(cfg, [], results.filter((r) => r.wasBanned).map((r) => r.address));
 
   if (opts.json) {
-    await print(`${jsonText(opts.all ? results.filter((r) => r.wasBanned) : results)}\n`);
+    const now = Date.now();
+    const out = opts.all ? results.filter((r) => r.wasBanned) : results.map((r, i) => (covered[i]?.length
+      ? { ...r, coveredBy: covered[i]!.map((c) => ({ network: c.network.text, reason: c.ban.reason, until: isoTime(c.ban.until), remainingSeconds: Math.max(0, Math.floor((c.ban.until - now) / 1000)) })) }
+      : r));
+    await print(`${jsonText(out)}\n`);
     return 0;
   }
   if (!opts.all) {
-    await print(`${results.map((r) => (r.wasBanned ? `unbanned ${r.address}` : `${r.address} was not banned`)).join('\n')}\n`);
+    const now = Date.now();
+    await print(`${results.map((r, i) => describe(r, covered[i] ?? [], now)).join('\n')}\n`);
     return 0;
   }
   const lifted = results.filter((r) => r.wasBanned);
@@ -69,6 +78,15 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
     : `${lifted.length} ban${lifted.length === 1 ? '' : 's'} lifted${gone ? ` (${gone} expired meanwhile)` : ''}`;
   await print(`${[...lifted.map((r) => `unbanned ${r.address}`), summary].join('\n')}\n`);
   return 0;
+}
+
+/** One line per address: lifted or not, and the network ban that still blocks it, with the command that lifts it. */
+function describe(r: { address: string; wasBanned: boolean }, covered: readonly CoveringBan[], now: number): string {
+  const done = r.wasBanned ? `unbanned ${r.address}` : `${r.address} was not banned`;
+  if (covered.length === 0) return done;
+  const nets = covered.map((c) => `${c.network.text} (${printable(c.ban.reason)}, ${left(c.ban.until, now)} left)`);
+  const head = r.wasBanned ? `${done}, but it stays blocked:` : `${r.address} is not banned itself:`;
+  return `${head} it is covered by the ban of ${nets.join(' and ')}; lift that with: ami-guard unban ${covered.map((c) => c.network.text).join(' ')}`;
 }
 
 async function matching(conn: Connected, filters: BanQuery): Promise<IpTarget[]> {
