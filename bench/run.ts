@@ -17,6 +17,7 @@ import { parse } from './benchmarks/parse.js';
 import { profile } from './benchmarks/profile.js';
 import { reconcile } from './benchmarks/reconcile.js';
 import { rotation } from './benchmarks/rotation.js';
+import { state } from './benchmarks/state.js';
 import { store } from './benchmarks/store.js';
 import { throughput } from './benchmarks/throughput.js';
 import { loadavg, machine, systemCpu } from './lib/proc.js';
@@ -24,11 +25,11 @@ import type { BenchResult, Benchmark, Options, Row } from './lib/types.js';
 import { Cleanups, MAX_ATTACKERS, round, sleep } from './lib/util.js';
 
 /** in the order they run by default: parse and throughput before fail2ban, which quotes them */
-const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, store, fail2ban, fleet, feeds, profile];
+const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, state, store, fail2ban, fleet, feeds, profile];
 /** run only when named: they need something outside the machine's own (a live AMI endpoint) */
 const ON_REQUEST: readonly Benchmark[] = [flood, rotation];
 /** benchmarks that need root, nft and namespaces */
-const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'fleet', 'feeds', 'profile', 'rotation']);
+const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'state', 'fleet', 'feeds', 'profile', 'rotation']);
 /** AGBENCH_RESULTS: write somewhere else (experiments that must not replace the figures of record) */
 const RESULTS = process.env['AGBENCH_RESULTS'] ?? join(process.cwd(), 'bench/results/latest.json');
 

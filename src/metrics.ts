@@ -224,6 +224,21 @@ export class Metrics {
     help: 'Bans decided during a Redis outage, by what became of them once Redis was back: written, covered (Redis already held a ban as long), expired, dropped (more than the fallback keeps)',
     labels: { result: LABEL_VALUES.writeback },
   });
+  readonly storeReseeds = new Counter({
+    name: 'ami_guard_store_reseeds_total',
+    help: 'Times the store was found to have lost its data (its identity changed or vanished: Redis restarted empty, FLUSHALL, a failover to an empty replica, a lost state file) and was re-seeded from the kernel sets instead of emptying them',
+    registers: [this.registry],
+  });
+  readonly storeReseededBans = new Counter({
+    name: 'ami_guard_store_reseeded_bans_total',
+    help: 'Bans written back into a store that had lost them, from the kernel sets (with their remaining time, reason restored)',
+    registers: [this.registry],
+  });
+  readonly stateWriteFailures = new Counter({
+    name: 'ami_guard_state_write_failures_total',
+    help: 'Writes of a file in store.stateDir (the embedded store\'s state, the store identity) that failed; retried',
+    registers: [this.registry],
+  });
   readonly firewallUp = new Gauge({
     name: 'ami_guard_firewall_up',
     help: '1 while our nft table, its sets and its drop rules are in place (checked every 5 s)',

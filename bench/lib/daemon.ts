@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { now } from './util.js';
 import { freePort } from '../../test/support/ports.js';
 import { CLI, type LogLine } from '../../test/support/daemon-process.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 export { CLI, freePort, type LogLine };
 
 export interface DaemonOptions {
@@ -43,8 +44,11 @@ const ADDRESS = /"address":"([^"]+)"/;
 export function startDaemon(o: DaemonOptions): Daemon {
   const dir = mkdtempSync(join(tmpdir(), 'agbench-cfg-'));
   const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify(o.config, null, 2));
-  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
+  // a state directory of its own (never the host's /var/lib/ami-guard), unless the benchmark names one
+  const config = o.config as { store?: { stateDir?: string } };
+  writeFileSync(file, JSON.stringify({ ...config, store: { stateDir: join(dir, 'state'), ...config.store } }, null, 2));
+  // the heap limits the daemon runs with in production (its shebang, the Dockerfile), so RSS is measured as deployed
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

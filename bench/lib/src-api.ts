@@ -16,6 +16,9 @@ import { createRedisClient } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
 import { BUCKETS, KeySpace, bucketOf } from '../../src/store/keys.js';
 import { RedisChannel } from '../../src/fleet/redis-channel.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import { persistEmbeddedStore } from '../../src/store/embedded-state.js';
+import { StateDir } from '../../src/store/state-file.js';
 
 /** The fields of a SecurityEvent the benchmarks use (the real one carries more). */
 export interface BenchEvent {
@@ -220,5 +223,52 @@ export function nftWriter(netns: string): BenchWriter {
     apply: (script) => w['apply']!.call(w, script) as Promise<void>,
     list: (command, output) => w['list']!.call(w, command, output) as Promise<string>,
     close: () => w['close']!.call(w) as Promise<void>,
+  };
+}
+
+export interface BenchMemoryStore {
+  ban(address: string, durationMs: number, reason: string, now: number): Promise<unknown>;
+  /** a successful login that trusts the address */
+  trust(address: string, now: number): Promise<unknown>;
+  /** reads the state file in `dir` into the store and keeps it written; flush writes now */
+  persist(dir: string): Promise<{ flush(): Promise<void>; close(): Promise<void> }>;
+  close(): Promise<void>;
+}
+
+/** The daemon's embedded store (MemoryStore, default policy) with its state file (persistEmbeddedStore). */
+export function memoryStore(nodeId: string, maxAddresses: number): BenchMemoryStore {
+  const Ctor = MemoryStore as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
+  const s = new Ctor({ nodeId, policy: defaultPolicy().params, maxAddresses });
+  const addr = (a: string): unknown => {
+    const p = parseAddress(a);
+    if (!p) throw new Error(`not an address: ${a}`);
+    return p;
+  };
+  const logger = createLogger('silent');
+  return {
+    ban: (a, durationMs, reason, now) => s['ban']!.call(s, { target: addr(a), reason, durationMs, now }) as Promise<unknown>,
+    trust: (a, now) => s['recordActivity']!.call(s, [{
+      target: addr(a), failures: 0, kinds: {}, account: '', challenges: 0, successes: 1, trust: true, first: now, last: now,
+    }], now) as Promise<unknown>,
+    persist: async (dir) => {
+      const persist = persistEmbeddedStore as unknown as (o: Record<string, unknown>) => Promise<{ flush: AnyFn; close: AnyFn; changed: AnyFn } | undefined>;
+      const Dir = StateDir as unknown as new (path: string, logger: unknown) => unknown;
+      const w = await persist({ store: s, dir: new Dir(dir, logger), nodeId, logger });
+      if (!w) throw new Error(`state directory ${dir} cannot be written`);
+      w.changed();
+      return { flush: () => w.flush() as Promise<void>, close: () => w.close() as Promise<void> };
+    },
+    close: () => s['close']!.call(s) as Promise<void>,
+  };
+}
+
+/** RedisStore.restoreBans: the re-seeding of a Redis that lost its data, from `addresses` each until `until`. */
+export function redisRestorer(url: string, nodeId: string): { restore(addresses: readonly string[], until: number, now: number): Promise<Record<string, number>>; close(): void } {
+  const client = createRedisClient({ url });
+  const StoreCtor = RedisStore as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
+  const s = new StoreCtor({ client, keyPrefix: 'ami-guard:', nodeId, policy: defaultPolicy().params });
+  return {
+    restore: (addresses, until, now) => s['restoreBans']!.call(s, addresses.map((a) => ({ target: parseTarget(a), until })), 'restored', now) as Promise<Record<string, number>>,
+    close: () => client.disconnect(),
   };
 }

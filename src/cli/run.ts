@@ -17,6 +17,10 @@ import type { Store } from '../store/store.js';
 import { RedisStore } from '../store/redis-store.js';
 import { MemoryStore } from '../store/memory-store.js';
 import { FallbackStore } from '../store/fallback-store.js';
+import { lastConnectionError } from '../store/redis-client.js';
+import { StateDir } from '../store/state-file.js';
+import { IdentityFile } from '../store/identity-file.js';
+import { persistEmbeddedStore } from '../store/embedded-state.js';
 import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
 import { FleetSync } from '../fleet/sync.js';
 import { NodeStatusReporter } from '../fleet/node-status.js';
@@ -26,6 +30,7 @@ import { FeedEnforcer } from '../feeds/enforcer.js';
 import { Feeds, apibanKey, feedNames } from '../feeds/feeds.js';
 import { MemoryFeedState, RedisFeedState } from '../feeds/state.js';
 import type { Firewall } from '../firewall/firewall.js';
+import type { IpTarget } from '../net/ip.js';
 
 const SHUTDOWN_DEADLINE_MS = 5_000;
 
@@ -39,7 +44,7 @@ const WATCHDOG_MARGIN_MS = 2_000;
 
 function openBackends(cfg: AppConfig, policy: Policy, logger: Logger): Backends {
   if (!usesRedis(cfg)) {
-    logger.warn('redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs and nothing survives a restart');
+    logger.warn({ stateDir: cfg.store.stateDir }, 'redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs (its bans, history and trust are kept in store.stateDir)');
   } else {
     logger.info({ redis: describeRedis(cfg) }, 'using Redis');
   }
@@ -58,6 +63,8 @@ function withFallback(cfg: AppConfig, backends: Backends, policy: Policy, logger
     logger,
     metrics,
     maxWriteback: max,
+    where: describeRedis(cfg),
+    lastConnectionError: () => lastConnectionError(redis),
   });
 }
 
@@ -142,6 +149,15 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     return 1;
   }
   const store: Store = withFallback(cfg, backends, policy, logger, metrics);
+  // what outlives a restart (store.stateDir): the embedded store's state, and the identity of the store last seen
+  const stateDir = new StateDir(cfg.store.stateDir, logger);
+  const identity = new IdentityFile(stateDir, logger, backends.redis ? describeRedis(cfg) : 'embedded');
+  await identity.load();
+  const stateWriter = backends.store instanceof MemoryStore
+    ? await persistEmbeddedStore({
+        store: backends.store, dir: stateDir, nodeId: cfg.node.id, logger, onWriteFailure: () => metrics.stateWriteFailures.inc(),
+      })
+    : undefined;
   // community blocklists: their entries share the firewall with the daemon's bans, through the enforcer
   let feeds: Feeds | undefined;
   const enforcer = feedNames(cfg.blocklists).length > 0
@@ -169,7 +185,10 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall: enforced, source, logger, metrics, fleet,
+    policy, store, firewall: enforced, source, logger, metrics, fleet, identity,
+    ...(store instanceof FallbackStore ? { fallback: store } : {}),
+    // a feed's entry in the kernel sets is not a ban to take into the store
+    ...(enforcer ? { heldElsewhere: (t: IpTarget) => enforcer.feedsHolding(t).length > 0 } : {}),
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
@@ -209,6 +228,12 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       });
     });
   }
+  // a Redis that comes back may be an empty one (restarted without persistence): the daemon checks at once
+  backends.redis?.on('ready', () => {
+    daemon.storeReconnected('redis reconnected').catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, 'could not check the store after Redis reconnected; the next reconciliation does');
+    });
+  });
   // the process that lifted a ban (the CLI) notifies the webhook; each node only counts it
   fleet.on('unban', () => metrics.unbans.inc({ source: 'fleet' }));
   const startedAt = Date.now();
@@ -262,6 +287,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     logger.error({ err: (err as Error).message }, 'ami-guard could not start');
     await edges.closeListener();
     await store.close().catch(() => undefined);
+    await stateWriter?.close();
     return 1;
   }
 
@@ -282,6 +308,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
         .then(() => (status ? status.stop() : undefined))
         .then(() => feeds?.stop())
         .then(() => daemon.stop())
+        .finally(() => stateWriter?.close())
         .finally(() => edges.closeNotifier())
         .then(
           () => {

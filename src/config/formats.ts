@@ -173,6 +173,14 @@ export function registerFormats(): void {
   convict.addFormat(urlFormat('http-url', ['http:', 'https:'], 'https://…'));
   convict.addFormat(urlFormat('webhook-url', ['http:', 'https:'], 'http://… or https://…'));
   convict.addFormat(urlFormat('redis-url', ['redis:', 'rediss:'], 'redis://[user:password@]host:port[/db] or rediss://…'));
+  convict.addFormat({
+    name: 'state-dir',
+    validate: (v: unknown) => {
+      if (typeof v !== 'string' || !v.startsWith('/') || v === '/' || Buffer.byteLength(v) > 1024 || /[\u0000-\u001f]/.test(v)) {
+        throw new Error('must be an absolute path of a directory, e.g. /var/lib/ami-guard');
+      }
+    },
+  });
 }
 
 /** `host:port` or `[v6]:port` → parts; null when it is neither. */

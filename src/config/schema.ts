@@ -42,7 +42,7 @@ export const schema = {
   },
   redis: {
     url: {
-      doc: 'Redis shared by the fleet: redis://[user:password@]host:port[/db] or rediss:// for TLS. Empty: an embedded in-process store (one PBX, nothing shared or persisted).',
+      doc: 'Redis shared by the fleet: redis://[user:password@]host:port[/db] or rediss:// for TLS. Empty: an embedded in-process store (one PBX, nothing shared; kept in store.stateDir).',
       format: 'redis-url',
       default: '',
       sensitive: true,
@@ -77,6 +77,13 @@ export const schema = {
         format: 'nat',
         default: 100000,
       },
+    },
+  },
+  store: {
+    stateDir: {
+      doc: 'Directory where ami-guard keeps what must outlive a restart: the embedded store\'s bans, history and trust (without Redis), and the identity of the store last seen, by which a Redis that lost its data is recognised and re-seeded from the kernel sets. Made if missing (its parent must exist); systemd\'s StateDirectory=, a volume in Docker.',
+      format: 'state-dir',
+      default: '/var/lib/ami-guard',
     },
   },
   node: {
@@ -275,6 +282,7 @@ export interface AppConfig {
     tls: boolean;
     fallback: { maxAddresses: number };
   };
+  store: { stateDir: string };
   node: { id: string };
   fleet: { reconcileInterval: number; streamMaxlen: number };
   policy: {

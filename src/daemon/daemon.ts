@@ -9,8 +9,9 @@ import type { IntakeBatch } from '../events/intake.js';
 import type { Injection, SecurityEvent } from '../events/types.js';
 import type { Policy } from '../policy/policy.js';
 import { StreamDecider } from '../policy/same-request.js';
-import type { BanRecord, FailureVerdict, Store, TargetActivity } from '../store/store.js';
+import type { BanRecord, FailureVerdict, RestoredBan, Store, StoreIdentity, TargetActivity } from '../store/store.js';
 import type { Firewall, FirewallBan } from '../firewall/firewall.js';
+import { MAX_TIMEOUT_S } from '../firewall/nft-script.js';
 import type { IpTarget } from '../net/ip.js';
 import { LABEL_VALUES, type Metrics } from '../metrics.js';
 import { BanCache } from './ban-cache.js';
@@ -36,7 +37,33 @@ export interface DaemonOptions {
   readonly injectionBantimeMs: number;
   /** the fleet's ban channel: where this node's bans go out and other nodes' bans and unbans come in */
   readonly fleet?: FleetLink;
+  /** what this node remembers of the store's identity across restarts (the state directory); default: memory only */
+  readonly identity?: IdentityMemory;
+  /** the store's local stand-in, when it has one: the daemon then starts even while the store cannot be reached */
+  readonly fallback?: StartFallback;
+  /**
+   * Whether an element of the kernel sets is there for another source (a community blocklist's entry): not a ban of
+   * ours, so never taken into the store from the kernel.
+   */
+  readonly heldElsewhere?: (target: IpTarget) => boolean;
   readonly now?: () => number;
+}
+
+/** The store's identity as last seen by this node (IdentityFile). */
+export interface IdentityMemory {
+  readonly remembered: string | undefined;
+  remember(id: string): Promise<void>;
+}
+
+/** A store that can stand in for itself while it cannot be reached (FallbackStore). */
+export interface StartFallback {
+  /**
+   * Whether `err` means the store cannot be reached: counting and banning go on locally from now on, and the answer
+   * is why, in words; undefined when it means something else.
+   */
+  beginOutage(err: unknown): string | undefined;
+  /** the bans the kernel enforces, as what the local stand-in knows */
+  knowBans(bans: readonly RestoredBan[], now: number): Promise<void>;
 }
 
 /** What the fleet link may ask of the daemon. */
@@ -56,6 +83,8 @@ export interface FleetLink {
 }
 
 const STORE_ERROR_LOG_INTERVAL_MS = 5_000;
+/** the reason a ban re-seeded from the kernel carries in the store (what it was banned for is not in the kernel) */
+const RESTORED = 'restored';
 /** addresses named in the log line of a reconciliation that removed elements */
 const REMOVED_LISTED = 50;
 /** store calls in flight at once; more events fold into the next batch meanwhile */
@@ -66,6 +95,9 @@ const MAX_BATCH = 256;
 // tallied under the metric's own label values, so a flood of made-up kinds adds no keys
 const KIND_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.kind);
 const SERVICE_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.service);
+
+/** The kernel sets could not be listed (nft failing), as opposed to the store failing. */
+class KernelReadError extends Error {}
 
 export interface DaemonEvents {
   /** a ban decided by this node (not one learnt from the store or another node) */
@@ -88,6 +120,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   private reconciling: Promise<void> | undefined;
+  /** the store's identity as last seen, when there is no IdentityMemory */
+  private seenIdentity: string | undefined;
+  /** whether the fleet channel is being read: not yet while the store could not be reached since the start */
+  private fleetStarted = false;
   /**
    * Bans and unbans enforced while a reconciliation is in flight: its transaction replaces the sets with what the
    * store held when it was read, so these are replayed on top once it is done.
@@ -106,12 +142,22 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   async start(): Promise<void> {
     await this.o.firewall.init();
-    const from = await this.o.fleet?.tail();
     await this.reconcile('start-up');
-    if (this.o.fleet && from !== undefined) this.o.fleet.start(from, this);
     this.intakeStarted = true;
     this.sweepTimer = setInterval(() => this.cache.sweep(this.now()), 60_000).unref();
     await this.o.source.start();
+  }
+
+  /**
+   * The store's connection came back (a Redis restart the fallback may not even have noticed): if it is not the
+   * store it was, for it answers another identity (restarted without persistence), the reconciliation re-seeds it
+   * now rather than at the next periodic one. Before the first reconciliation, or with no identity known yet, the
+   * reconciliation that follows anyway does it.
+   */
+  async storeReconnected(why: string): Promise<void> {
+    const remembered = this.o.identity ? this.o.identity.remembered : this.seenIdentity;
+    if (!this.intakeStarted || this.stopping || remembered === undefined) return;
+    if ((await this.o.store.identity()).id !== remembered) await this.reconcile(why);
   }
 
   /** Makes the kernel sets equal the store's active bans, with their remaining time as timeouts. */
@@ -134,11 +180,26 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private async reconcileOnce(why: string): Promise<void> {
     const started = this.now();
     let bans: FirewallBan[];
+    let from: string | undefined;
     try {
-      bans = await this.readActiveBans(started);
+      // where to read the fleet channel from, taken before the store is read, so nothing said meanwhile is missed
+      if (this.o.fleet && !this.fleetStarted) from = await this.o.fleet.tail();
+      bans = await this.readTrustedBans(why, started);
     } catch (err) {
-      // at start-up there is nothing known here to fall back on: a daemon that cannot read the store does not start
-      if (!this.intakeStarted) throw err;
+      if (err instanceof KernelReadError) {
+        // nothing was changed in the store or the kernel; at start-up this is nft failing, which init() would have met
+        if (!this.intakeStarted) throw err;
+        this.o.logger.warn({ why, err: err.message }, 'could not read the kernel sets to re-seed the store; nothing changed, the next reconciliation tries again');
+        return;
+      }
+      if (!this.intakeStarted) {
+        // at start-up, a store that cannot be reached leaves the kernel's bans as all that is known: with a local
+        // stand-in the daemon starts on them (and catches up once the store answers); without one it does not start
+        const unreachable = this.o.fallback?.beginOutage(err);
+        if (unreachable === undefined) throw err;
+        await this.startOnKernel(unreachable);
+        return;
+      }
       // The store cannot be read (Redis away): re-assert what this node knows, which never removes anything. A
       // restored table gets its bans back; the full reconciliation follows once the store answers.
       const known: FirewallBan[] = [];
@@ -160,6 +221,103 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         `reconciliation removed ${r.removedTargets.length} element(s) from the kernel sets: the store holds no active ban for them (lifted, expired early, or never banned by ami-guard)`,
       );
     }
+    if (this.o.fleet && from !== undefined) {
+      this.o.fleet.start(from, this);
+      this.fleetStarted = true;
+    }
+  }
+
+  /**
+   * The store's active bans, once its identity says it still holds them. A store whose identity changed (or that had
+   * none) lost its data: its empty index must not lift every ban, so it is re-seeded from the kernel sets first. The
+   * identity is asked again after the read, so a loss in between is caught too; the embedded store takes in the
+   * kernel's elements at every start (its state file may be behind a crash, or lost).
+   */
+  private async readTrustedBans(why: string, started: number): Promise<FirewallBan[]> {
+    let known = await this.checkIdentity(why, !this.intakeStarted && this.o.store.kind === 'memory');
+    for (let attempt = 1; ; attempt++) {
+      const bans = await this.readActiveBans(started);
+      const now = await this.o.store.identity();
+      if (now.id === known) return bans;
+      if (attempt === 2) throw new Error('the store lost its data again while it was being read; nothing is changed in the kernel sets');
+      known = await this.checkIdentity(why, false, now);
+    }
+  }
+
+  /** Compares the store's identity with the one remembered, re-seeds the store on a loss; resolves to the identity. */
+  private async checkIdentity(why: string, adopt: boolean, seen?: StoreIdentity): Promise<string> {
+    const current = seen ?? await this.o.store.identity();
+    const remembered = this.o.identity ? this.o.identity.remembered : this.seenIdentity;
+    const lost = remembered === undefined ? current.created : remembered !== current.id;
+    if (lost || adopt) await this.reseed(why, lost ? { remembered, current: current.id } : undefined);
+    if (remembered !== current.id) {
+      this.seenIdentity = current.id;
+      await this.o.identity?.remember(current.id);
+    }
+    return current.id;
+  }
+
+  /**
+   * Writes the kernel's elements into the store as bans with their remaining time (reason `restored`; an element
+   * without a timeout, added by hand, gets the longest nft takes), so the reconciliation that follows keeps them.
+   * `loss` says the store lost its data; without it this is the embedded store taking in what its state file missed.
+   */
+  private async reseed(why: string, loss: { remembered: string | undefined; current: string } | undefined): Promise<void> {
+    const now = this.now();
+    const bans = await this.kernelBans(now);
+    const r = await this.o.store.restoreBans(bans, RESTORED, now);
+    if (loss) {
+      if (bans.length === 0 && loss.remembered === undefined) return; // a new store, and nothing enforced: a first start
+      this.o.metrics.storeReseeds.inc();
+      this.o.metrics.storeReseededBans.inc(r.written);
+      const shown = bans.slice(0, REMOVED_LISTED).map((b) => b.target.text);
+      this.o.logger.warn(
+        {
+          why, remembered: loss.remembered ?? null, identity: loss.current, elements: bans.length, ...r, addresses: shown,
+          more: Math.max(0, bans.length - shown.length),
+        },
+        loss.remembered === undefined
+          ? `the store has no identity yet (a new store, or one that lost its data): its bans were re-seeded from the ${bans.length} element(s) of the kernel sets, none lifted`
+          : `the store lost its data (its identity changed: Redis restarted without persistence, FLUSHALL, a failover to an empty replica, or a lost state file): its bans were re-seeded from the ${bans.length} element(s) of the kernel sets, none lifted`,
+      );
+    } else if (r.written > 0) {
+      this.o.logger.info(
+        { why, elements: bans.length, ...r },
+        `took in ${r.written} element(s) of the kernel sets the embedded store's state did not hold, with their remaining time`,
+      );
+    }
+  }
+
+  /** What the kernel sets hold, each element a ban with its remaining time (the longest nft takes if it has none). */
+  private async kernelBans(now: number): Promise<RestoredBan[]> {
+    let elements;
+    try {
+      elements = await this.o.firewall.list();
+    } catch (err) {
+      throw new KernelReadError((err as Error).message);
+    }
+    const bans: RestoredBan[] = [];
+    for (const e of elements) {
+      if (this.o.heldElsewhere?.(e.target) || !this.mayBlock(e.target)) continue;
+      bans.push({ target: e.target, until: now + (e.expiresMs ?? MAX_TIMEOUT_S * 1000) });
+    }
+    return bans;
+  }
+
+  /**
+   * The store could not be reached as the daemon started: what the kernel sets hold is what is known (each element a
+   * ban with its remaining time), enforced as it is, nothing removed; the local stand-in counts and bans from now on,
+   * and the reconciliation once the store answers catches up (and starts reading the fleet channel).
+   */
+  private async startOnKernel(why: string): Promise<void> {
+    const now = this.now();
+    const bans = await this.kernelBans(now);
+    for (const b of bans) this.cache.set(b.target, b.until);
+    await this.o.fallback?.knowBans(bans, now);
+    this.o.logger.warn(
+      { bans: bans.length, err: why },
+      `store unreachable at start: starting on the local fallback with the ${bans.length} ban(s) in the kernel sets; catching up once it answers`,
+    );
   }
 
   private async readActiveBans(started: number): Promise<FirewallBan[]> {

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import { contains, type IpTarget } from '../net/ip.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from '../firewall/firewall.js';
 import { countOf, diffEntries, FeedEntries } from './entries.js';
+import { TargetMap } from '../net/target-map.js';
 
 /** A feed's entries as this node enforces them, and how long each is held. */
 export interface FeedView {
@@ -34,8 +35,8 @@ interface Held {
 
 export class FeedEnforcer implements Firewall {
   private readonly views = new Map<string, FeedView>();
-  /** the daemon's bans as it asked for them, by target text */
-  private readonly own = new Map<string, Held>();
+  /** the daemon's bans as it asked for them: target → end (compact: one for each ban of an attack) */
+  private readonly own = new TargetMap();
   /** the networks among them: what a feed's network may have stood for in the interval set */
   private readonly ownNets = new Map<string, Held>();
   private sweptSize = 0;
@@ -75,7 +76,7 @@ export class FeedEnforcer implements Firewall {
     const gone: IpTarget[] = [];
     const kept: FirewallBan[] = [];
     for (const t of targets) {
-      this.own.delete(t.text);
+      this.own.delete(t);
       this.ownNets.delete(t.text);
       const feeds = this.feedUntil(t, now);
       if (feeds > now) kept.push({ target: t, timeoutMs: feeds - now });
@@ -153,7 +154,7 @@ export class FeedEnforcer implements Firewall {
       const target = view.entries.target(family, index);
       // this feed's own end comes from the entry itself; only the other feeds (often none) are searched
       let until = view.untilOf(view.entries.seen(family, index), now);
-      until = Math.max(until, this.own.get(target.text)?.until ?? 0);
+      until = Math.max(until, this.own.get(target) ?? 0);
       for (const other of others) {
         const i = other.entries.indexOf(target);
         if (i >= 0) until = Math.max(until, other.untilOf(other.entries.seen(target.family, i), now));
@@ -213,7 +214,7 @@ export class FeedEnforcer implements Firewall {
 
   /** the latest end any source (a feed, the daemon) wants for exactly this target */
   private holderUntil(target: IpTarget, now: number): number {
-    const own = this.own.get(target.text)?.until ?? 0;
+    const own = this.own.get(target) ?? 0;
     return Math.max(own, this.feedUntil(target, now));
   }
 
@@ -242,17 +243,13 @@ export class FeedEnforcer implements Firewall {
   }
 
   private remember(target: IpTarget, until: number): void {
-    const held = { target, until };
-    this.own.set(target.text, held);
-    if (target.kind === 'prefix') this.ownNets.set(target.text, held);
+    this.own.set(target, until);
+    if (target.kind === 'prefix') this.ownNets.set(target.text, { target, until });
     // bans lapse on their own: forget them in sweeps, whenever the table has doubled since the last one
     if (this.own.size > 2 * this.sweptSize + 1024) {
       const now = this.now();
-      for (const [k, h] of this.own) {
-        if (h.until > now) continue;
-        this.own.delete(k);
-        this.ownNets.delete(k);
-      }
+      this.own.sweep(now);
+      for (const [k, h] of this.ownNets) if (h.until <= now) this.ownNets.delete(k);
       this.sweptSize = this.own.size;
     }
   }

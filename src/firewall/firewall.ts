@@ -10,6 +10,8 @@ export interface FirewallBan {
 export interface FirewallElement {
   /** canonical address or network */
   readonly address: string;
+  /** the same, as the IP parser made it when the listing was read */
+  readonly target: IpTarget;
   readonly family: 4 | 6;
   /** remaining time as the kernel reports it, ms (null if the element has no timeout) */
   readonly expiresMs: number | null;

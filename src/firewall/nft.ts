@@ -207,7 +207,7 @@ export class NftFirewall implements Firewall {
 
   async list(): Promise<FirewallElement[]> {
     const entries = await this.readAll(false);
-    return entries.map((e) => ({ address: e.target.text, family: e.target.family, expiresMs: e.expiresMs }));
+    return entries.map((e) => ({ address: e.target.text, target: e.target, family: e.target.family, expiresMs: e.expiresMs }));
   }
 
   async present(): Promise<boolean> {
@@ -307,7 +307,8 @@ export class NftFirewall implements Firewall {
   }
 
   private async applyBans(bans: readonly FirewallBan[]): Promise<Failure<IpTarget>[]> {
-    const { kept, folded } = foldNetworks(bans);
+    // hosts only (nearly every batch): nothing to fold, only repeats to drop (the last ask of a target wins)
+    const { kept, folded } = bans.some((b) => b.target.kind === 'prefix') ? foldNetworks(bans) : { kept: lastOfEach(bans), folded: [] };
     for (const { ban, into } of folded) {
       this.log.debug({ address: ban.target.text, into }, 'inside a network of its batch');
     }
@@ -507,6 +508,16 @@ function settle(job: Exclude<Job, { kind: 'task' }>, failed: ReadonlyMap<string,
   const verb = job.kind === 'add' ? 'ban' : 'unban';
   const cause = failed.get(bad[0]!.text)!;
   job.reject(new Error(`nft could not ${verb} ${bad.map((t) => t.text).join(', ')}: ${cause.message}`, { cause }));
+}
+
+/** The bans with each target once, its last ask kept; the same array when no target repeats (the usual case). */
+function lastOfEach(bans: readonly FirewallBan[]): readonly FirewallBan[] {
+  const seen = new Set<string>();
+  for (const b of bans) seen.add(b.target.text);
+  if (seen.size === bans.length) return bans;
+  const last = new Map<string, FirewallBan>();
+  for (const b of bans) last.set(b.target.text, b);
+  return [...last.values()];
 }
 
 /** Whether `outer` contains `inner` (an element covers itself). */

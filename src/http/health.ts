@@ -19,6 +19,8 @@ export interface HealthReport {
     readonly kind: Store['kind'];
     readonly ok: boolean;
     readonly rttMs: number | null;
+    /** why the store is down, in words (`Redis at redis://10.0.0.5:6379 is unreachable: connection refused`) */
+    readonly error?: string;
     /** present when the store has a local fallback: a store that is down but whose fallback is active still bans */
     readonly fallback?: FallbackState;
   };
@@ -45,6 +47,7 @@ export class HealthMonitor {
   // undefined until the first check: reported as down, and its first result is only news when bad
   private storeOk: boolean | undefined;
   private rttMs: number | null = null;
+  private storeError: string | undefined;
   private pinging = false;
   private firewallPresent: boolean | undefined;
   private checkingFirewall = false;
@@ -76,6 +79,7 @@ export class HealthMonitor {
     const ami = { connected: this.o.amiConnected() };
     const store = {
       kind: this.o.store.kind, ok: this.storeOk === true, rttMs: this.rttMs,
+      ...(this.storeOk === false && this.storeError ? { error: this.storeError } : {}),
       ...(this.o.fallback ? { fallback: this.o.fallback() } : {}),
     };
     const firewall = { present: this.firewallPresent === true };
@@ -111,6 +115,7 @@ export class HealthMonitor {
     if (ok && this.storeOk === false) this.log.info({ rttMs: Math.round(rttMs ?? 0) }, 'health: store answers again');
     if (!ok && this.storeOk !== false) this.log.warn({ why }, 'health: store down');
     this.storeOk = ok;
+    this.storeError = ok ? undefined : why;
     this.rttMs = rttMs === null ? null : Math.round(rttMs * 100) / 100;
   }
 

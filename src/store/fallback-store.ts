@@ -6,6 +6,9 @@
 // What the local store cannot know: counts and history kept in Redis. During an outage a known offender gets the
 // ordinary threshold and an unescalated ban (trust is mirrored ahead of time, so a phone that logged in is not
 // banned for the outage's sake); failure windows that did not reach a ban are not written back.
+//
+// An outage may also begin before the daemon has read anything (Redis down at boot): the daemon then starts here,
+// with the bans in the kernel sets as what it knows (beginOutage, knowBans), and catches up the same way.
 import { EventEmitter } from 'node:events';
 import type { IpTarget } from '../net/ip.js';
 import type { Logger } from '../log.js';
@@ -13,9 +16,10 @@ import type { Metrics } from '../metrics.js';
 import type { MemoryStore } from './memory-store.js';
 import type { RedisStore } from './redis-store.js';
 import { challengeActivity, checkBatch, failureActivity, successActivity } from './activity.js';
+import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
   ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  RecentFailure, Store, SuccessInput, TargetActivity,
+  RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
 } from './store.js';
 
 export interface FallbackStoreOptions {
@@ -33,6 +37,10 @@ export interface FallbackStoreOptions {
   /** a probe unanswered this long fails (default 1,000 ms) */
   readonly probeTimeoutMs?: number;
   readonly now?: () => number;
+  /** which Redis, in words safe to print (describeRedis): what an error says cannot be reached */
+  readonly where?: string;
+  /** the error the Redis connection last met (lastConnectionError): the cause behind the library's "no connection" */
+  readonly lastConnectionError?: () => unknown;
 }
 
 export interface Recovery {
@@ -95,6 +103,27 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   /** for /healthz */
   get state(): FallbackState {
     return { active: this.outageSince !== undefined, since: this.outageSince ?? null, pendingWriteback: this.writeback.length };
+  }
+
+  /**
+   * Redis could not be reached as the daemon started: events are counted and banned here from the outset, Redis is
+   * probed, and once it answers the bans decided meanwhile are written back and the owner reconciles ('recovered'),
+   * as after an outage at run time. Resolves to why, in words (`Redis at … is unreachable: connection refused`);
+   * undefined when `err` is not about reaching Redis (a refused command: NOPERM), which a local store would only hide.
+   */
+  beginOutage(err: unknown): string | undefined {
+    if (!isUnavailable(err)) return undefined;
+    this.enterFallback(err);
+    return err instanceof RedisUnreachableError ? err.message : new RedisUnreachableError(this.where, this.cause(err)).message;
+  }
+
+  /**
+   * What the kernel enforced when the daemon started without Redis: the local store holds it (so the control
+   * socket's list and show see it), not for write-back, since those bans came from Redis or were lost with it, in
+   * which case the reconciliation after the outage re-seeds Redis from the kernel.
+   */
+  async knowBans(bans: readonly RestoredBan[], now: number): Promise<void> {
+    await this.o.local.restoreBans(bans, 'restored', now);
   }
 
   /** whether a ban came from the local store: the fleet hears of it from the write-back, not at once */
@@ -187,10 +216,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   private enterFallback(err: unknown): void {
     if (this.outageSince !== undefined || this.closed) return;
     this.outageSince = this.now();
-    const why = describe(err);
+    const why = this.cause(err);
     this.o.metrics.storeFallbacks.inc();
     this.o.metrics.storeFallbackActive.set(1);
-    this.log.warn({ why }, 'redis unreachable: counting and banning in the local fallback store until it answers again');
+    this.log.warn({ redis: this.o.where, why }, 'redis unreachable: counting and banning in the local fallback store until it answers again');
     this.emit('fallback', { why });
     this.probeTimer = setInterval(() => void this.probe(), this.o.probeIntervalMs ?? 1_000);
     this.probeTimer.unref();
@@ -295,17 +324,46 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     return this.o.primary.recentFailures(target);
   }
 
-  activeBans(now: number): AsyncIterable<ActiveBan[]> {
-    return this.o.primary.activeBans(now);
+  async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
+    try {
+      yield* this.o.primary.activeBans(now);
+    } catch (err) {
+      this.fail(err);
+    }
   }
 
   /** Redis's: the daemon compares it once Redis answers; during an outage this fails like any other read */
-  identity(): Promise<string> {
-    return this.o.primary.identity();
+  identity(): Promise<StoreIdentity> {
+    return this.o.primary.identity().catch((err: unknown) => this.fail(err));
   }
 
+  /** Into Redis (the daemon re-seeds only a store that answers, so this goes there whether or not an outage is on). */
+  restoreBans(bans: readonly RestoredBan[], reason: string, now: number): Promise<RestoreResult> {
+    return this.o.primary.restoreBans(bans, reason, now).catch((err: unknown) => this.fail(err));
+  }
+
+  /** With no connection to Redis it fails at once, with the cause, rather than queue behind the reconnect attempts. */
   ping(): Promise<number> {
-    return this.o.primary.ping();
+    if (!this.o.primaryReady()) {
+      const last = this.o.lastConnectionError?.();
+      return Promise.reject(new RedisUnreachableError(this.where, last === undefined ? 'no connection' : redisCause(last)));
+    }
+    return this.o.primary.ping().catch((err: unknown) => this.fail(err));
+  }
+
+  private get where(): string {
+    return this.o.where ?? 'the configured address';
+  }
+
+  /** why Redis cannot be used, in the project's words (never the library's "max retries per request") */
+  private cause(err: unknown): string {
+    return err instanceof RedisUnreachableError ? err.why : redisCause(err, this.o.lastConnectionError?.());
+  }
+
+  /** rethrows `err`, as a RedisUnreachableError when it is about reaching Redis */
+  private fail(err: unknown): never {
+    if (!isUnavailable(err) || err instanceof RedisUnreachableError) throw err;
+    throw new RedisUnreachableError(this.where, this.cause(err));
   }
 
   async close(): Promise<void> {
@@ -319,10 +377,4 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     }
     await Promise.all([this.o.primary.close().catch(() => undefined), this.o.local.close()]);
   }
-}
-
-/** why Redis is unavailable, without anything a command carried (error messages of ioredis name commands only) */
-function describe(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  return message.split('\n')[0]!.slice(0, 200);
 }

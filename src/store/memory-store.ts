@@ -1,18 +1,22 @@
 // The in-process store: one PBX without Redis, `replay`, and the fallback while Redis is unreachable. Same semantics
 // as the Redis scripts (record-activity.lua and include/record.lua line by line), with the same bound on memory:
 // every record expires, and each table holds at most `maxAddresses` entries, so a flood from spoofed sources can
-// cost a fixed amount of memory and no more.
+// cost a fixed amount of memory and no more. As the daemon's embedded store its bans, history and trust outlive the
+// process: it says when they change (observe) and hands them over (snapshot) for the state file, which gives them
+// back at the next start (load; memory-state.ts). Failure windows are not kept: they last minutes.
 import { randomBytes } from 'node:crypto';
-import type { IpPrefix, IpTarget } from '../net/ip.js';
+import { isParsedTarget, type IpPrefix, type IpTarget } from '../net/ip.js';
 import {
-  HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, counted, failureActivity, storedAccount, successActivity,
+  HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity, storedAccount,
+  successActivity,
 } from './activity.js';
 import { recentOf, type WindowFailure } from './codec.js';
 import { CHALLENGE_CODE, codesOf, tallyCodes } from './kinds.js';
 import { banRule, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
   ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  PolicyParams, RecentFailure, Store, SubnetBan, SuccessInput, TargetActivity,
+  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SubnetBan, SuccessInput,
+  TargetActivity,
 } from './store.js';
 
 const PAGE_SIZE = 5_000;
@@ -42,6 +46,18 @@ interface Ban {
   readonly target: IpTarget;
 }
 
+/**
+ * What the embedded store keeps across restarts, every entry alive when it was taken. Addresses are canonical texts
+ * of the IP parser (a ban also carries its parsed target): whoever builds one from a file has parsed them.
+ */
+export interface MemorySnapshot {
+  readonly id: string;
+  readonly bans: ReadonlyArray<{ readonly target: IpTarget; readonly record: BanRecord }>;
+  /** entries newest first; `expiresAt`: when the history is forgotten (policy.history.ttl after its last ban) */
+  readonly histories: ReadonlyArray<{ readonly address: string; readonly entries: readonly HistoryEntry[]; readonly expiresAt: number }>;
+  readonly trusted: ReadonlyArray<{ readonly address: string; readonly until: number }>;
+}
+
 interface Expiring<T> {
   readonly value: T;
   readonly expiresAt: number;
@@ -68,9 +84,21 @@ class ExpiringTable<T> {
   }
 
   set(key: string, value: T, ttlMs: number): void {
+    this.setUntil(key, value, this.clock() + ttlMs);
+  }
+
+  setUntil(key: string, value: T, expiresAt: number): void {
     this.map.delete(key); // re-insert at the end: most recently written
-    this.map.set(key, { value, expiresAt: this.clock() + ttlMs });
+    this.map.set(key, { value, expiresAt });
     if (this.map.size > this.cap) this.map.delete(this.map.keys().next().value!);
+  }
+
+  /** the live entries with their keys, oldest written first, copied (the caller may take its time over them) */
+  live(): Array<[string, Expiring<T>]> {
+    const t = this.clock();
+    const out: Array<[string, Expiring<T>]> = [];
+    for (const entry of this.map) if (entry[1].expiresAt > t) out.push(entry);
+    return out;
   }
 
   delete(key: string): boolean {
@@ -104,7 +132,10 @@ export class MemoryStore implements Store {
   private readonly subnetBans: ExpiringTable<Array<{ readonly member: string; readonly at: number }>>;
   private readonly sweeper: NodeJS.Timeout;
   private readonly clock: () => number;
-  private readonly id = randomBytes(12).toString('hex');
+  private id = randomBytes(12).toString('hex');
+  /** whether the id has been handed out (identity) or came from a state file (load) */
+  private idGiven = false;
+  private onChange: (() => void) | undefined;
 
   constructor(opts: MemoryStoreOptions) {
     this.nodeId = opts.nodeId;
@@ -120,6 +151,37 @@ export class MemoryStore implements Store {
     this.subnetBans = new ExpiringTable(cap, this.clock);
     this.sweeper = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
+  }
+
+  /** Called after every change a state file must keep (a ban, an unban, a trust): one listener. */
+  observe(onChange: () => void): void {
+    this.onChange = onChange;
+  }
+
+  /** Bans, histories and trust in force, copied: what the state file writes. */
+  snapshot(): MemorySnapshot {
+    return {
+      id: this.id,
+      bans: this.bans.live().map(([, e]) => e.value),
+      histories: this.histories.live().map(([address, e]) => ({ address, entries: e.value, expiresAt: e.expiresAt })),
+      trusted: this.trusted.live().map(([address, e]) => ({ address, until: e.value })),
+    };
+  }
+
+  /**
+   * Takes over a snapshot written by an earlier process (checked entry by entry by whoever read it), and its
+   * identity: the store is the one it was. Entries over by now are left out; what the tables hold already stays
+   * unless the snapshot has the same target.
+   */
+  load(state: MemorySnapshot): void {
+    const now = this.clock();
+    this.id = state.id;
+    this.idGiven = true;
+    for (const b of state.bans) if (b.record.until > now) this.bans.setUntil(b.record.address, b, b.record.until);
+    for (const h of state.histories) {
+      if (h.expiresAt > now) this.histories.setUntil(h.address, h.entries.slice(0, HISTORY_CAP), h.expiresAt);
+    }
+    for (const t of state.trusted) if (t.until > now) this.trusted.setUntil(t.address, t.until, t.until);
   }
 
   /** current entries per table, for metrics and tests */
@@ -147,6 +209,7 @@ export class MemoryStore implements Store {
       this.trusted.set(t, now + p.trust.ttlMs, p.trust.ttlMs);
       // the subnet now holds a trusted address: it is never banned whole while that lasts
       if (a.subnet) this.trusted.set(a.subnet.text, now + p.trust.ttlMs, p.trust.ttlMs);
+      this.onChange?.();
     }
     const banned = this.bans.get(t)?.record;
     if (banned && banned.until > now) return { type: 'already-banned', until: banned.until };
@@ -294,8 +357,38 @@ export class MemoryStore implements Store {
     this.windows.delete(target.text);
     this.subnetBans.delete(target.text);
     const ban = this.bans.get(target.text);
-    this.bans.delete(target.text);
+    if (this.bans.delete(target.text)) this.onChange?.();
     return ban !== undefined && ban.record.until > now;
+  }
+
+  /** Store.restoreBans, as restore-ban.lua does it in extend mode. */
+  async restoreBans(bans: readonly RestoredBan[], reason: string, now: number): Promise<RestoreResult> {
+    checkTime(now);
+    let written = 0;
+    let extended = 0;
+    let covered = 0;
+    for (const { target, until } of bans) {
+      if (!isParsedTarget(target)) throw new RangeError('a ban to restore whose target did not come from the IP parser');
+      checkTime(until);
+      if (until <= now) {
+        covered++;
+        continue;
+      }
+      const held = this.bans.get(target.text)?.record;
+      if (held && held.until >= until) {
+        covered++;
+      } else if (held && held.until > now) {
+        this.bans.set(target.text, { record: { ...held, until }, target }, until - now);
+        extended++;
+      } else {
+        this.writeBan(target, {
+          reason: reason.slice(0, REASON_MAX), kinds: {}, count: 0, firstSeen: now, lastSeen: now, bannedAt: now, until,
+        });
+        written++;
+      }
+    }
+    if (written + extended > 0) this.onChange?.();
+    return { written, extended, covered };
   }
 
   async getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
@@ -321,8 +414,10 @@ export class MemoryStore implements Store {
     for (let i = 0; i < active.length; i += PAGE_SIZE) yield active.slice(i, i + PAGE_SIZE);
   }
 
-  async identity(): Promise<string> {
-    return this.id;
+  async identity(): Promise<StoreIdentity> {
+    const created = !this.idGiven;
+    this.idGiven = true;
+    return { id: this.id, created };
   }
 
   async ping(): Promise<number> {
@@ -348,6 +443,7 @@ export class MemoryStore implements Store {
     this.bans.set(address, { record, target }, b.until - b.bannedAt);
     const entry: HistoryEntry = { at: b.bannedAt, until: b.until, reason: b.reason, node: this.nodeId };
     this.histories.set(address, [entry, ...history].slice(0, HISTORY_CAP), this.policy.historyTtlMs);
+    this.onChange?.();
     return record;
   }
 }

@@ -3,6 +3,7 @@
 // the password from the URL.
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { redactUrl, type Logger } from '../log.js';
+import { redisCause } from './redis-errors.js';
 
 export interface RedisClientOptions {
   /** `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS */
@@ -109,16 +110,28 @@ function clientOptions(opts: Omit<RedisClientOptions, 'url'>): RedisOptions {
   };
 }
 
+const lastErrors = new WeakMap<Redis | Cluster, Error>();
+
+/**
+ * The error the client's connection last met (refused, a TLS refusal, a timeout), or undefined: what a command failed
+ * with "max retries per request" really ran into (redis-errors.ts).
+ */
+export function lastConnectionError(client: Redis | Cluster): Error | undefined {
+  return lastErrors.get(client);
+}
+
 /** Logs an outage once (not once per reconnect attempt) and its end, and scrubs AUTH arguments from errors. */
 function watch<T extends Redis | Cluster>(client: T, where: string, logger: Logger | undefined): T {
   let down = false;
   client.on('error', (err: Error) => {
     scrubAuthArgs(err);
+    lastErrors.set(client, err);
     if (down) return;
     down = true;
-    logger?.warn({ redis: where, error: err.message }, 'redis unavailable');
+    logger?.warn({ redis: where, error: redisCause(err) }, 'redis unavailable');
   });
   client.on('ready', () => {
+    lastErrors.delete(client);
     logger?.info({ redis: where }, down ? 'redis reachable again' : 'redis connected');
     down = false;
   });

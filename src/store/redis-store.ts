@@ -16,7 +16,7 @@ import { codesOf, tallyCodes } from './kinds.js';
 import { integer, storeScripts, type ActivityRule, type BanRule, type StoreScripts } from './scripts.js';
 import type {
   ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  PolicyParams, RecentFailure, Store, SuccessInput, TargetActivity,
+  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
 } from './store.js';
 
 export { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX } from './activity.js';
@@ -27,6 +27,8 @@ const PAGE_SIZE = 5_000;
 const MAX_CODES = 1_000;
 /** index parts read at once while listing the active bans */
 const INDEX_READ_WIDTH = 256;
+/** bans re-seeded at once (restoreBans) */
+const RESTORE_WIDTH = 1_000;
 
 export interface RedisStoreOptions {
   readonly client: Redis | Cluster;
@@ -435,6 +437,37 @@ export class RedisStore implements Store {
     return written;
   }
 
+  /**
+   * Re-seeds Redis from the kernel's bans after it lost its data (Store.restoreBans): one restore-ban.lua call per
+   * ban in extend mode, RESTORE_WIDTH at a time (ioredis pipelines them), so 100k bans are 100 round trips.
+   */
+  async restoreBans(bans: readonly RestoredBan[], reason: string, now: number): Promise<RestoreResult> {
+    checkTime(now);
+    const encoded = encodeText(reason.slice(0, REASON_MAX));
+    let written = 0;
+    let extended = 0;
+    let covered = 0;
+    for (let i = 0; i < bans.length; i += RESTORE_WIDTH) {
+      const replies = await Promise.all(bans.slice(i, i + RESTORE_WIDTH).map((b) => {
+        const target = this.keys.check(b.target);
+        checkTime(b.until);
+        const bucket = bucketOf(target);
+        return this.scripts.restoreBan({
+          record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
+          now, windowEpochMs: this.rule.windowEpochMs, until: b.until, bannedAt: now, reason: encoded, codes: '', count: 0,
+          first: now, last: now, node: this.nodeId, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
+          account: '', note: '', extend: true, members: '',
+        });
+      }));
+      for (const r of replies) {
+        if (r.written) written++;
+        else if (r.extended) extended++;
+        else covered++;
+      }
+    }
+    return { written, extended, covered };
+  }
+
   async unban(target: IpTarget, now = Date.now()): Promise<boolean> {
     const t = this.keys.check(target);
     const bucket = bucketOf(t);
@@ -503,11 +536,23 @@ export class RedisStore implements Store {
     }
   }
 
-  async identity(): Promise<string> {
-    await this.client.set(this.keys.identity, randomBytes(12).toString('hex'), 'NX');
-    const id = await this.client.get(this.keys.identity);
-    if (id === null) throw new Error('the store identity vanished as it was written');
-    return id;
+  /** One SET NX GET (Redis 7.0): the id there before, or none, in which case ours is now written. */
+  async identity(): Promise<StoreIdentity> {
+    const mine = randomBytes(12).toString('hex');
+    const key = this.keys.identity;
+    const before = await this.client.call('SET', key, mine, 'NX', 'GET').catch(async (err: unknown) => {
+      // another type under our key (written by someone else) is no identity: it goes, and ours takes its place
+      if (!(err instanceof Error) || !err.message.startsWith('WRONGTYPE')) throw err;
+      this.log?.warn({ key }, 'the store identity key held a value of another type; replaced');
+      await this.client.del(key);
+      return this.client.call('SET', key, mine, 'NX', 'GET');
+    });
+    if (before === null) return { id: mine, created: true };
+    if (typeof before !== 'string' || before.length === 0 || before.length > 200) {
+      // someone else's value: still an identity (it changes when the data goes), shown bounded
+      return { id: printable(String(before), 200) || 'invalid', created: false };
+    }
+    return { id: before, created: false };
   }
 
   async ping(): Promise<number> {

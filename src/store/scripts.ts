@@ -121,6 +121,8 @@ export interface RestoreBanArgs extends UnbanArgs {
   readonly note: string;
   /** a subnet ban's members, `,`-separated canonical targets; '' for any other ban */
   readonly members: string;
+  /** re-seeding: a ban in force is only extended, with no history entry (restore-ban.lua) */
+  readonly extend?: boolean;
 }
 
 export interface StoreScripts {
@@ -129,8 +131,11 @@ export interface StoreScripts {
   ban(a: BanArgs): Promise<number>;
   /** resolves to whether a ban was in force */
   unban(a: UnbanArgs): Promise<boolean>;
-  /** whether the ban was written (no: one as long is already there, or it is over), and the until in force (0: none) */
-  restoreBan(a: RestoreBanArgs): Promise<{ written: boolean; until: number }>;
+  /**
+   * whether the ban was written, or a ban in force extended to it (only with `extend`); neither: one as long is
+   * already there, or it is over. And the until in force (0: none).
+   */
+  restoreBan(a: RestoreBanArgs): Promise<{ written: boolean; extended: boolean; until: number }>;
   /** escalate.lua: the reply as it comes, decoded by the caller */
   escalate(call: ActivityCall): Promise<unknown[]>;
 }
@@ -188,10 +193,11 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
     async restoreBan(a) {
       const reply = await c.amiGuardRestoreBan(
         a.record, a.index, a.base, a.target, a.now, a.until, a.bannedAt, a.reason, a.codes, a.count, a.first, a.last,
-        a.node, a.historyTtlMs, a.historyCap, a.account, a.note, a.windowEpochMs, a.members,
+        a.node, a.historyTtlMs, a.historyCap, a.account, a.note, a.windowEpochMs, a.extend ? '1' : '0', a.members,
       );
       if (!Array.isArray(reply) || reply.length !== 2) throw new TypeError(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
-      return { written: integer(reply[0], 'restore-ban.lua') === 1, until: integer(reply[1], 'restore-ban.lua') };
+      const outcome = integer(reply[0], 'restore-ban.lua');
+      return { written: outcome === 1, extended: outcome === 2, until: integer(reply[1], 'restore-ban.lua') };
     },
   };
 }

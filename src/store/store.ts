@@ -1,5 +1,6 @@
 // The Store seam: everything ami-guard remembers (failure windows, bans, history) lives behind this interface.
-// Implemented by Redis (shared by a fleet) and by the embedded in-process store (one PBX, nothing persisted).
+// Implemented by Redis (shared by a fleet) and by the embedded in-process store (one PBX, its bans, history and trust
+// kept in a state file).
 import type { IpAddress, IpPrefix, IpTarget } from '../net/ip.js';
 
 export interface PolicyParams {
@@ -170,6 +171,26 @@ export interface ActiveBan {
   readonly until: number;
 }
 
+/** A ban the kernel enforces that the store is asked to hold (restoreBans). */
+export interface RestoredBan {
+  readonly target: IpTarget;
+  readonly until: number;
+}
+
+/** What restoreBans did: bans written anew, bans in force made to last longer, bans in force already as long. */
+export interface RestoreResult {
+  readonly written: number;
+  readonly extended: number;
+  readonly covered: number;
+}
+
+/** Who a store is (see Store.identity). */
+export interface StoreIdentity {
+  readonly id: string;
+  /** the store had none: this call gave it one (a new store, or one whose data is gone) */
+  readonly created: boolean;
+}
+
 export interface ManualBanInput {
   readonly target: IpTarget;
   readonly reason: string;
@@ -197,10 +218,18 @@ export interface Store {
    * same for as long as the store keeps its data; a different answer than the one seen before means the data is gone
    * (Redis restarted without persistence, FLUSHALL, a failover to an empty replica), and with it every ban it held:
    * the caller must not take the store's empty ban index for the truth (a reconciliation would lift every ban of the
-   * fleet) and re-seeds it from what it enforces instead. Call it at start and before each reconciliation. The
-   * embedded store answers a fresh id per process, which is the truth about it.
+   * fleet) and re-seeds it from what it enforces instead (restoreBans). Call it at start and before each
+   * reconciliation. The embedded store keeps its id in its state file; without one it answers a fresh id per process,
+   * which is the truth about it.
    */
-  identity(): Promise<string>;
+  identity(): Promise<StoreIdentity>;
+  /**
+   * Re-seeds the store with bans it may have lost, from what the kernel enforces (a store that lost its data, the
+   * embedded store at start): a target with a ban in force keeps it, made to last until `until` when that is later,
+   * with no new history entry; any other gets a ban record (`reason`, this node) with one history entry. Running it
+   * twice, or from every node of a fleet, adds nothing the first run did not.
+   */
+  restoreBans(bans: readonly RestoredBan[], reason: string, now: number): Promise<RestoreResult>;
   /** until when the target is trusted, or null */
   trustedUntil(target: IpTarget, now: number): Promise<number | null>;
   /** a ban decided outside the failure counter (operator, later rules); replaces an existing ban of the target */

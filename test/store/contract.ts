@@ -539,11 +539,49 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(await store.recentFailures(target('192.0.2.55')), [], 'nothing of a refused batch was counted');
     });
 
+    it('restoreBans: a ban with one history entry where none is in force; one in force extended without another; never twice', async () => {
+      const store = await make();
+      const [fresh, failed, manual, net] = [target('192.0.2.70'), target('192.0.2.71'), target('2001:db8::70'), target('203.0.113.0/24')];
+      const banned = await store.recordActivity([failures('192.0.2.71', T0, POLICY.maxretry)], T0);
+      assert.equal(banned[0]!.type, 'banned');
+      const until = T0 + POLICY.bantimeMs;
+      await store.ban({ target: manual, reason: 'manual', durationMs: 10 * POLICY.bantimeMs, now: T0 });
+      const now = T0 + 1_000;
+      const bans = [
+        { target: fresh, until: now + 7_200_000 },
+        { target: failed, until: until + 1_500 },
+        { target: manual, until: now + POLICY.bantimeMs },
+        { target: net, until: now + 60_000 },
+      ];
+      assert.deepEqual(await store.restoreBans(bans, 'restored', now), { written: 2, extended: 1, covered: 1 });
+
+      const f = await store.getBan(fresh, now);
+      assert.equal(f?.reason, 'restored');
+      assert.equal(f?.until, now + 7_200_000);
+      assert.equal(f?.node, NODE);
+      assert.equal((await store.history(fresh)).length, 1);
+      assert.equal((await store.getBan(net, now))?.until, now + 60_000);
+      const e = await store.getBan(failed, now);
+      assert.equal(e?.reason, 'failures', 'a ban in force keeps what it was for');
+      assert.equal(e?.until, until + 1_500, 'and lasts as long as the kernel enforces it');
+      assert.equal((await store.history(failed)).length, 1, 'with no second history entry');
+      assert.equal((await store.getBan(manual, now))?.until, T0 + 10 * POLICY.bantimeMs, 'a longer ban is kept as it is');
+
+      // every node of a fleet re-seeds the same bans: nothing more happens
+      assert.deepEqual(await store.restoreBans(bans, 'restored', now + 10), { written: 0, extended: 0, covered: 4 });
+      for (const t of [fresh, failed, manual, net]) assert.equal((await store.history(t)).length, 1, t.text);
+      const active = (await collect(store.activeBans(now))).flat().map((b) => b.address).sort();
+      assert.deepEqual(active, ['192.0.2.70', '192.0.2.71', '2001:db8::70', '203.0.113.0/24']);
+      assert.deepEqual(await store.recordActivity([failures('192.0.2.70', now + 20, 1)], now + 20),
+        [{ type: 'already-banned', until: now + 7_200_000 }]);
+    });
+
     it('has an identity that stays the same while it keeps its data', async () => {
       const store = await make();
-      const id = await store.identity();
+      const { id, created } = await store.identity();
       assert.match(id, /^[0-9a-f]{24}$/);
-      assert.equal(await store.identity(), id);
+      assert.equal(created, true, 'a fresh store had none');
+      assert.deepEqual(await store.identity(), { id, created: false });
     });
   });
 }

@@ -262,13 +262,22 @@ describe('RedisStore on a real redis-server', () => {
     const a = open('id:');
     const b = open('id:');
     try {
-      const id = await a.identity();
-      assert.equal(await b.identity(), id, 'every node of a fleet sees the same');
+      const first = await a.identity();
+      assert.equal(first.created, true, 'the first to ask writes it');
+      const id = first.id;
+      assert.deepEqual(await b.identity(), { id, created: false }, 'every node of a fleet sees the same');
       assert.equal(await raw.pttl('id:id'), -1, 'the one key that never expires');
       await raw.flushall();
       const fresh = await b.identity();
-      assert.notEqual(fresh, id);
-      assert.equal(await a.identity(), fresh);
+      assert.notEqual(fresh.id, id);
+      assert.equal(fresh.created, true, 'a store that lost its data says so to the first who asks');
+      assert.deepEqual(await a.identity(), { id: fresh.id, created: false });
+      // someone else's value of another type under the key is replaced, never a stop
+      await raw.del('id:id');
+      await raw.hset('id:id', 'x', '1');
+      const replaced = await a.identity();
+      assert.equal(replaced.created, true);
+      assert.equal(await raw.get('id:id'), replaced.id);
     } finally {
       await a.close();
       await b.close();

@@ -30,12 +30,23 @@ process.once('exit', () => {
   for (const dir of configDirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * Writes a configuration file. Unless it says otherwise, its state directory (store.stateDir) is one of its own beside
+ * it: the host's /var/lib/ami-guard is never used, and daemons of different tests never share one.
+ */
 export function writeConfig(config: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'ag-cfg-'));
   configDirs.push(dir);
   const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify(config, null, 2));
+  writeFileSync(file, JSON.stringify(withStateDir(config, join(dir, 'state')), null, 2));
   return file;
+}
+
+function withStateDir(config: unknown, stateDir: string): unknown {
+  if (typeof config !== 'object' || config === null) return config;
+  const store = (config as { store?: Record<string, unknown> }).store;
+  if (store && 'stateDir' in store) return config;
+  return { ...config, store: { ...store, stateDir } };
 }
 
 export function startDaemon(configFile: string, env: NodeJS.ProcessEnv = {}, args: string[] = ['run']): DaemonProcess {

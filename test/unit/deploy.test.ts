@@ -10,6 +10,7 @@ import { createServer } from 'node:http';
 import { parse } from 'yaml';
 import { envVars, loadConfig } from '../../src/config/load.js';
 import { createNetns } from '../support/netns.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 interface ComposeService {
   image?: string;
@@ -98,7 +99,12 @@ test('docker-compose.yml: both services hardened, the sidecar waits for a health
   // with every capability dropped, the image's entrypoint cannot chown /data nor switch users: start as redis
   assert.equal(redis!.user, 'redis');
   assert.match(redis!.healthcheck?.test.join(' ') ?? '', /redis-cli -h 127\.0\.0\.1 ping/);
-  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_healthy' } });
+  // started after Redis, never held back by it: without Redis it bans on its local fallback
+  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_started' } });
+  // the state directory on a named volume: the root filesystem is read-only, and a restart must not forget it
+  const state = (guard!.volumes ?? []).find((v) => v.split(':')[1] === defaults.store.stateDir);
+  assert.ok(state && state.split(':')[0]! in (compose.volumes ?? {}), 'a named volume on store.stateDir');
+  assert.match(dockerfile, new RegExp(`^VOLUME \\["${defaults.store.stateDir}"\\]$`, 'm'));
   assert.match(guard!.environment?.AMI_GUARD_NODE_ID ?? '', /^\$\{AMI_GUARD_NODE_ID:\?/);
 });
 
@@ -138,6 +144,18 @@ test('Dockerfile: multi-stage, production dependencies only, nftables, a HEALTHC
   assert.match(healthcheck.join(' '), /\/healthz/);
   assert.match(healthcheck.join(' '), new RegExp(`process\\.env\\.AMI_GUARD_HTTP_PORT\\|\\|${defaults.http.port}\\b`));
   assert.ok(envVars().has('AMI_GUARD_HTTP_PORT'));
+});
+
+test('the daemon runs with the heap limits of src/cli/node-flags.ts wherever it is started: the bin shebang, the image', () => {
+  const shebang = readFileSync('src/cli/main.ts', 'utf8').split('\n')[0]!;
+  assert.equal(shebang, `#!/usr/bin/env -S node ${DAEMON_NODE_FLAGS.join(' ')}`);
+  // the compiled bin keeps it, and env -S runs it (coreutils >= 8.30; Debian 12 has 9.1)
+  assert.equal(readFileSync('dist/src/cli/main.js', 'utf8').split('\n')[0], shebang);
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile);
+  assert.ok(entrypoint, 'an exec-form ENTRYPOINT');
+  assert.deepEqual(JSON.parse(entrypoint[1]!), ['node', ...DAEMON_NODE_FLAGS, '/app/dist/src/cli/main.js']);
+  const r = spawnSync('dist/src/cli/main.js', ['--version'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
 });
 
 test('the HEALTHCHECK command exits 0 on a 200 from /healthz on the configured port, 1 on a 503 or no listener', async (t) => {
@@ -183,6 +201,9 @@ test('ami-guard.service: hardened, CAP_NET_ADMIN only, and systemd-analyze has n
   assert.equal(one('PrivateTmp'), 'yes');
   assert.deepEqual(one('RestrictAddressFamilies')?.split(' ').sort(), ['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX']);
   assert.equal(keys.get('User'), undefined, 'a DynamicUser, not a named one');
+  // store.stateDir's default, kept by systemd for the DynamicUser across restarts
+  assert.equal(`/var/lib/${one('StateDirectory')}`, defaults.store.stateDir);
+  assert.equal(one('StateDirectoryMode'), '0700');
 
   const verify = spawnSync('systemd-analyze', ['verify', 'scripts/ami-guard.service'], { encoding: 'utf8', timeout: 60_000 });
   if ((verify.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {

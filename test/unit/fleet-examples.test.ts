@@ -26,6 +26,7 @@ interface Service {
   command?: string[];
   healthcheck?: { test: string[] };
   depends_on?: unknown;
+  volumes?: string[];
 }
 
 /** the file as docker-compose resolves it (variables interpolated, `$$` still escaped) */
@@ -64,12 +65,16 @@ for (const file of FILES) {
     // the password travels beside the URL, so it needs no URL-escaping and the URL carries none
     assert.match(env.AMI_GUARD_REDIS_URL ?? '', /^redis:\/\/[^@]+$/);
     assert.equal(env.AMI_GUARD_REDIS_PASSWORD, PASSWORD);
+    // the state directory (the identity of the Redis last seen) on a named volume of its own
+    const doc2 = parse(readFileSync(file, 'utf8')) as { volumes?: Record<string, unknown> };
+    const state = (sidecar.volumes ?? []).find((v) => v.split(':')[1] === '/var/lib/ami-guard');
+    assert.ok(state && state.split(':')[0]! in (doc2.volumes ?? {}), 'a named volume on /var/lib/ami-guard');
   });
 }
 
-test('pbx1: the sidecar waits for a healthy Redis; Redis binds loopback and the fleet address, never every interface', () => {
+test('pbx1: the sidecar starts after Redis without waiting for it; Redis binds loopback and the fleet address, never every interface', () => {
   const { redis, 'ami-guard': guard } = resolved(FILES[0]!).services;
-  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_healthy' } });
+  assert.deepEqual(guard!.depends_on, { redis: { condition: 'service_started' } });
   assert.equal(redis!.user, 'redis');
   const command = redis!.command!.join(' ');
   assert.match(command, /--bind 127\.0\.0\.1 127\.0\.0\.2\b/);

@@ -1,0 +1,7 @@
+// The V8 heap limits the daemon runs with: the shebang of main.ts, the Dockerfile's ENTRYPOINT and the benchmarks use
+// these (test/unit/deploy.test.ts checks they agree). Without them V8 grows its heap to a few hundred MB under a
+// flood and keeps it: the throughput bench (1M events, 100k bans) ended at 236 MB RSS, peak 325; with them 119, peak
+// 165, at the same CPU per event. What the daemon holds live is bounded well below 256 MB: at most
+// pipeline.maxPending folded entries waiting for the store (~40 MB at 100k), the ban cache (200k compact entries),
+// what it knows of the kernel sets, the feeds' packed entries.
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-old-space-size=256', '--max-semi-space-size=8'];
