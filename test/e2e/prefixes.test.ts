@@ -147,6 +147,32 @@ test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 an
   assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'subnet' }), 2);
 });
 
+test('a flood over 4,000 /64s of a /48 with escalation on: the /48 falls, and the prefixes still waiting for the store are not banned one by one', async (t) => {
+  const httpPort = await freePort();
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'flood:',
+    config: { policy: { subnet: { maxbans: 3 } }, http: { port: httpPort } },
+  });
+  await played(bed);
+  const url = `http://127.0.0.1:${httpPort}`;
+  const read = async (): Promise<number> => metric(await scrapeMetrics(url), 'ami_guard_security_events_total', { kind: 'ChallengeResponseFailed' }) ?? 0;
+  const before = await read();
+  const prefixes = Array.from({ length: 4_000 }, (_, i) => `2001:db8:f1:${i.toString(16)}::`);
+  // Redis holds the daemon's writes (not its reads) while the flood is read, so the flood waits in the daemon's fold
+  // as it does when the store cannot keep up; well within the daemon's command timeout, and it lifts itself
+  await raw.call('CLIENT', 'PAUSE', '1500', 'WRITE');
+  bed.replay.inject(prefixes.map((p) => guesses(Array.from({ length: 5 }, (_, j) => hostOf(p, j + 1)))).join(''));
+  await waitFor('the flood read by the daemon', async () => ((await read()) >= before + 20_000 ? true : undefined));
+  assert.deepEqual(await drained(bed), ['2001:db8:f1::/48']);
+  const banned = bansLogged(bed);
+  assert.equal(banned.filter((l) => l.reason === 'subnet').length, 1);
+  // only the entries already at the store when the /48 fell: at most 4 calls of 256 (4,000 without the check)
+  const prefixBans = banned.filter((l) => l.reason === 'failures').length;
+  assert.ok(prefixBans >= 3 && prefixBans <= 4 * 256, `${prefixBans} /64s banned one by one`);
+  const samples = await scrapeMetrics(url);
+  assert.ok((metric(samples, 'ami_guard_events_skipped_total', { why: 'already-banned' }) ?? 0) >= 5 * (4_000 - 4 * 256));
+});
+
 test('an ignore-listed phone inside the attacked /64: the prefix is counted per address, the attacker alone is banned', async (t) => {
   const bed = await startBed({
     cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'ign:',
