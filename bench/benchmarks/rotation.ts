@@ -117,7 +117,11 @@ async function runOne(ctx: BenchContext, c: Configuration, stream: { chunks: Buf
       if (++resent % 20 === 0) ami.write(eventsFrom(MARKER, 5));
       return undefined;
     }, 300_000, 250, ctx.signal);
-    await poll('the marker in the kernel set', async () => ((await listSet(ns, 'banned_v4')).includes(MARKER) ? true : undefined), 30_000, 0, ctx.signal);
+    try {
+      await poll('the marker in the kernel set', async () => ((await listSet(ns, 'banned_v4')).includes(MARKER) ? true : undefined), 30_000, 0, ctx.signal);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; the daemon's last output:\n${daemon.tail()}`);
+    }
     const seconds = (now() - started) / 1000;
     clearInterval(sampler);
     const cpu1 = cpuTimes(daemon.pid);
@@ -157,7 +161,9 @@ export const rotation: Benchmark = {
     ctx.log(`building the stream: ${fmtInt(events)} events, each from its own address of 2001:db8:ab::/48`);
     const stream = buildStream(events);
     const runs: RotationRun[] = [];
-    for (const c of CONFIGURATIONS) runs.push(await runOne(ctx, c, stream, events));
+    // AGBENCH_ROTATION=escalation,…: only these configurations (by name)
+    const only = process.env['AGBENCH_ROTATION']?.split(',');
+    for (const c of CONFIGURATIONS) if (!only || only.includes(c.name)) runs.push(await runOne(ctx, c, stream, events));
     const rows: Row[] = runs.map((r) => measured(
       `rotation, ${r.name}: Redis added / daemon RSS end (peak)`,
       `${round(r.redisBytes / 2 ** 20, 1)} MiB in ${fmtInt(r.redisKeys)} keys / ${r.daemonRssMB} MB (${r.daemonPeakRssMB} MB)`,
