@@ -75,7 +75,7 @@ export function prettyStream(colorize: boolean, destination?: NodeJS.WritableStr
 
 // C0 controls, DEL, C1 controls (an 8-bit CSI starts escape sequences on some terminals), line and paragraph
 // separators, and the bidirectional overrides that make a line read differently than it is (Trojan Source)
-// eslint-disable-next-line no-control-regex
+ 
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /** Text from the AMI stream or from Redis, made safe for a terminal: every control character as a \uXXXX escape. */

@@ -14,6 +14,7 @@
 import { readdirSync, copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Redis } from 'ioredis';
 import type { Netns } from '../../test/support/netns.js';
 import { createBenchNetns } from '../lib/netns.js';
 import { SyntheticAmi } from '../lib/ami-server.js';
@@ -427,7 +428,7 @@ export async function listSet(ns: Netns, set: string): Promise<string[]> {
  * MEMORY USAGE of the keys of one banned address and of the shared keys (ban index, fleet stream, …), for the
  * breakdown of used_memory per address.
  */
-async function keyMemory(client: import('ioredis').Redis): Promise<Record<string, number>> {
+async function keyMemory(client: Redis): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const sample = layoutKeys('ami-guard:', '198.18.1.0');
   const usage = async (key: string): Promise<number | null> => (await client.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) as number | null;

@@ -429,7 +429,7 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
 }
 
 function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
+   
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?').slice(0, 200);
 }
 

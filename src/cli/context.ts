@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { loadConfig, ConfigError } from '../config/load.js';
 import type { AppConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { Policy } from '../policy/policy.js';
+import { type Policy } from '../policy/policy.js';
 import { parseTarget, type IpTarget } from '../net/ip.js';
 import { learnHost } from '../policy/never-ban.js';
 import { serviceHosts } from '../config/services.js';

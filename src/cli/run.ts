@@ -108,6 +108,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   const measured = new MeasuredFirewall(nft, metrics);
   const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
   // the daemon exists before the source it reads, so the intake hands batches to it through this late binding
+  // eslint-disable-next-line prefer-const -- bound once the daemon is built, below
   let daemon!: Daemon;
   const intake = new Intake((batch) => daemon.onBatch(batch));
   const invalidSeen = new Map<string, number>();

@@ -9,7 +9,7 @@
 // quote of its last value, after its LocalAddress and RemoteAddress; while the record read so far does not, the next
 // line belongs to it too, whatever it looks like: a record cut off by an injected line break cannot have its rest
 // hidden behind a forged date. Lines that continue a complete record, or none, are reported as a fragment.
-import { RECORD_START, readSecurityRecord } from './security-log.js';
+import { readSecurityRecord } from './security-log.js';
 import type { IntakeBatch } from './intake.js';
 import type { InvalidReason } from './normalise.js';
 import type { Injection, SecurityEvent } from './types.js';

@@ -87,7 +87,7 @@ function hasLineBreak(f: FrameView, i: number): boolean {
 /** Keeps attacker text printable and short: it ends up in logs, Redis values and `ami-guard show`. */
 export function sanitizeText(text: string, max = ACCOUNT_MAX): string {
   if (!text) return '';
-  // eslint-disable-next-line no-control-regex
+   
   const clean = /[\u0000-\u001f\u007f-\u009f]/.test(text) ? text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : text;
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }

@@ -312,11 +312,11 @@ export class NftFirewall implements Firewall {
     for (const { ban, into } of folded) {
       this.log.debug({ address: ban.target.text, into }, 'inside a network of its batch');
     }
-    const failures = (await this.isolate(
-      kept,
+    const failures = (await this.sliced(kept, (slice) => this.isolate(
+      slice,
       (part) => this.script.add(part, this.timeoutUpdate !== true),
       (ban, err) => this.resolveOverlap(ban, err),
-    )).map((f) => ({ item: f.item.target, error: f.error }));
+    ))).map((f) => ({ item: f.item.target, error: f.error }));
     // a folded network is applied exactly when the network standing for it is
     const failed = new Map(failures.map((f) => [f.item.text, f.error]));
     for (const f of folded) {
@@ -339,6 +339,21 @@ export class NftFirewall implements Firewall {
     const failed = new Set(failures.map((f) => f.item.text));
     for (const t of targets) if (!failed.has(t.text)) this.kernel.delete(t);
     return failures;
+  }
+
+  /**
+   * A large batch (a blocklist's pull) in slices of LOAD_SLICE, each its own transaction, sent one behind the other
+   * so the writer child parses one while this thread builds the next; a batch of bans as the daemon makes them is
+   * one slice, one transaction.
+   */
+  private async sliced<T, F>(items: readonly T[], apply: (slice: readonly T[]) => Promise<F[]>): Promise<F[]> {
+    if (items.length <= LOAD_SLICE) return apply(items);
+    const sent: Promise<F[]>[] = [];
+    for (let i = 0; i < items.length; i += LOAD_SLICE) {
+      sent.push(apply(items.slice(i, i + LOAD_SLICE)));
+      await new Promise((r) => setImmediate(r));
+    }
+    return (await Promise.all(sent)).flat();
   }
 
   /**

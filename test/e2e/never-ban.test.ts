@@ -76,3 +76,31 @@ test('the daemon refuses what no ban may cover when it arrives from the store, a
     assert.ok(bed.daemon.logs.some((l) => l.address === a && /ban not applied here/.test(l.msg)), `no refusal logged for ${a}`);
   }
 });
+
+test('a fleet message naming what no ban may cover, or an ignore-listed address, is refused; its good lines apply', async (t) => {
+  const { gateway } = hostFacts();
+  assert.ok(gateway);
+  const ignored = '192.0.2.77';
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'nbf:',
+    config: { policy: { ignoreip: [ignored] } },
+  });
+  await played(bed);
+  // another "node" on the same Redis (a compromised PBX, or anyone holding the password) publishes bans
+  const c = new Redis(redis.url);
+  t.after(() => c.disconnect());
+  const until = Date.now() + 3_600_000;
+  const hostile = [gateway, '169.254.169.254', '0.0.0.0/0', ignored, '::1'];
+  const good = '203.0.113.50';
+  const lines = [...hostile.map((a) => `${a} ${until} failures`), 'garbage line', `${good} ${until} failures`];
+  await c.xadd('nbf:stream', '*', 't', 'bans', 'n', 'intruder', 'o', 'intruder-origin', 'b', lines.join('\n'));
+  await bannedInKernel(bed, good, 20_000);
+  const elements = await bed.elements();
+  for (const a of hostile) {
+    assert.ok(!elements.includes(a), `${a} reached the kernel`);
+  }
+  for (const a of [gateway, '169.254.169.254', ignored]) {
+    assert.ok(bed.daemon.logs.some((l) => l.address === a && /ban not applied here/.test(l.msg)), `no refusal logged for ${a}`);
+  }
+  assert.equal(bed.daemon.child.exitCode, null, 'the daemon is still running');
+});

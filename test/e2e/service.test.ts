@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { startBed, markerEvents, FIXTURES, MARKER, AMI_SECRET } from '../support/bed.js';
+import { startBed, markerEvents, FIXTURES, AMI_SECRET } from '../support/bed.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { waitFor } from '../support/netns.js';
 import { CLI, writeConfig } from '../support/daemon-process.js';

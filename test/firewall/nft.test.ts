@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { parseTarget, type IpTarget } from '../../src/net/ip.js';
 import type { FirewallBan, FirewallElement, ReconcileResult } from '../../src/firewall/firewall.js';
 import { NftFirewall } from '../../src/firewall/nft.js';
-import { NftError, SpawnNftRunner, type NftOutput, type NftRunner } from '../../src/firewall/nft-runner.js';
+import { NftError, type NftOutput, type NftRunner } from '../../src/firewall/nft-runner.js';
 import { NftWriter } from '../../src/firewall/nft-writer.js';
 import { createNetns, waitFor, type Netns } from '../support/netns.js';
 

@@ -58,7 +58,7 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
   const ports: number[] = [];
   const stop = async (): Promise<void> => {
     for (const c of children) c.kill('SIGKILL');
-    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : Promise.resolve())));
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', () => children.forEach((c) => c.kill('SIGKILL')));

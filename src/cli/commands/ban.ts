@@ -24,7 +24,7 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
   if (durationMs === null || durationMs < 1000) {
     throw new CliError(EXIT_USAGE, `invalid --for ${JSON.stringify(opts.for)}: a duration such as 90s, 10m, 1h, 3d (at least 1s)`);
   }
-  // eslint-disable-next-line no-control-regex
+   
   const note = (opts.reason ?? '').replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, NOTE_MAX);
 
   const conn = await connect(cfg, policy);
