@@ -22,6 +22,8 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
       eqeqeq: ['error', 'always', { null: 'ignore' }],
+      // a `let` bound late (a handler installed before the object it calls exists) is not a const in waiting
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       // matching control characters is the point of a reader of hostile text (AMI, feeds, logs)
       'no-control-regex': 'off',
     },

@@ -28,16 +28,35 @@ export function droppedLines(): number {
   return dropped;
 }
 
+/** the children made from each root logger: pino's children keep the level they were born with */
+const families = new WeakMap<Logger, Set<WeakRef<Logger>>>();
+
 export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream, options: LoggerOptions = {}): Logger {
-  return pino(
+  const children = new Set<WeakRef<Logger>>();
+  const root = pino(
     {
       level,
       base: { name: 'ami-guard' },
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      onChild: (child) => {
+        if (children.size >= 256) for (const ref of children) if (!ref.deref()) children.delete(ref);
+        children.add(new WeakRef(child));
+      },
     },
     destination ?? (options.async && !process.stdout.isTTY ? asyncStdout() : stdoutDestination()),
   );
+  families.set(root, children);
+  return root;
+}
+
+/** Sets the level of a logger made by createLogger and of every child made from it (a reload of log.level). */
+export function setLogLevel(root: Logger, level: LevelWithSilent): void {
+  root.level = level;
+  for (const ref of families.get(root) ?? []) {
+    const child = ref.deref();
+    if (child) child.level = level;
+  }
 }
 
 function asyncStdout(): NodeJS.WritableStream {

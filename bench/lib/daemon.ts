@@ -44,9 +44,10 @@ const ADDRESS = /"address":"([^"]+)"/;
 export function startDaemon(o: DaemonOptions): Daemon {
   const dir = mkdtempSync(join(tmpdir(), 'agbench-cfg-'));
   const file = join(dir, 'config.json');
-  // a state directory of its own (never the host's /var/lib/ami-guard), unless the benchmark names one
-  const config = o.config as { store?: { stateDir?: string } };
-  writeFileSync(file, JSON.stringify({ ...config, store: { stateDir: join(dir, 'state'), ...config.store } }, null, 2));
+  // a control socket and a state directory of its own (never the host's /run/ami-guard or /var/lib/ami-guard: two
+  // daemons of a bench (fleet) must not meet there), unless the benchmark names them
+  const config = o.config as { store?: { stateDir?: string }; control?: unknown };
+  writeFileSync(file, JSON.stringify({ control: { socket: join(dir, 'control.sock') }, ...config, store: { stateDir: join(dir, 'state'), ...config.store } }, null, 2));
   // the heap limits the daemon runs with in production (its shebang, the Dockerfile), so RSS is measured as deployed
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },

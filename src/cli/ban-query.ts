@@ -62,10 +62,12 @@ export function banQuery(o: BanQueryOptions, feeds: readonly string[] = []): Ban
   const key = o.sort === undefined ? undefined : oneOf('--sort', [o.sort], SORT_KEYS)!.values().next().value!;
   const base = key ? COMPARE[key] : undefined;
   const compare = base && o.reverse ? (a: ActiveBanEntry, b: ActiveBanEntry) => base(b, a) : base ?? (o.reverse ? reverseLeft : undefined);
+  const filtered = Boolean(reasons || origins || nodes);
   return {
-    filtered: Boolean(reasons || origins || nodes),
+    filtered,
     matches: (e) =>
-      (!reasons || reasons.has(e.record.reason as never)) && (!origins || origins.has(e.feed ? 'feed' : originOf(e.record))) && (!nodes || nodes.has(e.record.node)),
+      // a ban whose record cannot be read now matches no filter (its reason and node are not known)
+      (e.known !== false || !filtered) && (!reasons || reasons.has(e.record.reason as never)) && (!origins || origins.has(e.feed ? 'feed' : originOf(e.record))) && (!nodes || nodes.has(e.record.node)),
     compare,
   };
 }

@@ -1,7 +1,7 @@
 // What every CLI verb needs: the same configuration as the daemon, a Redis connection that fails fast with a
 // clear message, the local nft table if there is one, and addresses validated before anything is written.
 import { pino } from 'pino';
-import { loadConfig, ConfigError } from '../config/load.js';
+import { chooseConfigFile, loadConfig, takeSecretEnv, ConfigError, DEFAULT_CONFIG_FILE, type ConfigFileChoice } from '../config/load.js';
 import type { AppConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { type Policy } from '../policy/policy.js';
@@ -29,14 +29,38 @@ export interface ConfigOption {
   config?: string;
 }
 
-export function loadCliConfig(opts: ConfigOption): AppConfig {
+/** The configuration as read, where it came from, and the environment it was read from (for a reload). */
+export interface LoadedConfig {
+  readonly cfg: AppConfig;
+  readonly choice: ConfigFileChoice;
+  /** the environment as it was, secrets included; process.env no longer holds the secret variables */
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/**
+ * Reads the configuration: --config, else $AMI_GUARD_CONFIG, else /etc/ami-guard/config.json when it exists, with
+ * AMI_GUARD_* variables and secret files over it. The secret variables then leave process.env, so no child process
+ * (nft, ip) inherits them.
+ */
+export function readCliConfig(opts: ConfigOption): LoadedConfig {
   try {
+    const choice = chooseConfigFile(opts.config);
     // stderr, so a verb's answer on stdout (and the daemon's JSON log lines) stay clean
-    return loadConfig({ file: opts.config, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
+    const cfg = loadConfig({ file: choice.file, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
+    return { cfg, choice, env: takeSecretEnv(process.env) };
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(EXIT_USAGE, err.message);
     throw err;
   }
+}
+
+export function loadCliConfig(opts: ConfigOption): AppConfig {
+  return readCliConfig(opts).cfg;
+}
+
+/** Said when a verb finds nothing to ask: no configuration file was read (none given, the default missing). */
+export function noConfigFileHint(choice: ConfigFileChoice): string {
+  return choice.how === 'none' ? `; no configuration file was read (--config not given, ${DEFAULT_CONFIG_FILE} does not exist)` : '';
 }
 
 /** The CLI keeps stdout for its answer; the libraries' own log lines are of no use to someone at a prompt. */

@@ -2,7 +2,8 @@
 // Entry point of the `ami-guard` command. Exit codes: 0 success, 1 runtime failure (Redis unreachable, nft
 // unusable), 2 usage or configuration error (a bad address, an unknown option, an invalid config field).
 import { Command, CommanderError } from 'commander';
-import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, loadCliConfig } from './context.js';
+import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, readCliConfig, type ConfigOption } from './context.js';
+import { DEFAULT_CONFIG_FILE, ConfigError, loadConfig } from '../config/load.js';
 import { version } from './version.js';
 import { runDaemon } from './run.js';
 import { ban } from './commands/ban.js';
@@ -16,7 +17,33 @@ import { ORIGINS, SORT_KEYS, collectList } from './ban-query.js';
 import { LABEL_VALUES } from '../metrics.js';
 
 function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', 'JSON configuration file (AMI_GUARD_* environment variables override it)');
+  return cmd.option('-c, --config <file>', `JSON configuration file (default: $AMI_GUARD_CONFIG, else ${DEFAULT_CONFIG_FILE} if it exists; AMI_GUARD_* variables override it)`);
+}
+
+/**
+ * `run`: the configuration, refused when nothing at all configures AMI (no file read, no AMI_GUARD_AMI_* variable, no
+ * secret): a daemon started so would only retry a login that cannot work. SIGHUP reads the same sources again.
+ */
+function daemon(opts: ConfigOption): Promise<number> {
+  const loaded = readCliConfig(opts);
+  const { cfg, choice, env } = loaded;
+  if (choice.how === 'none' && cfg.ami.secret === '' && !Object.keys(env).some((k) => k.startsWith('AMI_GUARD_AMI_'))) {
+    throw new CliError(
+      EXIT_USAGE,
+      `no configuration: --config not given, ${DEFAULT_CONFIG_FILE} does not exist, and no AMI_GUARD_AMI_* variable or secret file configures AMI; give --config FILE or create ${DEFAULT_CONFIG_FILE}`,
+    );
+  }
+  return runDaemon(cfg, {
+    file: choice.file,
+    load: () => {
+      try {
+        return loadConfig({ file: choice.file, env, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
+      } catch (err) {
+        if (err instanceof ConfigError) throw err;
+        throw new ConfigError((err as Error).message);
+      }
+    },
+  });
 }
 
 /** the filters `list` and `unban --all` share; each takes a comma-separated list and may be repeated */
@@ -35,7 +62,7 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .showHelpAfterError('(ami-guard --help lists the commands)');
 
   withConfig(root.command('run').description('run the daemon: watch AMI security events and ban attackers'))
-    .action((opts) => setResult(runDaemon(loadCliConfig(opts))));
+    .action((opts: ConfigOption) => setResult(daemon(opts)));
 
   withConfig(root.command('ban').description('ban addresses or CIDR networks by hand, on every PBX sharing the Redis'))
     .argument('<address...>', 'IPv4/IPv6 addresses or CIDR networks')

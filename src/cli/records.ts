@@ -6,8 +6,22 @@ import type { FeedEntryRow } from '../feeds/read.js';
 export interface ActiveBanEntry {
   readonly target: IpTarget;
   readonly record: BanRecord;
+  /**
+   * false: a ban the daemon enforces whose record cannot be read now (Redis is down and it was made before); only its
+   * end is true, the rest of `record` is blank
+   */
+  readonly known?: false;
   /** set when the entry comes from a feed (its record is then made up from the feed's: reason = the feed's name) */
   readonly feed?: FeedEntryRow;
+}
+
+/** A ban known only by its end: see ActiveBanEntry.known. */
+export function enforcedOnly(target: IpTarget, until: number): ActiveBanEntry {
+  return {
+    target,
+    known: false,
+    record: { address: target.text, reason: '', kinds: {}, count: 0, firstSeen: 0, lastSeen: 0, bannedAt: 0, until, node: '', previousBans: 0 },
+  };
 }
 
 /**

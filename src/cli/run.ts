@@ -1,6 +1,6 @@
 // `ami-guard run`: builds the daemon from the configuration and keeps it running until SIGTERM/SIGINT.
 import type { AppConfig } from '../config/schema.js';
-import { createLogger, droppedLines, type Logger } from '../log.js';
+import { createLogger, droppedLines, setLogLevel, type Logger } from '../log.js';
 import { Metrics, counterTotal } from '../metrics.js';
 import { Policy } from '../policy/policy.js';
 import { learnHost } from '../policy/never-ban.js';
@@ -23,9 +23,11 @@ import { IdentityFile } from '../store/identity-file.js';
 import { persistEmbeddedStore } from '../store/embedded-state.js';
 import { createBackends, describeRedis, originId, usesRedis, type Backends } from './backends.js';
 import { FleetSync } from '../fleet/sync.js';
-import { NodeStatusReporter } from '../fleet/node-status.js';
+import { NodeStatusReporter, readNodeStatuses } from '../fleet/node-status.js';
 import { version } from './version.js';
 import { formatDuration } from '../config/duration.js';
+import { Reloader } from './reloader.js';
+import { daemonControl } from './run-control.js';
 import { FeedEnforcer } from '../feeds/enforcer.js';
 import { Feeds, apibanKey, feedNames } from '../feeds/feeds.js';
 import { MemoryFeedState, RedisFeedState } from '../feeds/state.js';
@@ -82,7 +84,21 @@ function exitOnEscapedFault(logger: Logger): void {
   process.on('unhandledRejection', die('unhandled promise rejection'));
 }
 
-export async function runDaemon(cfg: AppConfig): Promise<number> {
+/** Where the daemon's configuration comes from, to read it again on SIGHUP. */
+export interface ConfigSource {
+  readonly file: string | undefined;
+  /** reads and validates it again (the same file, the same environment); throws ConfigError */
+  load(): AppConfig;
+}
+
+export async function runDaemon(cfg: AppConfig, from: ConfigSource = { file: undefined, load: () => cfg }): Promise<number> {
+  // SIGHUP reloads (below); until the daemon runs, one is kept for then, and never kills the process
+  let reloader: Reloader | undefined;
+  let hupWaiting = false;
+  process.on('SIGHUP', () => {
+    if (reloader) void reloader.reload();
+    else hupWaiting = true;
+  });
   const logger = createLogger(cfg.log.level, undefined, { async: true });
   exitOnEscapedFault(logger);
   let key: string;
@@ -93,7 +109,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
     return 2;
   }
   const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id }, feeds: feedNames(cfg.blocklists) });
-  const policy = new Policy(cfg.policy);
+  let policy = new Policy(cfg.policy);
   // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
   const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
     logger.warn({ err: (err as Error).message }, 'could not read this host\'s addresses; the last ones known stay protected');
@@ -108,7 +124,6 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   const measured = new MeasuredFirewall(nft, metrics);
   const firewall = new RetryingFirewall(measured, { logger, onRetry: () => metrics.nftRetries.inc() });
   // the daemon exists before the source it reads, so the intake hands batches to it through this late binding
-  // eslint-disable-next-line prefer-const -- bound once the daemon is built, below
   let daemon!: Daemon;
   const intake = new Intake((batch) => daemon.onBatch(batch));
   const invalidSeen = new Map<string, number>();
@@ -220,9 +235,12 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   });
   if (store instanceof FallbackStore) {
     store.on('recovered', (r) => {
-      // the fleet learns of the outage's bans now; the reconciliation also brings in what the others banned meanwhile
+      // the fleet learns of the outage's bans and unbans now; the reconciliation also brings in what the others did meanwhile
       for (const ban of r.written) {
         fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
+      }
+      for (const t of r.unbanned) {
+        fleet.publishUnban(t.text).catch((err: unknown) => logger.warn({ address: t.text, err: (err as Error).message }, 'unban not published to the fleet'));
       }
       daemon.reconcile('redis reachable again').catch((err: unknown) => {
         logger.warn({ err: (err as Error).message }, 'reconciliation after the Redis outage failed; the next periodic one retries');
@@ -262,6 +280,47 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       })
     : undefined;
 
+  reloader = new Reloader({
+    running: cfg,
+    file: from.file,
+    load: () => from.load(),
+    logger,
+    apply: async (next, applied) => {
+      if (applied.some((f) => f.startsWith('policy.'))) {
+        const fresh = new Policy(next.policy);
+        // a policy that does not know this host yet would let a ban cut it off: no host facts, no reload
+        await learnHost(fresh.neverBan, serviceHosts(next));
+        store.setPolicy(fresh.params);
+        daemon.setPolicy(fresh, { injectionBantimeMs: next.policy.injection.bantime });
+        feeds?.setPolicy(fresh);
+        policy = fresh;
+      }
+      if (applied.includes('log.level')) setLogLevel(logger, next.log.level);
+    },
+  });
+  const control = cfg.control.socket
+    ? daemonControl(cfg.control.socket, {
+        daemon, store, logger, metrics,
+        ...(store instanceof FallbackStore ? { fallback: store } : {}),
+        commit: () => firewall.commit(),
+        fleet,
+        ...(edges.notifier ? { notifier: edges.notifier } : {}),
+        settings: () => ({ policy, bantimeMs: reloader!.config.policy.bantime }),
+        ...(backends.redis ? { storeUrl: describeRedis(cfg), nodes: (skipped) => readNodeStatuses(backends.redis!, cfg.redis.keyPrefix, Date.now(), skipped) } : {}),
+        about: async () => {
+          const counts = metrics.countActiveBans?.() ?? { ipv4: 0, ipv6: 0 };
+          return {
+            daemon: {
+              node: cfg.node.id, pid: process.pid, version: version(), startedAt, configFile: from.file ?? null,
+              ami: { connected: source.stats.connected, reconnects: source.stats.reconnects },
+              firewall: { table: `inet ${cfg.nft.table}`, present: edges.firewallPresent(), elements: { v4: counts.ipv4, v6: counts.ipv6 } },
+              reload: reloader!.state,
+            },
+          };
+        },
+      })
+    : undefined;
+
   logger.info(
     {
       node: cfg.node.id,
@@ -278,19 +337,23 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
   );
   try {
     await edges.listen();
+    await control?.listen();
     await feeds?.load();
     await daemon.start();
     feeds?.start();
     edges.startChecks();
     watchdog?.start();
     status?.start();
+    control?.ready();
   } catch (err) {
     logger.error({ err: (err as Error).message }, 'ami-guard could not start');
     await edges.closeListener();
+    await control?.close();
     await store.close().catch(() => undefined);
     await stateWriter?.close();
     return 1;
   }
+  if (hupWaiting) void reloader.reload();
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -304,7 +367,7 @@ export async function runDaemon(cfg: AppConfig): Promise<number> {
       }, SHUTDOWN_DEADLINE_MS);
       deadline.unref();
       clearInterval(hostTimer);
-      edges.closeListener()
+      Promise.all([edges.closeListener(), control?.close()])
         .then(() => watchdog?.stop())
         .then(() => (status ? status.stop() : undefined))
         .then(() => feeds?.stop())

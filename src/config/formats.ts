@@ -153,6 +153,15 @@ export function registerFormats(): void {
     },
   });
   convict.addFormat({
+    name: 'socket-path',
+    validate: (v: unknown) => {
+      // sun_path holds 108 bytes with its terminating NUL
+      if (typeof v !== 'string' || (v !== '' && (!v.startsWith('/') || Buffer.byteLength(v) > 107 || v.includes('\u0000')))) {
+        throw new Error('must be empty or an absolute path of at most 107 bytes, e.g. /run/ami-guard/control.sock');
+      }
+    },
+  });
+  convict.addFormat({
     name: 'ip-address',
     validate: (v: unknown) => {
       if (typeof v !== 'string' || isIP(v) === 0) throw new Error('must be an IPv4 or IPv6 address, e.g. 127.0.0.1 or ::1');

@@ -1,11 +1,21 @@
 import convict from 'convict';
-import { readFileSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { schema, type AppConfig } from './schema.js';
 import { registerFormats } from './formats.js';
 import { didYouMean } from './nearest.js';
 
 export const ENV_PREFIX = 'AMI_GUARD_';
+
+/** The configuration file read when --config is not given and $AMI_GUARD_CONFIG names none, if it exists. */
+export const DEFAULT_CONFIG_FILE = '/etc/ami-guard/config.json';
+/** Names the configuration file when --config is not given (containers, tests); the default otherwise. */
+export const CONFIG_FILE_ENV = `${ENV_PREFIX}CONFIG`;
+/** Where Docker (and compose) mount secrets, one file per secret. */
+export const DOCKER_SECRETS_DIR = '/run/secrets';
+/** `AMI_GUARD_<PATH>_FILE` names a file holding the value of a secret field. */
+const FILE_SUFFIX = '_FILE';
+const SECRET_MAX_BYTES = 64 * 1024;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -38,6 +48,25 @@ export function envVars(node: SchemaNode = schema as unknown as SchemaNode, path
   return out;
 }
 
+/** The secret fields (the schema marks them `sensitive`) with their variables: the AMI secret, the Redis URL and password, the webhook URL. */
+export function secretFields(node: SchemaNode = schema as unknown as SchemaNode, path: string[] = []): Array<{ path: string; env: string }> {
+  if (isLeaf(node)) return node.sensitive === true ? [{ path: path.join('.'), env: ENV_PREFIX + path.join('_').toUpperCase() }] : [];
+  return Object.entries(node).flatMap(([k, v]) => secretFields(v as SchemaNode, [...path, k]));
+}
+
+/** How the configuration file was chosen: by --config, by $AMI_GUARD_CONFIG, the default that exists, or none. */
+export interface ConfigFileChoice {
+  readonly file: string | undefined;
+  readonly how: 'option' | 'environment' | 'default' | 'none';
+}
+
+export function chooseConfigFile(given: string | undefined, env: NodeJS.ProcessEnv = process.env, defaultFile = DEFAULT_CONFIG_FILE): ConfigFileChoice {
+  if (given !== undefined) return { file: given, how: 'option' };
+  const named = env[CONFIG_FILE_ENV];
+  if (named) return { file: named, how: 'environment' };
+  return existsSync(defaultFile) ? { file: defaultFile, how: 'default' } : { file: undefined, how: 'none' };
+}
+
 let formatsRegistered = false;
 
 export interface LoadOptions {
@@ -45,6 +74,8 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** told about AMI_GUARD_* variables the schema does not know (they are ignored, not fatal) */
   warn?: (message: string) => void;
+  /** where Docker secrets are looked for (default /run/secrets); '' looks nowhere */
+  secretsDir?: string;
 }
 
 /**
@@ -57,8 +88,9 @@ export function loadConfig(opts: LoadOptions = {}): AppConfig {
     registerFormats();
     formatsRegistered = true;
   }
-  const env = opts.env ?? process.env;
-  warnUnknownEnv(env, opts.warn);
+  const given = opts.env ?? process.env;
+  warnUnknownEnv(given, opts.warn);
+  const env = withSecretFiles(given, opts.secretsDir ?? DOCKER_SECRETS_DIR);
   const conf = convict(withEnv(schema as unknown as SchemaNode) as never, { env, args: [] });
   const where = opts.file ? ` (${opts.file})` : '';
   if (opts.file) {
@@ -115,9 +147,14 @@ function unknownFields(content: unknown, node: SchemaNode = schema as unknown as
 function warnUnknownEnv(env: NodeJS.ProcessEnv, warn: ((message: string) => void) | undefined): void {
   if (!warn) return;
   const known = envVars();
+  const fileVars = secretFields().map((f) => f.env + FILE_SUFFIX);
   for (const name of Object.keys(env)) {
-    if (!name.startsWith(ENV_PREFIX) || known.has(name)) continue;
-    warn(`${name} is not a configuration variable and is ignored${didYouMean(name, known.keys())}`);
+    if (!name.startsWith(ENV_PREFIX) || known.has(name) || fileVars.includes(name) || name === CONFIG_FILE_ENV) continue;
+    if (name.endsWith(FILE_SUFFIX) && known.has(name.slice(0, -FILE_SUFFIX.length))) {
+      warn(`${name} is ignored: only secrets can be read from files (${fileVars.join(', ')})`);
+      continue;
+    }
+    warn(`${name} is not a configuration variable and is ignored${didYouMean(name, [...known.keys(), ...fileVars])}`);
   }
 }
 
@@ -141,6 +178,65 @@ function checkPrefixes(cfg: AppConfig, where: string): void {
   if (p.subnet.ipv4 >= 32) fail('policy.subnet.ipv4 must be shorter than /32: a subnet of one address escalates nothing');
   if (p.subnet.ipv6 >= p.ipv6prefix) fail(`policy.subnet.ipv6 /${p.subnet.ipv6} must be shorter than policy.ipv6prefix /${p.ipv6prefix}: IPv6 is counted per /${p.ipv6prefix}`);
   if (p.subnet.bantime < 1000) fail('policy.subnet.bantime must be at least 1s');
+}
+
+/**
+ * The environment with each secret field filled from a file, where one is given, so no secret needs to sit in an
+ * environment variable (which every child process inherits) or in the configuration file. In order: the variable
+ * itself (AMI_GUARD_AMI_SECRET), a file it names (AMI_GUARD_AMI_SECRET_FILE; both at once is refused), a systemd
+ * credential ($CREDENTIALS_DIRECTORY/ami.secret, from LoadCredential=), a Docker secret (/run/secrets/ami.secret).
+ * Each file is read once, here; a trailing newline is dropped; nothing of its content reaches a message.
+ */
+function withSecretFiles(env: NodeJS.ProcessEnv, secretsDir: string): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { ...env };
+  for (const { path, env: name } of secretFields()) {
+    const fileVar = name + FILE_SUFFIX;
+    const named = env[fileVar];
+    if (named) {
+      if (env[name]) throw new ConfigError(`${name} and ${fileVar} are both set: give the secret one way`);
+      out[name] = readSecret(named, `${fileVar} names ${named}`);
+      continue;
+    }
+    if (env[name]) continue;
+    for (const [dir, what] of [[env.CREDENTIALS_DIRECTORY, 'the systemd credential'], [secretsDir, 'the secret']] as const) {
+      if (!dir) continue;
+      const file = join(dir, path);
+      if (existsSync(file)) {
+        out[name] = readSecret(file, `${what} ${file}`);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+function readSecret(file: string, what: string): string {
+  let text: string;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) throw new ConfigError(`${what}, which is not a regular file`);
+    if (st.size > SECRET_MAX_BYTES) throw new ConfigError(`${what}, which is larger than a secret can be (${SECRET_MAX_BYTES} bytes)`);
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ConfigError(`${what}, which does not exist`);
+    if (code === 'EACCES') throw new ConfigError(`${what}, which this user cannot read (permission denied)`);
+    throw new ConfigError(`${what}, which cannot be read: ${code ?? 'error'}`);
+  }
+  const value = text.replace(/(\r?\n)+$/, '');
+  if (value === '') throw new ConfigError(`${what}, which is empty`);
+  return value;
+}
+
+/**
+ * Removes the secret variables (AMI_GUARD_AMI_SECRET, …) from `env` once the configuration is read, so no child
+ * process (nft, ip) inherits them. Returns what was there, for a reload to read the same values again.
+ */
+export function takeSecretEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const snapshot: NodeJS.ProcessEnv = { ...env };
+  for (const { env: name } of secretFields()) delete env[name];
+  return snapshot;
 }
 
 /** `redis.username` / `redis.password` may complete `redis.url`, but a credential given twice is a mistake. */

@@ -198,6 +198,13 @@ export const schema = {
       default: 100000,
     },
   },
+  control: {
+    socket: {
+      doc: 'Unix socket through which the CLI on this host asks the running daemon (list, show, status, ban, unban), so they work with the embedded store and while Redis is down; mode 0600, so only root and the daemon\'s own user can use it. Empty turns it off.',
+      format: 'socket-path',
+      default: '/run/ami-guard/control.sock',
+    },
+  },
   blocklists: {
     apiban: {
       url: { doc: 'The APIBAN API (v2) base URL; `get` is appended.', format: 'http-url', default: 'https://apiban.org/api/' },
@@ -305,6 +312,7 @@ export interface AppConfig {
   };
   nft: { table: string; path: string; netns: string; checkInterval: number; writer: 'persistent' | 'spawn' };
   pipeline: { maxPending: number };
+  control: { socket: string };
   blocklists: {
     apiban: { url: string; key: string; keyFile: string; interval: number; bantime: number };
     lists: BlocklistConfig[];

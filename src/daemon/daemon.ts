@@ -119,6 +119,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private intakeStarted = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
+  /** replaced whole by setPolicy (a reload); events decided before keep the decision they got */
+  private policy: Policy;
+  private injectionBantimeMs: number;
   private reconciling: Promise<void> | undefined;
   /** the store's identity as last seen, when there is no IdentityMemory */
   private seenIdentity: string | undefined;
@@ -135,6 +138,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   constructor(private readonly o: DaemonOptions) {
     super();
     this.now = o.now ?? Date.now;
+    this.policy = o.policy;
+    this.injectionBantimeMs = o.injectionBantimeMs;
     this.decider = new StreamDecider(o.policy);
     this.fold = new ActivityFold((t) => this.o.policy.subnetOf(t));
     this.onBatch = this.onBatch.bind(this);
@@ -212,6 +217,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     const r = await this.o.firewall.reconcile(bans);
+    // what the kernel no longer holds is no longer banned here either: a stale entry would skip the address's events
+    // as already banned, and the control socket would report it enforced
+    for (const t of r.removedTargets) this.cache.delete(t);
     this.o.logger.info({ why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started }, 'reconciled firewall with store');
     if (r.removedTargets.length > 0) {
       // an operator must be able to tell who was let go, and why: a lift nobody asked for is the worst failure here
@@ -500,7 +508,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     const target = inj.source;
-    const refusal = this.o.policy.refusal(target);
+    const refusal = this.policy.refusal(target);
     if (refusal) {
       this.o.logger.warn(fields, `AMI injection from ${target.text}, not banned: ${refusal}`);
       return;
@@ -512,7 +520,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.o.logger.warn(fields, `AMI injection from ${target.text}: banning it`);
     const now = this.now();
     this.injectionBans.add(target.text);
-    this.o.store.ban({ target, reason: 'injection', durationMs: this.o.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
+    this.o.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
       .then((ban) => {
         this.announce(ban, now);
         this.emit('ban', ban);
@@ -540,9 +548,30 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     void this.removeFromFirewall([target]);
   }
 
+  /**
+   * A reloaded configuration (SIGHUP): the next event is decided by `policy`. Nothing in flight is lost: events already
+   * folded keep their decision, the store keeps its counts, and bans already enforced stay (one the new ignore list
+   * covers is left out by the next reconciliation, or lifted at once by an unban).
+   */
+  setPolicy(policy: Policy, o: { readonly injectionBantimeMs: number }): void {
+    this.policy = policy;
+    this.decider.policy = policy;
+    this.injectionBantimeMs = o.injectionBantimeMs;
+  }
+
+  /** What this node enforces that covers `target` (its own ban, banned networks containing it), for the control socket. */
+  enforcing(target: IpTarget): Array<{ readonly target: IpTarget; readonly until: number }> {
+    return this.cache.covering(target, this.now());
+  }
+
+  /** Every ban this node enforces, oldest first: what the control socket lists when the store cannot be read. */
+  enforced(): IterableIterator<[target: IpTarget, until: number]> {
+    return this.cache.active(this.now());
+  }
+
   /** This node's ignore list holds for every ban, whoever made it; and no ban may cut the host off from itself. */
   private mayBlock(target: IpTarget): boolean {
-    const refusal = this.o.policy.refusal(target);
+    const refusal = this.policy.refusal(target);
     if (refusal) {
       this.o.metrics.skipped.inc({ why: 'ignored' });
       this.o.logger.warn({ address: target.text }, `ban not applied here: ${refusal}`);

@@ -122,6 +122,11 @@ export class Feeds {
     await Promise.all(this.runners.map((r) => r.stop()));
   }
 
+  /** A reloaded policy (SIGHUP) for every feed's view from the next rebuild on. */
+  setPolicy(policy: Policy): void {
+    for (const r of this.runners) r.setPolicy(policy);
+  }
+
   /** every feed's view built again from what was pulled (the enforcer calls this as a reconciliation starts) */
   rebuild(): void {
     for (const r of this.runners) r.rebuild();

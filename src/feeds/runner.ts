@@ -59,9 +59,18 @@ export class FeedRunner {
   /** state reads that fail are logged once until one succeeds */
   private stateFailing = false;
 
+  /** this node's policy (ignoreip, never-ban): replaced on a reload (SIGHUP) */
+  private policy: Policy;
+
   constructor(private readonly o: FeedRunnerOptions) {
     this.log = o.logger.child({ component: 'feeds', feed: o.source.name });
     this.now = o.now ?? Date.now;
+    this.policy = o.policy;
+  }
+
+  /** A reloaded policy: the view is built with it from the next rebuild (the next reconciliation) or pull on. */
+  setPolicy(policy: Policy): void {
+    this.policy = policy;
   }
 
   get name(): string {
@@ -253,7 +262,7 @@ export class FeedRunner {
   }
 
   private view(raw: FeedEntries): { view: { entries: FeedEntries; untilOf: (seen: number, now: number) => number }; stats: ViewStats } {
-    const { entries, stats } = enforcedView(raw, this.o.policy);
+    const { entries, stats } = enforcedView(raw, this.policy);
     if (stats.refused > 0 || stats.split > 0) {
       this.log.debug({ refused: stats.refused, split: stats.split }, 'feed entries refused or split around protected addresses');
     }

@@ -79,6 +79,11 @@ export class FleetSync extends EventEmitter<FleetSyncEvents> implements FleetLin
     return this.pending.done;
   }
 
+  /** Tells the fleet about an unban this node has already applied (an operator's, through the control socket). */
+  async publishUnban(address: string): Promise<void> {
+    await this.o.channel.publish({ type: 'unban', address, until: 0, reason: 'manual', node: this.o.nodeId, origin: this.o.origin });
+  }
+
   private apply(m: ReceivedBanMessage): void {
     if (m.origin === this.o.origin || !this.target) return;
     // the channel reader checked the address and parsed it once

@@ -43,7 +43,8 @@ export class SameRequestFilter {
 export class StreamDecider {
   private readonly repeats = new SameRequestFilter();
 
-  constructor(readonly policy: Policy) {}
+  /** replaced on a reload; the same-request filter's memory stays */
+  constructor(public policy: Policy) {}
 
   decide(event: SecurityEvent): EventDecision {
     const d = this.policy.decide(event);

@@ -19,7 +19,7 @@ import { challengeActivity, checkBatch, failureActivity, successActivity } from 
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
   ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
+  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
 } from './store.js';
 
 export interface FallbackStoreOptions {
@@ -46,6 +46,8 @@ export interface FallbackStoreOptions {
 export interface Recovery {
   /** bans decided locally and now in Redis: the owner announces them to the fleet */
   readonly written: readonly BanRecord[];
+  /** bans lifted by an operator during the outage and now lifted in Redis too: the owner tells the fleet */
+  readonly unbanned: readonly IpTarget[];
   /** bans Redis already held as long (another node banned the address meanwhile) */
   readonly covered: number;
   readonly expired: number;
@@ -91,6 +93,9 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   private readonly decidedHere = new WeakSet<BanRecord>();
   /** written back but not yet announced: a write-back cut short by another outage announces them when it completes */
   private writtenBack: BanRecord[] = [];
+  /** targets an operator unbanned during an outage, oldest first, not yet unbanned in Redis */
+  private readonly pendingUnbans = new Map<string, IpTarget>();
+  private unbannedBack: IpTarget[] = [];
 
   constructor(private readonly o: FallbackStoreOptions) {
     super();
@@ -103,6 +108,22 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   /** for /healthz */
   get state(): FallbackState {
     return { active: this.outageSince !== undefined, since: this.outageSince ?? null, pendingWriteback: this.writeback.length };
+  }
+
+  /** A reloaded policy, for Redis and for the local store alike (they decide the same way). */
+  setPolicy(params: PolicyParams): void {
+    this.o.primary.setPolicy(params);
+    this.o.local.setPolicy(params);
+  }
+
+  /** whether Redis serves now; false during an outage, and as soon as its connection is known lost */
+  reachable(): boolean {
+    return this.outageSince === undefined && this.o.primaryReady();
+  }
+
+  /** the local store: what the control socket reads while Redis cannot be (bans decided meanwhile, trust) */
+  get local(): Store {
+    return this.o.local;
   }
 
   /**
@@ -266,6 +287,19 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     const writtenBefore = written.length;
     let covered = 0;
     let expired = 0;
+    // an operator's unbans first: a ban decided after one of them is written back after it
+    const unbanned = this.unbannedBack;
+    for (const [text, target] of this.pendingUnbans) {
+      try {
+        await this.o.primary.unban(target);
+      } catch (err) {
+        this.enterFallback(err);
+        this.log.warn({ unbanned: unbanned.length, left: this.pendingUnbans.size }, 'redis lost again while lifting the outage\'s unbans');
+        return;
+      }
+      this.pendingUnbans.delete(text);
+      unbanned.push(target);
+    }
     while (this.writeback.length > 0) {
       const batch = this.writeback.slice(0, WRITEBACK_BATCH);
       const now = this.now();
@@ -292,27 +326,67 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     m.inc({ result: 'expired' }, expired);
     if (this.outageSince !== undefined) return;
     this.writtenBack = [];
+    this.unbannedBack = [];
     this.log.info(
-      { outageMs, written: written.length, covered, expired },
+      { outageMs, written: written.length, unbanned: unbanned.length, covered, expired },
       'redis reachable again: bans decided meanwhile written back',
     );
-    this.emit('recovered', { written, covered, expired, outageMs });
+    this.emit('recovered', { written, unbanned, covered, expired, outageMs });
   }
 
-  // The rest serves the CLI-like reads and writes, which only mean something against Redis.
+  /**
+   * An operator's ban (through the daemon's control socket): in Redis, or during an outage in the local store, kept
+   * for write-back like the daemon's own bans, so a ban made while Redis is away still holds and reaches Redis later.
+   */
+  async ban(input: ManualBanInput): Promise<BanRecord> {
+    if (this.serving()) {
+      try {
+        return await this.o.primary.ban(input);
+      } catch (err) {
+        if (!isUnavailable(err)) throw err;
+        this.enterFallback(err);
+      }
+    }
+    const ban = await this.o.local.ban(input);
+    this.pendingUnbans.delete(input.target.text);
+    this.keepForWriteback(ban);
+    return ban;
+  }
+
+  /**
+   * An operator's unban. The local store forgets the ban too (one decided in an earlier outage would otherwise come
+   * back in the next). During an outage the unban waits for Redis, which still holds the ban and would put it back
+   * at the next reconciliation; whether a ban existed is then what this node knew of.
+   */
+  async unban(target: IpTarget, now?: number): Promise<boolean> {
+    const local = await this.o.local.unban(target, now);
+    if (this.serving()) {
+      try {
+        return (await this.o.primary.unban(target, now)) || local;
+      } catch (err) {
+        if (!isUnavailable(err)) throw err;
+        this.enterFallback(err);
+      }
+    }
+    const before = this.writeback.length;
+    for (let i = this.writeback.length - 1; i >= 0; i--) if (this.writeback[i]!.address === target.text) this.writeback.splice(i, 1);
+    this.pendingUnbans.delete(target.text);
+    this.pendingUnbans.set(target.text, target);
+    if (this.pendingUnbans.size > this.o.maxWriteback) {
+      this.pendingUnbans.delete(this.pendingUnbans.keys().next().value!);
+      this.o.metrics.storeWriteback.inc({ result: 'dropped' });
+    }
+    return local || this.writeback.length < before;
+  }
+
+  // The reads serve the CLI-like questions, which only mean something against Redis (see `local` for an outage).
   trustedUntil(target: IpTarget, now: number): Promise<number | null> {
     return this.o.primary.trustedUntil(target, now);
   }
 
-  ban(input: ManualBanInput): Promise<BanRecord> {
-    return this.o.primary.ban(input);
-  }
-
-  unban(target: IpTarget, now?: number): Promise<boolean> {
-    return this.o.primary.unban(target, now);
-  }
-
   getBan(target: IpTarget, now: number): Promise<BanRecord | null> {
+    // an unban made during the outage and not yet in Redis: Redis's record is no longer the truth
+    if (this.pendingUnbans.has(target.text)) return Promise.resolve(null);
     return this.o.primary.getBan(target, now);
   }
 
@@ -324,9 +398,15 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     return this.o.primary.recentFailures(target);
   }
 
+  /**
+   * Redis's active bans, less the unbans made during an outage that have not reached Redis yet: a reconciliation as
+   * Redis comes back (the fleet channel's resync can run before the write-back) must not put them back.
+   */
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
     try {
-      yield* this.o.primary.activeBans(now);
+      for await (const page of this.o.primary.activeBans(now)) {
+        yield this.pendingUnbans.size === 0 ? page : page.filter((b) => !this.pendingUnbans.has(b.address));
+      }
     } catch (err) {
       this.fail(err);
     }
@@ -369,10 +449,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.probeTimer);
-    if (this.writeback.length > 0) {
+    if (this.writeback.length > 0 || this.pendingUnbans.size > 0) {
       this.log.warn(
-        { bans: this.writeback.length },
-        'stopping during a Redis outage: bans decided meanwhile stay in the kernel with their timeouts but are not written to Redis',
+        { bans: this.writeback.length, unbans: this.pendingUnbans.size },
+        'stopping during a Redis outage: bans decided meanwhile stay in the kernel with their timeouts but are not written to Redis, nor the unbans made meanwhile',
       );
     }
     await Promise.all([this.o.primary.close().catch(() => undefined), this.o.local.close()]);

@@ -119,9 +119,9 @@ class ExpiringTable<T> {
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
   private readonly nodeId: string;
-  private readonly policy: PolicyParams;
-  private readonly cap: number;
-  private readonly windowTtl: number;
+  private policy: PolicyParams;
+  private cap: number;
+  private windowTtl: number;
   private readonly windows: ExpiringTable<Counting>;
   private readonly bans: ExpiringTable<Ban>;
   /** newest first, at most HISTORY_CAP */
@@ -151,6 +151,14 @@ export class MemoryStore implements Store {
     this.subnetBans = new ExpiringTable(cap, this.clock);
     this.sweeper = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
+  }
+
+  /** A reloaded policy (SIGHUP): the next decision uses it; windows, bans, history and trust stay as they are. */
+  setPolicy(params: PolicyParams): void {
+    const policy = checkPolicy(params);
+    this.cap = Math.max(policy.maxretry, policy.trust.maxretry);
+    this.windowTtl = Math.max(policy.findtimeMs, policy.scanner.findtimeMs);
+    this.policy = policy;
   }
 
   /** Called after every change a state file must keep (a ban, an unban, a trust): one listener. */

@@ -78,27 +78,40 @@ export class RedisStore implements Store {
   readonly kind = 'redis' as const;
   private readonly client: Redis | Cluster;
   private readonly keys: KeySpace;
-  private readonly scripts: StoreScripts;
+  private scripts: StoreScripts;
   private readonly nodeId: string;
-  private readonly policy: PolicyParams;
-  private readonly rule: ActivityRule;
+  private readonly prefix: string;
+  private policy: PolicyParams;
+  private rule: ActivityRule;
   private readonly log: Logger | undefined;
 
   constructor(opts: RedisStoreOptions) {
     this.client = opts.client;
     this.keys = new KeySpace(opts.keyPrefix);
     this.nodeId = opts.nodeId;
+    this.prefix = opts.keyPrefix;
     this.policy = checkPolicy(opts.policy);
     this.log = opts.logger;
-    const p = this.policy;
-    this.rule = {
-      // a window lives in the epoch it was written in and the next one: an epoch at least as long as both windows
-      windowEpochMs: Math.max(p.findtimeMs, p.scanner.findtimeMs),
-      maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry, offenderMaxretry: p.offenderMaxretry,
-      scannerMaxretry: p.scanner.maxretry, scannerFindtimeMs: p.scanner.findtimeMs, trustTtlMs: p.trust.ttlMs,
-      ban: banRule(p, this.nodeId), subnetMaxbans: p.subnet.maxbans, subnetBantimeMs: p.subnet.bantimeMs,
-    };
+    // a window lives in the epoch it was written in and the next one: an epoch at least as long as both windows
+    this.rule = activityRule(this.policy, this.nodeId, Math.max(this.policy.findtimeMs, this.policy.scanner.findtimeMs));
     this.scripts = storeScripts(opts.client, opts.keyPrefix, this.rule);
+  }
+
+  /**
+   * A reloaded policy (SIGHUP): the next script call carries it; what Redis holds stays. The window epoch (where the
+   * failure windows live) stays as long as the new windows fit in it, so the counts in flight are kept; a longer
+   * findtime needs a longer epoch, and the windows counted so far then start again (logged).
+   */
+  setPolicy(params: PolicyParams): void {
+    const policy = checkPolicy(params);
+    const needed = Math.max(policy.findtimeMs, policy.scanner.findtimeMs);
+    const epoch = Math.max(needed, this.rule.windowEpochMs);
+    if (needed > this.rule.windowEpochMs) {
+      this.log?.warn({ findtime: needed, before: this.rule.windowEpochMs }, 'a longer findtime needs a new window layout: failures counted so far start again');
+    }
+    this.rule = activityRule(policy, this.nodeId, epoch);
+    this.scripts = storeScripts(this.client, this.prefix, this.rule);
+    this.policy = policy;
   }
 
   async recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]> {
@@ -628,4 +641,13 @@ export function checkManualBan(input: ManualBanInput): void {
   if (!Number.isSafeInteger(input.durationMs) || input.durationMs < 1) {
     throw new RangeError(`invalid ban duration ${input.durationMs}`);
   }
+}
+
+function activityRule(p: PolicyParams, nodeId: string, windowEpochMs: number): ActivityRule {
+  return {
+    windowEpochMs,
+    maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry, offenderMaxretry: p.offenderMaxretry,
+    scannerMaxretry: p.scanner.maxretry, scannerFindtimeMs: p.scanner.findtimeMs, trustTtlMs: p.trust.ttlMs,
+    ban: banRule(p, nodeId), subnetMaxbans: p.subnet.maxbans, subnetBantimeMs: p.subnet.bantimeMs,
+  };
 }

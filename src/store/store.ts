@@ -245,6 +245,8 @@ export interface Store {
   recentFailures(target: IpTarget): Promise<RecentFailure[]>;
   /** active bans (until > now), a page at a time, so 100k bans never sit in one reply */
   activeBans(now: number): AsyncIterable<ActiveBan[]>;
+  /** a reloaded policy (SIGHUP) for the decisions to come; nothing stored changes */
+  setPolicy(params: PolicyParams): void;
   /** one round trip to the store; resolves with its time in ms (health check and latency metric) */
   ping(): Promise<number>;
   close(): Promise<void>;

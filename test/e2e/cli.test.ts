@@ -1,6 +1,10 @@
 // The operator's verbs against what the real daemon did: real Redis, real nft in a namespace, real replay server.
+// `run` asks the daemon through its control socket, as on the PBX itself; `direct` reads the same configuration
+// without a daemon to ask (control.socket empty), as on an admin host of the fleet: it goes to Redis, and the daemon
+// is then another PBX that hears of it on the fleet channel.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startBed, markerEvents, MARKER, type Bed } from '../support/bed.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { waitFor } from '../support/netns.js';
@@ -15,12 +19,14 @@ import { encodeText } from '../../src/store/codec.js';
 
 let redis: RedisServer;
 let bed: Bed;
+let directConfig: string;
 const cleanups: Array<() => Promise<void>> = [];
 
 before(async () => {
   redis = await startRedisServer();
   bed = await startBed({ cleanup: (fn) => cleanups.push(fn), recording: 'register-bruteforce', redisUrl: redis.url, keyPrefix: 'cli:' });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
+  directConfig = writeConfig({ ...(JSON.parse(readFileSync(bed.configFile, 'utf8')) as object), control: { socket: '' } });
 });
 after(async () => {
   for (const fn of cleanups.reverse()) await fn();
@@ -28,28 +34,31 @@ after(async () => {
 });
 
 const run = (...args: string[]) => cli([...args, '--config', bed.configFile]);
+const direct = (...args: string[]) => cli([...args, '--config', directConfig]);
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-test('list shows what the daemon banned, as JSON and as an 80-column table', async () => {
-  const json = await run('list', '--json');
-  assert.equal(json.code, 0, json.stderr);
-  const rows = JSON.parse(json.stdout) as Array<Record<string, unknown>>;
-  const row = rows.find((r) => r.address === '198.18.0.11');
-  assert.ok(row, json.stdout);
-  assert.equal(row.reason, 'failures');
-  assert.equal(row.node, 'test-node');
-  assert.equal(row.count, 5);
-  assert.equal(row.origin, 'daemon');
-  assert.deepEqual(row.kinds, { ChallengeResponseFailed: 5 });
-  assert.ok((row.remainingSeconds as number) > 3500 && (row.remainingSeconds as number) < 3600, 'rounded down');
-  for (const k of ['bannedAt', 'until', 'firstSeen', 'lastSeen']) assert.match(String(row[k]), ISO, k);
+test('list shows what the daemon banned, as JSON and as an 80-column table, through the daemon and from Redis', async () => {
+  for (const ask of [run, direct]) {
+    const json = await ask('list', '--json');
+    assert.equal(json.code, 0, json.stderr);
+    const rows = JSON.parse(json.stdout) as Array<Record<string, unknown>>;
+    const row = rows.find((r) => r.address === '198.18.0.11');
+    assert.ok(row, json.stdout);
+    assert.equal(row.reason, 'failures');
+    assert.equal(row.node, 'test-node');
+    assert.equal(row.count, 5);
+    assert.equal(row.origin, 'daemon');
+    assert.deepEqual(row.kinds, { ChallengeResponseFailed: 5 });
+    assert.ok((row.remainingSeconds as number) > 3500 && (row.remainingSeconds as number) < 3600, 'rounded down');
+    for (const k of ['bannedAt', 'until', 'firstSeen', 'lastSeen']) assert.match(String(row[k]), ISO, k);
 
-  const human = await run('list');
-  assert.equal(human.code, 0);
-  const lines = human.stdout.trimEnd().split('\n');
-  assert.match(lines[0]!, /^ADDRESS\s+REASON\s+BANNED\s+LEFT\s+NODE\s+BEFORE$/);
-  assert.ok(lines.some((l) => /^198\.18\.0\.11\s+failures\s+\S+\s+59m\S*\s+test-node\s+0$/.test(l)), human.stdout);
-  for (const l of lines) assert.ok(l.length <= 80, `too wide: ${l}`);
+    const human = await ask('list');
+    assert.equal(human.code, 0);
+    const lines = human.stdout.trimEnd().split('\n');
+    assert.match(lines[0]!, /^ADDRESS\s+REASON\s+BANNED\s+LEFT\s+NODE\s+BEFORE$/);
+    assert.ok(lines.some((l) => /^198\.18\.0\.11\s+failures\s+\S+\s+59m\S*\s+test-node\s+0$/.test(l)), human.stdout);
+    for (const l of lines) assert.ok(l.length <= 80, `too wide: ${l}`);
+  }
 });
 
 test('show tells why an address is banned', async () => {
@@ -72,30 +81,32 @@ test('status reports the daemon, Redis, the nft table and bans by reason', async
     const s = JSON.parse(r.stdout) as { nodes: Array<{ node: string; state: string; ami: { connected: boolean }; events: number }> };
     return s.nodes.some((n) => n.node === 'test-node' && n.events > 0) ? true : undefined;
   }, 15_000);
-  const r = await run('status', '--json');
-  const s = JSON.parse(r.stdout) as {
-    version: string;
-    redis: { url: string; reachable: boolean };
-    bans: { active: number; byReason: Record<string, number> };
-    firewall: { present: boolean; elements: { v4: number; v6: number } };
-    nodes: Array<{ node: string; state: string; ami: { connected: boolean }; firewall: { present: boolean } }>;
-  };
-  assert.match(s.version, /^\d+\.\d+\.\d+/);
-  assert.equal(s.redis.reachable, true);
-  assert.ok(s.bans.byReason.failures! >= 1);
-  assert.equal(s.firewall.present, true);
-  assert.equal(s.firewall.elements.v4, s.bans.active, 'every active ban is in the kernel set');
-  const node = s.nodes.find((n) => n.node === 'test-node')!;
-  assert.equal(node.state, 'running');
-  assert.equal(node.ami.connected, true);
-  assert.equal(node.firewall.present, true);
-  const human = await run('status');
-  assert.match(human.stdout, /nodes\n\s+NODE\s+STATE\s+AMI/);
-  assert.match(human.stdout, /test-node\s+running\s+connected\s+ok/);
-  const times = JSON.parse(r.stdout) as { nodes: Array<{ startedAt: string; updatedAt: string }> };
-  for (const n of times.nodes) {
-    assert.match(n.startedAt, ISO);
-    assert.match(n.updatedAt, ISO);
+  for (const ask of [run, direct]) {
+    const r = await ask('status', '--json');
+    const s = JSON.parse(r.stdout) as {
+      version: string;
+      redis: { url: string; reachable: boolean };
+      bans: { active: number; byReason: Record<string, number> };
+      firewall: { present: boolean; elements: { v4: number; v6: number } };
+      nodes: Array<{ node: string; state: string; ami: { connected: boolean }; firewall: { present: boolean } }>;
+    };
+    assert.match(s.version, /^\d+\.\d+\.\d+/);
+    assert.equal(s.redis.reachable, true);
+    assert.ok(s.bans.byReason.failures! >= 1);
+    assert.equal(s.firewall.present, true);
+    assert.equal(s.firewall.elements.v4, s.bans.active, 'every active ban is in the kernel set');
+    const node = s.nodes.find((n) => n.node === 'test-node')!;
+    assert.equal(node.state, 'running');
+    assert.equal(node.ami.connected, true);
+    assert.equal(node.firewall.present, true);
+    const human = await ask('status');
+    assert.match(human.stdout, /nodes\n\s+NODE\s+STATE\s+AMI/);
+    assert.match(human.stdout, /test-node\s+running\s+connected\s+ok/);
+    const times = JSON.parse(r.stdout) as { nodes: Array<{ startedAt: string; updatedAt: string }> };
+    for (const n of times.nodes) {
+      assert.match(n.startedAt, ISO);
+      assert.match(n.updatedAt, ISO);
+    }
   }
 });
 
@@ -137,12 +148,12 @@ test('ban and unban: kernel set and Redis both follow, counters reset, history k
   assert.ok((await bed.elements()).includes(MARKER));
 });
 
-test('a ban and an unban from the CLI are announced to the webhook by the CLI', async () => {
+test('without a daemon on the host, a ban and an unban from the CLI are announced to the webhook by the CLI', async () => {
   const receiver = await startReceiver();
   try {
     const env = { AMI_GUARD_NOTIFY_WEBHOOK_URL: `http://127.0.0.1:${receiver.port}/hook` };
-    assert.equal((await cli(['ban', '198.51.100.77', '--reason', 'noisy', '--config', bed.configFile], env)).code, 0);
-    assert.equal((await cli(['unban', '198.51.100.77', '--config', bed.configFile], env)).code, 0);
+    assert.equal((await cli(['ban', '198.51.100.77', '--reason', 'noisy', '--config', directConfig], env)).code, 0);
+    assert.equal((await cli(['unban', '198.51.100.77', '--config', directConfig], env)).code, 0);
     const [banned, lifted] = (await receiver.waitFor(2)).map((r) => JSON.parse(r.body) as { event: string; address: string; reason?: string; text: string });
     assert.equal(banned!.event, 'ban');
     assert.equal(banned!.address, '198.51.100.77');
@@ -296,16 +307,19 @@ test('text from Redis reaches the terminal escaped', async () => {
     await client.quit();
   }
   const control = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/;
-  for (const args of [['show', '198.51.100.66'], ['show', '198.51.100.66', '--json'], ['list'], ['list', '--json'], ['status']]) {
-    const r = await run(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    assert.ok(!control.test(r.stdout), `${args.join(' ')} printed a control character: ${JSON.stringify(r.stdout)}`);
+  // through the daemon and straight from Redis alike
+  for (const ask of [run, direct]) {
+    for (const args of [['show', '198.51.100.66'], ['show', '198.51.100.66', '--json'], ['list'], ['list', '--json'], ['status']]) {
+      const r = await ask(...args);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      assert.ok(!control.test(r.stdout), `${args.join(' ')} printed a control character: ${JSON.stringify(r.stdout)}`);
+    }
+    assert.match((await ask('show', '198.51.100.66')).stdout, /by pbx\\u001b\[31m/);
+    // the status record of the wrong shape is skipped and said to be
+    const st = await ask('status');
+    assert.match(st.stdout, /1 node status record\(s\) in Redis could not be read/);
+    assert.doesNotMatch(st.stdout, /^\s+evil\s/m);
   }
-  assert.match((await run('show', '198.51.100.66')).stdout, /by pbx\\u001b\[31m/);
-  // the status record of the wrong shape is skipped and said to be
-  const st = await run('status');
-  assert.match(st.stdout, /1 node status record\(s\) in Redis could not be read/);
-  assert.doesNotMatch(st.stdout, /^\s+evil\s/m);
 });
 
 test('status shows a stopped node as stopped, not as connected', async () => {
@@ -332,12 +346,12 @@ test('status shows a stopped node as stopped, not as connected', async () => {
   assert.equal(stopped.firewall.present, null);
 });
 
-test('unban --all: refused without --yes, filtered like list, told to the fleet, the kernel set follows', async () => {
+test('unban --all without a daemon on the host: refused without --yes, filtered like list, told to the fleet, the kernel set follows', async () => {
   const before = await bed.elements();
-  const manual = (JSON.parse((await run('list', '--json', '--reason', 'manual')).stdout) as Array<{ address: string }>).map((x) => x.address);
+  const manual = (JSON.parse((await direct('list', '--json', '--reason', 'manual')).stdout) as Array<{ address: string }>).map((x) => x.address);
   assert.ok(manual.length >= 3);
 
-  const refused = await run('unban', '--all', '--reason', 'manual');
+  const refused = await direct('unban', '--all', '--reason', 'manual');
   assert.equal(refused.code, 2);
   assert.match(refused.stderr, new RegExp(`^ami-guard: unban --all would lift ${manual.length} bans on every PBX sharing this Redis; add --yes to do it\\n$`));
   assert.deepEqual(await bed.elements(), before, 'nothing lifted without --yes');
@@ -346,26 +360,56 @@ test('unban --all: refused without --yes, filtered like list, told to the fleet,
     [['unban', '192.0.2.1', '--reason', 'manual'], /choose bans for --all/],
     [['unban'], /give the addresses to unban, or --all/],
   ] as const) {
-    const bad = await run(...args);
+    const bad = await direct(...args);
     assert.equal(bad.code, 2, args.join(' '));
     assert.match(bad.stderr, re);
   }
 
-  const some = await run('unban', '--all', '--reason', 'manual', '--yes');
+  const some = await direct('unban', '--all', '--reason', 'manual', '--yes');
   assert.equal(some.code, 0, some.stderr);
   const lines = some.stdout.trimEnd().split('\n');
   assert.equal(lines.pop(), `${manual.length} bans lifted`);
   assert.deepEqual(lines.map((l) => l.replace(/^unbanned /, '')).sort(), [...manual].sort());
   // the daemon heard each of them on the fleet channel (the CLI's own nft delete would hide a missing message)
   for (const address of manual) await bed.daemon.waitForLog((l) => l.msg === `unban ${address}`);
-  const left = await run('list', '--json');
+  const left = await direct('list', '--json');
   const rest = (JSON.parse(left.stdout) as Array<{ reason: string }>);
   assert.ok(rest.length > 0 && rest.every((x) => x.reason !== 'manual'), left.stdout);
 
-  const everything = await run('unban', '--all', '--yes', '--json');
+  const everything = await direct('unban', '--all', '--yes', '--json');
   assert.equal(everything.code, 0, everything.stderr);
   assert.equal((JSON.parse(everything.stdout) as unknown[]).length, rest.length);
-  assert.equal((await run('list')).stdout, 'no active bans\n');
+  assert.equal((await direct('list')).stdout, 'no active bans\n');
   await waitFor('the kernel set to empty', async () => ((await bed.elements()).length === 0 ? true : undefined));
-  assert.equal((await run('unban', '--all')).stdout, 'no active bans\n');
+  assert.equal((await direct('unban', '--all')).stdout, 'no active bans\n');
+});
+
+test('a network ban covers its addresses: show names it, unban says how to lift it (through the daemon and from Redis)', async () => {
+  const ban = await run('ban', '203.0.113.0/24', '--for', '2h', '--reason', 'abuse desk');
+  assert.equal(ban.code, 0, ban.stderr);
+  try {
+    for (const ask of [run, direct]) {
+      const human = await ask('show', '203.0.113.5');
+      assert.equal(human.code, 0, human.stderr);
+      assert.match(human.stdout, /^203\.0\.113\.5\n {2}banned: {4}yes, by the network ban 203\.0\.113\.0\/24 \(manual "abuse desk", by test-node, 1h59m left\)\n/);
+      assert.match(human.stdout, /\n {2}lift: {6}ami-guard unban 203\.0\.113\.0\/24 /);
+      const json = JSON.parse((await ask('show', '203.0.113.5', '--json')).stdout) as { banned: boolean; ban: unknown; coveredBy: Array<{ network: string; reason: string }> };
+      assert.equal(json.banned, true);
+      assert.equal(json.ban, null, 'the address has no ban of its own');
+      assert.deepEqual(json.coveredBy.map((c) => [c.network, c.reason]), [['203.0.113.0/24', 'manual']]);
+      // an address outside it is not covered
+      assert.match((await ask('show', '203.0.114.5')).stdout, /banned: {4}no\n/);
+
+      const un = await ask('unban', '203.0.113.5');
+      assert.equal(un.code, 0, un.stderr);
+      assert.match(un.stdout, /^203\.0\.113\.5 is not banned itself: it is covered by the network ban 203\.0\.113\.0\/24 \(manual, 1h59m left\); lift that with: ami-guard unban 203\.0\.113\.0\/24\n$/);
+      const unJson = JSON.parse((await ask('unban', '203.0.113.5', '--json')).stdout) as Array<{ wasBanned: boolean; coveredBy: Array<{ network: string }> }>;
+      assert.equal(unJson[0]!.wasBanned, false);
+      assert.equal(unJson[0]!.coveredBy[0]!.network, '203.0.113.0/24');
+      assert.ok((await bed.elements()).includes('203.0.113.0/24'), 'the network ban stays');
+    }
+  } finally {
+    assert.equal((await run('unban', '203.0.113.0/24')).stdout, 'unbanned 203.0.113.0/24\n');
+  }
+  assert.match((await run('show', '203.0.113.5')).stdout, /banned: {4}no\n/);
 });

@@ -76,11 +76,12 @@ test('3,000 addresses of one /64, one guess each: the /64 is banned at the 5th, 
   assert.deepEqual(listed.map((b) => b.address).sort(), ['192.0.2.250', '2001:db8:aa:1::/64']);
   // an address of the prefix: not banned on its own, covered by the prefix's ban, and how to lift that
   const one = await cli(['show', '2001:db8:aa:1::7', '--config', bed.configFile]);
-  assert.match(one.stdout, /banned: +yes, by the ban of 2001:db8:aa:1::\/64: failures after 5 failures, 59m\d*s? left; lift it with: ami-guard unban 2001:db8:aa:1::\/64\n/);
+  assert.match(one.stdout, /banned: +yes, by the network ban 2001:db8:aa:1::\/64 \(failures, by test-node, \S+ left\)\n/);
+  assert.match(one.stdout, /lift: +ami-guard unban 2001:db8:aa:1::\/64 \(lifts the whole network\)\n/);
   assert.match(one.stdout, /counted: +as 2001:db8:aa:1::\/64 \(policy\.ipv6prefix\)/);
   const unban = await cli(['unban', '2001:db8:aa:1::7', '--config', bed.configFile]);
   assert.equal(unban.code, 0, unban.stderr);
-  assert.match(unban.stdout, /^2001:db8:aa:1::7 is not banned itself: it is covered by the ban of 2001:db8:aa:1::\/64 \(failures, \S+ left\); lift that with: ami-guard unban 2001:db8:aa:1::\/64\n$/);
+  assert.match(unban.stdout, /^2001:db8:aa:1::7 is not banned itself: it is covered by the network ban 2001:db8:aa:1::\/64 \(failures, \S+ left\); lift that with: ami-guard unban 2001:db8:aa:1::\/64\n$/);
   assert.ok((await bed.elements()).includes('2001:db8:aa:1::/64'), 'the prefix stays banned');
   assert.equal((await cli(['unban', '2001:db8:aa:1::/64', '--config', bed.configFile])).stdout, 'unbanned 2001:db8:aa:1::/64\n');
   await waitFor('the prefix lifted in the kernel', async () => ((await bed.elements()).includes('2001:db8:aa:1::/64') ? undefined : true));

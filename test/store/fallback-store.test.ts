@@ -215,4 +215,47 @@ describe('FallbackStore on a real redis-server', () => {
     assert.equal(isUnavailable(Object.assign(new Error('LOADING Redis is loading the dataset in memory'), { name: 'ReplyError' })), true);
     assert.equal(isUnavailable(new Error('Connection is closed.')), true);
   });
+
+  it('an operator\'s ban during an outage is written back; an unban waits for Redis, hides the ban meanwhile, and lands before the bans', async (t) => {
+    const r = rig(t);
+    await r.client.ping();
+    const old = await r.store.ban({ target: target('203.0.113.70'), reason: 'manual', durationMs: 3_600_000, now: Date.now() });
+    const again = await r.store.ban({ target: target('203.0.113.71'), reason: 'manual', durationMs: 3_600_000, now: Date.now() });
+    assert.ok(!r.store.decidedLocally(old));
+    await server.crash();
+    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    assert.equal(r.store.reachable(), false);
+
+    const during = await r.store.ban({ target: target('198.51.100.70'), reason: 'manual', durationMs: 3_600_000, now: Date.now(), note: 'outage' });
+    assert.ok(r.store.decidedLocally(during), 'the fleet hears of it with the write-back');
+    assert.equal(r.store.state.pendingWriteback, 1);
+    // lifted during the outage: one made before it (in Redis), one made during it (never to reach Redis), and one
+    // lifted, then banned again (the new ban is what holds)
+    assert.equal(await r.store.unban(target('203.0.113.70')), false, 'not known here: the caller knows what it enforces');
+    const gone = await r.store.ban({ target: target('198.51.100.71'), reason: 'manual', durationMs: 3_600_000, now: Date.now() });
+    assert.equal(await r.store.unban(target('198.51.100.71')), true);
+    assert.equal(r.store.state.pendingWriteback, 1, 'a ban lifted before Redis came back is not written back');
+    assert.equal(await r.store.unban(target('203.0.113.71')), false);
+    const rebanned = await r.store.ban({ target: target('203.0.113.71'), reason: 'manual', durationMs: 7_200_000, now: Date.now() });
+
+    await server.restart();
+    await waitFor('the Redis connection', () => (r.client.status === 'ready' ? true : undefined), 15_000);
+    // Redis answers, the unbans are not in it yet: a reconciliation reading now must not see the lifted ban
+    const visible: string[] = [];
+    for await (const page of r.store.activeBans(Date.now())) visible.push(...page.map((b) => b.address));
+    assert.ok(!visible.includes('203.0.113.70'), visible.join(' '));
+    assert.equal(await r.store.getBan(target('203.0.113.70'), Date.now()), null);
+
+    await waitFor('the write-back', () => (r.recoveries.length > 0 ? true : undefined), 15_000);
+    const recovery = r.recoveries[0]!;
+    assert.deepEqual(recovery.unbanned.map((u) => u.text).sort(), ['198.51.100.71', '203.0.113.70']);
+    assert.deepEqual(recovery.written.map((b) => b.address).sort(), ['198.51.100.70', '203.0.113.71']);
+    assert.equal(await r.primary.getBan(target('203.0.113.70'), Date.now()), null, 'the unban reached Redis');
+    assert.equal(await r.primary.getBan(target('198.51.100.71'), Date.now()), null);
+    assert.equal((await r.primary.getBan(target('203.0.113.71'), Date.now()))?.until, rebanned.until, 'the ban after the unban holds');
+    assert.equal((await r.primary.getBan(target('198.51.100.70'), Date.now()))?.until, during.until);
+    assert.ok(gone.until > 0 && again.until > 0);
+    // and the local store forgot them: the next outage does not bring them back
+    assert.equal(await r.store.local.getBan(target('198.51.100.71'), Date.now()), null);
+  });
 });

@@ -1,6 +1,7 @@
 // The end-to-end test bed: a replay AMI server playing a real recording, the real `ami-guard run` process, a real
 // Redis (or the embedded store), and nft inside a throwaway network namespace.
 import { join } from 'node:path';
+import { controlSocketPath } from './daemon-process.js';
 import { createNetns, waitFor, type Netns, type RegisterCleanup } from './netns.js';
 import { startReplayServer, type ReplayServer } from './replay-ami-server.js';
 import { startDaemon, writeConfig, type DaemonProcess } from './daemon-process.js';
@@ -34,6 +35,8 @@ export interface Bed {
   readonly replay: ReplayServer;
   readonly daemon: DaemonProcess;
   readonly configFile: string;
+  /** the daemon's control socket (control.socket), in a directory of its own */
+  readonly socket: string;
   readonly table: string;
   /** reads our sets in the namespace */
   readonly firewall: NftFirewall;
@@ -80,6 +83,8 @@ export async function startBed(o: BedOptions): Promise<Bed> {
     log: { level: 'info' },
     // several daemons share the machine in a test: the HTTP listener is off unless a test turns it on
     http: { port: 0 },
+    // and each has a control socket of its own, never the host's /run/ami-guard
+    control: { socket: controlSocketPath() },
   };
   for (const [section, values] of Object.entries(o.config ?? {})) base[section] = { ...base[section], ...values };
   const configFile = writeConfig(base);
@@ -97,6 +102,7 @@ export async function startBed(o: BedOptions): Promise<Bed> {
     replay,
     daemon,
     configFile,
+    socket: String(base.control!.socket),
     table,
     firewall,
     elements,

@@ -30,15 +30,27 @@ process.once('exit', () => {
   for (const dir of configDirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/** A control socket path in a fresh directory (removed when the test process ends), for one daemon. */
+export function controlSocketPath(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ag-ctl-'));
+  configDirs.push(dir);
+  return join(dir, 'control.sock');
+}
+
 /**
- * Writes a configuration file. Unless it says otherwise, its state directory (store.stateDir) is one of its own beside
- * it: the host's /var/lib/ami-guard is never used, and daemons of different tests never share one.
+ * Writes a configuration file. Unless it says otherwise, its control socket is a path of its own where nothing
+ * listens (the host's /run/ami-guard is never used, and a CLI reading the file finds no daemon: it goes to Redis), and
+ * its state directory (store.stateDir) one of its own beside it: the host's /var/lib/ami-guard is never used, and
+ * daemons of different tests never share one.
  */
 export function writeConfig(config: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'ag-cfg-'));
   configDirs.push(dir);
   const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify(withStateDir(config, join(dir, 'state')), null, 2));
+  const withSocket = typeof config === 'object' && config !== null && !('control' in config)
+    ? { ...config, control: { socket: join(dir, 'control.sock') } }
+    : config;
+  writeFileSync(file, JSON.stringify(withStateDir(withSocket, join(dir, 'state')), null, 2));
   return file;
 }
 

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { parse } from 'yaml';
-import { envVars, loadConfig } from '../../src/config/load.js';
+import { envVars, loadConfig, secretFields } from '../../src/config/load.js';
 import { createNetns } from '../support/netns.js';
 import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 
@@ -191,7 +191,19 @@ test('ami-guard.service: hardened, CAP_NET_ADMIN only, and systemd-analyze has n
   const one = (k: string): string | undefined => keys.get(k)?.[0];
   assert.equal(one('ExecStart'), '/usr/bin/env ami-guard run --config /etc/ami-guard/config.json');
   assert.equal(one('EnvironmentFile'), '-/etc/ami-guard/env');
-  assert.equal(one('Restart'), 'on-failure');
+  // issue 14: SIGHUP reloads (it used to kill the daemon), nothing leaves it down, and nftables.service's flush comes first
+  assert.equal(one('ExecReload'), '/bin/kill -HUP $MAINPID');
+  assert.equal(one('Restart'), 'always');
+  assert.equal(one('StartLimitIntervalSec'), '0');
+  assert.ok(one('After')?.split(' ').includes('nftables.service'), 'After=nftables.service');
+  // the control socket's home: writable under ProtectSystem=strict, reachable by root only
+  assert.equal(one('RuntimeDirectory'), 'ami-guard');
+  assert.equal(one('RuntimeDirectoryMode'), '0700');
+  assert.equal(defaults.control.socket, '/run/ami-guard/control.sock', 'the daemon\'s default socket is in the RuntimeDirectory');
+  // LoadCredential= examples name secret fields the loader looks for in $CREDENTIALS_DIRECTORY
+  const credentials = [...unit.matchAll(/^#?LoadCredential=([^:]+):/gm)].map((m) => m[1]);
+  assert.deepEqual(credentials, ['ami.secret', 'redis.password', 'notify.webhook.url']);
+  for (const c of credentials) assert.ok(secretFields().some((f) => f.path === c), `${c} is a secret field`);
   assert.equal(one('DynamicUser'), 'yes');
   assert.equal(one('CapabilityBoundingSet'), 'CAP_NET_ADMIN');
   assert.equal(one('AmbientCapabilities'), 'CAP_NET_ADMIN');

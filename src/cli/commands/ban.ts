@@ -1,10 +1,11 @@
 import { Policy } from '../../policy/policy.js';
 import { parseDuration, formatDuration } from '../../config/duration.js';
-import type { BanRecord } from '../../store/store.js';
-import { announce } from '../notify.js';
+import { MAX_NOTE, inert } from '../../control/protocol.js';
 import { jsonText, print, printable } from '../output.js';
 import { toJson } from './list.js';
-import { CliError, EXIT_USAGE, connect, loadCliConfig, localFirewall, parseTargets, refuseUnbannable, type ConfigOption } from '../context.js';
+import { CliError, EXIT_USAGE, parseTargets, readCliConfig, refuseUnbannable, type ConfigOption } from '../context.js';
+import { openOperator } from '../operator.js';
+import { say } from './say.js';
 
 export interface BanOptions extends ConfigOption {
   for?: string;
@@ -12,41 +13,36 @@ export interface BanOptions extends ConfigOption {
   json?: boolean;
 }
 
-const NOTE_MAX = 200;
-
-/** A manual ban, recorded like any other (reason `manual`, the operator's words as its note) and told to the fleet. */
+/**
+ * A manual ban, recorded like any other (reason `manual`, the operator's words as its note) and told to the fleet:
+ * by the daemon on this host when one runs (it also enforces it at once and announces it), else through Redis.
+ */
 export async function ban(args: string[], opts: BanOptions): Promise<number> {
-  const cfg = loadCliConfig(opts);
-  const policy = new Policy(cfg.policy);
+  const loaded = readCliConfig(opts);
   const targets = parseTargets(args, { allowNetworks: true });
-  await refuseUnbannable(targets, policy, cfg);
-  const durationMs = opts.for === undefined ? cfg.policy.bantime : parseDuration(opts.for);
-  if (durationMs === null || durationMs < 1000) {
+  const durationMs = opts.for === undefined ? null : parseDuration(opts.for);
+  if (opts.for !== undefined && (durationMs === null || durationMs < 1000)) {
     throw new CliError(EXIT_USAGE, `invalid --for ${JSON.stringify(opts.for)}: a duration such as 90s, 10m, 1h, 3d (at least 1s)`);
   }
-   
-  const note = (opts.reason ?? '').replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, NOTE_MAX);
+  const note = inert(opts.reason ?? '').slice(0, MAX_NOTE);
 
-  const conn = await connect(cfg, policy);
-  const records: BanRecord[] = [];
+  const policy = new Policy(loaded.cfg.policy);
+  // what no ban may cover is refused before anything is reached (the daemon, when it answers, checks with its own
+  // policy again): a ban of the gateway or of a Sentinel must not wait for, or depend on, that Sentinel answering
+  await refuseUnbannable(targets, policy, loaded.cfg);
+  const op = await openOperator(loaded, policy);
+  let result;
   try {
-    for (const target of targets) {
-      const rec = await conn.store.ban({ target, reason: 'manual', durationMs, now: Date.now(), ...(note ? { note } : {}) });
-      await conn.channel.publish({ type: 'ban', address: rec.address, until: rec.until, reason: 'manual', node: cfg.node.id, origin: conn.origin });
-      records.push(rec);
-    }
+    result = await op.ban(targets, durationMs, note);
   } finally {
-    await conn.close();
+    await op.close();
   }
-  const fw = await localFirewall(cfg);
-  if (fw) await fw.add(targets.map((target) => ({ target, timeoutMs: durationMs })));
-  await announce(cfg, records, []);
-
+  if (result.note) say(result.note);
   if (opts.json) {
     const now = Date.now();
-    await print(`${jsonText(records.map((r) => toJson(r, now)))}\n`);
+    await print(`${jsonText(result.bans.map((r) => toJson(r, now)))}\n`);
   } else {
-    await print(records.map((r) => `banned ${printable(r.address)} for ${formatDuration(durationMs)}${note ? ` (${note})` : ''}\n`).join(''));
+    await print(result.bans.map((r) => `banned ${printable(r.address)} for ${formatDuration(r.until - r.bannedAt)}${r.note ? ` (${printable(r.note)})` : ''}\n`).join(''));
   }
   return 0;
 }

@@ -1,11 +1,13 @@
 import { Policy } from '../../policy/policy.js';
 import type { BanRecord } from '../../store/store.js';
-import { connect, loadCliConfig, type ConfigOption } from '../context.js';
-import { activeBanRecords, feedEntry, type ActiveBanEntry } from '../records.js';
+import { readCliConfig, type ConfigOption } from '../context.js';
+import { openOperator } from '../operator.js';
+import { feedEntry, type ActiveBanEntry } from '../records.js';
 import { feedNames } from '../../feeds/feeds.js';
-import { feedRows, readFeeds, type FeedEntryRow } from '../../feeds/read.js';
+import { feedRows, type FeedEntryRow } from '../../feeds/read.js';
 import { banQuery, originOf, type BanQueryOptions } from '../ban-query.js';
 import { JsonArrayWriter, age, isoTime, left, print, renderTable } from '../output.js';
+import { say } from './say.js';
 
 export interface ListOptions extends ConfigOption, BanQueryOptions {
   json?: boolean;
@@ -14,37 +16,43 @@ export interface ListOptions extends ConfigOption, BanQueryOptions {
 const TITLES = ['ADDRESS', 'REASON', 'BANNED', 'LEFT', 'NODE', 'BEFORE'];
 
 /**
- * Active bans, read a page of the index at a time (never KEYS), then the entries of the configured feeds (their
- * reason is the feed's name, their origin `feed`). `--json` without `--sort` streams as it reads, so 100k bans never
- * sit in memory; a table, or a sorted listing, is printed once everything is read, with columns as wide as what they
- * hold.
+ * Active bans, read a page at a time (never KEYS), then the entries of the configured feeds (their reason is the
+ * feed's name, their origin `feed`). `--json` without `--sort` streams as it reads, so 100k bans never sit in memory;
+ * a table, or a sorted listing, is printed once everything is read, with columns as wide as what they hold. A ban the
+ * daemon enforces but whose record cannot be read now (Redis down) shows `?` where it is not known.
  */
 export async function list(opts: ListOptions): Promise<number> {
-  const cfg = loadCliConfig(opts);
+  const loaded = readCliConfig(opts);
+  const cfg = loaded.cfg;
+  const policy = new Policy(cfg.policy);
   const query = banQuery(opts, feedNames(cfg.blocklists));
-  const conn = await connect(cfg, new Policy(cfg.policy));
+  const op = await openOperator(loaded, policy);
   const now = Date.now();
   const stream = opts.json && !query.compare ? new JsonArrayWriter() : undefined;
   const kept: ActiveBanEntry[] = [];
+  let note: string | undefined;
+  let feedNote: string | undefined;
   try {
-    for await (const page of activeBanRecords(conn.store, now)) {
+    ({ note } = await op.eachBan((page) => {
       for (const e of page) {
         if (!query.matches(e)) continue;
         if (stream) stream.push(entryJson(e, now));
         else kept.push(e);
       }
-    }
-    if (feedNames(cfg.blocklists).length > 0) {
-      for (const row of feedRows(await readFeeds(conn.redis!, cfg, { entries: true }), now)) {
-        const e = feedEntry(row);
-        if (!query.matches(e)) continue;
-        if (stream) stream.push(entryJson(e, now));
-        else kept.push(e);
-      }
+    }));
+    const feeds = await op.feeds({ entries: true });
+    if (feeds.note) feedNote = feeds.note;
+    for (const row of feedRows(feeds.readings, now)) {
+      const e = feedEntry(row);
+      if (!query.matches(e)) continue;
+      if (stream) stream.push(entryJson(e, now));
+      else kept.push(e);
     }
   } finally {
-    await conn.close();
+    await op.close();
   }
+  if (note) say(note);
+  if (feedNote) say(feedNote);
   if (stream) {
     stream.end();
     return 0;
@@ -60,13 +68,15 @@ export async function list(opts: ListOptions): Promise<number> {
     await print(query.filtered ? 'no active bans match\n' : 'no active bans\n');
     return 0;
   }
-  const rows = kept.map(({ target, record: r, feed }) => [
-    target.text, r.reason,
-    // a plain list's entry has no start of its own and no end: it stays while listed
-    feed && feed.seenAt === null ? '-' : age(r.bannedAt, now),
-    feed && feed.until === null ? 'listed' : left(r.until, now),
-    r.node, feed ? '-' : String(r.previousBans),
-  ]);
+  const rows = kept.map(({ target, record: r, known, feed }) => known === false
+    ? [target.text, '?', '?', left(r.until, now), '?', '?']
+    : [
+      target.text, r.reason,
+      // a plain list's entry has no start of its own and no end: it stays while listed
+      feed && feed.seenAt === null ? '-' : age(r.bannedAt, now),
+      feed && feed.until === null ? 'listed' : left(r.until, now),
+      r.node, feed ? '-' : String(r.previousBans),
+    ]);
   await print(renderTable(TITLES, rows));
   return 0;
 }
@@ -93,6 +103,9 @@ export function toJson(r: BanRecord, now: number): Record<string, unknown> {
 
 /** the record under the address it was found by (parsed from the index), not the one its fields claim */
 function entryJson(e: ActiveBanEntry, now: number): Record<string, unknown> {
+  if (e.known === false) {
+    return { address: e.target.text, known: false, until: isoTime(e.record.until), remainingSeconds: Math.max(0, Math.floor((e.record.until - now) / 1000)) };
+  }
   if (e.feed) return feedJson(e.feed, now);
   return toJson({ ...e.record, address: e.target.text }, now);
 }

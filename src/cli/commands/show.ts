@@ -1,54 +1,56 @@
 import { Policy } from '../../policy/policy.js';
 import { prefixOf, unbannableReason } from '../../net/ip.js';
-import { coveringBans, type CoveringBan } from '../covering.js';
 import { formatDuration } from '../../config/duration.js';
-import { connect, loadCliConfig, parseTargets, type ConfigOption } from '../context.js';
+import { parseTargets, readCliConfig, type ConfigOption } from '../context.js';
+import { openOperator, type Covering } from '../operator.js';
 import { ago, isoTime, jsonText, left, print, printable } from '../output.js';
 import { feedJson, toJson } from './list.js';
+import { say } from './say.js';
 import { feedNames } from '../../feeds/feeds.js';
-import { feedMatches, readFeeds, type FeedEntryRow } from '../../feeds/read.js';
+import { feedMatches, type FeedEntryRow } from '../../feeds/read.js';
 
 export interface ShowOptions extends ConfigOption {
   json?: boolean;
 }
 
 /**
- * Everything known about one address: its ban and why, the feeds that list it (or a network around it), its current
- * failures, its history, the ignore list.
+ * Everything known about one address: its ban and why, the banned networks that cover it, the feeds that list it
+ * (or a network around it), its current failures, its history, the ignore list.
  */
 export async function show(args: string[], opts: ShowOptions): Promise<number> {
-  const cfg = loadCliConfig(opts);
+  const loaded = readCliConfig(opts);
   const [target] = parseTargets(args.slice(0, 1), { allowNetworks: true });
+  const cfg = loaded.cfg;
   const policy = new Policy(cfg.policy);
-  const conn = await connect(cfg, policy);
-  const now = Date.now();
-  let ban, failures, history, trustedUntil;
+  const op = await openOperator(loaded, policy);
+  let facts;
   let listed: FeedEntryRow[] = [];
-  let covered: CoveringBan[] = [];
+  let feedNote: string | undefined;
   try {
-    [ban, failures, history, trustedUntil] = await Promise.all([
-      conn.store.getBan(target!, now),
-      conn.store.recentFailures(target!),
-      conn.store.history(target!),
-      conn.store.trustedUntil(target!, now),
-    ]);
-    covered = await coveringBans(conn.store, cfg.policy, target!, now);
-    if (feedNames(cfg.blocklists).length > 0) listed = feedMatches(await readFeeds(conn.redis!, cfg, { entries: true }), target!, now);
+    facts = await op.inspect(target!);
+    const feeds = await op.feeds({ entries: true });
+    feedNote = feeds.note;
+    listed = feedMatches(feeds.readings, target!, Date.now());
   } finally {
-    await conn.close();
+    await op.close();
   }
-  const ignored = policy.ignore.covers(target!);
+  const now = Date.now();
+  const { ban, failures, history, trustedUntil, coveredBy, ignored, enforcedUntil } = facts;
   const unbannable = unbannableReason(target!);
   // what its events count toward when that is not itself (where the daemon refuses the prefix, the address itself)
   const countedAs = target!.kind === 'address' && target!.family === 6 && cfg.policy.ipv6prefix < 128 ? prefixOf(target!, cfg.policy.ipv6prefix).text : undefined;
+  const banned = ban !== null || enforcedUntil !== null || coveredBy.length > 0;
+  if (facts.note) say(facts.note);
+  if (feedNote) say(feedNote);
 
   if (opts.json) {
     await print(
       `${jsonText({
         address: target!.text,
-        banned: ban !== null || covered.length > 0,
+        banned,
         ban: ban ? toJson(ban, now) : null,
-        coveredBy: covered.map((c) => ({ network: c.network.text, ...toJson(c.ban, now) })),
+        ...(enforcedUntil !== null && !ban ? { enforcedUntil: isoTime(enforcedUntil) } : {}),
+        coveredBy: coveredBy.map((c) => ({ ...c, until: isoTime(c.until) })),
         ...(countedAs ? { countedAs } : {}),
         listed: listed.length > 0,
         feeds: listed.map((row) => feedJson(row, now)),
@@ -73,14 +75,15 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
       const kinds = Object.entries(ban.kinds).map(([k, n]) => `${n} ${k}`).join(', ');
       lines.push(`  why:       ${ban.count} failures from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${kinds}`);
     }
-  } else if (covered.length === 0) {
+  } else if (enforcedUntil !== null) {
+    lines.push(`  banned:    yes, enforced here until ${isoTime(enforcedUntil)} (${left(enforcedUntil, now)} left); its record cannot be read now`);
+  } else if (coveredBy.length > 0) {
+    lines.push(`  banned:    yes, by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
+  } else {
     lines.push('  banned:    no');
   }
-  for (const [i, c] of covered.entries()) {
-    const b = c.ban;
-    const by = b.members?.length ? `${b.members.length} bans (${b.members.join(', ')})` : b.count > 0 ? `${b.count} failures` : b.reason;
-    lines.push(`  ${i === 0 && !ban ? 'banned:   ' : 'covered:  '} ${ban || i > 0 ? '' : 'yes, '}by the ban of ${c.network.text}: ${b.reason} after ${by}, ${left(b.until, now)} left; lift it with: ami-guard unban ${c.network.text}`);
-  }
+  if ((ban || enforcedUntil !== null) && coveredBy.length > 0) lines.push(`  also:      covered by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
+  if (coveredBy.length > 0) lines.push(`  lift:      ami-guard unban ${coveredBy.map((c) => c.network).join(' ')} (lifts the whole network)`);
   if (countedAs) lines.push(`  counted:   as ${countedAs} (policy.ipv6prefix): \`ami-guard show ${countedAs}\` has its failures and trust`);
   for (const [i, row] of listed.entries()) {
     const entry = row.target.text === target!.text ? '' : ` as ${row.target.text}`;
@@ -89,7 +92,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
       : `last listed ${ago(row.seenAt!, now)}, ${left(row.until, now)} left (until ${isoTime(row.until)})`;
     lines.push(`  ${i === 0 ? 'feeds:    ' : '          '} ${row.feed}${entry}: ${held}`);
   }
-  if (feedNames(cfg.blocklists).length > 0 && listed.length === 0) lines.push('  feeds:     not listed');
+  if (feedNames(cfg.blocklists).length > 0 && listed.length === 0 && !feedNote) lines.push('  feeds:     not listed');
   lines.push(`  ignoreip:  ${ignored ? 'yes (never counted, never banned)' : 'no'}${unbannable ? `; never bannable (${unbannable})` : ''}`);
   lines.push(
     `  trusted:   ${trustedUntil === null ? 'no' : `yes, after a successful login, until ${isoTime(trustedUntil)} (ban threshold ${policy.params.trust.maxretry} instead of ${policy.params.maxretry})`}`,
@@ -109,4 +112,10 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   // every line may quote Redis (reasons, notes, nodes, account ids an attacker chose): escaped for the terminal
   await print(`${lines.map((l) => printable(l)).join('\n')}\n`);
   return 0;
+}
+
+/** `203.0.113.0/24 (manual "abuse #42", by pbx2, 1h59m left)` */
+function covering(c: Covering, now: number): string {
+  const what = [c.reason ? `${c.reason}${c.note ? ` "${c.note}"` : ''}` : '', c.node ? `by ${c.node}` : '', `${left(c.until, now)} left`].filter(Boolean);
+  return `${c.network} (${what.join(', ')})`;
 }

@@ -1,11 +1,12 @@
 import { Policy } from '../../policy/policy.js';
-import { readNodeStatuses, type NodeStatus } from '../../fleet/node-status.js';
+import type { NodeStatus } from '../../fleet/node-status.js';
 import { describeRedis } from '../backends.js';
-import { connect, loadCliConfig, localFirewall, type ConfigOption } from '../context.js';
-import { activeBanRecords } from '../records.js';
-import { ago, isoTime, jsonText, print, printable, renderTable } from '../output.js';
+import { readCliConfig, type ConfigOption } from '../context.js';
+import { openOperator, type StatusView } from '../operator.js';
+import { age, ago, isoTime, jsonText, print, printable, renderTable } from '../output.js';
 import { version } from '../version.js';
-import { readFeeds, type FeedReading } from '../../feeds/read.js';
+import type { FeedReading } from '../../feeds/read.js';
+import type { FeedsRead } from '../feeds.js';
 import { formatDuration } from '../../config/duration.js';
 
 export interface StatusOptions extends ConfigOption {
@@ -79,76 +80,88 @@ function feedJson(r: FeedReading): Record<string, unknown> {
 }
 
 export async function status(opts: StatusOptions): Promise<number> {
-  const cfg = loadCliConfig(opts);
-  const conn = await connect(cfg, new Policy(cfg.policy));
-  const now = Date.now();
-  const byReason: Record<string, number> = {};
-  let active = 0;
-  let nodes: NodeStatus[];
-  let unreadable = 0;
-  let feeds: FeedReading[] = [];
+  const loaded = readCliConfig(opts);
+  const cfg = loaded.cfg;
+  const policy = new Policy(cfg.policy);
+  const op = await openOperator(loaded, policy);
+  let view: StatusView;
+  let feeds: FeedsRead;
   try {
-    feeds = await readFeeds(conn.redis!, cfg, { entries: false });
-    const records: unknown[] = await readNodeStatuses(conn.redis!, cfg.redis.keyPrefix, now, () => unreadable++);
-    nodes = records.filter(wellFormed);
-    unreadable += records.length - nodes.length;
-    for await (const page of activeBanRecords(conn.store, now)) {
-      for (const { record } of page) {
-        active++;
-        byReason[record.reason] = (byReason[record.reason] ?? 0) + 1;
-      }
-    }
+    view = await op.status();
+    feeds = await op.feeds({ entries: false });
   } finally {
-    await conn.close();
+    await op.close();
   }
-  const fw = await localFirewall(cfg);
-  let firewall: { table: string; present: boolean; elements: { v4: number; v6: number } } | null = null;
-  if (fw) {
-    const elements = await fw.list();
-    firewall = {
-      table: `inet ${cfg.nft.table}`,
-      present: true,
-      elements: { v4: elements.filter((e) => e.family === 4).length, v6: elements.filter((e) => e.family === 6).length },
-    };
-  }
+  const now = Date.now();
+  const records = view.nodes ?? [];
+  const nodes = records.filter(wellFormed);
+  const unreadable = (view.unreadableNodes ?? 0) + records.length - nodes.length;
+  const d = view.daemon;
+  const redis = view.store.kind === 'redis' ? { url: view.store.url ?? describeRedis(cfg), reachable: view.store.reachable } : null;
 
   if (opts.json) {
     await print(
       `${jsonText({
         version: version(),
-        redis: { url: describeRedis(cfg), reachable: true },
-        bans: { active, byReason },
-        firewall,
-        feeds: feeds.map(feedJson),
-        nodes: nodes.map((n) => nodeJson(n, now)),
+        ...(d ? { daemon: { ...d, startedAt: isoTime(d.startedAt), reload: d.reload ? { ...d.reload, at: isoTime(d.reload.at) } : null } } : {}),
+        store: { kind: view.store.kind, ...(view.store.fallback ? { fallback: view.store.fallback } : {}) },
+        redis,
+        bans: view.bans,
+        ...(view.enforced !== undefined ? { enforced: view.enforced } : {}),
+        firewall: view.firewall,
+        feeds: feeds.readings.map(feedJson),
+        ...(feeds.note ? { feedsNote: feeds.note } : {}),
+        nodes: view.nodes === null ? null : nodes.map((n) => nodeJson(n, now)),
         ...(unreadable ? { unreadableNodeRecords: unreadable } : {}),
+        ...(view.note ? { note: view.note } : {}),
       })}\n`,
     );
     return 0;
   }
-  const reasons = Object.entries(byReason).map(([r, n]) => `${printable(r)} ${n}`).join(', ');
-  const lines = [
-    `ami-guard ${version()}`,
-    `redis   ${describeRedis(cfg)}: reachable`,
-    `bans    ${active} active${reasons ? `: ${reasons}` : ''}`,
-    firewall
-      ? `nft     table ${firewall.table} present on this host: ${firewall.elements.v4} IPv4, ${firewall.elements.v6} IPv6 elements`
-      : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`,
-  ];
+  const lines = [`ami-guard ${version()}`];
+  if (d) {
+    lines.push(`daemon  ${d.node}, pid ${d.pid}, version ${d.version}, up ${age(d.startedAt, now)}, config ${d.configFile ?? '(none: defaults and AMI_GUARD_* variables)'}`);
+    lines.push(`        AMI ${d.ami.connected ? 'connected' : 'not connected'} (${d.ami.reconnects} reconnects)`);
+    if (d.reload) {
+      lines.push(d.reload.ok
+        ? `        last reload ${ago(d.reload.at, now)}: applied${d.reload.restartNeeded?.length ? `; needs a restart to apply ${d.reload.restartNeeded.join(', ')}` : ''}`
+        : `        last reload ${ago(d.reload.at, now)}: FAILED, the configuration in force is the one before: ${d.reload.error ?? ''}`);
+    }
+  }
+  if (redis) {
+    const fallback = view.store.fallback?.active ? `; counting and banning in the local fallback since ${ago(view.store.fallback.since ?? now, now)}, ${view.store.fallback.pendingWriteback} bans to write back` : '';
+    lines.push(`redis   ${redis.url}: ${redis.reachable ? 'reachable' : 'UNREACHABLE'}${fallback}`);
+  } else {
+    lines.push('store   embedded (in the daemon process; nothing shared with other PBXs)');
+  }
+  const reasons = view.bans ? Object.entries(view.bans.byReason).map(([r, n]) => `${printable(r)} ${n}`).join(', ') : '';
+  if (view.bans) lines.push(`bans    ${view.bans.active} active${reasons ? `: ${reasons}` : ''}${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`);
+  else lines.push(`bans    unknown (the store cannot be read)${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`);
+  const fw = view.firewall;
+  lines.push(fw
+    ? `nft     table ${fw.table} ${fw.present ? 'present' : 'MISSING'} on this host: ${fw.elements.v4} IPv4, ${fw.elements.v6} IPv6 elements`
+    : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`);
+  if (view.note) lines.push(`note    ${view.note}`);
   if (unreadable) lines.push(`        ${unreadable} node status record(s) in Redis could not be read and are not shown`);
-  if (feeds.length > 0) {
+  if (feeds.note) lines.push(`feeds   ${feeds.note}`);
+  if (feeds.readings.length > 0) {
     lines.push('feeds');
-    const rows = feeds.map((r) => {
+    const rows = feeds.readings.map((r) => {
       const rec = r.record;
       const next = r.nextPullMs === null ? 'now' : `in ${formatDuration(r.nextPullMs)}`;
       const error = rec?.failures ? `${rec.error}${rec.errorAt ? ` (${ago(rec.errorAt, now)})` : ''}` : '';
       return [r.feed.name, String(r.count), rec?.pulledAt ? ago(rec.pulledAt, now) : 'never', rec?.pulledAt ? rec.node : '-', next, String(rec?.failures ?? 0), error];
     });
-    lines.push(renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd());
+    // a line each: every line is escaped for the terminal below (the cells already are)
+    lines.push(...renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd().split('\n'));
+  }
+  if (view.nodes === null) {
+    await print(`${lines.map((l) => printable(l)).join('\n')}\n`);
+    return 0;
   }
   if (!nodes.length) {
     lines.push('nodes   none has reported to this Redis');
-    await print(`${lines.join('\n')}\n`);
+    await print(`${lines.map((l) => printable(l)).join('\n')}\n`);
     return 0;
   }
   lines.push('nodes');
@@ -160,6 +173,6 @@ export async function status(opts: StatusOptions): Promise<number> {
     return [n.node, s, ami, nft, String(n.events), String(n.bans), ago(n.updatedAt, now)];
   });
   const table = renderTable(['NODE', 'STATE', 'AMI', 'NFT', 'EVENTS', 'BANS', 'SEEN'], rows);
-  await print(`${lines.join('\n')}\n${table.replace(/^/gm, '  ').trimEnd()}\n`);
+  await print(`${lines.map((l) => printable(l)).join('\n')}\n${table.replace(/^/gm, '  ').trimEnd()}\n`);
   return 0;
 }
