@@ -141,7 +141,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.policy = o.policy;
     this.injectionBantimeMs = o.injectionBantimeMs;
     this.decider = new StreamDecider(o.policy);
-    this.fold = new ActivityFold((t) => this.o.policy.subnetOf(t));
+    this.fold = new ActivityFold((t) => this.policy.subnetOf(t));
     this.onBatch = this.onBatch.bind(this);
   }
 
@@ -361,7 +361,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       return;
     }
     // an IPv6 address counts toward its prefix (policy.ipv6prefix)
-    const target = this.o.policy.countingTarget(e.address);
+    const target = this.policy.countingTarget(e.address);
     if (this.covered(target, e.address, now)) {
       this.count('s\u0000already-banned');
       return;
@@ -383,7 +383,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private covered(target: IpTarget, address: IpTarget, now: number): boolean {
     if (this.cache.isBanned(target, now)) return true;
     if (target !== address && this.cache.isBanned(address, now)) return true;
-    const subnet = this.o.policy.subnetOf(target);
+    const subnet = this.policy.subnetOf(target);
     return subnet !== null && this.cache.isBanned(subnet, now);
   }
 
@@ -430,7 +430,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private uncovered(batch: TargetActivity[], now: number): TargetActivity[] {
     let dropped = 0;
     const out = batch.filter((a) => {
-      const subnet = this.o.policy.subnetOf(a.target);
+      const subnet = this.policy.subnetOf(a.target);
       if (!this.cache.isBanned(a.target, now) && (subnet === null || !this.cache.isBanned(subnet, now))) return true;
       for (const n of Object.values(a.kinds)) dropped += n;
       dropped += a.challenges + a.successes;
@@ -449,7 +449,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.journal?.push({ target, until });
       // inside a subnet whose ban the kernel holds at least as long (the bans of one store call after its escalation):
       // the interval set would refuse it as overlapping, at the cost of a set read per element to find that out
-      const subnet = this.o.policy.subnetOf(target);
+      const subnet = this.policy.subnetOf(target);
       if (subnet !== null && (this.cache.until(subnet) ?? 0) >= until) return;
       enforce.push({ target, until });
     };

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { startBed, markerEvents, MARKER, type Bed } from '../support/bed.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
@@ -228,4 +229,24 @@ test('the /64 that holds this host\'s own address is counted per address: the at
   bed.replay.inject(guesses([attacker], 5));
   bed.replay.inject(guesses([next], 4));
   assert.deepEqual(await drained(bed), [attacker]);
+});
+
+test('SIGHUP changing policy.ipv6prefix: per address before the reload, per /64 after it', async (t) => {
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'hup:',
+    config: { policy: { ipv6prefix: 128 } },
+  });
+  await played(bed);
+  const original = JSON.parse(readFileSync(bed.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+  // five addresses of one /64, one guess each: per address nothing is banned
+  bed.replay.inject(guesses(Array.from({ length: 5 }, (_, i) => hostOf('2001:db8:dd:1::', i + 1))));
+  assert.deepEqual(await drained(bed), []);
+  writeFileSync(bed.configFile, JSON.stringify({ ...original, policy: { ...original.policy, ipv6prefix: 64 } }));
+  assert.ok(bed.daemon.child.kill('SIGHUP'));
+  const reloaded = await bed.daemon.waitForLog((l) => l.msg === 'configuration reloaded');
+  assert.ok((reloaded.applied as string[]).includes('policy.ipv6prefix'), JSON.stringify(reloaded.applied));
+  bed.replay.inject(guesses(Array.from({ length: 5 }, (_, i) => hostOf('2001:db8:dd:2::', i + 1))));
+  // (the marker is banned already: it cannot tell when these are done, the /64's own ban does)
+  await bannedInKernel(bed, '2001:db8:dd:2::/64', 30_000);
+  assert.deepEqual((await bed.elements()).filter((a) => a !== MARKER), ['2001:db8:dd:2::/64']);
 });
