@@ -16,6 +16,7 @@ import { latency } from './benchmarks/latency.js';
 import { parse } from './benchmarks/parse.js';
 import { profile } from './benchmarks/profile.js';
 import { reconcile } from './benchmarks/reconcile.js';
+import { rotation } from './benchmarks/rotation.js';
 import { state } from './benchmarks/state.js';
 import { store } from './benchmarks/store.js';
 import { throughput } from './benchmarks/throughput.js';
@@ -26,9 +27,9 @@ import { Cleanups, MAX_ATTACKERS, round, sleep } from './lib/util.js';
 /** in the order they run by default: parse and throughput before fail2ban, which quotes them */
 const ALL: readonly Benchmark[] = [parse, latency, throughput, reconcile, state, store, fail2ban, fleet, feeds, profile];
 /** run only when named: they need something outside the machine's own (a live AMI endpoint) */
-const ON_REQUEST: readonly Benchmark[] = [flood];
+const ON_REQUEST: readonly Benchmark[] = [flood, rotation];
 /** benchmarks that need root, nft and namespaces */
-const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'state', 'fleet', 'feeds', 'profile']);
+const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'state', 'fleet', 'feeds', 'profile', 'rotation']);
 /** AGBENCH_RESULTS: write somewhere else (experiments that must not replace the figures of record) */
 const RESULTS = process.env['AGBENCH_RESULTS'] ?? join(process.cwd(), 'bench/results/latest.json');
 

@@ -27,7 +27,7 @@ export const LABEL_VALUES = {
   invalidReason: ['bad-kind', 'bad-address', 'bad-value'],
   injectionSign: ['repeated-header', 'out-of-place', 'foreign-line', 'cut-short', 'control-characters', 'fragment'],
   skipWhy: ['ignored', 'unbannable', 'same-request', 'already-banned'],
-  banReason: ['failures', 'scanner', 'recidive', 'injection', 'manual'],
+  banReason: ['failures', 'scanner', 'recidive', 'injection', 'manual', 'subnet'],
   unbanSource: ['cli', 'fleet'],
   writeback: ['written', 'covered', 'expired', 'dropped'],
   notification: ['sent', 'failed', 'dropped'],

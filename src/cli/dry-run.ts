@@ -10,11 +10,16 @@ import { StreamDecider } from '../policy/same-request.js';
 import { NeverBan } from '../policy/never-ban.js';
 import { MemoryStore } from '../store/memory-store.js';
 import type { BanRecord } from '../store/store.js';
+import type { IpTarget } from '../net/ip.js';
 import { singleActivity } from '../daemon/fold.js';
 import { isoTime } from './output.js';
 
 export interface AddressReport {
   address: string;
+  /** what it was counted toward, when not itself: its IPv6 prefix (policy.ipv6prefix) */
+  countedAs?: string;
+  /** banned: the ban that covers it, when not its own (its prefix's or its subnet's) */
+  bannedAs?: string;
   /** well-formed security events by kind */
   events: Record<string, number>;
   /** failures counted against it (weights included), not those that came while it was banned */
@@ -37,9 +42,16 @@ export interface EventDecision {
   readonly kind: string;
   readonly service: string;
   readonly address: string;
+  /** what the event counted toward, when not its address: the address's IPv6 prefix */
+  readonly target?: string;
   /** attacker text: control characters already replaced; escape again for a terminal */
   readonly account: string;
   readonly decision: 'counted' | 'challenge' | 'login' | 'skipped' | 'banned';
+  /** banned: what was banned, when not `target` (or the address): the address inside a network holding a trusted one */
+  readonly banned?: string;
+  /** banned: the subnet this ban escalated into, and the bans that led to it */
+  readonly subnet?: string;
+  readonly members?: readonly string[];
   /** counted, challenge: the address's count in its window after this event; banned: when the ban fell */
   readonly count?: number;
   /** the count that bans: maxretry, or the trusted, known offender or scanner threshold */
@@ -84,6 +96,10 @@ export class DryRun {
   private readonly store: MemoryStore;
   private readonly injectionBantimeMs: number;
   private readonly byAddress = new Map<string, AddressReport>();
+  /** the first ban of each target (addresses, prefixes, subnets), for the report of the addresses it covers */
+  private readonly bans = new Map<string, BanRecord>();
+  /** address → the subnet its counting target escalates into */
+  private readonly subnets = new Map<string, string>();
   /** the recording's clock: the latest EventTV seen */
   private clock = 0;
 
@@ -106,6 +122,18 @@ export class DryRun {
   }
 
   addresses(): AddressReport[] {
+    // an address that was never banned itself is banned by its prefix's or its subnet's ban, if one fell
+    for (const a of this.byAddress.values()) {
+      if (a.verdict !== 'not banned') continue;
+      const subnet = this.subnets.get(a.address);
+      for (const by of [a.countedAs, subnet]) {
+        const ban = by === undefined ? undefined : this.bans.get(by);
+        if (!ban) continue;
+        this.banned(a, ban);
+        a.bannedAs = by;
+        break;
+      }
+    }
     return [...this.byAddress.values()].sort((x, y) => x.address.localeCompare(y.address));
   }
 
@@ -135,41 +163,67 @@ export class DryRun {
       await this.show?.({ ...base, decision: 'skipped', why: this.skipWhy(d.why, e) });
       return;
     }
-    // the daemon remembers its bans and spends nothing on a banned address's events
-    const ban = await this.store.getBan(e.address, now);
+    const target = this.policy.countingTarget(e.address);
+    const counted = target === e.address ? base : { ...base, target: target.text };
+    if (target !== e.address) a.countedAs = target.text;
+    const subnet = this.policy.subnetOf(target);
+    if (subnet) this.subnets.set(a.address, subnet.text);
+    // the daemon remembers its bans and spends nothing on the events of what they cover (the kernel drops them)
+    const ban = await this.covering([e.address, target, subnet], now);
     if (ban) {
-      await this.show?.({ ...base, decision: 'skipped', why: 'already banned', until: isoTime(ban.until) });
+      await this.show?.({ ...counted, decision: 'skipped', why: 'already banned', until: isoTime(ban.until) });
       return;
     }
-    const threshold = d.action === 'count' ? await this.failureThreshold(e) : null;
+    const threshold = d.action === 'count' ? await this.failureThreshold(target) : null;
     if (d.action === 'count') a.counted += d.weight;
-    const [v] = await this.store.recordActivity([singleActivity(e.address, d, e, now)], now);
+    const [v] = await this.store.recordActivity([singleActivity(target, d, e, now, (t) => this.policy.subnetOf(t))], now);
     if (v?.type === 'banned') {
-      this.banned(a, v.ban);
-      await this.show?.({ ...base, decision: 'banned', count: v.ban.count, reason: v.ban.reason, until: isoTime(v.ban.until), bantime: v.ban.until - v.ban.bannedAt });
+      this.remember(v.ban);
+      if (v.subnet) this.remember(v.subnet.ban);
+      if (v.ban.address === a.address) this.banned(a, v.ban);
+      await this.show?.({
+        ...counted, decision: 'banned', count: v.ban.count, reason: v.ban.reason, until: isoTime(v.ban.until),
+        bantime: v.ban.until - v.ban.bannedAt, ...(v.target && v.target !== target ? { banned: v.target.text } : {}),
+        ...(v.subnet ? { subnet: v.subnet.target.text, members: v.subnet.ban.members ?? [] } : {}),
+      });
       return;
     }
     if (d.action === 'success') {
-      await this.show?.({ ...base, decision: 'login', ...(d.trust ? { trusted: true } : {}) });
+      await this.show?.({ ...counted, decision: 'login', ...(d.trust ? { trusted: true } : {}) });
       return;
     }
     const count = v?.type === 'counted' ? v.count : 0;
     if (d.action === 'challenge') {
-      await this.show?.({ ...base, decision: 'challenge', count, threshold: this.policy.params.scanner.maxretry });
+      await this.show?.({ ...counted, decision: 'challenge', count, threshold: this.policy.params.scanner.maxretry });
       return;
     }
     await this.show?.({
-      ...base, decision: 'counted', count, threshold: threshold!.value,
+      ...counted, decision: 'counted', count, threshold: threshold!.value,
       ...(threshold!.why ? { why: threshold!.why } : {}), ...(d.action === 'count' && d.weight > 1 ? { weight: d.weight } : {}),
     });
   }
 
-  /** The count that bans this address now, as the store decides it: trusted higher, known offender lower. */
-  private async failureThreshold(e: SecurityEvent): Promise<{ value: number; why?: string }> {
+  /** The count that bans this target now, as the store decides it: trusted higher, known offender lower. */
+  private async failureThreshold(target: IpTarget): Promise<{ value: number; why?: string }> {
     const p = this.policy.params;
-    if ((await this.store.trustedUntil(e.address, this.clock)) !== null) return { value: p.trust.maxretry, why: 'trusted' };
-    if ((await this.store.history(e.address)).length > 0) return { value: Math.min(p.maxretry, p.offenderMaxretry), why: 'known offender' };
+    if ((await this.store.trustedUntil(target, this.clock)) !== null) {
+      return { value: p.trust.maxretry, why: target.kind === 'prefix' ? 'holds a trusted address' : 'trusted' };
+    }
+    if ((await this.store.history(target)).length > 0) return { value: Math.min(p.maxretry, p.offenderMaxretry), why: 'known offender' };
     return { value: p.maxretry };
+  }
+
+  /** The ban in force of the first of `targets` that has one (an address, its prefix, its subnet). */
+  private async covering(targets: ReadonlyArray<IpTarget | null>, now: number): Promise<BanRecord | null> {
+    for (const t of targets) {
+      const ban = t ? await this.store.getBan(t, now) : null;
+      if (ban) return ban;
+    }
+    return null;
+  }
+
+  private remember(ban: BanRecord): void {
+    if (!this.bans.has(ban.address)) this.bans.set(ban.address, ban);
   }
 
   private skipWhy(why: string, e: SecurityEvent): string {
@@ -214,6 +268,7 @@ export class DryRun {
       return;
     }
     const ban = await this.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now: this.clock, note: `${inj.sign} in ${inj.kind || 'a fragment'}` });
+    this.remember(ban);
     this.banned(a, ban);
     await this.show?.({ ...base, address: target.text, decision: 'banned', reason: ban.reason, until: isoTime(ban.until), bantime: ban.until - ban.bannedAt });
   }

@@ -106,6 +106,7 @@ export function loadConfig(opts: LoadOptions = {}): AppConfig {
   }
   const cfg = conf.getProperties() as unknown as AppConfig;
   checkRedisCredentials(cfg, where);
+  checkPrefixes(cfg, where);
   if (cfg.blocklists.apiban.key && cfg.blocklists.apiban.keyFile) {
     throw new ConfigError(`invalid configuration${where}: blocklists.apiban.key and blocklists.apiban.keyFile are both set: give the key in one place`);
   }
@@ -155,6 +156,28 @@ function warnUnknownEnv(env: NodeJS.ProcessEnv, warn: ((message: string) => void
     }
     warn(`${name} is not a configuration variable and is ignored${didYouMean(name, [...known.keys(), ...fileVars])}`);
   }
+}
+
+/** a subnet record names the bans that led to it: this many at most */
+export const SUBNET_MAXBANS_MAX = 256;
+
+/**
+ * The prefix lengths must nest: a counting prefix or subnet wider than policy.widest could never be banned, and a
+ * subnet no wider than the IPv6 counting prefix would escalate a prefix into itself.
+ */
+function checkPrefixes(cfg: AppConfig, where: string): void {
+  const p = cfg.policy;
+  const fail = (why: string): never => {
+    throw new ConfigError(`invalid configuration${where}: ${why}`);
+  };
+  if (p.ipv6prefix < p.widest.ipv6) fail(`policy.ipv6prefix /${p.ipv6prefix} is wider than policy.widest.ipv6 /${p.widest.ipv6}: such a prefix could never be banned`);
+  if (p.subnet.maxbans > SUBNET_MAXBANS_MAX) fail(`policy.subnet.maxbans must be at most ${SUBNET_MAXBANS_MAX}`);
+  if (p.subnet.maxbans === 0) return;
+  if (p.subnet.ipv4 < p.widest.ipv4) fail(`policy.subnet.ipv4 /${p.subnet.ipv4} is wider than policy.widest.ipv4 /${p.widest.ipv4}`);
+  if (p.subnet.ipv6 < p.widest.ipv6) fail(`policy.subnet.ipv6 /${p.subnet.ipv6} is wider than policy.widest.ipv6 /${p.widest.ipv6}`);
+  if (p.subnet.ipv4 >= 32) fail('policy.subnet.ipv4 must be shorter than /32: a subnet of one address escalates nothing');
+  if (p.subnet.ipv6 >= p.ipv6prefix) fail(`policy.subnet.ipv6 /${p.subnet.ipv6} must be shorter than policy.ipv6prefix /${p.ipv6prefix}: IPv6 is counted per /${p.ipv6prefix}`);
+  if (p.subnet.bantime < 1000) fail('policy.subnet.bantime must be at least 1s');
 }
 
 /**

@@ -124,6 +124,21 @@ export const schema = {
       ipv4: { doc: 'The widest IPv4 network a ban may cover (prefix length): a ban of 0.0.0.0/1 is refused, whoever asks for it.', format: 'prefix-v4', default: 8 },
       ipv6: { doc: 'The widest IPv6 network a ban may cover (prefix length).', format: 'prefix-v6', default: 32 },
     },
+    ipv6prefix: {
+      doc: 'IPv6 sources are counted and banned per prefix of this length, for an IPv6 attacker holds at least a /64 and can send every request from a new address; 128 counts and bans each address. A prefix that holds an ignore-listed or never-bannable address is counted per address instead.',
+      format: 'prefix-v6',
+      default: 64,
+    },
+    subnet: {
+      maxbans: {
+        doc: 'Subnet escalation: when this many addresses (or IPv6 prefixes) of one subnet have been banned within findtime, the subnet is banned, unless it holds an ignore-listed, trusted or never-bannable address. 0 turns it off.',
+        format: 'nat',
+        default: 0,
+      },
+      ipv4: { doc: 'The IPv4 subnet of subnet escalation (prefix length).', format: 'prefix-v4', default: 24 },
+      ipv6: { doc: 'The IPv6 subnet of subnet escalation (prefix length).', format: 'prefix-v6', default: 48 },
+      bantime: { doc: 'How long a subnet ban lasts.', format: 'duration', default: '1d' },
+    },
     history: {
       ttl: { doc: 'How long an address\'s ban history is kept (escalation and recidive read it).', format: 'duration', default: '30d' },
     },
@@ -285,6 +300,8 @@ export interface AppConfig {
     ignoreip: string[];
     ignoreself: boolean;
     widest: { ipv4: number; ipv6: number };
+    ipv6prefix: number;
+    subnet: { maxbans: number; ipv4: number; ipv6: number; bantime: number };
     history: { ttl: number };
     increment: { factor: number; maxtime: number; rndtime: number };
     offender: { maxretry: number };

@@ -25,6 +25,11 @@ export class BanCache {
     return false;
   }
 
+  /** the end of the ban known for exactly `target` (not one covering it), over or not; undefined when none */
+  until(target: IpTarget): number | undefined {
+    return this.bans.get(target);
+  }
+
   set(target: IpTarget, until: number): void {
     this.bans.set(target, until);
     if (target.kind === 'prefix') this.networks.set(target.text, target);

@@ -109,7 +109,7 @@ export interface DaemonEvents {
 export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
   private readonly decider: StreamDecider;
-  private fold = new ActivityFold();
+  private readonly fold: ActivityFold;
   /** store calls for folded batches in flight */
   private inFlight = 0;
   /** batches whose bans are enforced but not yet logged and told (verdicts) */
@@ -145,6 +145,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.policy = o.policy;
     this.injectionBantimeMs = o.injectionBantimeMs;
     this.decider = new StreamDecider(o.policy);
+    this.fold = new ActivityFold((t) => this.policy.subnetOf(t));
     this.onBatch = this.onBatch.bind(this);
   }
 
@@ -363,8 +364,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (d.why !== 'not-a-failure') this.count(`s\u0000${d.why}`);
       return;
     }
-    const target = e.address;
-    if (this.cache.isBanned(target, now)) {
+    // an IPv6 address counts toward its prefix (policy.ipv6prefix)
+    const target = this.policy.countingTarget(e.address);
+    if (this.covered(target, e.address, now)) {
       this.count('s\u0000already-banned');
       return;
     }
@@ -375,6 +377,18 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     if (d.action === 'count') this.count(`f\u0000${kind}`);
     this.fold.add(target, d, e);
+  }
+
+  /**
+   * Whether a ban this node enforces covers the event's source: its counting target's, the address's own (banned
+   * instead of a network holding a trusted one), or its subnet's. The kernel drops what follows such a ban; events
+   * already on their way cost no store call and make no ban inside a banned subnet.
+   */
+  private covered(target: IpTarget, address: IpTarget, now: number): boolean {
+    if (this.cache.isBanned(target, now)) return true;
+    if (target !== address && this.cache.isBanned(address, now)) return true;
+    const subnet = this.policy.subnetOf(target);
+    return subnet !== null && this.cache.isBanned(subnet, now);
   }
 
   private count(key: string): void {
@@ -395,10 +409,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   private dispatch(): void {
     while (this.inFlight < MAX_IN_FLIGHT && this.fold.size > 0 && !this.stopping) {
-      const batch = this.fold.take(MAX_BATCH);
-      this.inFlight++;
-      this.o.metrics.pending.set(this.fold.size);
       const now = this.now();
+      const batch = this.uncovered(this.fold.take(MAX_BATCH), now);
+      this.o.metrics.pending.set(this.fold.size);
+      if (batch.length === 0) continue;
+      this.inFlight++;
       this.o.store.recordActivity(batch, now)
         .then((verdicts) => this.verdicts(batch, verdicts))
         .catch((err: unknown) => this.storeFailed(err))
@@ -410,25 +425,56 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
   }
 
+  /**
+   * The entries of a batch leaving the fold that no ban known here covers yet. Under a flood the fold runs far ahead
+   * of the store: a subnet ban falls while the entries of thousands of prefixes inside it wait, each of which would
+   * otherwise be counted, banned, announced and sent to the kernel on its own. Their events are skipped as already
+   * banned, as they would have been had they arrived after the ban.
+   */
+  private uncovered(batch: TargetActivity[], now: number): TargetActivity[] {
+    let dropped = 0;
+    const out = batch.filter((a) => {
+      const subnet = this.policy.subnetOf(a.target);
+      if (!this.cache.isBanned(a.target, now) && (subnet === null || !this.cache.isBanned(subnet, now))) return true;
+      for (const n of Object.values(a.kinds)) dropped += n;
+      dropped += a.challenges + a.successes;
+      return false;
+    });
+    if (dropped > 0) this.o.metrics.skipped.inc({ why: 'already-banned' }, dropped);
+    return out;
+  }
+
   private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[]): void {
     const now = this.now();
     const enforce: Array<{ target: IpTarget; until: number }> = [];
     const made: BanRecord[] = [];
-    for (let i = 0; i < batch.length; i++) {
-      const v = verdicts[i];
-      const target = batch[i]!.target;
-      if (!v || v.type === 'counted') continue;
-      if (v.type === 'banned') {
-        made.push(v.ban);
-      } else if (this.cache.isBanned(target, now)) {
-        continue; // already enforced here
-      }
-      // banned here now, or elsewhere (another node, or before a restart) and not yet known here
-      const until = v.type === 'banned' ? v.ban.until : v.until;
-      if (!this.mayBlock(target)) continue;
+    const enforceOne = (target: IpTarget, until: number): void => {
+      if (!this.mayBlock(target)) return;
       this.cache.set(target, until);
       this.journal?.push({ target, until });
+      // inside a subnet whose ban the kernel holds at least as long (the bans of one store call after its escalation):
+      // the interval set would refuse it as overlapping, at the cost of a set read per element to find that out
+      const subnet = this.policy.subnetOf(target);
+      if (subnet !== null && (this.cache.until(subnet) ?? 0) >= until) return;
       enforce.push({ target, until });
+    };
+    for (let i = 0; i < batch.length; i++) {
+      const v = verdicts[i];
+      if (!v || v.type === 'counted') continue;
+      // the entry's target, or the address banned instead of a network that holds a trusted one
+      const target = v.target ?? batch[i]!.target;
+      if (v.type === 'banned') {
+        made.push(v.ban);
+        enforceOne(target, v.ban.until);
+        if (v.subnet) {
+          // escalated: the subnet goes to the fleet and the webhook like any ban, and into the interval set
+          made.push(v.subnet.ban);
+          enforceOne(v.subnet.target, v.subnet.ban.until);
+        }
+      } else if (!this.cache.isBanned(target, now)) {
+        // banned elsewhere (another node, or before a restart) and not yet known here
+        enforceOne(target, v.until);
+      }
     }
     if (enforce.length > 0) void this.addToFirewall(enforce);
     if (made.length === 0) return;
@@ -460,6 +506,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         duration: formatDuration(ban.until - (ban.bannedAt || now)),
         until: new Date(ban.until).toISOString(),
         previousBans: ban.previousBans,
+        ...(ban.members ? { members: ban.members } : {}),
       },
       this.o.detectOnly ? `would ban ${ban.address} (detect-only)` : `ban ${ban.address}`,
     );

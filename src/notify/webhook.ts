@@ -190,7 +190,8 @@ function banPayload(ban: BanRecord): Payload {
   const durationMs = ban.until - ban.bannedAt;
   const duration = formatDuration(durationMs);
   const kinds = Object.entries(ban.kinds).map(([kind, n]) => `${kind} ×${n}`).join(', ');
-  const why = ban.count > 0 ? `${ban.count} failures: ${kinds}` : ban.reason;
+  const why = ban.members?.length ? `subnet: ${ban.members.length} of its addresses or prefixes banned: ${listed(ban.members)}`
+    : ban.count > 0 ? `${ban.count} failures: ${kinds}` : ban.reason;
   return {
     event: 'ban',
     address: ban.address,
@@ -205,8 +206,16 @@ function banPayload(ban: BanRecord): Payload {
     lastSeen: new Date(ban.lastSeen).toISOString(),
     previousBans: ban.previousBans,
     node: ban.node,
+    // a subnet ban: the bans of its addresses or prefixes that led to it
+    ...(ban.members ? { members: ban.members } : {}),
     text: `ami-guard on ${slack(ban.node)}: banned ${ban.address} for ${duration} (${slack(why)})`,
   };
+}
+
+/** the first few of a list, and how many more: a message line stays short whatever maxbans is */
+function listed(items: readonly string[], shown = 8): string {
+  const more = items.length - shown;
+  return `${items.slice(0, shown).join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
 }
 
 function unbanPayload(address: string, by: string, node: string, now: number): Payload {

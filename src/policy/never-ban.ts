@@ -38,6 +38,8 @@ export class NeverBan {
   /** the widest network a ban may cover, by family */
   readonly widest: NeverBanOptions['widest'];
   private readonly ignoreself: boolean;
+  /** moves on at every learn(): decisions kept about networks (the counting prefixes) are stale from then */
+  generation = 0;
 
   constructor(o: NeverBanOptions) {
     this.widest = o.widest;
@@ -53,6 +55,7 @@ export class NeverBan {
     for (const a of facts.gateways) out.push({ target: a, reason: { why: 'default gateway', what: a.text } });
     for (const s of services) for (const a of s.addresses) out.push({ target: a, reason: { why: 'service', what: s.name } });
     this.host = out;
+    this.generation++;
   }
 
   /** Why `target` may never be banned, or null. */

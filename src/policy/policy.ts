@@ -2,10 +2,11 @@
 // decided atomically in the store (a Lua script on Redis) with the parameters derived here, so every node of a
 // fleet decides the same way.
 import type { SecurityEvent } from '../events/types.js';
-import type { IpTarget } from '../net/ip.js';
+import type { IpAddress, IpPrefix, IpTarget } from '../net/ip.js';
 import type { PolicyParams } from '../store/store.js';
 import { IgnoreList } from './ignore-list.js';
 import { NeverBan } from './never-ban.js';
+import { PrefixChoice } from './prefixes.js';
 import { DEFAULT_WEIGHTS, type AppConfig } from '../config/schema.js';
 
 export type SkipReason = 'not-a-failure' | 'ignored' | 'unbannable' | 'same-request';
@@ -38,6 +39,7 @@ export class Policy {
   private readonly trustAmi: boolean;
   /** the decision for each kind that counts, made once: the hot path allocates none */
   private readonly counts = new Map<string, EventDecision>();
+  private readonly prefixes: PrefixChoice;
 
   constructor(cfg: AppConfig['policy']) {
     this.ignore = new IgnoreList(cfg.ignoreip);
@@ -57,7 +59,26 @@ export class Policy {
       scanner: { maxretry: cfg.scanner.maxretry, findtimeMs: cfg.scanner.findtime },
       trust: { ttlMs: cfg.trust.ttl, maxretry: cfg.trust.maxretry },
       recidive: { maxretry: cfg.recidive.maxretry, findtimeMs: cfg.recidive.findtime, bantimeMs: cfg.recidive.bantime },
+      subnet: { maxbans: cfg.subnet.maxbans, bantimeMs: cfg.subnet.bantime },
     };
+    this.prefixes = new PrefixChoice(
+      { ipv6prefix: cfg.ipv6prefix, subnet: cfg.subnet }, (t) => this.refusal(t), () => this.neverBan.generation);
+  }
+
+  /**
+   * What an event from `address` is counted and banned as: an IPv6 address's /policy.ipv6prefix, unless a ban of
+   * that prefix would be refused here (then the address itself); an IPv4 address is itself.
+   */
+  countingTarget(address: IpAddress): IpTarget {
+    return this.prefixes.countingTarget(address);
+  }
+
+  /**
+   * The subnet (policy.subnet.ipv4 / ipv6) a ban of `target` counts toward, or null: escalation is off, the target
+   * is no narrower, or this node would refuse a ban of the subnet. Trust inside it is the store's to check.
+   */
+  subnetOf(target: IpTarget): IpPrefix | null {
+    return this.prefixes.subnetOf(target);
   }
 
   /**

@@ -1,6 +1,6 @@
 // What every store checks of a batch before it counts anything, and the single-event calls expressed as batches of
 // one, so the three stores share one implementation of each rule.
-import { isParsedTarget } from '../net/ip.js';
+import { contains, isParsedTarget } from '../net/ip.js';
 import type { ActivityVerdict, ChallengeInput, FailureInput, SuccessInput, TargetActivity } from './store.js';
 
 /** characters of an account id kept (the normaliser truncates to 64 and marks the cut; this bounds memory anyway) */
@@ -31,6 +31,13 @@ export function checkBatch(batch: readonly TargetActivity[], now: number): void 
     if (a.first > a.last) throw new RangeError(`activity ends (${a.last}) before it starts (${a.first})`);
     if (typeof a.account !== 'string') throw new RangeError('invalid account');
     for (const kind in a.kinds) count(a.kinds[kind]!, `count of ${kind}`);
+    // what may be banned instead of the target, or along with it, must have come from the parser and lie around it
+    if (a.source !== undefined && (!isParsedTarget(a.source) || a.source.kind !== 'address' || !contains(a.target, a.source))) {
+      throw new RangeError('activity whose source is not a parsed address inside its target');
+    }
+    if (a.subnet !== undefined && (!isParsedTarget(a.subnet) || a.subnet.kind !== 'prefix' || a.subnet.bits >= a.target.bits || !contains(a.subnet, a.target))) {
+      throw new RangeError('activity whose subnet is not a parsed network around its target');
+    }
   }
 }
 

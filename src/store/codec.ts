@@ -2,6 +2,7 @@
 // back from Redis is input like any other: another client, an operator or an attacker with access to Redis may have
 // written it. A field that does not parse reads as absent, numbers must be safe integers, and text is bounded; it is
 // kept as it is, for every output escapes what it prints (the CLI's terminal escaping, JSON in logs and replies).
+import { parseTarget } from '../net/ip.js';
 import { tallyCodes, kindName } from './kinds.js';
 import type { BanRecord, HistoryEntry, RecentFailure } from './store.js';
 
@@ -69,6 +70,23 @@ export function parseRecord(text: string | null): RecordFields {
   return fields;
 }
 
+/** a subnet ban names this many members at most (policy.subnet.maxbans is bounded by it) */
+export const MEMBERS_MAX = 256;
+
+/**
+ * A subnet ban's members as stored (`,`-separated): each a canonical address or network, or left out; what Redis
+ * holds may have been written by anyone.
+ */
+export function membersOf(text: string | undefined): string[] {
+  if (!text) return [];
+  const out: string[] = [];
+  for (const m of text.split(',', MEMBERS_MAX)) {
+    const t = m.length <= 64 ? parseTarget(m) : null;
+    if (t && t.text === m) out.push(m);
+  }
+  return out;
+}
+
 /** The ban in force in a record, or null (none, over by `now`, or not readable). */
 export function banOf(address: string, f: RecordFields, now: number): BanRecord | null {
   const until = fromB36(f.u);
@@ -76,6 +94,7 @@ export function banOf(address: string, f: RecordFields, now: number): BanRecord 
   const bannedAt = fromB36(f.a) ?? 0;
   const note = f.o ? decodeText(f.o) : '';
   const account = f.x ? decodeText(f.x, 80) : '';
+  const members = membersOf(f.m);
   return {
     address,
     reason: f.r ? decodeText(f.r, 64) : 'failures',
@@ -89,6 +108,7 @@ export function banOf(address: string, f: RecordFields, now: number): BanRecord 
     previousBans: decimal(f.p) ?? 0,
     ...(note ? { note } : {}),
     ...(account ? { account } : {}),
+    ...(members.length > 0 ? { members } : {}),
   };
 }
 

@@ -206,7 +206,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     const out = verdicts ?? new Array<ActivityVerdict | undefined>(batch.length);
     indices.forEach((i, j) => {
       const v = localVerdicts[j]!;
-      if (v.type === 'banned') this.keepForWriteback(v.ban);
+      if (v.type === 'banned') {
+        this.keepForWriteback(v.ban);
+        if (v.subnet) this.keepForWriteback(v.subnet.ban);
+      }
       out[i] = v;
     });
     return out as ActivityVerdict[];

@@ -3,6 +3,7 @@
 //
 //   {"format":"ami-guard-state","version":1,"id":"<store id>","node":"pbx1","written":1763757397387}
 //   ["b","198.18.0.11",<banned at>,<until>,"failures",5,<first>,<last>,"BBBBB","pbx1",0,"<note>","<account>"]
+//   ["b","203.0.113.0/24",…,"<account>","203.0.113.7,203.0.113.80,203.0.113.201"]   a subnet ban: its members last
 //   ["h","198.18.0.11",<forgotten at>,[[<at>,<until>,"failures","pbx1"],…]]     history, newest first
 //   ["t","198.51.100.20",<trusted until>]
 //
@@ -13,7 +14,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseTarget, type IpTarget } from '../net/ip.js';
 import { HISTORY_CAP, REASON_MAX, storedAccount } from './activity.js';
-import { nodeName, printable } from './codec.js';
+import { membersOf, nodeName, printable } from './codec.js';
 import { codesOf, tallyCodes } from './kinds.js';
 import type { MemorySnapshot } from './memory-store.js';
 import type { BanRecord, HistoryEntry } from './store.js';
@@ -41,7 +42,7 @@ export async function* renderState(snapshot: MemorySnapshot, node: string, now: 
   for (const { record: r } of snapshot.bans) {
     lines.push(`${JSON.stringify([
       'b', r.address, r.bannedAt, r.until, r.reason, r.count, r.firstSeen, r.lastSeen, codesOf(r.kinds, 1_000), r.node,
-      r.previousBans, r.note ?? '', r.account ?? '',
+      r.previousBans, r.note ?? '', r.account ?? '', ...(r.members?.length ? [r.members.join(',')] : []),
     ])}\n`);
     if (lines.length >= CHUNK_LINES) {
       yield flush();
@@ -119,8 +120,10 @@ function readLine(
   if (!target) return false;
   switch (v[0]) {
     case 'b': {
-      if (v.length !== 13) return false;
-      const [, , bannedAt, until, reason, count, first, last, codes, node, previous, note, account] = v as unknown[];
+      if (v.length !== 13 && v.length !== 14) return false;
+      const [, , bannedAt, until, reason, count, first, last, codes, node, previous, note, account, members] = v as unknown[];
+      if (members !== undefined && !text(members, MAX_LINE)) return false;
+      const named = typeof members === 'string' ? membersOf(members) : [];
       if (!time(bannedAt) || !time(until) || bannedAt > until || !time(first) || !time(last)) return false;
       if (!text(reason, REASON_MAX) || !whole(count) || typeof codes !== 'string' || !CODES.test(codes)) return false;
       if (!text(node, 64) || !whole(previous) || !text(note, REASON_MAX) || typeof account !== 'string') return false;
@@ -130,6 +133,7 @@ function readLine(
           address: target.text, reason, kinds: tallyCodes(codes), count, firstSeen: first, lastSeen: last, bannedAt, until,
           node, previousBans: Math.min(previous, HISTORY_CAP), ...(note ? { note } : {}),
           ...(account ? { account: storedAccount(account) } : {}),
+          ...(named.length > 0 ? { members: named } : {}),
         },
       });
       return true;

@@ -5,7 +5,7 @@
 // process: it says when they change (observe) and hands them over (snapshot) for the state file, which gives them
 // back at the next start (load; memory-state.ts). Failure windows are not kept: they last minutes.
 import { randomBytes } from 'node:crypto';
-import { isParsedTarget, type IpTarget } from '../net/ip.js';
+import { isParsedTarget, type IpPrefix, type IpTarget } from '../net/ip.js';
 import {
   HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity, storedAccount,
   successActivity,
@@ -15,7 +15,8 @@ import { CHALLENGE_CODE, codesOf, tallyCodes } from './kinds.js';
 import { banRule, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
   ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
+  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SubnetBan, SuccessInput,
+  TargetActivity,
 } from './store.js';
 
 const PAGE_SIZE = 5_000;
@@ -125,8 +126,10 @@ export class MemoryStore implements Store {
   private readonly bans: ExpiringTable<Ban>;
   /** newest first, at most HISTORY_CAP */
   private readonly histories: ExpiringTable<HistoryEntry[]>;
-  /** trusted until (ms) */
+  /** trusted until (ms); for a network or subnet: until when it holds a trusted address */
   private readonly trusted: ExpiringTable<number>;
+  /** subnet → the recent bans of its addresses or prefixes (subnet escalation), oldest first */
+  private readonly subnetBans: ExpiringTable<Array<{ readonly member: string; readonly at: number }>>;
   private readonly sweeper: NodeJS.Timeout;
   private readonly clock: () => number;
   private id = randomBytes(12).toString('hex');
@@ -145,6 +148,7 @@ export class MemoryStore implements Store {
     this.bans = new ExpiringTable(cap, this.clock);
     this.histories = new ExpiringTable(cap, this.clock);
     this.trusted = new ExpiringTable(cap, this.clock);
+    this.subnetBans = new ExpiringTable(cap, this.clock);
     this.sweeper = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
   }
@@ -198,12 +202,21 @@ export class MemoryStore implements Store {
     return batch.map((a) => this.record(a, now));
   }
 
-  /** record-activity.lua for one entry */
+  /** record-activity.lua for one entry, then escalate.lua for the subnet of a ban it made */
   private record(a: TargetActivity, now: number): ActivityVerdict {
+    const v = this.count(a, now);
+    if (v.type !== 'banned' || !a.subnet) return v;
+    const subnet = this.escalate(a.subnet, v.target ?? a.target, now);
+    return subnet ? { ...v, subnet } : v;
+  }
+
+  private count(a: TargetActivity, now: number): ActivityVerdict {
     const p = this.policy;
     const t = a.target.text;
     if (a.trust && a.successes > 0) {
       this.trusted.set(t, now + p.trust.ttlMs, p.trust.ttlMs);
+      // the subnet now holds a trusted address: it is never banned whole while that lasts
+      if (a.subnet) this.trusted.set(a.subnet.text, now + p.trust.ttlMs, p.trust.ttlMs);
       this.onChange?.();
     }
     const banned = this.bans.get(t)?.record;
@@ -218,18 +231,14 @@ export class MemoryStore implements Store {
     if (challenges.length > scanMax) challenges.splice(0, challenges.length - scanMax);
     challenges.length -= Math.min(a.successes, challenges.length);
     const account = a.failures > 0 && a.account !== '' ? storedAccount(a.account) : state?.account ?? '';
+    const trusted = (this.trusted.get(t) ?? 0) > now;
 
     let count = 0;
-    if (a.challenges > 0 && challenges.length >= scanMax) {
-      this.windows.delete(t);
-      const ban = this.decideBan(a.target, now, 'scanner', CHALLENGE_CODE.repeat(challenges.length), challenges.length,
-        Math.min(...challenges), Math.max(...challenges), account);
-      return { type: 'banned', ban };
-    }
+    let crossed: { reason: string; codes: string; count: number; first: number; last: number } | undefined;
     if (a.failures > 0) {
       // the same thresholds as record-activity.lua: trusted higher, known offender lower
       let threshold = p.maxretry;
-      if ((this.trusted.get(t) ?? 0) > now) threshold = p.trust.maxretry;
+      if (trusted) threshold = p.trust.maxretry;
       else if ((this.histories.get(t) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
       let codes = codesOf(a.kinds, 1_000);
       let weight = a.failures;
@@ -245,20 +254,66 @@ export class MemoryStore implements Store {
       failures.push({ at: a.last, codes, weight });
       count = trim(failures, this.cap);
       if (count >= threshold) {
-        this.windows.delete(t);
         let first = a.first;
         let last = a.last;
         for (let i = 0; i < failures.length - 1; i++) first = Math.min(first, failures[i]!.at);
         for (const f of failures) last = Math.max(last, f.at);
-        const ban = this.decideBan(a.target, now, 'failures', failures.map((f) => f.codes).join(''), count, first, last, account);
-        return { type: 'banned', ban };
+        crossed = { reason: 'failures', codes: failures.map((f) => f.codes).join(''), count, first, last };
       }
     } else {
       count = challenges.length;
     }
+    // the failures first: a brute-forcer's ChallengeSent before each guess must not make it a scanner
+    if (!crossed && a.challenges > 0 && challenges.length >= scanMax) {
+      crossed = {
+        reason: 'scanner', codes: CHALLENGE_CODE.repeat(challenges.length), count: challenges.length,
+        first: Math.min(...challenges), last: Math.max(...challenges),
+      };
+    }
+    if (crossed && a.target.kind === 'prefix' && trusted) {
+      // A network that holds a trusted address is never banned whole: the address that sent these is, and the
+      // network's window starts afresh. Without a source there is nobody to ban.
+      if (!a.source) return counted(count);
+      this.windows.delete(t);
+      const own = this.bans.get(a.source.text)?.record;
+      if (own && own.until > now) return { type: 'already-banned', until: own.until, target: a.source };
+      const ban = this.decideBan(a.source, now, crossed.reason, crossed.codes, crossed.count, crossed.first, crossed.last, account);
+      return { type: 'banned', ban, target: a.source };
+    }
+    if (crossed) {
+      this.windows.delete(t);
+      const ban = this.decideBan(a.target, now, crossed.reason, crossed.codes, crossed.count, crossed.first, crossed.last, account);
+      return { type: 'banned', ban };
+    }
     if (failures.length > 0 || challenges.length > 0) this.windows.set(t, { failures, challenges, account }, this.windowTtl);
     else this.windows.delete(t);
     return counted(count);
+  }
+
+  /**
+   * escalate.lua's subnet rule: `member`'s ban counts toward `subnet`; the maxbans-th distinct member within
+   * findtime bans the subnet, unless it holds a trusted address or is banned already.
+   */
+  private escalate(subnet: IpPrefix, member: IpTarget, now: number): SubnetBan | undefined {
+    const rule = this.policy.subnet;
+    if (rule.maxbans === 0) return undefined;
+    const key = subnet.text;
+    const banned = this.bans.get(key)?.record;
+    if (banned && banned.until > now) return undefined;
+    const members = (this.subnetBans.get(key) ?? []).filter((m) => m.at > now - this.policy.findtimeMs && m.member !== member.text);
+    members.push({ member: member.text, at: now });
+    if (members.length > rule.maxbans) members.splice(0, members.length - rule.maxbans);
+    if (members.length < rule.maxbans || (this.trusted.get(key) ?? 0) > now) {
+      this.subnetBans.set(key, members, this.policy.findtimeMs);
+      return undefined;
+    }
+    this.subnetBans.delete(key);
+    this.windows.delete(key);
+    const ban = this.writeBan(subnet, {
+      reason: 'subnet', kinds: {}, count: members.length, firstSeen: members[0]!.at, lastSeen: now, bannedAt: now,
+      until: now + rule.bantimeMs, members: members.map((m) => m.member),
+    });
+    return { target: subnet, ban };
   }
 
   async recordFailure(input: FailureInput): Promise<FailureVerdict> {
@@ -298,6 +353,7 @@ export class MemoryStore implements Store {
     checkManualBan(input);
     const { now } = input;
     this.windows.delete(input.target.text);
+    this.subnetBans.delete(input.target.text);
     const note = (input.note ?? '').slice(0, REASON_MAX);
     // a ban of what is banned now replaces it: its history entry goes, so no second offence is made of one
     const current = this.bans.get(input.target.text)?.record;
@@ -313,6 +369,7 @@ export class MemoryStore implements Store {
 
   async unban(target: IpTarget, now = Date.now()): Promise<boolean> {
     this.windows.delete(target.text);
+    this.subnetBans.delete(target.text);
     const ban = this.bans.get(target.text);
     if (this.bans.delete(target.text)) this.onChange?.();
     return ban !== undefined && ban.record.until > now;
@@ -390,6 +447,7 @@ export class MemoryStore implements Store {
     this.bans.sweep();
     this.histories.sweep();
     this.trusted.sweep();
+    this.subnetBans.sweep();
   }
 
   private writeBan(target: IpTarget, b: Omit<BanRecord, 'address' | 'node' | 'previousBans'>): BanRecord {

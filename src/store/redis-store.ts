@@ -2,13 +2,15 @@
 // activity is one EVALSHA (one per node on a Cluster); the layout (keys.ts, codec.ts, lua/) is in docs/fleet.md.
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
-import { parseTarget, type IpTarget } from '../net/ip.js';
+import { parseTarget, type IpAddress, type IpPrefix, type IpTarget } from '../net/ip.js';
 import type { Logger } from '../log.js';
 import {
   ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity,
   storedAccount, successActivity,
 } from './activity.js';
-import { b36, banOf, decodeText, encodeText, fromB36, historyOf, parseRecord, parseWindow, printable, recentOf, trustedUntilOf } from './codec.js';
+import {
+  b36, banOf, decodeText, encodeText, fromB36, historyOf, membersOf, parseRecord, parseWindow, printable, recentOf, trustedUntilOf,
+} from './codec.js';
 import { BUCKETS, KeySpace, bucketOf, slotOf, tagOf } from './keys.js';
 import { codesOf, tallyCodes } from './kinds.js';
 import { integer, storeScripts, type ActivityRule, type BanRule, type StoreScripts } from './scripts.js';
@@ -51,6 +53,25 @@ interface Group {
   readonly indices: number[];
   readonly entries: string[];
   readonly routingKey: string;
+}
+
+/** what one item of a script call touches: its bucket (and so its node), and its text */
+interface GroupItem {
+  readonly bucket: number;
+  readonly entry: string;
+}
+
+/** A network holding a trusted address that crossed a threshold in record-activity.lua: its source is banned instead. */
+interface Crossing {
+  /** in the batch */
+  readonly index: number;
+  readonly reason: 'failures' | 'scanner';
+  readonly count: number;
+  readonly codes: string;
+  readonly first: number;
+  readonly last: number;
+  /** percent-encoded, as stored */
+  readonly account: string;
 }
 
 export class RedisStore implements Store {
@@ -102,18 +123,58 @@ export class RedisStore implements Store {
   /**
    * recordActivity, telling which entries were counted when a Cluster node failed and others did not (the fallback
    * store counts those entries locally, and only those).
+   *
+   * A batch is one record-activity.lua call per node. What its verdicts set off in other buckets follows in
+   * escalate.lua calls, only when there is any: the ban of the source address of a network that crossed its
+   * threshold while holding a trusted address, then (subnet escalation on) each new ban counted in its subnet and
+   * each trusting login marked in its subnet. Not in the same call, for on a Cluster those buckets live on other
+   * nodes, and one path for every topology is one path to test; bans are rare next to events, so the second round
+   * trip is too.
    */
   async recordActivityParts(batch: readonly TargetActivity[], now: number): Promise<ActivityParts> {
     checkBatch(batch, now);
     const verdicts: Array<ActivityVerdict | undefined> = new Array<ActivityVerdict | undefined>(batch.length);
+    const crossings: Crossing[] = [];
+    const failed = await this.inGroups(
+      batch.length,
+      (i) => {
+        const a = batch[i]!;
+        const bucket = bucketOf(a.target);
+        return { bucket, entry: this.entry(a, bucket) };
+      },
+      (g) => this.scripts.recordActivity({ routingKey: g.routingKey, now, entries: g.entries }),
+      (reply, g, moved) => {
+        const found: Crossing[] = [];
+        this.decode(reply, batch, g.indices, now, verdicts, moved, found);
+        crossings.push(...found);
+      },
+    );
+    if (crossings.length > 0) failed.push(...(await this.banSources(batch, crossings, now, verdicts)));
+    if (this.rule.subnetMaxbans > 0) await this.escalate(batch, now, verdicts);
+    return { verdicts, failed };
+  }
+
+  private refreshSlots(): Promise<void> {
+    const client = this.client;
+    if (!(client instanceof Cluster)) return Promise.resolve();
+    return new Promise((resolve) => client.refreshSlotsCache(() => resolve()));
+  }
+
+  /**
+   * Runs one script over `n` items, one call per Cluster node (one call elsewhere); the items a node answered as
+   * moved (its slot map was out of date) are sent again where they now live. Returns the parts that failed.
+   */
+  private async inGroups(
+    n: number, item: (i: number) => GroupItem, call: (g: Group) => Promise<unknown[]>,
+    decode: (reply: unknown[], g: Group, moved: number[]) => void,
+  ): Promise<Array<{ indices: number[]; error: unknown }>> {
     const failed: Array<{ indices: number[]; error: unknown }> = [];
     let pending: number[] | undefined;
-    for (let attempt = 1; batch.length > 0; attempt++) {
+    for (let attempt = 1; n > 0; attempt++) {
       const moved: number[] = [];
-      await Promise.all(this.group(batch, pending).map(async (g) => {
+      await Promise.all(this.group(n, pending, item).map(async (g) => {
         try {
-          const reply = await this.scripts.recordActivity({ routingKey: g.routingKey, now, entries: g.entries });
-          this.decode(reply, batch, g.indices, now, verdicts, moved);
+          decode(await call(g), g, moved);
         } catch (err) {
           failed.push({ indices: g.indices, error: err });
         }
@@ -127,26 +188,18 @@ export class RedisStore implements Store {
       await this.refreshSlots();
       pending = moved;
     }
-    return { verdicts, failed };
-  }
-
-  private refreshSlots(): Promise<void> {
-    const client = this.client;
-    if (!(client instanceof Cluster)) return Promise.resolve();
-    return new Promise((resolve) => client.refreshSlotsCache(() => resolve()));
+    return failed;
   }
 
   /** One part per Cluster node (by the slot map ioredis routes with); everything in one part elsewhere. */
-  private group(batch: readonly TargetActivity[], only: readonly number[] | undefined): Group[] {
+  private group(n: number, only: readonly number[] | undefined, item: (i: number) => GroupItem): Group[] {
     const slots = this.client instanceof Cluster ? this.client.slots : undefined;
     const byNode = new Map<string, Group>();
     let single: Group | undefined;
-    const n = only ? only.length : batch.length;
-    for (let k = 0; k < n; k++) {
+    const count = only ? only.length : n;
+    for (let k = 0; k < count; k++) {
       const i = only ? only[k]! : k;
-      const a = batch[i]!;
-      const bucket = bucketOf(a.target);
-      const entry = this.entry(a, bucket);
+      const { bucket, entry } = item(i);
       if (!slots) {
         single ??= { indices: [], entries: [], routingKey: this.keys.index(bucket) };
         single.indices.push(i);
@@ -176,15 +229,16 @@ export class RedisStore implements Store {
 
   private decode(
     reply: unknown[], batch: readonly TargetActivity[], indices: readonly number[], now: number,
-    out: Array<ActivityVerdict | undefined>, moved: number[],
+    out: Array<ActivityVerdict | undefined>, moved: number[], crossings: Crossing[],
   ): void {
+    const script = 'record-activity.lua';
     const counts = (reply[0] as string).split(',');
-    if (counts.length !== indices.length) throw new TypeError(`record-activity.lua answered ${counts.length} counts for ${indices.length} entries`);
+    if (counts.length !== indices.length) throw new TypeError(`${script} answered ${counts.length} counts for ${indices.length} entries`);
     for (let j = 0; j < indices.length; j++) out[indices[j]!] = counted(Number(counts[j]));
     for (let k = 1; k < reply.length;) {
-      const j = integer(reply[k], 'record-activity.lua') - 1;
+      const j = integer(reply[k], script) - 1;
       const i = indices[j];
-      if (i === undefined) throw new TypeError(`record-activity.lua answered for entry ${j + 1} of ${indices.length}`);
+      if (i === undefined) throw new TypeError(`${script} answered for entry ${j + 1} of ${indices.length}`);
       const type = reply[k + 1];
       if (type === 'm') {
         out[i] = undefined;
@@ -192,27 +246,151 @@ export class RedisStore implements Store {
         k += 2;
         continue;
       }
+      if (type === 't') {
+        // decided by the source's own record, in banSources
+        const reason = String(reply[k + 2]);
+        if (reason !== 'failures' && reason !== 'scanner') throw new TypeError(`${script} answered the reason ${JSON.stringify(reason)}`);
+        const first = fromB36(String(reply[k + 5]));
+        const last = fromB36(String(reply[k + 6]));
+        const codes = String(reply[k + 4]);
+        if (first === undefined || last === undefined || !/^[A-Z]{0,1000}$/.test(codes)) throw new TypeError(`${script} answered an invalid crossing`);
+        out[i] = undefined;
+        crossings.push({
+          index: i, reason, count: integer(reply[k + 3], script), codes, first, last,
+          // as stored: percent-encoded by us, or by whoever wrote the window; normalised so it stays one field
+          account: reply[k + 7] ? encodeText(decodeText(String(reply[k + 7]), ACCOUNT_MAX)) : '',
+        });
+        k += 8;
+        continue;
+      }
       const until = fromB36(String(reply[k + 2]));
-      if (until === undefined) throw new TypeError(`record-activity.lua answered an invalid until ${JSON.stringify(reply[k + 2])}`);
+      if (until === undefined) throw new TypeError(`${script} answered an invalid until ${JSON.stringify(reply[k + 2])}`);
       if (type === 'a') {
         out[i] = { type: 'already-banned', until };
         k += 3;
         continue;
       }
-      if (type !== 'b') throw new TypeError(`record-activity.lua answered ${JSON.stringify(type)}`);
-      const a = batch[i]!;
-      const first = fromB36(String(reply[k + 5])) ?? now;
-      const account = reply[k + 9] ? decodeText(String(reply[k + 9]), ACCOUNT_MAX) : '';
-      out[i] = {
-        type: 'banned',
-        ban: {
-          address: a.target.text, reason: String(reply[k + 8]), kinds: tallyCodes(String(reply[k + 4])),
-          count: integer(reply[k + 3], 'record-activity.lua'), firstSeen: first, lastSeen: fromB36(String(reply[k + 6])) ?? now,
-          bannedAt: now, until, node: this.nodeId, previousBans: integer(reply[k + 7], 'record-activity.lua'),
-          ...(account ? { account } : {}),
-        },
-      };
+      if (type !== 'b') throw new TypeError(`${script} answered ${JSON.stringify(type)}`);
+      out[i] = { type: 'banned', ban: this.thresholdBan(batch[i]!.target, reply.slice(k + 2, k + 10), now, script) };
       k += 10;
+    }
+  }
+
+  /** A ban as the scripts answer it: `<until>, <count>, <codes>, <first>, <last>, <prev>, <reason>, <account>`. */
+  private thresholdBan(target: IpTarget, r: unknown[], now: number, script: string): BanRecord {
+    const account = r[7] ? decodeText(String(r[7]), ACCOUNT_MAX) : '';
+    return {
+      address: target.text, reason: String(r[6]), kinds: tallyCodes(String(r[2])), count: integer(r[1], script),
+      firstSeen: fromB36(String(r[3])) ?? now, lastSeen: fromB36(String(r[4])) ?? now, bannedAt: now,
+      until: fromB36(String(r[0]))!, node: this.nodeId, previousBans: integer(r[5], script),
+      ...(account ? { account } : {}),
+    };
+  }
+
+  /**
+   * The networks that crossed a threshold while holding a trusted address: the address that sent the failures is
+   * banned instead, in its own bucket, escalated by its own history. Returns the parts that failed, by batch index.
+   */
+  private async banSources(
+    batch: readonly TargetActivity[], crossings: readonly Crossing[], now: number, out: Array<ActivityVerdict | undefined>,
+  ): Promise<Array<{ indices: number[]; error: unknown }>> {
+    const items: Array<{ crossing: Crossing; source: IpAddress }> = [];
+    for (const c of crossings) {
+      const source = batch[c.index]!.source;
+      // nobody to ban: the network's window has started afresh, and it is never banned whole while it holds trust
+      if (source) items.push({ crossing: c, source });
+      else out[c.index] = counted(c.count);
+    }
+    const script = 'escalate.lua';
+    const failed = await this.inGroups(
+      items.length,
+      (k) => {
+        const { crossing: c, source } = items[k]!;
+        const bucket = bucketOf(this.keys.check(source));
+        return { bucket, entry: `a|${tagOf(bucket)}|${source.text}|${c.reason}|${c.count}|${c.codes}|${b36(c.first)}|${b36(c.last)}|${c.account}` };
+      },
+      (g) => this.scripts.escalate({ routingKey: g.routingKey, now, entries: g.entries }),
+      (reply, g, moved) => {
+        for (let k = 0; k < reply.length;) {
+          const j = integer(reply[k], script) - 1;
+          const at = g.indices[j];
+          if (at === undefined) throw new TypeError(`${script} answered for item ${j + 1} of ${g.indices.length}`);
+          const { crossing, source } = items[at]!;
+          const type = reply[k + 1];
+          if (type === 'm') {
+            moved.push(at);
+            k += 2;
+          } else if (type === 'a') {
+            const until = fromB36(String(reply[k + 2]));
+            if (until === undefined) throw new TypeError(`${script} answered an invalid until`);
+            out[crossing.index] = { type: 'already-banned', until, target: source };
+            k += 3;
+          } else if (type === 'b') {
+            out[crossing.index] = { type: 'banned', ban: this.thresholdBan(source, reply.slice(k + 2, k + 10), now, script), target: source };
+            k += 10;
+          } else {
+            throw new TypeError(`${script} answered ${JSON.stringify(type)}`);
+          }
+        }
+      },
+    );
+    return failed.map((f) => ({ indices: f.indices.map((k) => items[k]!.crossing.index), error: f.error }));
+  }
+
+  /**
+   * Subnet escalation: each new ban counted in its subnet, each trusting login marked there (first, so a subnet
+   * whose phone logged in within this batch is not banned by it). A failure here loses a count, never a ban already
+   * decided: it is logged, and the batch's verdicts stand.
+   */
+  private async escalate(batch: readonly TargetActivity[], now: number, out: Array<ActivityVerdict | undefined>): Promise<void> {
+    const items: Array<{ index: number; subnet: IpPrefix; member: string | null }> = [];
+    const bans: typeof items = [];
+    for (let i = 0; i < batch.length; i++) {
+      const a = batch[i]!;
+      const v = out[i];
+      if (!a.subnet || !v) continue;
+      if (a.trust && a.successes > 0) items.push({ index: i, subnet: a.subnet, member: null });
+      if (v.type === 'banned') bans.push({ index: i, subnet: a.subnet, member: (v.target ?? a.target).text });
+    }
+    items.push(...bans);
+    if (items.length === 0) return;
+    const script = 'escalate.lua';
+    const failed = await this.inGroups(
+      items.length,
+      (k) => {
+        const { subnet, member } = items[k]!;
+        const bucket = bucketOf(this.keys.check(subnet));
+        return { bucket, entry: member === null ? `t|${tagOf(bucket)}|${subnet.text}` : `s|${tagOf(bucket)}|${subnet.text}|${member}` };
+      },
+      (g) => this.scripts.escalate({ routingKey: g.routingKey, now, entries: g.entries }),
+      (reply, g, moved) => {
+        for (let k = 0; k < reply.length;) {
+          const j = integer(reply[k], script) - 1;
+          const at = g.indices[j];
+          if (at === undefined) throw new TypeError(`${script} answered for item ${j + 1} of ${g.indices.length}`);
+          const type = reply[k + 1];
+          if (type === 'm') {
+            moved.push(at);
+            k += 2;
+            continue;
+          }
+          if (type !== 's') throw new TypeError(`${script} answered ${JSON.stringify(type)}`);
+          const { index, subnet } = items[at]!;
+          const v = out[index];
+          const until = fromB36(String(reply[k + 2]));
+          if (until === undefined) throw new TypeError(`${script} answered an invalid until`);
+          const ban: BanRecord = {
+            address: subnet.text, reason: 'subnet', kinds: {}, count: integer(reply[k + 3], script),
+            firstSeen: fromB36(String(reply[k + 4])) ?? now, lastSeen: fromB36(String(reply[k + 5])) ?? now, bannedAt: now,
+            until, node: this.nodeId, previousBans: integer(reply[k + 6], script), members: membersOf(String(reply[k + 7])),
+          };
+          if (v?.type === 'banned') out[index] = { ...v, subnet: { target: subnet, ban } };
+          k += 8;
+        }
+      },
+    ).catch((err: unknown) => [{ indices: [], error: err }]);
+    if (failed.length > 0) {
+      this.log?.warn({ err: (failed[0]!.error as Error).message }, 'subnet escalation not recorded for a batch; its bans stand');
     }
   }
 
@@ -267,6 +445,7 @@ export class RedisStore implements Store {
       reason: encodeText(ban.reason.slice(0, REASON_MAX)), codes, count: ban.count, first: ban.firstSeen, last: ban.lastSeen,
       node: ban.node, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
       account: encodeText(storedAccount(ban.account ?? '')), note: encodeText((ban.note ?? '').slice(0, REASON_MAX)),
+      members: membersOf((ban.members ?? []).join(',')).join(','),
     });
     return written;
   }
@@ -290,7 +469,7 @@ export class RedisStore implements Store {
           record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
           now, windowEpochMs: this.rule.windowEpochMs, until: b.until, bannedAt: now, reason: encoded, codes: '', count: 0,
           first: now, last: now, node: this.nodeId, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
-          account: '', note: '', extend: true,
+          account: '', note: '', extend: true, members: '',
         });
       }));
       for (const r of replies) {
@@ -433,6 +612,12 @@ export function checkPolicy(policy: PolicyParams): PolicyParams {
   for (const [name, v] of positive) {
     if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`invalid policy ${name}: ${v}`);
   }
+  if (!Number.isSafeInteger(policy.subnet.maxbans) || policy.subnet.maxbans < 0 || policy.subnet.maxbans > 256) {
+    throw new RangeError(`invalid policy subnet.maxbans: ${policy.subnet.maxbans}`);
+  }
+  if (!Number.isSafeInteger(policy.subnet.bantimeMs) || policy.subnet.bantimeMs < 1) {
+    throw new RangeError(`invalid policy subnet.bantime: ${policy.subnet.bantimeMs}`);
+  }
   if (!Number.isFinite(policy.increment.factor) || policy.increment.factor < 1) {
     throw new RangeError(`invalid policy increment.factor: ${policy.increment.factor}`);
   }
@@ -463,6 +648,6 @@ function activityRule(p: PolicyParams, nodeId: string, windowEpochMs: number): A
     windowEpochMs,
     maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry, offenderMaxretry: p.offenderMaxretry,
     scannerMaxretry: p.scanner.maxretry, scannerFindtimeMs: p.scanner.findtimeMs, trustTtlMs: p.trust.ttlMs,
-    ban: banRule(p, nodeId),
+    ban: banRule(p, nodeId), subnetMaxbans: p.subnet.maxbans, subnetBantimeMs: p.subnet.bantimeMs,
   };
 }

@@ -13,6 +13,7 @@ const SCRIPTS = {
   ban: { file: 'ban.lua', command: 'amiGuardBan', keys: 2 },
   unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 2 },
   restoreBan: { file: 'restore-ban.lua', command: 'amiGuardRestoreBan', keys: 2 },
+  escalate: { file: 'escalate.lua', command: 'amiGuardEscalate', keys: 1 },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -28,7 +29,10 @@ function loadSources(): Record<ScriptName, string> {
   if (!sources) {
     const include = readFileSync(new URL('include/record.lua', LUA_DIR), 'utf8');
     const read = (name: ScriptName): string => `${SHEBANG}\n${include}\n${readFileSync(new URL(SCRIPTS[name].file, LUA_DIR), 'utf8')}`;
-    sources = { recordActivity: read('recordActivity'), ban: read('ban'), unban: read('unban'), restoreBan: read('restoreBan') };
+    sources = {
+      recordActivity: read('recordActivity'), ban: read('ban'), unban: read('unban'), restoreBan: read('restoreBan'),
+      escalate: read('escalate'),
+    };
   }
   return sources;
 }
@@ -58,6 +62,9 @@ export interface ActivityRule {
   readonly scannerFindtimeMs: number;
   readonly trustTtlMs: number;
   readonly ban: BanRule;
+  /** subnet escalation (escalate.lua): maxbans 0 is off */
+  readonly subnetMaxbans: number;
+  readonly subnetBantimeMs: number;
 }
 
 /** One call of record-activity.lua: the reply as it comes, decoded by the caller (it knows the batch). */
@@ -112,6 +119,8 @@ export interface RestoreBanArgs extends UnbanArgs {
   readonly account: string;
   /** already encoded */
   readonly note: string;
+  /** a subnet ban's members, `,`-separated canonical targets; '' for any other ban */
+  readonly members: string;
   /** re-seeding: a ban in force is only extended, with no history entry (restore-ban.lua) */
   readonly extend?: boolean;
 }
@@ -127,6 +136,8 @@ export interface StoreScripts {
    * already there, or it is over. And the until in force (0: none).
    */
   restoreBan(a: RestoreBanArgs): Promise<{ written: boolean; extended: boolean; until: number }>;
+  /** escalate.lua: the reply as it comes, decoded by the caller */
+  escalate(call: ActivityCall): Promise<unknown[]>;
 }
 
 /** Registers the scripts on `client` (once per client) and returns typed wrappers. */
@@ -145,6 +156,12 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
     b.recidiveFindtimeMs, b.recidiveBantimeMs, b.historyTtlMs, b.historyCap, b.node,
   ];
   const SEED = 12;
+  // escalate.lua's ARGV[3..18]: its own head, then the same ban rule block
+  const escalateHead: Arg[] = [
+    rule.windowEpochMs, rule.findtimeMs, rule.subnetMaxbans, rule.subnetBantimeMs, rule.trustTtlMs, ...head.slice(8),
+  ];
+  // args[k] is ARGV[k] (args[0] is KEYS[1]): the seed is +4 of the block at ARGV[8]
+  const ESCALATE_SEED = 12;
 
   return {
     async recordActivity(call) {
@@ -154,6 +171,13 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
       if (!Array.isArray(reply) || typeof reply[0] !== 'string') {
         throw new TypeError(`unexpected reply from record-activity.lua: ${JSON.stringify(reply)?.slice(0, 200)}`);
       }
+      return reply;
+    },
+    async escalate(call) {
+      const args: Arg[] = [call.routingKey, prefix, call.now, ...escalateHead, call.now.toString(36), ...call.entries];
+      if (b.rndtimeMs > 0) args[ESCALATE_SEED] = Math.floor(Math.random() * 2 ** 31);
+      const reply = await c.amiGuardEscalate(...args);
+      if (!Array.isArray(reply)) throw new TypeError(`unexpected reply from escalate.lua: ${JSON.stringify(reply)?.slice(0, 200)}`);
       return reply;
     },
     async ban(a) {
@@ -169,7 +193,7 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
     async restoreBan(a) {
       const reply = await c.amiGuardRestoreBan(
         a.record, a.index, a.base, a.target, a.now, a.until, a.bannedAt, a.reason, a.codes, a.count, a.first, a.last,
-        a.node, a.historyTtlMs, a.historyCap, a.account, a.note, a.windowEpochMs, a.extend ? '1' : '0',
+        a.node, a.historyTtlMs, a.historyCap, a.account, a.note, a.windowEpochMs, a.extend ? '1' : '0', a.members,
       );
       if (!Array.isArray(reply) || reply.length !== 2) throw new TypeError(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
       const outcome = integer(reply[0], 'restore-ban.lua');

@@ -1,7 +1,7 @@
 // The Store seam: everything ami-guard remembers (failure windows, bans, history) lives behind this interface.
 // Implemented by Redis (shared by a fleet) and by the embedded in-process store (one PBX, its bans, history and trust
 // kept in a state file).
-import type { IpAddress, IpTarget } from '../net/ip.js';
+import type { IpAddress, IpPrefix, IpTarget } from '../net/ip.js';
 
 export interface PolicyParams {
   /** failures within findtime that trigger a ban */
@@ -20,15 +20,21 @@ export interface PolicyParams {
   readonly trust: { readonly ttlMs: number; readonly maxretry: number };
   /** the recidive jail: the maxretry-th ban within findtime lasts bantime */
   readonly recidive: { readonly maxretry: number; readonly findtimeMs: number; readonly bantimeMs: number };
+  /**
+   * Subnet escalation: the maxbans-th ban of a subnet's addresses or prefixes within findtime bans the subnet for
+   * bantime (maxbans 0: off). Which subnet a target belongs to is the caller's (TargetActivity.subnet).
+   */
+  readonly subnet: { readonly maxbans: number; readonly bantimeMs: number };
 }
 
 /** Defaults for the rules beyond maxretry/findtime/bantime (the config's defaults; tests build on them). */
-export const DEFAULT_RULES: Pick<PolicyParams, 'increment' | 'offenderMaxretry' | 'scanner' | 'trust' | 'recidive'> = {
+export const DEFAULT_RULES: Pick<PolicyParams, 'increment' | 'offenderMaxretry' | 'scanner' | 'trust' | 'recidive' | 'subnet'> = {
   increment: { factor: 2, maxtimeMs: 604_800_000, rndtimeMs: 0 },
   offenderMaxretry: 3,
   scanner: { maxretry: 10, findtimeMs: 60_000 },
   trust: { ttlMs: 86_400_000, maxretry: 10 },
   recidive: { maxretry: 5, findtimeMs: 86_400_000, bantimeMs: 604_800_000 },
+  subnet: { maxbans: 0, bantimeMs: 86_400_000 },
 };
 
 export interface ChallengeInput {
@@ -75,6 +81,8 @@ export interface BanRecord {
   readonly note?: string;
   /** the account id of the last failure before a threshold ban (attacker text, data only) */
   readonly account?: string;
+  /** a subnet ban: the bans of its addresses or prefixes that led to it (canonical texts), oldest first */
+  readonly members?: readonly string[];
 }
 
 /** One failure in an address's current window. */
@@ -92,16 +100,34 @@ export interface HistoryEntry {
   readonly node: string;
 }
 
+/** A subnet banned because enough of its addresses or prefixes were (policy.subnet.*). */
+export interface SubnetBan {
+  readonly target: IpPrefix;
+  readonly ban: BanRecord;
+}
+
 export type FailureVerdict =
   | { readonly type: 'counted'; readonly count: number }
-  | { readonly type: 'banned'; readonly ban: BanRecord }
-  | { readonly type: 'already-banned'; readonly until: number };
+  | {
+      readonly type: 'banned';
+      readonly ban: BanRecord;
+      /**
+       * What was banned when it is not the entry's target: the source address, when the entry's network crossed its
+       * threshold while it holds a trusted address (the network itself is never banned then).
+       */
+      readonly target?: IpTarget;
+      /** the subnet this ban escalated into */
+      readonly subnet?: SubnetBan;
+    }
+  | { readonly type: 'already-banned'; readonly until: number; readonly target?: IpTarget };
 
 /**
  * What one batch of events did to one counting target, folded: the daemon reads a socket chunk (up to hundreds of
  * events), decides each event, and hands the store one entry per target instead of one call per event. Within an
  * entry the store applies the challenges first, then the logins (each answers one pending challenge, and may trust
- * the target), then the failures, which is the order a phone's REGISTER produces them and never harsher on it.
+ * the target), then the failures, which is the order a phone's REGISTER produces them and never harsher on it. When
+ * both the failures and the challenges of an entry cross their thresholds, the ban is for the failures: a
+ * brute-forcer's ChallengeSent before each guess must not make it a `scanner`.
  */
 export interface TargetActivity {
   /** what is counted and banned: an address, or a network (an IPv6 prefix) standing for its addresses */
@@ -121,6 +147,16 @@ export interface TargetActivity {
   /** when the first and the last of these events arrived, ms since the epoch */
   readonly first: number;
   readonly last: number;
+  /**
+   * The address of the last event, when `target` is a network: what is banned instead of the network when the
+   * network holds a trusted address.
+   */
+  readonly source?: IpAddress;
+  /**
+   * The subnet a ban of this target counts toward (subnet escalation), when that is on and this node would allow a
+   * ban of it; a trusting login marks it as holding a trusted address.
+   */
+  readonly subnet?: IpPrefix;
 }
 
 /** The store's answer for one TargetActivity; `counted` also stands for "nothing to do" (a login). */

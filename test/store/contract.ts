@@ -1,7 +1,7 @@
 // The behaviour every Store must have, run against each implementation by its own test file.
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { isParsedTarget, parseAddress, parseTarget, type IpAddress, type IpTarget } from '../../src/net/ip.js';
+import { isParsedTarget, parseAddress, parseTarget, type IpAddress, type IpPrefix, type IpTarget } from '../../src/net/ip.js';
 import {
   DEFAULT_RULES, type ActiveBan, type FailureInput, type PolicyParams, type Store, type TargetActivity,
 } from '../../src/store/store.js';
@@ -437,6 +437,108 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.ok(v?.type === 'banned' && v.ban.address === '2001:db8:1:2::/64', JSON.stringify(v));
       assert.deepEqual((await collect(store.activeBans(T0 + 3))).flat().map((b) => b.address), ['2001:db8:1:2::/64']);
       assert.equal(await store.getBan(target('2001:db8:1:2::1'), T0 + 3), null, 'an address of the network is another key');
+    });
+
+    it('a network holding a trusted address is never banned whole: the source of its failures is, and its count starts afresh', async () => {
+      const store = await make();
+      const net = target('2001:db8:5:6::/64') as IpPrefix;
+      const from = (a: string, at: number, extra: Partial<TargetActivity>): TargetActivity =>
+        activity('2001:db8:5:6::/64', at, { source: addr(a), ...extra });
+      // the phone logs in from inside the prefix: the prefix now holds a trusted address
+      await store.recordActivity([from('2001:db8:5:6::20', T0, { challenges: 1, successes: 1, trust: true })], T0);
+      assert.ok((await store.trustedUntil(net, T0 + 1))! > T0);
+      const [v] = await store.recordActivity([from('2001:db8:5:6::66', T0 + 1, { failures: POLICY.trust.maxretry, kinds: { ChallengeResponseFailed: POLICY.trust.maxretry }, account: '6002' })], T0 + 1);
+      assert.ok(v?.type === 'banned', JSON.stringify(v));
+      assert.equal(v.target?.text, '2001:db8:5:6::66');
+      assert.deepEqual([v.ban.address, v.ban.reason, v.ban.count, v.ban.kinds, v.ban.account], ['2001:db8:5:6::66', 'failures', POLICY.trust.maxretry, { ChallengeResponseFailed: POLICY.trust.maxretry }, '6002']);
+      assert.equal(await store.getBan(net, T0 + 2), null, 'the prefix is not banned');
+      assert.equal((await store.getBan(target('2001:db8:5:6::66'), T0 + 2))?.until, v.ban.until);
+      assert.deepEqual((await collect(store.activeBans(T0 + 2))).flat().map((b) => b.address), ['2001:db8:5:6::66']);
+      // the prefix counts afresh; a crossing by an address banned already reports its ban in force
+      const [w] = await store.recordActivity([from('2001:db8:5:6::77', T0 + 3, { failures: 1, kinds: { InvalidAccountID: 1 } })], T0 + 3);
+      assert.deepEqual(w, { type: 'counted', count: 1 });
+      const [x] = await store.recordActivity([from('2001:db8:5:6::66', T0 + 4, { failures: POLICY.trust.maxretry, kinds: { InvalidAccountID: POLICY.trust.maxretry } })], T0 + 4);
+      assert.ok(x?.type === 'already-banned' && x.until === v.ban.until && x.target?.text === '2001:db8:5:6::66', JSON.stringify(x));
+      // without trust a prefix is banned whole, at maxretry
+      const [y] = await store.recordActivity([activity('2001:db8:7:8::/64', T0, { source: addr('2001:db8:7:8::9'), failures: POLICY.maxretry, kinds: { InvalidPassword: POLICY.maxretry } })], T0);
+      assert.ok(y?.type === 'banned' && y.ban.address === '2001:db8:7:8::/64' && y.target === undefined, JSON.stringify(y));
+    });
+
+    it('subnet escalation: the maxbans-th ban of a subnet\'s addresses within findtime bans the subnet, naming them', async () => {
+      const store = await make({ ...POLICY, subnet: { maxbans: 3, bantimeMs: 86_400_000 } });
+      const subnet = target('198.51.100.0/24') as IpPrefix;
+      const crossing = (a: string, at: number): TargetActivity => ({ ...failures(a, at, POLICY.maxretry), subnet });
+      const members = ['198.51.100.1', '198.51.100.2', '198.51.100.3'];
+      for (const [i, a] of members.slice(0, 2).entries()) {
+        const [v] = await store.recordActivity([crossing(a, T0 + i)], T0 + i);
+        assert.ok(v?.type === 'banned' && v.subnet === undefined, JSON.stringify(v));
+      }
+      // the same member banned again (after an unban) counts once
+      await store.unban(target(members[1]!), T0 + 3);
+      const [again] = await store.recordActivity([crossing(members[1]!, T0 + 4)], T0 + 4);
+      assert.ok(again?.type === 'banned' && again.subnet === undefined, JSON.stringify(again));
+      const [v] = await store.recordActivity([crossing(members[2]!, T0 + 5)], T0 + 5);
+      assert.ok(v?.type === 'banned' && v.subnet, JSON.stringify(v));
+      assert.equal(v.subnet.target.text, '198.51.100.0/24');
+      const expected = {
+        address: '198.51.100.0/24', reason: 'subnet', kinds: {}, count: 3, firstSeen: T0, lastSeen: T0 + 5, bannedAt: T0 + 5,
+        until: T0 + 5 + 86_400_000, node: NODE, previousBans: 0, members: [members[0], members[1], members[2]],
+      };
+      assert.deepEqual(v.subnet.ban, expected);
+      assert.deepEqual(await store.getBan(subnet, T0 + 6), expected);
+      assert.ok((await collect(store.activeBans(T0 + 6))).flat().some((b) => b.address === '198.51.100.0/24'));
+      // banned already: a fourth ban adds nothing
+      const [w] = await store.recordActivity([crossing('198.51.100.4', T0 + 7)], T0 + 7);
+      assert.ok(w?.type === 'banned' && w.subnet === undefined, JSON.stringify(w));
+      // IPv6: prefixes of a /48
+      const s6 = target('2001:db8:9::/48') as IpPrefix;
+      let last;
+      for (let i = 0; i < 3; i++) {
+        [last] = await store.recordActivity([{ ...failures(`2001:db8:9:${i}::/64`, T0 + i, POLICY.maxretry), subnet: s6 }], T0 + i);
+      }
+      assert.ok(last?.type === 'banned' && last.subnet?.ban.members?.join() === '2001:db8:9::/64,2001:db8:9:1::/64,2001:db8:9:2::/64', JSON.stringify(last));
+    });
+
+    it('subnet escalation: bans further apart than findtime, a subnet holding a trusted address, or escalation off ban no subnet', async () => {
+      const policy = { ...POLICY, subnet: { maxbans: 2, bantimeMs: 86_400_000 } };
+      const store = await make(policy);
+      const crossing = (a: string, subnet: string, at: number): TargetActivity => ({ ...failures(a, at, POLICY.maxretry), subnet: target(subnet) as IpPrefix });
+      const [a] = await store.recordActivity([crossing('203.0.113.1', '203.0.113.0/24', T0)], T0);
+      const [b] = await store.recordActivity([crossing('203.0.113.2', '203.0.113.0/24', T0 + POLICY.findtimeMs)], T0 + POLICY.findtimeMs);
+      assert.ok(a?.type === 'banned' && !a.subnet && b?.type === 'banned' && !b.subnet, 'findtime apart');
+      // a phone logged in from the subnet: it is never banned whole while that trust lasts
+      await store.recordActivity([{ ...activity('192.0.2.20', T0, { successes: 1, trust: true }), subnet: target('192.0.2.0/24') as IpPrefix }], T0);
+      for (const [i, x] of ['192.0.2.1', '192.0.2.2', '192.0.2.3'].entries()) {
+        const [v] = await store.recordActivity([crossing(x, '192.0.2.0/24', T0 + i)], T0 + i);
+        assert.ok(v?.type === 'banned' && !v.subnet, `${x}: ${JSON.stringify(v)}`);
+      }
+      assert.equal(await store.getBan(target('192.0.2.0/24'), T0 + 5), null);
+      // maxbans 0: the subnet a caller names is not even counted
+      const off = await make();
+      for (const [i, x] of ['198.18.5.1', '198.18.5.2', '198.18.5.3'].entries()) {
+        const [v] = await off.recordActivity([crossing(x, '198.18.5.0/24', T0 + i)], T0 + i);
+        assert.ok(v?.type === 'banned' && !v.subnet);
+      }
+    });
+
+    it('failures and challenges of one entry both crossing: banned for its failures, as one event at a time would have it', async () => {
+      const store = await make();
+      const [v] = await store.recordActivity([activity('198.51.100.98', T0, {
+        challenges: POLICY.scanner.maxretry, failures: POLICY.scanner.maxretry, kinds: { ChallengeResponseFailed: POLICY.scanner.maxretry },
+      })], T0);
+      assert.ok(v?.type === 'banned', JSON.stringify(v));
+      assert.deepEqual([v.ban.reason, v.ban.count], ['failures', POLICY.maxretry]);
+    });
+
+    it('recordActivity refuses a source outside its target and a subnet not around it', async () => {
+      const store = await make();
+      const bad: TargetActivity[] = [
+        activity('2001:db8:1:2::/64', T0, { source: addr('2001:db8:1:3::1') }),
+        activity('198.51.100.7', T0, { subnet: target('198.51.101.0/24') as IpPrefix }),
+        activity('198.51.100.0/24', T0, { subnet: target('198.51.100.0/24') as IpPrefix }),
+        activity('198.51.100.7', T0, { source: { ...addr('198.51.100.7') } as IpAddress }),
+      ];
+      for (const b of bad) await assert.rejects(store.recordActivity([b], T0), RangeError);
     });
 
     it('recordActivity refuses a batch it cannot trust, before counting any of it', async () => {

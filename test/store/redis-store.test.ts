@@ -5,13 +5,14 @@ import { Writable } from 'node:stream';
 import { inspect } from 'node:util';
 import type { Redis } from 'ioredis';
 import { createLogger } from '../../src/log.js';
-import { parseTarget, type IpAddress } from '../../src/net/ip.js';
+import { parseTarget, type IpAddress, type IpPrefix } from '../../src/net/ip.js';
 import { bucketOf, KeySpace, tagOf } from '../../src/store/keys.js';
 import { parseRecord } from '../../src/store/codec.js';
 import { createRedisClient, reconnectDelay } from '../../src/store/redis-client.js';
 import { RedisStore } from '../../src/store/redis-store.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
-import { scanKeys } from '../support/redis-layout.js';
+import { patchRecord, scanKeys } from '../support/redis-layout.js';
+import type { TargetActivity } from '../../src/store/store.js';
 import { NODE, POLICY, T0, activity, addr, failure, failures, hostAddress, storeContract, target } from './contract.js';
 
 const calculateSlot = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number;
@@ -153,6 +154,50 @@ describe('RedisStore on a real redis-server', () => {
       const after = parseRecord(await raw.get(keys.record(a)));
       assert.deepEqual(Object.keys(after).sort(), ['h', 't']);
       assert.deepEqual(await raw.zrange(keys.index(bucket), 0, -1), []);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('lays out a subnet\'s count and its ban, with TTLs; member lists written by someone else are read as what parses', async () => {
+    const policy = { ...POLICY, subnet: { maxbans: 3, bantimeMs: 86_400_000 } };
+    const store = open('subnet:', policy);
+    const keys = new KeySpace('subnet:');
+    try {
+      const subnet = target('198.51.100.0/24') as IpPrefix;
+      const crossing = (a: string, at: number): TargetActivity => ({ ...failures(a, at, POLICY.maxretry), subnet });
+      await store.recordActivity([crossing('198.51.100.1', T0)], T0);
+      await store.recordActivity([crossing('198.51.100.2', T0 + 1)], T0 + 1);
+      // the count of member bans lives in the subnet's record, as long as findtime
+      assert.equal(await raw.get(keys.record(subnet)), `s=${T0.toString(36)}@198.51.100.1,${(T0 + 1).toString(36)}@198.51.100.2`);
+      const counting = await raw.pttl(keys.record(subnet));
+      assert.ok(counting > POLICY.findtimeMs - 10_000 && counting <= POLICY.findtimeMs, `TTL ${counting}`);
+      const [v] = await store.recordActivity([crossing('198.51.100.3', T0 + 2)], T0 + 2);
+      assert.ok(v?.type === 'banned' && v.subnet, JSON.stringify(v));
+      const until = T0 + 2 + 86_400_000;
+      assert.equal(await raw.get(keys.record(subnet)), [
+        `u=${until.toString(36)}`, `a=${(T0 + 2).toString(36)}`, 'r=subnet', 'c=3', `f=${T0.toString(36)}`, `l=${(T0 + 2).toString(36)}`,
+        `n=${NODE}`, 'p=0', 'm=198.51.100.1,198.51.100.2,198.51.100.3', `h=${(T0 + 2).toString(36)}:${until.toString(36)}:subnet:${NODE}`,
+      ].join(';'));
+      assert.deepEqual(await raw.zrange(keys.index(bucketOf(subnet)), 0, -1, 'WITHSCORES'), ['198.51.100.0/24', String(until)]);
+      const keysNow = await scanKeys(raw, 'subnet:*');
+      const pipeline = raw.pipeline();
+      for (const k of keysNow) pipeline.pttl(k);
+      const ttls = (await pipeline.exec())!.map(([, ttl]) => ttl as number);
+      assert.deepEqual(keysNow.filter((_, i) => !(ttls[i]! > 0)), [], 'keys without a TTL');
+
+      // whatever Redis holds is input: members that are not canonical targets are left out, and a count that
+      // does not parse is a count of none
+      await patchRecord(raw, 'subnet:', '198.51.100.0/24', { m: '198.51.100.1,not-an-ip,\u001b[31m,198.51.100.03,198.51.100.3' });
+      assert.deepEqual((await store.getBan(subnet, T0 + 3))?.members, ['198.51.100.1', '198.51.100.3']);
+      const other = target('203.0.113.0/24') as IpPrefix;
+      await raw.set(keys.record(other), 's=zz@,@203.0.113.9,x@y@z,' + 'a'.repeat(20), 'PX', 60_000);
+      const [w] = await store.recordActivity([{ ...failures('203.0.113.1', T0 + 4, POLICY.maxretry), subnet: other }], T0 + 4);
+      assert.ok(w?.type === 'banned' && !w.subnet, JSON.stringify(w));
+      assert.equal(parseRecord(await raw.get(keys.record(other))).s, `${(T0 + 4).toString(36)}@203.0.113.1`);
+      // unban lifts the subnet ban and starts its count afresh; the history stays
+      assert.equal(await store.unban(subnet, T0 + 5), true);
+      assert.deepEqual(Object.keys(parseRecord(await raw.get(keys.record(subnet)))), ['h']);
     } finally {
       await store.close();
     }

@@ -119,3 +119,51 @@ test('--verbose --json: one JSON object per line, the decisions then the report'
   assert.equal(rows.filter((x) => x.type !== 'report').length, 25 + 10);
   assert.ok(rows.at(-1)!.addresses!.length > 0);
 });
+
+test('an attacker rotating through a /64, and over a /24 with escalation on: the dry run counts and bans as the daemon does', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ag-verbose-'));
+  const file = join(dir, 'security.log');
+  const v6 = (tv: string, remote: string): string => line(tv, 'InvalidPassword', '192.0.2.1', '6001')
+    .replace('LocalAddress="IPV4/UDP/198.18.0.1/5060"', 'LocalAddress="IPV6/UDP/fd00::1/5060"')
+    .replace('RemoteAddress="IPV4/UDP/192.0.2.1/5060"', `RemoteAddress="IPV6/UDP/${remote}/5060"`);
+  let log = '';
+  // eight addresses of one /64, one guess each
+  for (let i = 0; i < 8; i++) log += v6(`2026-11-21T10:00:0${i}.000+0000`, `2001:db8:aa:1::${i + 1}`);
+  // three hosts of a /24, five guesses each
+  for (const [h, host] of ['7', '80', '201'].entries()) {
+    for (let i = 0; i < 5; i++) log += line(`2026-11-21T10:01:${h}${i}.000+0000`, 'InvalidPassword', `203.0.113.${host}`, '6001');
+  }
+  writeFileSync(file, log);
+  const list: Decision[] = [];
+  process.env.AMI_GUARD_POLICY_SUBNET_MAXBANS = '3';
+  let report;
+  try {
+    report = await replayFile(file, {}, (d) => {
+      list.push(d);
+    });
+  } finally {
+    delete process.env.AMI_GUARD_POLICY_SUBNET_MAXBANS;
+  }
+  const rotating = list.filter((d): d is EventDecision => d.type === 'event' && d.address.startsWith('2001:db8:aa:1::'));
+  assert.deepEqual(rotating.map((d) => [d.decision, d.target, d.count ?? null]), [
+    ['counted', '2001:db8:aa:1::/64', 1], ['counted', '2001:db8:aa:1::/64', 2], ['counted', '2001:db8:aa:1::/64', 3],
+    ['counted', '2001:db8:aa:1::/64', 4], ['banned', '2001:db8:aa:1::/64', 5],
+    ['skipped', '2001:db8:aa:1::/64', null], ['skipped', '2001:db8:aa:1::/64', null], ['skipped', '2001:db8:aa:1::/64', null],
+  ]);
+  // every address of the prefix is reported banned, as the prefix
+  const reported = report.addresses.filter((a) => a.address.startsWith('2001:db8:aa:1::'));
+  assert.equal(reported.length, 8);
+  assert.ok(reported.every((a) => a.verdict === 'banned' && a.countedAs === '2001:db8:aa:1::/64' && a.reason === 'failures'), JSON.stringify(reported));
+  assert.deepEqual(reported.map((a) => a.counted), [1, 1, 1, 1, 1, 0, 0, 0]);
+  // the third host's ban escalates to the /24; each host is reported with its own ban
+  const third = list.find((d): d is EventDecision => d.type === 'event' && d.address === '203.0.113.201' && d.decision === 'banned');
+  assert.deepEqual([third?.subnet, third?.members], ['203.0.113.0/24', ['203.0.113.7', '203.0.113.80', '203.0.113.201']]);
+  assert.ok(report.addresses.filter((a) => a.address.startsWith('203.0.113.')).every((a) => a.verdict === 'banned' && a.reason === 'failures'));
+
+  const text = await cli(['replay', '--verbose', file], { AMI_GUARD_POLICY_SUBNET_MAXBANS: '3' });
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /2001:db8:aa:1::1 +"6001" +counted 1\/5 as 2001:db8:aa:1::\/64\n/);
+  assert.match(text.stdout, /BANNED 2001:db8:aa:1::\/64 for 1h: 5 failures until \S+\n/);
+  assert.match(text.stdout, /BANNED for 1h: 5 failures until \S+; subnet 203\.0\.113\.0\/24 banned after 3 bans \(203\.0\.113\.7, 203\.0\.113\.80, 203\.0\.113\.201\)\n/);
+  assert.match(text.stdout, /2001:db8:aa:1::8 +1 +0 +banned as 2001:db8:aa:1::\/64 at 10:00:04\.000 after 5 failures \(failures\)\n/);
+});

@@ -97,6 +97,7 @@ export function toJson(r: BanRecord, now: number): Record<string, unknown> {
     kinds: r.kinds,
     firstSeen: isoTime(r.firstSeen),
     lastSeen: isoTime(r.lastSeen),
+    ...(r.members ? { members: r.members } : {}),
   };
 }
 

@@ -162,8 +162,8 @@ export async function replay(args: string[], opts: ReplayOptions): Promise<numbe
   for (const a of report.addresses) {
     const total = Object.values(a.events).reduce((x, y) => x + y, 0);
     const verdict = a.verdict === 'banned'
-      ? `banned at ${a.bannedAt!.slice(11, 23)}${a.countAtBan !== null ? ` after ${a.countAtBan} failures` : ''} (${a.reason})`
-      : a.verdict;
+      ? `banned${a.bannedAs ? ` as ${a.bannedAs}` : ''} at ${a.bannedAt!.slice(11, 23)}${a.countAtBan !== null ? ` after ${a.countAtBan} ${a.reason === 'subnet' ? 'bans' : 'failures'}` : ''} (${a.reason})`
+      : a.verdict === 'not banned' && a.countedAs ? `not banned (counted as ${a.countedAs})` : a.verdict;
     table.row([a.address, String(total), String(a.counted), verdict]);
   }
   const kinds = new Set(report.addresses.flatMap((a) => Object.keys(a.events)));
@@ -187,11 +187,12 @@ function verdictText(d: Decision): string {
     if (d.decision === 'skipped') return `${what}: not banned, ${d.why}${until}`;
     return `${what}: its source cannot be told, nothing banned`;
   }
+  const as = d.target ? ` as ${d.target}` : '';
   switch (d.decision) {
     case 'counted':
-      return `counted ${d.count}/${d.threshold}${d.weight ? ` (weight ${d.weight})` : ''}${d.why ? ` (${d.why})` : ''}`;
+      return `counted ${d.count}/${d.threshold}${as}${d.weight ? ` (weight ${d.weight})` : ''}${d.why ? ` (${d.why})` : ''}`;
     case 'challenge':
-      return `challenge ${d.count}/${d.threshold} unanswered`;
+      return `challenge ${d.count}/${d.threshold} unanswered${as}`;
     case 'login':
       return d.trusted ? 'login, trusted' : 'login';
     case 'skipped':
@@ -199,7 +200,10 @@ function verdictText(d: Decision): string {
     case 'banned': {
       const why = d.reason === 'scanner' ? `${d.count} unanswered challenges (scanner)`
         : d.reason === 'recidive' ? `${d.count} failures (recidive)` : `${d.count} failures`;
-      return `BANNED for ${formatDuration(d.bantime!)}: ${why}${until}`;
+      // the prefix, or the address alone when its network holds a trusted one
+      const what = d.banned ? ` ${d.banned} (its network holds a trusted address)` : as ? ` ${d.target}` : '';
+      const subnet = d.subnet ? `; subnet ${d.subnet} banned after ${d.members?.length ?? 0} bans (${(d.members ?? []).join(', ')})` : '';
+      return `BANNED${what} for ${formatDuration(d.bantime!)}: ${why}${until}${subnet}`;
     }
   }
 }

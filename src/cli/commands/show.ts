@@ -1,5 +1,5 @@
 import { Policy } from '../../policy/policy.js';
-import { unbannableReason } from '../../net/ip.js';
+import { prefixOf, unbannableReason } from '../../net/ip.js';
 import { formatDuration } from '../../config/duration.js';
 import { parseTargets, readCliConfig, type ConfigOption } from '../context.js';
 import { openOperator, type Covering } from '../operator.js';
@@ -37,6 +37,8 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const now = Date.now();
   const { ban, failures, history, trustedUntil, coveredBy, ignored, enforcedUntil } = facts;
   const unbannable = unbannableReason(target!);
+  // what its events count toward when that is not itself (where the daemon refuses the prefix, the address itself)
+  const countedAs = target!.kind === 'address' && target!.family === 6 && cfg.policy.ipv6prefix < 128 ? prefixOf(target!, cfg.policy.ipv6prefix).text : undefined;
   const banned = ban !== null || enforcedUntil !== null || coveredBy.length > 0;
   if (facts.note) say(facts.note);
   if (feedNote) say(feedNote);
@@ -49,6 +51,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
         ban: ban ? toJson(ban, now) : null,
         ...(enforcedUntil !== null && !ban ? { enforcedUntil: isoTime(enforcedUntil) } : {}),
         coveredBy: coveredBy.map((c) => ({ ...c, until: isoTime(c.until) })),
+        ...(countedAs ? { countedAs } : {}),
         listed: listed.length > 0,
         feeds: listed.map((row) => feedJson(row, now)),
         failures: failures.map((f) => ({ at: isoTime(f.at), kind: f.kind, account: f.account })),
@@ -66,7 +69,9 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   if (ban) {
     const note = ban.note ? ` "${ban.note}"` : '';
     lines.push(`  banned:    yes, ${ban.reason}${note}, by ${ban.node} ${ago(ban.bannedAt, now)}, ${left(ban.until, now)} left (until ${isoTime(ban.until)})`);
-    if (ban.count > 0) {
+    if (ban.members?.length) {
+      lines.push(`  why:       ${ban.members.length} of its addresses or prefixes banned from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${ban.members.join(', ')}`);
+    } else if (ban.count > 0) {
       const kinds = Object.entries(ban.kinds).map(([k, n]) => `${n} ${k}`).join(', ');
       lines.push(`  why:       ${ban.count} failures from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${kinds}`);
     }
@@ -79,6 +84,7 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   }
   if ((ban || enforcedUntil !== null) && coveredBy.length > 0) lines.push(`  also:      covered by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
   if (coveredBy.length > 0) lines.push(`  lift:      ami-guard unban ${coveredBy.map((c) => c.network).join(' ')} (lifts the whole network)`);
+  if (countedAs) lines.push(`  counted:   as ${countedAs} (policy.ipv6prefix): \`ami-guard show ${countedAs}\` has its failures and trust`);
   for (const [i, row] of listed.entries()) {
     const entry = row.target.text === target!.text ? '' : ` as ${row.target.text}`;
     const held = row.until === null

@@ -18,7 +18,7 @@ local current = n36(r.u)
 if current and current > now and r.a and hist[1] and string.sub(hist[1], 1, #r.a + #r.u + 2) == r.a .. ':' .. r.u .. ':' then
   table.remove(hist, 1)
 end
-r.c, r.f, r.l, r.k, r.x = '0', b36(now), b36(now), nil, nil
+r.c, r.f, r.l, r.k, r.x, r.m, r.s = '0', b36(now), b36(now), nil, nil, nil, nil
 r.o = ARGV[6] ~= '' and ARGV[6] or nil
 local ttl = putBan(r, hist, b36(now), now, untilMs, b36(untilMs), ARGV[5], p)
 redis.call('SET', KEYS[1], recBuild(r), 'PX', ttl)

@@ -27,6 +27,8 @@
 -- challenges when there were no failures); then, for each entry that is not simply counted (times in base 36),
 --   <index>, 'a', <until>                                                                    already banned
 --   <index>, 'b', <until>, <count>, <codes>, <first>, <last>, <prev>, <reason>, <account>    banned now
+--   <index>, 't', <reason>, <count>, <codes>, <first>, <last>, <account>
+--                   a network holding a trusted address crossed a threshold: not banned; the caller bans the source
 --   <index>, 'm'                                       not this node's any more (Cluster): nothing done, send again
 
 local prefix = ARGV[1]
@@ -153,18 +155,12 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
     end
 
     local reason, banCount, banCodes, first, lastAt = nil, 0, '', nil, nil
-    if chal > 0 and #cTimes >= scanMax then
-      reason, banCount, banCodes = 'scanner', #cTimes, string.rep('O', #cTimes)
-      local lo, hi
-      for j, t in ipairs(cTimes) do
-        if not lo or t < lo then lo, first = t, cAts[j] end
-        if not hi or t > hi then hi, lastAt = t, cAts[j] end
-      end
-    elseif fail > 0 then
+    local trusted = r and n36(r.t)
+    trusted = trusted ~= nil and trusted > now
+    if fail > 0 then
       -- a trusted target gets a higher threshold instead of immunity; a known offender a lower one
       local threshold = maxretry
-      local trusted = r and n36(r.t)
-      if trusted and trusted > now then
+      if trusted then
         threshold = trustMaxretry
       elseif r and r.h and r.h ~= '' then
         threshold = math.min(maxretry, offenderMaxretry)
@@ -217,14 +213,29 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
     else
       count = #cTimes
     end
+    -- the failures first: a brute-forcer's ChallengeSent before each guess must not make it a scanner
+    if not reason and chal > 0 and #cTimes >= scanMax then
+      reason, banCount, banCodes = 'scanner', #cTimes, string.rep('O', #cTimes)
+      local lo, hi
+      for j, t in ipairs(cTimes) do
+        if not lo or t < lo then lo, first = t, cAts[j] end
+        if not hi or t > hi then hi, lastAt = t, cAts[j] end
+      end
+    end
 
-    if reason then
+    if reason and trusted and string.find(target, '/', 1, true) then
+      -- A network that holds a trusted address is never banned whole: the caller bans the address that sent these
+      -- (escalate.lua, in that address's bucket), and the network's window starts afresh.
+      if state then redis.call('HDEL', wold or wcur, target) end
+      local acct = (fail > 0 and account ~= '') and account or oldAccount
+      verdict = {n, 't', reason, banCount, banCodes, first, lastAt, acct}
+    elseif reason then
       if not r then r = {} end
       local hist = histList(r.h)
       local duration, recidive, earlier = banDuration(hist, now, p)
       if recidive then reason = 'recidive' end
       local untilMs = now + duration
-      r.c, r.f, r.l, r.k, r.o = tostring(banCount), first, lastAt, banCodes, nil
+      r.c, r.f, r.l, r.k, r.o, r.m, r.s = tostring(banCount), first, lastAt, banCodes, nil, nil, nil
       r.x = (fail > 0 and account ~= '') and account or (oldAccount ~= '' and oldAccount or nil)
       local until36 = until36s[duration]
       if not until36 then
@@ -262,16 +273,7 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
     end
   end
 
-  if writeRec then
-    local key = base .. target
-    if rec then
-      -- KEEPTTL: the record lives for its history too; GT only ever extends that
-      redis.call('SET', key, recBuild(r), 'KEEPTTL')
-      if redis.call('PEXPIRE', key, trustTtl, 'GT') == 0 then redis.call('PEXPIRE', key, trustTtl, 'NX') end
-    else
-      redis.call('SET', key, recBuild(r), 'PX', trustTtl)
-    end
-  end
+  if writeRec then writeRecord(base .. target, r, rec, trustTtl) end
   return verdict, count
 end
 

@@ -8,7 +8,7 @@
 -- ARGV[6] reason (percent-encoded)     ARGV[7] kind codes   ARGV[8] count   ARGV[9] first   ARGV[10] last (ms)
 -- ARGV[11] node id of the ban         ARGV[12] history ttl (ms)   ARGV[13] history cap
 -- ARGV[14] account (percent-encoded)  ARGV[15] note (percent-encoded)   ARGV[16] window epoch length (ms)
--- ARGV[17] '1': re-seeding (below)
+-- ARGV[17] '1': re-seeding (below)   ARGV[18] a subnet ban's members (`,`-separated canonical targets; may be empty)
 --
 -- Re-seeding a store that lost its data from the kernel sets (ARGV[17] '1') differs in one thing: a ban in force is
 -- kept, only made to last until ARGV[4] when that is later, with no new history entry. Every node of a fleet re-seeds
@@ -44,6 +44,8 @@ local p = { node = ARGV[11], historyTtl = tonumber(ARGV[12]), historyCap = tonum
 r.c, r.f, r.l, r.k = ARGV[8], b36(tonumber(ARGV[9])), b36(tonumber(ARGV[10])), ARGV[7]
 r.x = ARGV[14] ~= '' and ARGV[14] or nil
 r.o = ARGV[15] ~= '' and ARGV[15] or nil
+r.m = ARGV[18] ~= '' and ARGV[18] or nil
+r.s = nil
 local ttl = putBan(r, hist, b36(tonumber(ARGV[5])), now, untilMs, b36(untilMs), ARGV[6], p)
 redis.call('SET', KEYS[1], recBuild(r), 'PX', ttl)
 local epoch = windowEpoch(tonumber(ARGV[16]))

@@ -6,7 +6,9 @@
 --   u until of the ban in force (base 36 ms; absent: none)   a banned at   r reason (percent-encoded)
 --   c failures counted   f first   l last   k kind codes of those failures   n node   p earlier bans
 --   x account id of the last failure (percent-encoded)   o the operator's note (percent-encoded)
---   t trusted until (base 36 ms)
+--   t trusted until (base 36 ms); for a network or subnet: until when it holds a trusted address
+--   m a subnet ban's members: the addresses or prefixes whose bans led to it, joined by `,`
+--   s a subnet's recent member bans (subnet escalation): `<at>@<member>` joined by `,`, oldest first
 --   h history, newest first: `<at>:<until>:<reason>:<node>` joined by `,`
 -- Times are ms since the epoch in base 36. Values never contain `;`, `=` or `,` unless said (the caller encodes
 -- free text), so a record written by someone else can be garbage but never splits wrongly.
@@ -51,7 +53,7 @@ local function readField(key, field)
   return dropWrongType(redis.pcall('HGET', key, field), key)
 end
 
-local REC_ORDER = {'u', 'a', 'r', 'c', 'f', 'l', 'k', 'n', 'p', 'x', 'o', 't', 'h'}
+local REC_ORDER = {'u', 'a', 'r', 'c', 'f', 'l', 'k', 'n', 'p', 'x', 'o', 'm', 't', 's', 'h'}
 
 local function recParse(s)
   local r = {}
@@ -68,6 +70,17 @@ local function recBuild(r)
     if v and v ~= '' then parts[#parts + 1] = k .. '=' .. v end
   end
   return table.concat(parts, ';')
+end
+
+-- Writes a record that holds no new ban: one that existed keeps its TTL (it may live for its history or a ban),
+-- extended to at least `ttl` (GT only ever extends; NX gives a key without one its first); a new one lives `ttl`.
+local function writeRecord(key, r, existed, ttl)
+  if existed then
+    redis.call('SET', key, recBuild(r), 'KEEPTTL')
+    if redis.call('PEXPIRE', key, ttl, 'GT') == 0 then redis.call('PEXPIRE', key, ttl, 'NX') end
+  else
+    redis.call('SET', key, recBuild(r), 'PX', ttl)
+  end
 end
 
 -- the history's entries, newest first
