@@ -9,10 +9,12 @@ import { readNodeStatuses } from '../fleet/node-status.js';
 import { describeRedis } from './backends.js';
 import { localFirewall, type Connected } from './context.js';
 import { announce } from './notify.js';
-import { activeBanRecords, type ActiveBanEntry } from './records.js';
+import { activeBanRecords, failingView, type ActiveBanEntry } from './records.js';
 import { cliFeeds, type FeedsRead } from './feeds.js';
 import type { Covering, Inspection, Operator, StatusView, UnbanResult } from './operator.js';
 
+/** failing targets a status names: the text prints 5 of them, --json all (as through the daemon) */
+const FAILING_SHOWN = 20;
 /** unbans in flight at once: enough to hide Redis round trips, few enough to stay polite to a shared Redis */
 const CONCURRENCY = 64;
 
@@ -103,6 +105,7 @@ export class DirectOperator implements Operator {
         byReason[record.reason] = (byReason[record.reason] ?? 0) + 1;
       }
     }
+    const failing = failingView(await this.conn.store.failing(now, FAILING_SHOWN));
     const fw = await localFirewall(this.cfg);
     let firewall: StatusView['firewall'] = null;
     if (fw) {
@@ -113,7 +116,7 @@ export class DirectOperator implements Operator {
         elements: { v4: elements.filter((e) => e.family === 4).length, v6: elements.filter((e) => e.family === 6).length },
       };
     }
-    return { store: { kind: 'redis', url: describeRedis(this.cfg), reachable: true }, bans: { active, byReason }, firewall, nodes, ...(unreadableNodes ? { unreadableNodes } : {}) };
+    return { store: { kind: 'redis', url: describeRedis(this.cfg), reachable: true }, bans: { active, byReason }, failing, firewall, nodes, ...(unreadableNodes ? { unreadableNodes } : {}) };
   }
 
   feeds(opts: { entries: boolean }): Promise<FeedsRead> {

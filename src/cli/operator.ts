@@ -4,7 +4,7 @@
 import type { IpTarget } from '../net/ip.js';
 import type { BanRecord, HistoryEntry, RecentFailure } from '../store/store.js';
 import type { FallbackState } from '../store/fallback-store.js';
-import type { ActiveBanEntry } from './records.js';
+import type { ActiveBanEntry, FailingView } from './records.js';
 import type { Policy } from '../policy/policy.js';
 import { connectControl } from '../control/client.js';
 import { usesRedis } from './backends.js';
@@ -51,6 +51,8 @@ export interface StatusView {
   readonly store: { readonly kind: 'redis' | 'memory'; readonly url?: string; readonly reachable: boolean; readonly fallback?: FallbackState };
   /** active bans by reason, from the store; null when it cannot be read */
   readonly bans: { readonly active: number; readonly byReason: Record<string, number> } | null;
+  /** targets counting failures toward a ban without being banned; null when the store cannot be read */
+  readonly failing: FailingView | null;
   /** bans the daemon enforces (kernel sets), when it answered */
   readonly enforced?: number;
   readonly firewall: { readonly table: string; readonly present: boolean; readonly elements: { readonly v4: number; readonly v6: number } } | null;

@@ -1,5 +1,5 @@
 import { parseTarget, type IpTarget } from '../net/ip.js';
-import type { BanRecord, Store } from '../store/store.js';
+import type { BanRecord, Failing, Store } from '../store/store.js';
 import type { FeedEntryRow } from '../feeds/read.js';
 
 /** An active ban: its address parsed once, and its record. */
@@ -58,4 +58,49 @@ export async function* activeBanRecords(store: Store, now: number): AsyncGenerat
     );
     yield entries.filter((e): e is ActiveBanEntry => e !== null);
   }
+}
+
+/** A target counting toward a ban, as `status` shows it (times in ms). */
+export interface FailingEntry {
+  readonly address: string;
+  readonly failures: number;
+  readonly threshold: number;
+  readonly last: number;
+  /** attacker text: escaped wherever it is printed */
+  readonly account: string;
+}
+
+export interface FailingView {
+  readonly total: number;
+  /** the most failures first, the most recent among equals */
+  readonly top: readonly FailingEntry[];
+  /** when the answer is not the fleet's windows (the daemon's local fallback while Redis is away) */
+  readonly note?: string;
+}
+
+/** A Store.failing answer as `status` carries it. */
+export function failingView(f: Failing): FailingView {
+  return {
+    total: f.total,
+    top: f.top.map((t) => ({ address: t.target.text, failures: t.failures, threshold: t.threshold, last: t.last, account: t.account })),
+  };
+}
+
+/**
+ * The `failing` part of a daemon's status answer, checked (a daemon of another version may answer another shape, or
+ * none): entries that are not whole are left out; null when there is none to read.
+ */
+export function readFailing(v: unknown): FailingView | null {
+  const f = v as { total?: unknown; top?: unknown; note?: unknown } | null;
+  if (typeof f !== 'object' || f === null || !Number.isSafeInteger(f.total) || !Array.isArray(f.top)) return null;
+  const top: FailingEntry[] = [];
+  for (const e of f.top as unknown[]) {
+    const t = e as Partial<Record<keyof FailingEntry, unknown>> | null;
+    if (typeof t !== 'object' || t === null) continue;
+    const { address, failures, threshold, last, account } = t;
+    if (typeof address !== 'string' || typeof account !== 'string') continue;
+    if (!Number.isSafeInteger(failures) || !Number.isSafeInteger(threshold) || !Number.isSafeInteger(last)) continue;
+    top.push({ address, failures: failures as number, threshold: threshold as number, last: last as number, account });
+  }
+  return { total: f.total as number, top, ...(typeof f.note === 'string' ? { note: f.note } : {}) };
 }

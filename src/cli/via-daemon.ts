@@ -8,7 +8,7 @@ import type { BanRecord, HistoryEntry, RecentFailure } from '../store/store.js';
 import { ControlError, connectControl, request } from '../control/client.js';
 import { MAX_TARGETS, MAX_USER, type ControlRequest } from '../control/protocol.js';
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from './context.js';
-import { enforcedOnly, type ActiveBanEntry } from './records.js';
+import { enforcedOnly, readFailing, type ActiveBanEntry } from './records.js';
 import type { AppConfig } from '../config/schema.js';
 import type { Policy } from '../policy/policy.js';
 import { cliFeeds, type FeedsRead } from './feeds.js';
@@ -93,6 +93,7 @@ export class DaemonOperator implements Operator {
       daemon,
       store,
       bans: (r.bans ?? null) as StatusView['bans'],
+      failing: readFailing(r.failing),
       enforced: typeof r.enforced === 'number' ? r.enforced : 0,
       firewall: daemon?.firewall ?? null,
       nodes: Array.isArray(r.nodes) ? r.nodes : null,

@@ -8,10 +8,10 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { IpTarget } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
-import type { BanRecord, Store } from '../store/store.js';
+import type { BanRecord, Failing, Store } from '../store/store.js';
 import { isUnavailable, type FallbackState } from '../store/fallback-store.js';
 import { formatDuration } from '../config/duration.js';
-import { activeBanRecords } from '../cli/records.js';
+import { activeBanRecords, failingView } from '../cli/records.js';
 import { PAGE_SIZE, RequestError, type ControlRequest } from './protocol.js';
 import type { ControlHandler, PageWriter } from './server.js';
 
@@ -61,6 +61,10 @@ function storeFailure(err: unknown, fallback: LocalFallback | undefined): string
     ? `the store could not be written (${detail})`
     : `Redis cannot be reached and the local fallback is off (redis.fallback.maxAddresses 0): nothing was recorded (${detail})`;
 }
+
+/** failing targets a status answer names: the CLI prints 5 of them, --json all */
+const FAILING_SHOWN = 20;
+const LOCAL_FAILING = 'counted by this daemon alone since Redis went away (its local fallback store), not the fleet\'s windows';
 
 /** What a read answers from while the store cannot be read: said in every such answer. */
 function degradedNote(why: string): string {
@@ -268,6 +272,22 @@ export class DaemonVerbs implements ControlHandler {
     return out;
   }
 
+  /**
+   * The targets counting toward a ban (times in ms; the CLI formats them). While Redis cannot be read, the local
+   * fallback's, said so; null when neither can be read.
+   */
+  private async failing(now: number): Promise<unknown> {
+    let f: Failing;
+    try {
+      f = await (this.readable() ? this.o.store : this.o.fallback?.local ?? this.o.store).failing(now, FAILING_SHOWN);
+      if (!this.readable()) f = { ...f, local: true };
+    } catch (err) {
+      if (!isUnavailable(err)) throw err;
+      return null;
+    }
+    return { ...failingView(f), ...(f.local ? { note: LOCAL_FAILING } : {}) };
+  }
+
   private async status(): Promise<unknown> {
     const now = this.now();
     const about = await this.o.about();
@@ -291,12 +311,14 @@ export class DaemonVerbs implements ControlHandler {
       if (!isUnavailable(err)) throw err;
       note = degradedNote((err as Error).message);
     }
+    const failing = await this.failing(now);
     let enforced = 0;
     for (const _ of this.o.daemon.enforced()) enforced++;
     return {
       ...about,
       store: { kind: this.o.store.kind, ...(this.o.storeUrl ? { url: this.o.storeUrl } : {}), reachable: note === undefined, ...(this.o.fallback ? { fallback: this.o.fallback.state } : {}) },
       bans,
+      failing,
       enforced,
       nodes,
       ...(unreadableNodes ? { unreadableNodes } : {}),

@@ -18,7 +18,7 @@ import type { RedisStore } from './redis-store.js';
 import { challengeActivity, checkBatch, failureActivity, successActivity } from './activity.js';
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
-  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
+  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, Failing, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
   PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
 } from './store.js';
 
@@ -396,6 +396,21 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
 
   recentFailures(target: IpTarget): Promise<RecentFailure[]> {
     return this.o.primary.recentFailures(target);
+  }
+
+  /**
+   * Redis's windows while it serves; during an outage (or when Redis cannot be read) the local store's, which count
+   * only what this node saw since Redis went away: said so (`local`), never passed off as the fleet's.
+   */
+  async failing(now: number, limit: number): Promise<Failing> {
+    if (this.reachable()) {
+      try {
+        return await this.o.primary.failing(now, limit);
+      } catch (err) {
+        if (!isUnavailable(err)) throw err;
+      }
+    }
+    return { ...(await this.o.local.failing(now, limit)), local: true };
   }
 
   /**

@@ -5,16 +5,17 @@
 // process: it says when they change (observe) and hands them over (snapshot) for the state file, which gives them
 // back at the next start (load; memory-state.ts). Failure windows are not kept: they last minutes.
 import { randomBytes } from 'node:crypto';
-import { isParsedTarget, type IpPrefix, type IpTarget } from '../net/ip.js';
+import { isParsedTarget, parseTarget, type IpPrefix, type IpTarget } from '../net/ip.js';
 import {
   HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity, storedAccount,
   successActivity,
 } from './activity.js';
 import { recentOf, type WindowFailure } from './codec.js';
+import { TopFailing, checkLimit, countWithin, thresholdOf } from './failing.js';
 import { CHALLENGE_CODE, codesOf, tallyCodes } from './kinds.js';
 import { banRule, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
-  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
+  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, Failing, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
   PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SubnetBan, SuccessInput,
   TargetActivity,
 } from './store.js';
@@ -417,6 +418,29 @@ export class MemoryStore implements Store {
   async recentFailures(target: IpTarget): Promise<RecentFailure[]> {
     const w = this.windows.get(target.text);
     return recentOf(w ? { failures: w.failures, challenges: w.challenges, account: w.account } : null);
+  }
+
+  async failing(now: number, limit: number): Promise<Failing> {
+    checkTime(now);
+    const p = this.policy;
+    const top = new TopFailing<{ target: IpTarget; failures: number; last: number; account: string }>(checkLimit(limit));
+    const cutoff = now - p.findtimeMs;
+    for (const [text, { value: w }] of this.windows.live()) {
+      const counted = countWithin(w.failures, cutoff);
+      if (!counted) continue;
+      const ban = this.bans.get(text);
+      if (ban && ban.record.until > now) continue;
+      const target = ban?.target ?? parseTarget(text);
+      if (!target) continue;
+      top.add({ target, failures: counted.failures, last: counted.last, account: w.account });
+    }
+    return {
+      total: top.total,
+      top: top.kept.map((c) => ({
+        ...c,
+        threshold: thresholdOf(p, (this.trusted.get(c.target.text) ?? 0) > now, (this.histories.get(c.target.text) ?? []).length > 0),
+      })),
+    };
   }
 
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {

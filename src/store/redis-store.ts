@@ -11,11 +11,12 @@ import {
 import {
   b36, banOf, decodeText, encodeText, fromB36, historyOf, membersOf, parseRecord, parseWindow, printable, recentOf, trustedUntilOf,
 } from './codec.js';
+import { TopFailing, checkLimit, countWithin, thresholdOf, type Candidate } from './failing.js';
 import { BUCKETS, KeySpace, bucketOf, slotOf, tagOf } from './keys.js';
 import { codesOf, tallyCodes } from './kinds.js';
 import { integer, storeScripts, type ActivityRule, type BanRule, type StoreScripts } from './scripts.js';
 import type {
-  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
+  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, Failing, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
   PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
 } from './store.js';
 
@@ -501,6 +502,80 @@ export class RedisStore implements Store {
     const values = await Promise.all(
       [epoch + 1, epoch, epoch - 1].map((e) => this.client.hget(this.keys.window(bucket, e), target.text).catch(wrongType(this.log, null))));
     return recentOf(parseWindow(values.find((v) => v !== null) ?? null));
+  }
+
+  /**
+   * Store.failing: every bucket's windows of the epochs a live window can be in (Redis's clock, read as this host's,
+   * give or take one epoch, as recentFailures does), one HGETALL per key, so on a Cluster each goes to its own node
+   * and nothing scans the keyspace. A target's newest window is the one that counts. A bucket with candidates has its
+   * part of the ban index read too: a window outliving its target's ban (written by someone else, or a ban made
+   * where the window's epoch was not looked at) must not show a banned target as failing. Then the records of the
+   * kept few, for their threshold (trusted, known offender). What is read is checked and skipped when unusable.
+   */
+  async failing(now: number, limit: number): Promise<Failing> {
+    checkTime(now);
+    const top = new TopFailing<Candidate & { record: boolean }>(checkLimit(limit));
+    const cutoff = now - this.policy.findtimeMs;
+    const epoch = Math.floor(Date.now() / this.rule.windowEpochMs);
+    const skipped = { count: 0, sample: '' };
+    for (let from = 0; from < BUCKETS; from += INDEX_READ_WIDTH) {
+      const parts = await Promise.all(Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) =>
+        this.failingIn(from + i, [epoch + 1, epoch, epoch - 1], cutoff, now, skipped)));
+      for (const part of parts) for (const c of part) top.add(c);
+    }
+    if (skipped.count > 0) {
+      this.log?.warn({ skipped: skipped.count, sample: skipped.sample }, 'failure windows that cannot be read were skipped');
+    }
+    const records = await Promise.all(top.kept.map((c) => (c.record ? this.readRecord(c.target) : Promise.resolve(null))));
+    return {
+      total: top.total,
+      top: top.kept.map((c, i) => {
+        const r = parseRecord(records[i] ?? null);
+        const offender = historyOf(r).length > 0;
+        return {
+          target: c.target, failures: c.failures, last: c.last, account: c.account,
+          threshold: thresholdOf(this.policy, trustedUntilOf(r, now) !== null, offender),
+        };
+      }),
+    };
+  }
+
+  /** One bucket's counting targets, not banned at `now`; epochs newest first. */
+  private async failingIn(
+    bucket: number, epochs: readonly number[], cutoff: number, now: number, skipped: { count: number; sample: string },
+  ): Promise<Array<Candidate & { record: boolean }>> {
+    const hashes = await Promise.all(epochs.map((e) =>
+      this.client.call('HGETALL', this.keys.window(bucket, e)).catch(wrongType(this.log, []))));
+    const seen = new Set<string>();
+    const out: Array<Candidate & { record: boolean }> = [];
+    for (const flat of hashes) {
+      if (!Array.isArray(flat)) continue;
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const field: unknown = flat[i];
+        const value: unknown = flat[i + 1];
+        if (typeof field !== 'string' || seen.has(field)) continue;
+        seen.add(field);
+        const target = field.length <= 64 ? parseTarget(field) : null;
+        const window = typeof value === 'string' && value.length <= 64 * 1024 ? parseWindow(value) : null;
+        // a field of our hash that is no target of this bucket, or a value that is no window: someone else's
+        if (!target || target.text !== field || bucketOf(target) !== bucket || !window) {
+          if (skipped.count++ === 0) skipped.sample = printable(`${field} ${String(value)}`, 100);
+          continue;
+        }
+        const counted = countWithin(window.failures, cutoff);
+        if (counted === null) {
+          // no failure in findtime is a window like any other; one whose weights are nonsense is not ours
+          if (window.failures.some((f) => !Number.isSafeInteger(f.weight)) && skipped.count++ === 0) skipped.sample = printable(`${field} ${String(value)}`, 100);
+          continue;
+        }
+        out.push({ target, failures: counted.failures, last: counted.last, account: window.account, record: (value as string).startsWith('~') });
+      }
+    }
+    if (out.length === 0) return out;
+    const banned = new Set<string>();
+    const index = await this.client.zrange(this.keys.index(bucket), `(${now}`, '+inf', 'BYSCORE').catch(wrongType(this.log, [] as string[]));
+    for (const member of index) banned.add(member);
+    return banned.size === 0 ? out : out.filter((c) => !banned.has(c.target.text));
   }
 
   async history(target: IpTarget): Promise<HistoryEntry[]> {

@@ -93,6 +93,29 @@ export interface RecentFailure {
   readonly account: string;
 }
 
+/** A target counting failures toward a ban without being banned (Store.failing). */
+export interface FailingTarget {
+  readonly target: IpTarget;
+  /** failures within findtime, weighted as counted */
+  readonly failures: number;
+  /** the failures that ban it: maxretry, trust.maxretry when trusted, offender.maxretry for a known offender */
+  readonly threshold: number;
+  /** the newest failure, ms since the epoch */
+  readonly last: number;
+  /** the account id of the last failure (attacker text, data only), '' when none */
+  readonly account: string;
+}
+
+/** What Store.failing answers. */
+export interface Failing {
+  /** targets with at least one failure within findtime and no ban in force */
+  readonly total: number;
+  /** the `limit` of them with the most failures, the most recent first among equals */
+  readonly top: FailingTarget[];
+  /** set when the answer comes from this node's local fallback store while Redis is unreachable */
+  readonly local?: true;
+}
+
 export interface HistoryEntry {
   readonly at: number;
   readonly until: number;
@@ -243,6 +266,11 @@ export interface Store {
   history(target: IpTarget): Promise<HistoryEntry[]>;
   /** the failures in the target's current window, newest first */
   recentFailures(target: IpTarget): Promise<RecentFailure[]>;
+  /**
+   * The targets counting failures toward a ban without being banned (`status`): how many, and the `limit` with the
+   * most failures within policy findtime of `now`. Reads every window once: for an operator's question, not a hot path.
+   */
+  failing(now: number, limit: number): Promise<Failing>;
   /** active bans (until > now), a page at a time, so 100k bans never sit in one reply */
   activeBans(now: number): AsyncIterable<ActiveBan[]>;
   /** a reloaded policy (SIGHUP) for the decisions to come; nothing stored changes */

@@ -3,6 +3,7 @@ import type { NodeStatus } from '../../fleet/node-status.js';
 import { describeRedis } from '../backends.js';
 import { readCliConfig, type ConfigOption } from '../context.js';
 import { openOperator, type StatusView } from '../operator.js';
+import type { FailingView } from '../records.js';
 import { age, ago, isoTime, jsonText, print, printable, renderTable } from '../output.js';
 import { version } from '../version.js';
 import type { FeedReading } from '../../feeds/read.js';
@@ -79,6 +80,32 @@ function feedJson(r: FeedReading): Record<string, unknown> {
   };
 }
 
+/** addresses the text output names; --json has all the answer holds */
+const FAILING_TEXT = 5;
+
+/** The targets counting toward a ban as JSON: times in ISO 8601. */
+function failingJson(f: FailingView): Record<string, unknown> {
+  return {
+    total: f.total,
+    top: f.top.map((e) => ({ address: e.address, failures: e.failures, threshold: e.threshold, lastFailure: isoTime(e.last), account: e.account })),
+    ...(f.note ? { note: f.note } : {}),
+  };
+}
+
+/** `failing N addresses counting toward a ban; most:` then one line per address (escaped with the rest, below). */
+function failingLines(f: FailingView | null, now: number): string[] {
+  if (!f) return ['failing unknown (the store cannot be read)'];
+  const note = f.note ? ` (${f.note})` : '';
+  if (f.total === 0) return [`failing none counting toward a ban${note}`];
+  const shown = f.top.slice(0, FAILING_TEXT);
+  const lines = [`failing ${f.total} ${f.total === 1 ? 'address' : 'addresses'} counting toward a ban${note}${shown.length ? `; most:` : ''}`];
+  for (const e of shown) {
+    lines.push(`        ${e.address} ${e.failures}/${e.threshold} (last ${ago(e.last, now)}${e.account ? `, account ${printable(e.account)}` : ''})`);
+  }
+  if (f.total > shown.length) lines.push(`        … and ${f.total - shown.length} more (status --json lists ${Math.min(f.total, f.top.length)})`);
+  return lines;
+}
+
 export async function status(opts: StatusOptions): Promise<number> {
   const loaded = readCliConfig(opts);
   const cfg = loaded.cfg;
@@ -107,6 +134,7 @@ export async function status(opts: StatusOptions): Promise<number> {
         store: { kind: view.store.kind, ...(view.store.fallback ? { fallback: view.store.fallback } : {}) },
         redis,
         bans: view.bans,
+        failing: view.failing ? failingJson(view.failing) : null,
         ...(view.enforced !== undefined ? { enforced: view.enforced } : {}),
         firewall: view.firewall,
         feeds: feeds.readings.map(feedJson),
@@ -138,6 +166,7 @@ export async function status(opts: StatusOptions): Promise<number> {
   const reasons = view.bans ? Object.entries(view.bans.byReason).map(([r, n]) => `${printable(r)} ${n}`).join(', ') : '';
   if (view.bans) lines.push(`bans    ${view.bans.active} active${reasons ? `: ${reasons}` : ''}${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`);
   else lines.push(`bans    unknown (the store cannot be read)${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`);
+  lines.push(...failingLines(view.failing, now));
   const fw = view.firewall;
   lines.push(fw
     ? `nft     table ${fw.table} ${fw.present ? 'present' : 'MISSING'} on this host: ${fw.elements.v4} IPv4, ${fw.elements.v6} IPv6 elements`
