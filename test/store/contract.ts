@@ -272,6 +272,51 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(await store.recentFailures(target('198.51.100.21')), []);
     });
 
+    it('lists the targets counting toward a ban: most failures first, then the most recent; within findtime; banned ones not', async () => {
+      const store = await make();
+      const now = T0 + 10_000;
+      await store.recordActivity([failures('198.51.100.4', T0 + 4_000, 4)], T0 + 4_000);
+      await store.recordActivity([failures('198.51.100.2', T0 + 3_000, 3)], T0 + 3_000);
+      for (let i = 0; i < 3; i++) await store.recordFailure(failure('198.51.100.1', T0 + i * 1_000, { account: i === 2 ? 'acct-x' : '6001' }));
+      await store.recordActivity([failures('2001:db8:1::/64', T0 + 100, 2)], T0 + 100);
+      // trusted: counted against trust.maxretry
+      await store.recordSuccess({ address: addr('198.51.100.8'), now: T0, trust: true });
+      await store.recordActivity([failures('198.51.100.8', T0 + 200, 2)], T0 + 200);
+      // a known offender (a ban in its history): offender.maxretry
+      await store.ban({ target: target('198.51.100.9'), reason: 'manual', durationMs: 60_000, now: T0 - 5_000 });
+      assert.equal(await store.unban(target('198.51.100.9'), T0 - 4_000), true);
+      assert.deepEqual(await store.recordFailure(failure('198.51.100.9', T0 + 50)), { type: 'counted', count: 1 });
+      // not counting: failures older than findtime, banned by failures, banned by hand, challenges alone
+      await store.recordFailure(failure('198.51.100.3', T0 - POLICY.findtimeMs - 100_000));
+      const banned = await store.recordActivity([failures('198.51.100.5', T0 + 500, 5)], T0 + 500);
+      assert.equal(banned[0]!.type, 'banned');
+      await store.recordActivity([failures('198.51.100.6', T0 + 600, 2)], T0 + 600);
+      await store.ban({ target: target('198.51.100.6'), reason: 'manual', durationMs: 60_000, now: T0 + 700 });
+      await store.recordActivity([activity('198.51.100.7', T0 + 800, { challenges: 2 })], T0 + 800);
+
+      const all = await store.failing(now, 20);
+      assert.equal(all.total, 6);
+      assert.deepEqual(all.top.map((f) => [f.target.text, f.failures, f.threshold, f.last, f.account]), [
+        ['198.51.100.4', 4, 5, T0 + 4_000, '6001'],
+        ['198.51.100.2', 3, 5, T0 + 3_000, '6001'],
+        ['198.51.100.1', 3, 5, T0 + 2_000, 'acct-x'],
+        ['198.51.100.8', 2, POLICY.trust.maxretry, T0 + 200, '6001'],
+        ['2001:db8:1::/64', 2, 5, T0 + 100, '6001'],
+        ['198.51.100.9', 1, POLICY.offenderMaxretry, T0 + 50, '6001'],
+      ]);
+      assert.ok(all.top.every((f) => isParsedTarget(f.target)));
+      assert.equal(all.local, undefined);
+      // bounded: the best few, the total still of all
+      const few = await store.failing(now, 2);
+      assert.deepEqual([few.total, few.top.map((f) => f.target.text)], [6, ['198.51.100.4', '198.51.100.2']]);
+      assert.deepEqual(await store.failing(now, 0), { total: 6, top: [] });
+      // findtime later, only the failures after the cut count
+      const later = await store.failing(T0 + 2_500 + POLICY.findtimeMs, 20);
+      assert.deepEqual([later.total, later.top.map((f) => [f.target.text, f.failures])], [2, [['198.51.100.4', 4], ['198.51.100.2', 3]]]);
+      await assert.rejects(store.failing(now, -1), RangeError);
+      await assert.rejects(store.failing(now, 1.5), RangeError);
+    });
+
     it('keeps the operator\'s note with a manual ban', async () => {
       const store = await make();
       const rec = await store.ban({ target: target('203.0.113.0/24'), reason: 'manual', durationMs: 60_000, now: T0, note: 'ticket 7' });

@@ -258,6 +258,50 @@ describe('RedisStore on a real redis-server', () => {
     }
   });
 
+  it('failing reads every window written by anyone: a value or field that is not a window is skipped, never thrown', async () => {
+    const store = open('failing-bad:');
+    const keys = new KeySpace('failing-bad:');
+    try {
+      const epochMs = Math.max(POLICY.findtimeMs, POLICY.scanner.findtimeMs);
+      const epoch = Math.floor(Date.now() / epochMs);
+      const now = T0 + 10_000;
+      const at = (ms: number): string => ms.toString(36);
+      const good = addr('192.0.2.10');
+      const b = bucketOf(good);
+      // a window as the script writes it, written by hand: it counts, with its account decoded
+      await raw.hset(keys.window(b, epoch), '192.0.2.10', `2:${at(T0)}B,${at(T0 + 5)}C#6001%20x`);
+      // the same target in the epoch before: its newest window counts, once
+      await raw.hset(keys.window(b, epoch - 1), '192.0.2.10', `4:${at(T0)}BBBB`);
+      const evil = [
+        ['192.0.2.11', `3:${at(T0)}B*99999999999999999999`], // a weight no count can hold
+        ['192.0.2.12', 'garbage'], // no failure in it: counts not
+        ['not-an-address', `1:${at(T0)}B`],
+        ['192.0.2.013', `1:${at(T0)}B`], // not canonical
+      ] as const;
+      for (const [field, value] of evil) {
+        const t = parseTarget(field);
+        await raw.hset(keys.window(t ? bucketOf(t) : b, epoch), field, value);
+      }
+      // a target filed in another bucket than its own
+      const stray = addr('192.0.2.14');
+      await raw.hset(keys.window((bucketOf(stray) + 1) % 4096, epoch), '192.0.2.14', `1:${at(T0)}B`);
+      // another type under a window key of ours
+      await raw.set(keys.window(b, epoch + 1), 'not a hash');
+      // a window left behind by a ban in force (its index entry says so): not failing; one over by now does not hide it
+      const left = addr('192.0.2.15');
+      await raw.hset(keys.window(bucketOf(left), epoch), '192.0.2.15', `1:${at(T0)}B`);
+      await raw.zadd(keys.index(bucketOf(left)), now + 60_000, '192.0.2.15');
+      const over = addr('192.0.2.16');
+      await raw.hset(keys.window(bucketOf(over), epoch), '192.0.2.16', `1:${at(T0 - 1)}B`);
+      await raw.zadd(keys.index(bucketOf(over)), now - 1, '192.0.2.16');
+      const f = await store.failing(now, 20);
+      assert.deepEqual([f.total, f.top.map((x) => [x.target.text, x.failures, x.threshold, x.last, x.account])],
+        [2, [['192.0.2.10', 2, POLICY.maxretry, T0 + 5, '6001 x'], ['192.0.2.16', 1, POLICY.maxretry, T0 - 1, '']]]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('has an identity until the data is lost (FLUSHALL): then a new one', async () => {
     const a = open('id:');
     const b = open('id:');
