@@ -110,6 +110,29 @@ test('status reports the daemon, Redis, the nft table and bans by reason', async
   }
 });
 
+test('status names the addresses failing but not yet banned, through the daemon and from Redis', async () => {
+  bed.replay.inject(markerEvents(3, '198.51.100.77'));
+  // a ban after them: once it is in the kernel, the daemon has counted the three before it
+  bed.replay.inject(markerEvents(5, '192.0.2.252'));
+  await waitFor('the sync marker', async () => ((await bed.elements()).includes('192.0.2.252') ? true : undefined));
+  for (const ask of [run, direct]) {
+    const r = await ask('status', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout) as {
+      failing: { total: number; top: Array<{ address: string; failures: number; threshold: number; lastFailure: string; account: string }> };
+    };
+    const mine = s.failing.top.find((f) => f.address === '198.51.100.77');
+    assert.ok(mine, JSON.stringify(s.failing));
+    assert.deepEqual({ ...mine, lastFailure: '' }, { address: '198.51.100.77', failures: 3, threshold: 5, lastFailure: '', account: 'marker' });
+    assert.match(mine.lastFailure, ISO);
+    assert.ok(s.failing.total >= 1 && s.failing.total >= s.failing.top.length);
+    assert.ok(!s.failing.top.some((f) => f.address === '192.0.2.252' || f.address === '198.18.0.11'), 'banned ones are not failing');
+    const human = await ask('status');
+    assert.match(human.stdout, /\nfailing \d+ address(es)? counting toward a ban; most:\n/);
+    assert.match(human.stdout, /\n {8}198\.51\.100\.77 3\/5 \(last \S+ ago, account marker\)\n/);
+  }
+});
+
 test('ban and unban: kernel set and Redis both follow, counters reset, history kept', async () => {
   const ban = await run('ban', '203.0.113.0/24', '2001:db8::7', '--for', '2h', '--reason', 'abuse report #42');
   assert.equal(ban.code, 0, ban.stderr);
