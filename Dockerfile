@@ -35,5 +35,5 @@ EXPOSE 9538
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.AMI_GUARD_HTTP_PORT||9538)+'/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # the daemon's heap limits (src/cli/node-flags.ts says why)
-ENTRYPOINT ["node", "--max-old-space-size=256", "--max-semi-space-size=8", "--no-lazy", "/app/dist/src/cli/main.js"]
+ENTRYPOINT ["node", "--max-old-space-size=256", "--max-semi-space-size=8", "/app/dist/src/cli/main.js"]
 CMD ["run"]

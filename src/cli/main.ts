@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-old-space-size=256 --max-semi-space-size=8 --no-lazy
+#!/usr/bin/env -S node --max-old-space-size=256 --max-semi-space-size=8
 // Entry point of the `ami-guard` command. Exit codes: 0 success, 1 runtime failure (Redis unreachable, nft
 // unusable), 2 usage or configuration error (a bad address, an unknown option, an invalid config field).
 import { Command, CommanderError } from 'commander';

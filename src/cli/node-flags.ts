@@ -4,7 +4,6 @@
 // 165, at the same CPU per event. What the daemon holds live is bounded well below 256 MB: at most
 // pipeline.maxPending folded entries waiting for the store (~40 MB at 100k), the ban cache (200k compact entries),
 // what it knows of the kernel sets, the feeds' packed entries.
-// --no-lazy compiles every function when its module loads instead of at its first call: the first ban of a fresh
-// process (the path from the store's verdict to the nft writer runs then for the first time) reached the writer 1.2
-// ms after its event instead of 2.0 (lab, svcrack, 2026-11-30), for ~100 ms more at start and no more RSS.
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-old-space-size=256', '--max-semi-space-size=8', '--no-lazy'];
+// (--no-lazy was tried for the first ban of a fresh process, whose path runs then for the first time: 0.8 ms sooner
+// to the nft writer, but 13-15 µs of CPU per event instead of 11 in the throughput bench, and more RSS. Not kept.)
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-old-space-size=256', '--max-semi-space-size=8'];
