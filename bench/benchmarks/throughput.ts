@@ -34,7 +34,8 @@ export const MARKER = '2001:db8:ffff::250';
 export const MARKER_BAN = '2001:db8:ffff::/64';
 const GOAL_EVENTS_PER_S = 50_000;
 const GOAL_RSS_MB = 120;
-const GOAL_BYTES_PER_ADDRESS = 200;
+/** issue 12: ≤ 200 B per counting address (the store bench) and ≤ 400 B per banned one, as every address is here */
+const GOAL_BYTES_PER_BANNED_ADDRESS = 400;
 
 export interface Sample {
   /** s since the blast started */
@@ -147,9 +148,9 @@ export function throughputRows(d: ThroughputData): Row[] {
       met: d.memory.daemonRssMB <= GOAL_RSS_MB,
       note: `peak ${d.memory.daemonPeakRssMB} MB; ${d.memory.daemonRssBeforeMB} MB before the stream`,
     }),
-    measured('Redis used_memory per tracked address', `${fmtInt(d.memory.redisBytesPerAddress)} B`, {
-      goal: `≤ ${GOAL_BYTES_PER_ADDRESS} B`,
-      met: d.memory.redisBytesPerAddress <= GOAL_BYTES_PER_ADDRESS,
+    measured('Redis used_memory per banned address', `${fmtInt(d.memory.redisBytesPerAddress)} B`, {
+      goal: `≤ ${GOAL_BYTES_PER_BANNED_ADDRESS} B`,
+      met: d.memory.redisBytesPerAddress <= GOAL_BYTES_PER_BANNED_ADDRESS,
       note: `${fmtInt(d.addresses)} addresses, each banned (ban record, history, index entry)`,
     }),
   ];
