@@ -33,26 +33,47 @@ const NEEDS_NETNS = new Set(['latency', 'throughput', 'reconcile', 'state', 'fle
 /** AGBENCH_RESULTS: write somewhere else (experiments that must not replace the figures of record) */
 const RESULTS = process.env['AGBENCH_RESULTS'] ?? join(process.cwd(), 'bench/results/latest.json');
 
-const DEFAULTS: Options = { events: 1_000_000, addresses: 100_000, bans: 1000, reconcileBans: 100_000, f2bLines: 200_000, fleetBans: 500, seconds: 60 };
+const DEFAULTS: Options = {
+  events: 1_000_000,
+  addresses: 100_000,
+  bans: 1000,
+  reconcileBans: 100_000,
+  f2bLines: 200_000,
+  fleetBans: 500,
+  seconds: 60,
+};
 /** options that take text */
-const TEXT_OPTIONS: Record<string, 'ami' | 'amiUser' | 'amiSecret' | 'netns' | 'load'> = { ami: 'ami', 'ami-user': 'amiUser', 'ami-secret': 'amiSecret', netns: 'netns', load: 'load' };
+const TEXT_OPTIONS: Record<string, 'ami' | 'amiUser' | 'amiSecret' | 'netns' | 'load'> = {
+  ami: 'ami',
+  'ami-user': 'amiUser',
+  'ami-secret': 'amiSecret',
+  netns: 'netns',
+  load: 'load',
+};
 /** a machine using more than this many cores before a benchmark starts is busy with something else */
 const QUIET_CORES = 0.3;
 let quietWaitS = 180;
 
 function usage(): string {
-  return `usage: npm run bench [-- [${ALL.map((b) => b.name).join('|')}]... [--events=N] [--addresses=N] [--bans=N] ` +
+  return (
+    `usage: npm run bench [-- [${ALL.map((b) => b.name).join('|')}]... [--events=N] [--addresses=N] [--bans=N] ` +
     `[--reconcile-bans=N] [--f2b-lines=N] [--fleet-bans=N] [--quiet-wait=SECONDS]]\n` +
     `       npm run bench -- flood --ami=HOST:PORT [--ami-user=U] [--ami-secret=S] [--netns=NS] [--load=CMD | --seconds=N]\n` +
-    [...ALL, ...ON_REQUEST].map((b) => `  ${b.name.padEnd(11)} ${b.title} (limit ${b.timeoutMs / 1000} s)`).join('\n');
+    [...ALL, ...ON_REQUEST].map((b) => `  ${b.name.padEnd(11)} ${b.title} (limit ${b.timeoutMs / 1000} s)`).join('\n')
+  );
 }
 
 function parseArgs(argv: string[]): { names: string[]; opts: Options } {
   const names: string[] = [];
   const o: Record<string, number> = { ...(DEFAULTS as unknown as Record<string, number>) };
   const keys: Record<string, keyof Options> = {
-    events: 'events', addresses: 'addresses', bans: 'bans', 'reconcile-bans': 'reconcileBans', 'f2b-lines': 'f2bLines',
-    'fleet-bans': 'fleetBans', seconds: 'seconds',
+    events: 'events',
+    addresses: 'addresses',
+    bans: 'bans',
+    'reconcile-bans': 'reconcileBans',
+    'f2b-lines': 'f2bLines',
+    'fleet-bans': 'fleetBans',
+    seconds: 'seconds',
   };
   const text: Record<string, string> = {};
   for (const a of argv) {
@@ -126,13 +147,30 @@ async function runOne(b: Benchmark, opts: Options, earlier: Record<string, Bench
     });
     const r = await Promise.race([run, limit]);
     earlier[b.name] = r;
-    return { title: b.title, ranAt: new Date(started).toISOString(), seconds: round((Date.now() - started) / 1000, 1), loadavg: la, backgroundCores: background, options: opts, status: 'ok', rows: r.rows, data: r.data };
+    return {
+      title: b.title,
+      ranAt: new Date(started).toISOString(),
+      seconds: round((Date.now() - started) / 1000, 1),
+      loadavg: la,
+      backgroundCores: background,
+      options: opts,
+      status: 'ok',
+      rows: r.rows,
+      data: r.data,
+    };
   } catch (err) {
     const message = (err as Error).message;
     log(`FAILED: ${message}`);
     return {
-      title: b.title, ranAt: new Date(started).toISOString(), seconds: round((Date.now() - started) / 1000, 1), loadavg: la, backgroundCores: background, options: opts,
-      status: 'failed', error: message, data: {},
+      title: b.title,
+      ranAt: new Date(started).toISOString(),
+      seconds: round((Date.now() - started) / 1000, 1),
+      loadavg: la,
+      backgroundCores: background,
+      options: opts,
+      status: 'failed',
+      error: message,
+      data: {},
       rows: [{ figure: b.title, value: 'failed', status: 'failed', note: message.split('\n')[0]!.slice(0, 200) }],
     };
   } finally {
@@ -173,18 +211,26 @@ function table(entries: Array<[string, Entry]>): string {
     }
   }
   const widths = [0, 1, 2, 3].map((i) => Math.min(60, Math.max(...rows.map((r) => r[i]!.length))));
-  return rows.map((r, n) => {
-    const line = r.slice(0, 4).map((c, i) => c.padEnd(widths[i]!)).join(' | ') + (r[4] ? ` | ${r[4]}` : '');
-    return n === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('-|-')}-|-----` : line;
-  }).join('\n');
+  return rows
+    .map((r, n) => {
+      const line =
+        r
+          .slice(0, 4)
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join(' | ') + (r[4] ? ` | ${r[4]}` : '');
+      return n === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('-|-')}-|-----` : line;
+    })
+    .join('\n');
 }
 
 async function main(): Promise<number> {
   const { names, opts } = parseArgs(process.argv.slice(2));
   const selected = names.length ? [...ALL, ...ON_REQUEST].filter((b) => names.includes(b.name)) : ALL;
   const m = machine();
-  process.stderr.write(`machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}, ` +
-    `redis ${m.redis}, ${m.nft}; load ${m.loadavgAtStart}; commit ${m.commit}${m.srcDirty ? ' + uncommitted changes' : ''}\n`);
+  process.stderr.write(
+    `machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}, ` +
+      `redis ${m.redis}, ${m.nft}; load ${m.loadavgAtStart}; commit ${m.commit}${m.srcDirty ? ' + uncommitted changes' : ''}\n`,
+  );
   const earlier: Record<string, BenchResult> = {};
   const entries: Array<[string, Entry]> = [];
   for (const b of selected) {

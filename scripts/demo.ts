@@ -16,7 +16,9 @@ const speed = speedAt >= 0 ? Number(args[speedAt + 1]) : 2;
 const name = args.find((a, i) => !a.startsWith('--') && i !== speedAt + 1) ?? 'register-bruteforce';
 const recording = join(FIXTURES, `${name}.jsonl`);
 if (!existsSync(recording)) {
-  console.error(`no recording ${recording}; try one of: register-bruteforce, extension-scan, ipv6-attacker, acl-violation, ami-bruteforce, legit-phone`);
+  console.error(
+    `no recording ${recording}; try one of: register-bruteforce, extension-scan, ipv6-attacker, acl-violation, ami-bruteforce, legit-phone`,
+  );
   process.exit(2);
 }
 
@@ -28,7 +30,9 @@ const cleanup = async (): Promise<void> => {
 function show(l: LogLine): void {
   const time = String(l.time ?? '').slice(11, 23);
   if (l.event === 'ban') {
-    console.log(`${time}  BAN    ${String(l.address).padEnd(16)} ${String(l.reason)}: ${l.count} × ${JSON.stringify(l.kinds)} for ${l.duration}`);
+    console.log(
+      `${time}  BAN    ${String(l.address).padEnd(16)} ${String(l.reason)}: ${l.count} × ${JSON.stringify(l.kinds)} for ${l.duration}`,
+    );
   } else if (l.level >= 40 || /starting|reconciled|AMI|stopp/.test(l.msg)) {
     console.log(`${time}  ${l.level >= 50 ? 'ERROR' : l.level >= 40 ? 'WARN ' : 'info '}  ${l.msg}`);
   }

@@ -6,9 +6,16 @@ export type { Logger };
 // Belt and braces: no code path should hand a secret to the logger, but if a config object ever slips into a log
 // call these paths are censored rather than printed.
 const REDACT = [
-  'secret', '*.secret', 'ami.secret', 'password', '*.password', 'redis.password',
+  'secret',
+  '*.secret',
+  'ami.secret',
+  'password',
+  '*.password',
+  'redis.password',
   'url', // full URLs may carry credentials; log redactUrl(url) under another name instead
-  'config.ami.secret', 'config.redis.url', 'config.redis.password',
+  'config.ami.secret',
+  'config.redis.url',
+  'config.redis.password',
 ];
 
 export interface LoggerOptions {
@@ -94,7 +101,7 @@ export function prettyStream(colorize: boolean, destination?: NodeJS.WritableStr
 
 // C0 controls, DEL, C1 controls (an 8-bit CSI starts escape sequences on some terminals), line and paragraph
 // separators, and the bidirectional overrides that make a line read differently than it is (Trojan Source)
- 
+
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /** Text from the AMI stream or from Redis, made safe for a terminal: every control character as a \uXXXX escape. */

@@ -236,7 +236,7 @@ export class Metrics {
   });
   readonly stateWriteFailures = new Counter({
     name: 'ami_guard_state_write_failures_total',
-    help: 'Writes of a file in store.stateDir (the embedded store\'s state, the store identity) that failed; retried',
+    help: "Writes of a file in store.stateDir (the embedded store's state, the store identity) that failed; retried",
     registers: [this.registry],
   });
   readonly firewallUp = new Gauge({
@@ -330,7 +330,7 @@ export class Metrics {
     if (o.build) {
       new Gauge({
         name: 'ami_guard_build_info',
-        help: 'Always 1: the running version of ami-guard and this node\'s node.id',
+        help: "Always 1: the running version of ami-guard and this node's node.id",
         labelNames: ['version', 'node'] as const,
         registers: [this.registry],
       }).set({ version: o.build.version, node: o.build.node }, 1);

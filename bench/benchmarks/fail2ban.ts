@@ -22,10 +22,14 @@ export const fail2ban: Benchmark = {
     if (spawnSync('fail2ban-regex', ['--version']).error || !existsSync(FILTER)) {
       return {
         data: { skipped: 'fail2ban not installed' },
-        rows: [{
-          figure: 'fail2ban-regex (stock asterisk filter)', value: 'skipped', status: 'skipped',
-          note: 'fail2ban is not installed: apt-get install -y fail2ban, then npm run bench -- fail2ban',
-        }],
+        rows: [
+          {
+            figure: 'fail2ban-regex (stock asterisk filter)',
+            value: 'skipped',
+            status: 'skipped',
+            note: 'fail2ban is not installed: apt-get install -y fail2ban, then npm run bench -- fail2ban',
+          },
+        ],
       };
     }
     // the real line first: the stock filter must match the recorded ChallengeResponseFailed
@@ -62,7 +66,8 @@ export const fail2ban: Benchmark = {
     if (tpData) beside.push(`ours full pipeline ${fmtInt(tpData['eventsPerSecond'] ?? NaN)}/s`);
     const rows: Row[] = [
       measured('fail2ban-regex (stock asterisk filter)', `${fmtInt(perWall)} lines/s`, {
-        note: `${fmtInt(lines)} lines, all matched, ${round(r.wallMs / 1000, 1)} s wall, ${round(r.cpuMs / 1000, 1)} s CPU` +
+        note:
+          `${fmtInt(lines)} lines, all matched, ${round(r.wallMs / 1000, 1)} s wall, ${round(r.cpuMs / 1000, 1)} s CPU` +
           (perProcessed ? `; ${fmtInt(perProcessed)}/s by its own "processed in"` : '') +
           (beside.length ? `; beside: ${beside.join(', ')}` : ''),
       }),
@@ -71,7 +76,15 @@ export const fail2ban: Benchmark = {
       }),
     ];
     return {
-      data: { lines, wallMs: Math.round(r.wallMs), cpuMs: Math.round(r.cpuMs), processedS: r.processedS, linesPerSecond: perWall, linesPerSecondProcessed: perProcessed, fixture },
+      data: {
+        lines,
+        wallMs: Math.round(r.wallMs),
+        cpuMs: Math.round(r.cpuMs),
+        processedS: r.processedS,
+        linesPerSecond: perWall,
+        linesPerSecondProcessed: perProcessed,
+        fixture,
+      },
       rows,
     };
   },

@@ -47,7 +47,10 @@ export const feeds: Benchmark = {
     const body = `# ${N} entries\n${all.join('\n')}\n`;
     server.setList('big', body);
 
-    const node = async (id: string, interval: string): Promise<{ daemon: Daemon; ns: Awaited<ReturnType<typeof createBenchNetns>>; port: string | undefined }> => {
+    const node = async (
+      id: string,
+      interval: string,
+    ): Promise<{ daemon: Daemon; ns: Awaited<ReturnType<typeof createBenchNetns>>; port: string | undefined }> => {
       const ns = await createBenchNetns(cleanups);
       const ami = await SyntheticAmi.start();
       cleanups.add(() => ami.stop());
@@ -95,7 +98,11 @@ export const feeds: Benchmark = {
 
     log('node B starts into the feed (read from Redis by its start-up reconciliation)');
     const b = await node('bench-b', '1h');
-    const rec = await withTimeout(b.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store', 120_000), 120_000, 'node B reconciling');
+    const rec = await withTimeout(
+      b.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store', 120_000),
+      120_000,
+      'node B reconciling',
+    );
     const bSet = (await listSet(b.ns, 'banned_v4')).length;
     if (bSet !== N) throw new Error(`node B's set holds ${bSet} elements, expected ${N}`);
 
@@ -110,9 +117,17 @@ export const feeds: Benchmark = {
     const second = await timing(a2.daemon, kept.length);
 
     const data = {
-      entries: N, listBytes: body.length, first, nftAddMs, inSet, recordBytes, bytesPerEntry: round(recordBytes / N, 1), heapUsed,
+      entries: N,
+      listBytes: body.length,
+      first,
+      nftAddMs,
+      inSet,
+      recordBytes,
+      bytesPerEntry: round(recordBytes / N, 1),
+      heapUsed,
       rss: { before: rssBefore?.rss ?? null, after: rssAfter?.rss ?? null, hwm: rssAfter?.hwm ?? null },
-      nodeB: { reconcileMs: Number(rec.line['ms']), bans: Number(rec.line['bans']), inSet: bSet }, second,
+      nodeB: { reconcileMs: Number(rec.line['ms']), bans: Number(rec.line['bans']), inSet: bSet },
+      second,
     };
     const mb = (v: number | undefined): string => (v === undefined ? '?' : `${fmtInt(v / 2 ** 20)} MB`);
     return {
@@ -123,16 +138,22 @@ export const feeds: Benchmark = {
           met: first.totalMs <= 1.5 * GOAL_MS,
           note: `pull (HTTP, parse, pack, Redis) ${fmtInt(first.pullMs)} ms + enforce ${fmtInt(first.enforceMs)} ms; ${fmtInt(inSet)} elements`,
         }),
-        measured('  enforce: view and diff / the firewall\'s add (its JS, the nft run)', `${fmtInt(first.adoptMs - first.firewallMs)} / ${fmtInt(first.firewallMs)} ms`, {
-          note: `the daemon's own figures (feed enforced: ms, firewallMs); the apply histogram says ${fmtInt(nftAddMs)} ms for the add`,
-        }),
+        measured(
+          "  enforce: view and diff / the firewall's add (its JS, the nft run)",
+          `${fmtInt(first.adoptMs - first.firewallMs)} / ${fmtInt(first.firewallMs)} ms`,
+          {
+            note: `the daemon's own figures (feed enforced: ms, firewallMs); the apply histogram says ${fmtInt(nftAddMs)} ms for the add`,
+          },
+        ),
         measured('  a pull dropping a tenth: pull start → all gone', `${fmtInt(second.totalMs)} ms`, {
           note: `${fmtInt(second.removed)} removed; pull ${fmtInt(second.pullMs)} ms + enforce ${fmtInt(second.enforceMs)} ms`,
         }),
         measured('  node B starting into the feed (its reconciliation)', `${fmtInt(data.nodeB.reconcileMs)} ms`, {
           note: `${fmtInt(data.nodeB.bans)} elements written from the feed's record in Redis`,
         }),
-        measured('  Redis bytes of the feed (one record)', `${fmtInt(recordBytes)} B`, { note: `${data.bytesPerEntry} B per entry (MEMORY USAGE)` }),
+        measured('  Redis bytes of the feed (one record)', `${fmtInt(recordBytes)} B`, {
+          note: `${data.bytesPerEntry} B per entry (MEMORY USAGE)`,
+        }),
         measured('  daemon RSS before → after the list', `${mb(rssBefore?.rss)} → ${mb(rssAfter?.rss)}`, {
           note: `peak ${mb(rssAfter?.hwm)}; V8 heap in use ${mb(heapUsed)} (not collected yet)`,
         }),

@@ -21,7 +21,7 @@ const NOT_BUILT = 'not measured: fleet propagation not built';
 
 export const fleet: Benchmark = {
   name: 'fleet',
-  title: 'fleet propagation (ban on node A → element in node B\'s set)',
+  title: "fleet propagation (ban on node A → element in node B's set)",
   timeoutMs: 300_000,
   async run(ctx: BenchContext): Promise<BenchResult> {
     const { cleanups, opts, log, signal } = ctx;
@@ -30,7 +30,10 @@ export const fleet: Benchmark = {
       const ns = await createBenchNetns(cleanups);
       const ami = await SyntheticAmi.start();
       cleanups.add(() => ami.stop());
-      const config = daemonConfig({ amiPort: ami.port, redisUrl: redis.server.url, netns: ns.name }) as Record<string, Record<string, unknown>>;
+      const config = daemonConfig({ amiPort: ami.port, redisUrl: redis.server.url, netns: ns.name }) as Record<
+        string,
+        Record<string, unknown>
+      >;
       config['node'] = { id: name };
       const daemon = startDaemon({ config, env: await daemonEnv() });
       cleanups.add(async () => {
@@ -59,8 +62,13 @@ export const fleet: Benchmark = {
       for (let k = 0; k < MAXRETRY - 1; k++) first += render(tpl, address, nextSeq());
       const event = render(tpl, address, nextSeq());
       a.ami.write(first);
-      await poll('failures counted', async () => ((await countedFailures(redis.client, address)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal)
-        .catch(() => sleep(50));
+      await poll(
+        'failures counted',
+        async () => ((await countedFailures(redis.client, address)) >= MAXRETRY - 1 ? true : undefined),
+        2000,
+        0,
+        signal,
+      ).catch(() => sleep(50));
       const seenA = a.mon.waitFor(address, 5000);
       const seenB = b.mon.waitFor(address, i === 0 ? 10_000 : 5000);
       const t0 = a.ami.write(event);
@@ -69,7 +77,14 @@ export const fleet: Benchmark = {
         if (i === 0) {
           return {
             data: { status: NOT_BUILT, firstBanOnA: ta === null ? null : ta - t0 },
-            rows: [{ figure: 'fleet propagation A → B', value: 'not measured', status: 'not-measured', note: `${NOT_BUILT} (no ban of A reached B within 10 s)` }],
+            rows: [
+              {
+                figure: 'fleet propagation A → B',
+                value: 'not measured',
+                status: 'not-measured',
+                note: `${NOT_BUILT} (no ban of A reached B within 10 s)`,
+              },
+            ],
           };
         }
         missed++;
@@ -88,7 +103,7 @@ export const fleet: Benchmark = {
           met: sb.p99 <= GOAL_P99_MS,
           note: `AMI write on A → element in B's set; ${toB.length} bans${missed ? `, ${missed} not seen within 5 s` : ''}; max ${sb.max} ms`,
         }),
-        measured('  same bans in A\'s own set p50 / p99', `${sa.p50} / ${sa.p99} ms`),
+        measured("  same bans in A's own set p50 / p99", `${sa.p50} / ${sa.p99} ms`),
       ],
     };
   },

@@ -55,7 +55,7 @@ function sum(metrics: string, name: string): number {
 
 export const flood: Benchmark = {
   name: 'flood',
-  title: 'live flood: the daemon\'s count against an independent count of a real AMI endpoint\'s events',
+  title: "live flood: the daemon's count against an independent count of a real AMI endpoint's events",
   timeoutMs: 900_000,
   async run(ctx: BenchContext): Promise<BenchResult> {
     const o = ctx.opts;
@@ -67,23 +67,36 @@ export const flood: Benchmark = {
     const secret = o.amiSecret ?? 'amiguard-secret';
 
     const redisPort = await freePort();
-    const redis = child(netns, 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], ctx);
+    const redis = child(
+      netns,
+      'redis-server',
+      ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      ctx,
+    );
     await sleep(300);
     if (redis.exitCode !== null) throw new Error('redis-server did not start (is it installed?)');
 
     const httpPort = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'agbench-flood-'));
     const config = join(dir, 'config.json');
-    writeFileSync(config, JSON.stringify({
-      ami: { host, port: amiPort, username: user, secret },
-      redis: { url: `redis://127.0.0.1:${redisPort}/0`, keyPrefix: 'flood:' },
-      node: { id: 'bench-flood' },
-      // never bans: every event of the flood is counted, none is skipped as already banned
-      policy: { maxretry: 1_000_000_000, scanner: { maxretry: 1_000_000_000 }, trust: { maxretry: 1_000_000_000 }, offender: { maxretry: 1_000_000_000 } },
-      nft: { table: 'ami_guard_flood' },
-      http: { port: httpPort },
-      log: { level: 'warn' },
-    }));
+    writeFileSync(
+      config,
+      JSON.stringify({
+        ami: { host, port: amiPort, username: user, secret },
+        redis: { url: `redis://127.0.0.1:${redisPort}/0`, keyPrefix: 'flood:' },
+        node: { id: 'bench-flood' },
+        // never bans: every event of the flood is counted, none is skipped as already banned
+        policy: {
+          maxretry: 1_000_000_000,
+          scanner: { maxretry: 1_000_000_000 },
+          trust: { maxretry: 1_000_000_000 },
+          offender: { maxretry: 1_000_000_000 },
+        },
+        nft: { table: 'ami_guard_flood' },
+        http: { port: httpPort },
+        log: { level: 'warn' },
+      }),
+    );
     const daemon = child(netns, process.execPath, [CLI, 'run', '--config', config], ctx);
     let daemonOut = '';
     daemon.stdout!.setEncoding('utf8').on('data', (d: string) => (daemonOut = (daemonOut + d).slice(-20_000)));
@@ -126,7 +139,12 @@ export const flood: Benchmark = {
     const cpu1 = cpuTimes(daemonPid);
     counter.kill('SIGTERM');
     await new Promise<void>((resolve) => counter.on('close', () => resolve()));
-    const independent = JSON.parse(counted.trim().split('\n').at(-1) ?? '{}') as { events?: number; disconnects?: number; firstAt?: number; lastAt?: number };
+    const independent = JSON.parse(counted.trim().split('\n').at(-1) ?? '{}') as {
+      events?: number;
+      disconnects?: number;
+      firstAt?: number;
+      lastAt?: number;
+    };
 
     const events = sum(after, 'ami_guard_security_events_total') - sum(before, 'ami_guard_security_events_total');
     const reconnects = sum(after, 'ami_guard_ami_reconnects_total');
@@ -135,12 +153,23 @@ export const flood: Benchmark = {
     const cpuMs = cpu0 && cpu1 ? cpu1.self - cpu0.self : NaN;
     const theirs = independent.events ?? 0;
     const spanS = independent.firstAt && independent.lastAt ? (independent.lastAt - independent.firstAt) / 1000 : 0;
-    const data = { events, independent: theirs, reconnects, shed, injections, cpuMs, peakRssBytes: peakRss, spanSeconds: spanS, ratePerSecond: spanS > 0 ? theirs / spanS : 0 };
+    const data = {
+      events,
+      independent: theirs,
+      reconnects,
+      shed,
+      injections,
+      cpuMs,
+      peakRssBytes: peakRss,
+      spanSeconds: spanS,
+      ratePerSecond: spanS > 0 ? theirs / spanS : 0,
+    };
     return {
       data,
       rows: [
         measured('live: security events, daemon / independent count', `${fmtInt(events)} / ${fmtInt(theirs)}`, {
-          goal: 'equal', met: events === theirs,
+          goal: 'equal',
+          met: events === theirs,
           note: spanS > 0 ? `${fmtInt(theirs / spanS)} events/s over ${round(spanS, 1)} s` : undefined,
         }),
         measured('live: AMI disconnects during the flood', String(reconnects), { goal: '0', met: reconnects === 0 }),

@@ -72,7 +72,13 @@ export const latency: Benchmark = {
       ami.write(first);
       // wait until the daemon has counted them, so the crossing event alone is timed
       try {
-        await poll('failures counted', async () => ((await countedFailures(redis.client, address)) >= MAXRETRY - 1 ? true : undefined), 2000, 0, signal);
+        await poll(
+          'failures counted',
+          async () => ((await countedFailures(redis.client, address)) >= MAXRETRY - 1 ? true : undefined),
+          2000,
+          0,
+          signal,
+        );
       } catch {
         notCountedInTime++;
         await sleep(50);
@@ -83,9 +89,15 @@ export const latency: Benchmark = {
       if (t1 === null) {
         missed++;
         if (missed === 3 && total.length === 0) {
-          const said = daemon.logs.filter((l) => l.level >= 40).slice(-3).map((l) => l.msg).join(' | ');
-          throw new Error(`the first 3 bans never reached the kernel set (daemon said: ${said || 'nothing'}); ` +
-            `${notCountedInTime} were not seen counted in their Redis window`);
+          const said = daemon.logs
+            .filter((l) => l.level >= 40)
+            .slice(-3)
+            .map((l) => l.msg)
+            .join(' | ');
+          throw new Error(
+            `the first 3 bans never reached the kernel set (daemon said: ${said || 'nothing'}); ` +
+              `${notCountedInTime} were not seen counted in their Redis window`,
+          );
         }
         continue;
       }
@@ -168,18 +180,27 @@ export const latency: Benchmark = {
         measured('firewall layer: add() → element in the set p50 / p99', `${layer.toMonitorMs.p50} / ${layer.toMonitorMs.p99} ms`, {
           goal: `p50 ≤ ${GOAL_P50_MS} ms, p99 ≤ ${GOAL_P99_MS} ms`,
           met: layer.toMonitorMs.p50 <= GOAL_P50_MS && layer.toMonitorMs.p99 <= GOAL_P99_MS,
-          note: `persistent nft writer, ${layer.toMonitorMs.n} adds of one address; add() resolved p50 / p99 ` +
+          note:
+            `persistent nft writer, ${layer.toMonitorMs.n} adds of one address; add() resolved p50 / p99 ` +
             `${layer.resolvedMs.p50} / ${layer.resolvedMs.p99} ms; max ${layer.toMonitorMs.max} ms`,
         }),
-        measured('  same, an nft process per batch (nft.writer spawn) p50 / p99', `${layerSpawn.toMonitorMs.p50} / ${layerSpawn.toMonitorMs.p99} ms`, {
-          note: `${layerSpawn.toMonitorMs.n} adds`,
-        }),
+        measured(
+          '  same, an nft process per batch (nft.writer spawn) p50 / p99',
+          `${layerSpawn.toMonitorMs.p50} / ${layerSpawn.toMonitorMs.p99} ms`,
+          {
+            note: `${layerSpawn.toMonitorMs.n} adds`,
+          },
+        ),
         measured('  floor: spawned nft add → monitor p50 / p99', `${f.nftSpawnToMonitorMs.p50} / ${f.nftSpawnToMonitorMs.p99} ms`, {
           note: 'nsenter + nft -f -, as the daemon runs it',
         }),
-        measured('  floor: persistent nft -i add → monitor p50 / p99', `${f.nftInteractiveToMonitorMs.p50} / ${f.nftInteractiveToMonitorMs.p99} ms`, {
-          note: 'bounds the monitor path itself',
-        }),
+        measured(
+          '  floor: persistent nft -i add → monitor p50 / p99',
+          `${f.nftInteractiveToMonitorMs.p50} / ${f.nftInteractiveToMonitorMs.p99} ms`,
+          {
+            note: 'bounds the monitor path itself',
+          },
+        ),
         measured('  polling floor: one nft -j list set', `${round(f.listSetMs.p50, 1)} ms`, { note: `${opts.bans} elements` }),
       ],
     };
@@ -190,7 +211,11 @@ export const latency: Benchmark = {
  * NftFirewall.add() of one new address at a time, in a namespace of its own, until `nft monitor` there reports it;
  * also when add() resolved (the writer's reply). A pause between adds, as between bans of distinct attackers.
  */
-async function firewallLayer(cleanups: Cleanups, n: number, persistent: boolean): Promise<{ toMonitorMs: ReturnType<typeof roundSummary>; resolvedMs: ReturnType<typeof roundSummary>; missed: number }> {
+async function firewallLayer(
+  cleanups: Cleanups,
+  n: number,
+  persistent: boolean,
+): Promise<{ toMonitorMs: ReturnType<typeof roundSummary>; resolvedMs: ReturnType<typeof roundSummary>; missed: number }> {
   const ns = await createBenchNetns(cleanups);
   const fw = nftFirewall(ns.name, persistent);
   cleanups.add(() => fw.shutdown());
@@ -229,7 +254,13 @@ function floorRuns(netns: string, args: string[]): Promise<Array<{ el: string | 
     c.on('error', reject);
     c.on('close', (code) => {
       if (code !== 0) return reject(new Error(`spawn-floor exited ${String(code)}: ${err.slice(-300)}`));
-      resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { el: string | null; start: number; exit: number }));
+      resolve(
+        out
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as { el: string | null; start: number; exit: number }),
+      );
     });
   });
 }

@@ -60,7 +60,14 @@ export const parse: Benchmark = {
     const frames = framesOnly();
     const parsed = withParser();
 
-    const data = { events: n, bytes, intakeTcp: tcp, frameReaderMemory: frames, intakeMemory: parsed, asteriskManagerTcpOfRecord: ASTERISK_MANAGER_TCP };
+    const data = {
+      events: n,
+      bytes,
+      intakeTcp: tcp,
+      frameReaderMemory: frames,
+      intakeMemory: parsed,
+      asteriskManagerTcpOfRecord: ASTERISK_MANAGER_TCP,
+    };
     return {
       data,
       rows: [
@@ -83,16 +90,24 @@ async function overTcp(ctx: BenchContext, shape: StreamShape, client: Client): P
     await worker.terminate();
   };
   ctx.cleanups.add(stop);
-  const port = await withTimeout(new Promise<number>((resolve, reject) => {
-    worker.on('message', (m: { type: string; port?: number }) => {
-      if (m.type === 'listening') resolve(m.port!);
-    });
-    worker.on('error', reject);
-  }), 60_000, 'the AMI worker to listen');
+  const port = await withTimeout(
+    new Promise<number>((resolve, reject) => {
+      worker.on('message', (m: { type: string; port?: number }) => {
+        if (m.type === 'listening') resolve(m.port!);
+      });
+      worker.on('error', reject);
+    }),
+    60_000,
+    'the AMI worker to listen',
+  );
   let close = (): void => undefined;
-  const rate = await withTimeout(new Promise<number>((resolve) => {
-    close = client(port, (t0, t1) => resolve(Math.round((shape.events - 1) / ((t1 - t0) / 1000))));
-  }), 120_000, 'the client to see every event');
+  const rate = await withTimeout(
+    new Promise<number>((resolve) => {
+      close = client(port, (t0, t1) => resolve(Math.round((shape.events - 1) / ((t1 - t0) / 1000))));
+    }),
+    120_000,
+    'the client to see every event',
+  );
   close();
   await stop();
   return rate;

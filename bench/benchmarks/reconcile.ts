@@ -54,10 +54,15 @@ export const reconcile: Benchmark = {
     cleanups.add(() => ami.stop());
     const config = daemonConfig({ amiPort: ami.port, redisUrl: redis.server.url, netns: ns.name });
 
-    const start = async (what: string, profileDir?: string): Promise<{ ms: number; spawnToLog: number; bans: number; added: number; removed: number }> => {
+    const start = async (
+      what: string,
+      profileDir?: string,
+    ): Promise<{ ms: number; spawnToLog: number; bans: number; added: number; removed: number }> => {
       log(`daemon start (${what})`);
       const daemon = startDaemon({
-        config, env: await daemonEnv(), nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+        config,
+        env: await daemonEnv(),
+        nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
       });
       cleanups.add(async () => {
         await daemon.stop();
@@ -95,14 +100,25 @@ export const reconcile: Benchmark = {
     log('breakdown: store read, parsing, script, nft load');
     const parts = await breakdown(ctx, redis.server.url, n);
 
-    const data = { bans: n, writeMs: Math.round(writeMs), cold, warm, elementsAfterCold: elements, breakdown: parts, profiled, profile, profileFile };
+    const data = {
+      bans: n,
+      writeMs: Math.round(writeMs),
+      cold,
+      warm,
+      elementsAfterCold: elements,
+      breakdown: parts,
+      profiled,
+      profile,
+      profileFile,
+    };
     return {
       data,
       rows: [
         measured('start-up reconciliation, empty table', `${fmtInt(cold.ms)} ms`, {
           goal: `≤ ${fmtInt(GOAL_MS)} ms`,
           met: cold.ms <= GOAL_MS && elements === n,
-          note: `daemon's own ms for ${fmtInt(cold.bans)} bans; ${fmtInt(elements)} elements in the set after; ` +
+          note:
+            `daemon's own ms for ${fmtInt(cold.bans)} bans; ${fmtInt(elements)} elements in the set after; ` +
             `spawn → logged ${fmtInt(cold.spawnToLog)} ms`,
         }),
         measured('start-up reconciliation, restart into a full set (same bans)', `${fmtInt(warm.ms)} ms`, {
@@ -116,10 +132,16 @@ export const reconcile: Benchmark = {
         }),
         measured('  part: that script through the persistent writer, empty set', `${fmtInt(parts.nftEmptyMs)} ms`),
         measured('  part: that script through the persistent writer, full set', `${fmtInt(parts.nftFullMs)} ms`),
-        measured(`  part: addresses-only listing of ${fmtInt(n)} (restart only, beside the store read)`, `${fmtInt(parts.listStatelessMs)} ms`, {
-          note: `the JSON listing reconciliation used before: ${fmtInt(parts.listJsonMs)} ms`,
-        }),
-        ...(profile ? profile.byOwner.slice(0, 5).map((o) => measured(`  cold start CPU: ${o.owner}`, `${o.pct} %`, { note: `${fmtInt(o.ms)} ms` })) : []),
+        measured(
+          `  part: addresses-only listing of ${fmtInt(n)} (restart only, beside the store read)`,
+          `${fmtInt(parts.listStatelessMs)} ms`,
+          {
+            note: `the JSON listing reconciliation used before: ${fmtInt(parts.listJsonMs)} ms`,
+          },
+        ),
+        ...(profile
+          ? profile.byOwner.slice(0, 5).map((o) => measured(`  cold start CPU: ${o.owner}`, `${o.pct} %`, { note: `${fmtInt(o.ms)} ms` }))
+          : []),
         measured('  writing the bans (RedisStore.ban, 2,000 in flight)', `${fmtInt(n / (writeMs / 1000))} bans/s`, {
           note: `${round(writeMs / 1000, 2)} s`,
         }),
@@ -179,7 +201,13 @@ async function breakdown(ctx: BenchContext, url: string, n: number): Promise<Bre
   await writer.close();
   const r = (v: number): number => Math.round(v);
   return {
-    readMs: r(readMs), parseMs: r(parseMs), scriptMs: r(scriptMs), scriptBytes: text.length,
-    nftEmptyMs: r(nftEmptyMs), nftFullMs: r(nftFullMs), listStatelessMs: r(listStatelessMs), listJsonMs: r(listJsonMs),
+    readMs: r(readMs),
+    parseMs: r(parseMs),
+    scriptMs: r(scriptMs),
+    scriptBytes: text.length,
+    nftEmptyMs: r(nftEmptyMs),
+    nftFullMs: r(nftFullMs),
+    listStatelessMs: r(listStatelessMs),
+    listJsonMs: r(listJsonMs),
   };
 }

@@ -75,7 +75,12 @@ function buildStream(events: number, chunkBytes = 256 * 1024): { chunks: Buffer[
   return { chunks, bytes };
 }
 
-async function runOne(ctx: BenchContext, c: Configuration, stream: { chunks: Buffer[]; bytes: number }, events: number): Promise<RotationRun> {
+async function runOne(
+  ctx: BenchContext,
+  c: Configuration,
+  stream: { chunks: Buffer[]; bytes: number },
+  events: number,
+): Promise<RotationRun> {
   // its own, run when it ends; and the suite's, should the benchmark be abandoned midway
   const cleanups = new Cleanups();
   ctx.cleanups.add(() => cleanups.run(ctx.log));
@@ -112,13 +117,25 @@ async function runOne(ctx: BenchContext, c: Configuration, stream: { chunks: Buf
     ami.write(eventsFrom(MARKER, 5));
     // while more distinct targets wait than pipeline.maxPending the marker's events may be shed: sent again now and then
     let resent = 0;
-    await poll('the marker ban in the daemon log', async () => {
-      if (markerBanned) return true;
-      if (++resent % 20 === 0) ami.write(eventsFrom(MARKER, 5));
-      return undefined;
-    }, 300_000, 250, ctx.signal);
+    await poll(
+      'the marker ban in the daemon log',
+      async () => {
+        if (markerBanned) return true;
+        if (++resent % 20 === 0) ami.write(eventsFrom(MARKER, 5));
+        return undefined;
+      },
+      300_000,
+      250,
+      ctx.signal,
+    );
     try {
-      await poll('the marker in the kernel set', async () => ((await listSet(ns, 'banned_v4')).includes(MARKER) ? true : undefined), 30_000, 0, ctx.signal);
+      await poll(
+        'the marker in the kernel set',
+        async () => ((await listSet(ns, 'banned_v4')).includes(MARKER) ? true : undefined),
+        30_000,
+        0,
+        ctx.signal,
+      );
     } catch (err) {
       throw new Error(`${(err as Error).message}; the daemon's last output:\n${daemon.tail()}`);
     }
@@ -129,7 +146,11 @@ async function runOne(ctx: BenchContext, c: Configuration, stream: { chunks: Buf
     const memAfter = await usedMemory(redis.client);
     const keys = Number(/keys=(\d+)/.exec((await info(redis.client, 'keyspace')).get('db0') ?? '')?.[1] ?? 0);
     const metrics = await scrapeMetrics(env['AMI_GUARD_HTTP_PORT']);
-    const skipped = metrics ? [...metrics].filter(([k]) => k.startsWith('ami_guard_events_skipped_total{') && k.includes('already-banned')).reduce((a, [, v]) => a + v, 0) : null;
+    const skipped = metrics
+      ? [...metrics]
+          .filter(([k]) => k.startsWith('ami_guard_events_skipped_total{') && k.includes('already-banned'))
+          .reduce((a, [, v]) => a + v, 0)
+      : null;
     const run: RotationRun = {
       name: c.name,
       seconds: round(seconds, 2),
@@ -164,15 +185,18 @@ export const rotation: Benchmark = {
     // AGBENCH_ROTATION=escalation,…: only these configurations (by name)
     const only = process.env['AGBENCH_ROTATION']?.split(',');
     for (const c of CONFIGURATIONS) if (!only || only.includes(c.name)) runs.push(await runOne(ctx, c, stream, events));
-    const rows: Row[] = runs.map((r) => measured(
-      `rotation, ${r.name}: Redis added / daemon RSS end (peak)`,
-      `${round(r.redisBytes / 2 ** 20, 1)} MiB in ${fmtInt(r.redisKeys)} keys / ${r.daemonRssMB} MB (${r.daemonPeakRssMB} MB)`,
-      {
-        note: `${fmtInt(events)} events in ${r.seconds} s (${fmtInt(r.eventsPerSecond)}/s, ${r.daemonCpuUsPerEvent} µs daemon CPU/event); ` +
-          `kernel: ${fmtInt(r.kernel.v6Networks)} IPv6 networks, ${fmtInt(r.kernel.v6Hosts)} hosts; ${fmtInt(r.redisBanIndex)} bans in Redis; ` +
-          `${fmtInt(r.skippedAlreadyBanned ?? 0)} events skipped as already banned; RSS before ${r.daemonRssBeforeMB} MB`,
-      },
-    ));
+    const rows: Row[] = runs.map((r) =>
+      measured(
+        `rotation, ${r.name}: Redis added / daemon RSS end (peak)`,
+        `${round(r.redisBytes / 2 ** 20, 1)} MiB in ${fmtInt(r.redisKeys)} keys / ${r.daemonRssMB} MB (${r.daemonPeakRssMB} MB)`,
+        {
+          note:
+            `${fmtInt(events)} events in ${r.seconds} s (${fmtInt(r.eventsPerSecond)}/s, ${r.daemonCpuUsPerEvent} µs daemon CPU/event); ` +
+            `kernel: ${fmtInt(r.kernel.v6Networks)} IPv6 networks, ${fmtInt(r.kernel.v6Hosts)} hosts; ${fmtInt(r.redisBanIndex)} bans in Redis; ` +
+            `${fmtInt(r.skippedAlreadyBanned ?? 0)} events skipped as already banned; RSS before ${r.daemonRssBeforeMB} MB`,
+        },
+      ),
+    );
     return { data: { events, prefixes: PREFIXES, runs } as unknown as Record<string, unknown>, rows };
   },
 };

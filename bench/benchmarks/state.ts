@@ -69,7 +69,7 @@ interface StartFigures {
 
 export const state: Benchmark = {
   name: 'state',
-  title: 'what survives a restart: the embedded store\'s state file, daemon starts on it, re-seeding an emptied Redis',
+  title: "what survives a restart: the embedded store's state file, daemon starts on it, re-seeding an emptied Redis",
   timeoutMs: 600_000,
   async run(ctx: BenchContext): Promise<BenchResult> {
     const { cleanups, opts, log } = ctx;
@@ -94,7 +94,10 @@ export const state: Benchmark = {
     const ns = await createBenchNetns(cleanups);
     const ami = await SyntheticAmi.start();
     cleanups.add(() => ami.stop());
-    const config = { ...(daemonConfig({ amiPort: ami.port, redisUrl: '', netns: ns.name }) as Record<string, unknown>), store: { stateDir } };
+    const config = {
+      ...(daemonConfig({ amiPort: ami.port, redisUrl: '', netns: ns.name }) as Record<string, unknown>),
+      store: { stateDir },
+    };
     const start = async (what: string): Promise<StartFigures> => {
       log(`daemon start on the embedded store (${what})`);
       const daemon = startDaemon({ config, env: await daemonEnv() });
@@ -105,7 +108,9 @@ export const state: Benchmark = {
       await daemon.waitForLog((l) => l.msg === 'AMI connected', 30_000);
       await daemon.stop();
       return {
-        ms: Number(line['ms']), spawnToLog: Math.round(loggedAt - daemon.spawnedAt), removed: Number(line['removed']),
+        ms: Number(line['ms']),
+        spawnToLog: Math.round(loggedAt - daemon.spawnedAt),
+        removed: Number(line['removed']),
         elements: (await listSet(ns, 'banned_v4')).length,
       };
     };
@@ -133,9 +138,11 @@ export const state: Benchmark = {
     return {
       data,
       rows: [
-        ...files.map((f) => measured(`state file, ${fmtInt(f.bans)} bans (+ history, 10 % trusted): write`, `${fmtInt(f.writeMs)} ms`, {
-          note: `${mib(f.bytes)} MiB; longest event-loop stall while writing ${round(f.maxStallMs, 1)} ms; read back at start ${fmtInt(f.readMs)} ms`,
-        })),
+        ...files.map((f) =>
+          measured(`state file, ${fmtInt(f.bans)} bans (+ history, 10 % trusted): write`, `${fmtInt(f.writeMs)} ms`, {
+            note: `${mib(f.bytes)} MiB; longest event-loop stall while writing ${round(f.maxStallMs, 1)} ms; read back at start ${fmtInt(f.readMs)} ms`,
+          }),
+        ),
         measured(`embedded store start, ${fmtInt(n)} bans in the state file, empty table`, `${fmtInt(cold.ms)} ms`, {
           note: `daemon's own ms (kernel listing, taking in, reconciliation); spawn → logged ${fmtInt(cold.spawnToLog)} ms; ${fmtInt(cold.elements)} elements after`,
         }),

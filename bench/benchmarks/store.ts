@@ -68,18 +68,32 @@ export const store: Benchmark = {
       const ms = now() - t0;
       const u = process.cpuUsage(u0);
       const stats = await commandStats(redis.client);
-      return { events, ms, redisMs: cpuTimes(redis.server.pid)!.self - r0, clientMs: (u.user + u.system) / 1000, scriptUsec: scriptUsec(stats) };
+      return {
+        events,
+        ms,
+        redisMs: cpuTimes(redis.server.pid)!.self - r0,
+        clientMs: (u.user + u.system) / 1000,
+        scriptUsec: scriptUsec(stats),
+      };
     };
     /** rounds `from`..`to` of one failure per address, `batch` targets per call */
-    const rounds = async (st: BenchStore, targets: readonly unknown[], from: number, to: number, batch: number): Promise<Record<string, number>> => {
+    const rounds = async (
+      st: BenchStore,
+      targets: readonly unknown[],
+      from: number,
+      to: number,
+      batch: number,
+    ): Promise<Record<string, number>> => {
       const types: Record<string, number> = {};
       for (let r = from; r <= to; r++) {
         const inFlight: Array<Promise<void>> = [];
         for (let i = 0; i < targets.length; i += batch) {
           ctx.signal.throwIfAborted();
-          inFlight.push(st.recordFailures(targets, i, Math.min(targets.length, i + batch), KIND, '6001', Date.now()).then((v) => {
-            for (const t of v) types[t] = (types[t] ?? 0) + 1;
-          }));
+          inFlight.push(
+            st.recordFailures(targets, i, Math.min(targets.length, i + batch), KIND, '6001', Date.now()).then((v) => {
+              for (const t of v) types[t] = (types[t] ?? 0) + 1;
+            }),
+          );
           if (inFlight.length >= IN_FLIGHT) await Promise.all(inFlight.splice(0));
         }
         await Promise.all(inFlight);
@@ -105,7 +119,8 @@ export const store: Benchmark = {
     const mem2 = await usedMemory(redis.client);
     const sampleBanned = await usage(redis.client, attacker(0));
     let indexed = 0;
-    for await (const page of (st as unknown as { activeBans(n: number): AsyncIterable<unknown[]> }).activeBans(Date.now())) indexed += page.length;
+    for await (const page of (st as unknown as { activeBans(n: number): AsyncIterable<unknown[]> }).activeBans(Date.now()))
+      indexed += page.length;
     if (indexed !== m) throw new Error(`store: ${indexed} bans in the index, expected ${m}`);
 
     // the fleet stream: the same bans published as the daemon's FleetSync does, one message per batch
@@ -126,9 +141,11 @@ export const store: Benchmark = {
       await redis.client.flushall();
       const s = open();
       const t = s.targets(addrs);
-      batches[String(b)] = perEvent(await measure(`store: rounds 1–4 at ${b} targets per call`, 4 * m, async () => {
-        await rounds(s, t, 1, 4, b);
-      }));
+      batches[String(b)] = perEvent(
+        await measure(`store: rounds 1–4 at ${b} targets per call`, 4 * m, async () => {
+          await rounds(s, t, 1, 4, b);
+        }),
+      );
     }
     batches[String(BATCH)] = perEvent(counting);
 
@@ -149,8 +166,11 @@ export const store: Benchmark = {
     const b = perEvent(banning);
     const o = perEvent(one);
     const whole = perEvent({
-      events: 5 * m, ms: counting.ms + banning.ms, redisMs: counting.redisMs + banning.redisMs,
-      clientMs: counting.clientMs + banning.clientMs, scriptUsec: counting.scriptUsec + banning.scriptUsec,
+      events: 5 * m,
+      ms: counting.ms + banning.ms,
+      redisMs: counting.redisMs + banning.redisMs,
+      clientMs: counting.clientMs + banning.clientMs,
+      scriptUsec: counting.scriptUsec + banning.scriptUsec,
     });
     const countingBytes = Math.round((mem1 - mem0) / m);
     const bannedBytes = Math.round((mem2 - mem0) / m);
@@ -181,8 +201,10 @@ export const store: Benchmark = {
           note: `counting ${fmtInt(c.eventsPerSecond)}/s, bans ${fmtInt(b.eventsPerSecond)}/s`,
         }),
         measured('  Redis CPU per counted event (rounds 1–4)', `${c.redisCpuUs} µs`, {
-          goal: '≤ 10 µs', met: c.redisCpuUs <= 10,
-          note: `${c.scriptUs} µs in the script (commandstats); per ban ${b.redisCpuUs} µs; ` +
+          goal: '≤ 10 µs',
+          met: c.redisCpuUs <= 10,
+          note:
+            `${c.scriptUs} µs in the script (commandstats); per ban ${b.redisCpuUs} µs; ` +
             `at ${OTHER_BATCHES.map((x) => `${x}: ${batches[String(x)]!.redisCpuUs}`).join(', ')} µs`,
         }),
         measured('  client CPU per event (ioredis, packing, verdicts)', `${whole.clientCpuUs} µs`, {
@@ -192,14 +214,18 @@ export const store: Benchmark = {
           note: `Redis ${o.redisCpuUs} µs, client ${o.clientCpuUs} µs per event`,
         }),
         measured('  Redis memory per counting address (4 failures)', `${fmtInt(countingBytes)} B`, {
-          goal: '≤ 200 B', met: countingBytes <= 200,
+          goal: '≤ 200 B',
+          met: countingBytes <= 200,
         }),
         measured('  Redis memory per banned address (record, index)', `${fmtInt(bannedBytes)} B`, {
-          goal: '≤ 400 B', met: bannedBytes + streamBytes <= 400,
+          goal: '≤ 400 B',
+          met: bannedBytes + streamBytes <= 400,
           note: `+ ${streamBytes} B on the fleet stream = ${fmtInt(bannedBytes + streamBytes)} B (the goal counts both)`,
         }),
         measured('  keys without a TTL', `${noTtl.length}`, {
-          goal: '0', met: noTtl.length === 0, note: `of ${fmtInt(keys)} keys`,
+          goal: '0',
+          met: noTtl.length === 0,
+          note: `of ${fmtInt(keys)} keys`,
         }),
       ],
     };
@@ -211,7 +237,7 @@ async function usage(client: Redis, address: string): Promise<Record<string, num
   const k = layoutKeys('ami-guard:', address);
   const mem = async (key: string): Promise<number | null> => (await client.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) as number | null;
   const out: Record<string, number | null> = { record: await mem(k.record) };
-  const windows = (await client.keys(k.windows));
+  const windows = await client.keys(k.windows);
   for (const w of windows) {
     const fields = await client.hlen(w);
     out[`window bucket (${fields} targets, ${(await client.object('ENCODING', w)) as string})`] = await mem(w);

@@ -119,27 +119,35 @@ const CONTENDED_CORES = 0.3;
 
 export function throughputRows(d: ThroughputData): Row[] {
   const v = d.verify;
-  const contended = (d.cpu['other'] ?? 0) > CONTENDED_CORES
-    ? `; WARNING: other processes used ${d.cpu['other']} cores during the run` : '';
+  const contended = (d.cpu['other'] ?? 0) > CONTENDED_CORES ? `; WARNING: other processes used ${d.cpu['other']} cores during the run` : '';
   const complete = v.nftBannedV4 === v.expectedBans && v.redisBanIndex === v.expectedBans;
   const cpu = d.cpu;
   return [
     measured('pipeline throughput', `${fmtInt(d.eventsPerSecond)} events/s`, {
       goal: `≥ ${fmtInt(GOAL_EVENTS_PER_S)} events/s`,
       met: d.eventsPerSecond >= GOAL_EVENTS_PER_S && complete,
-      note: `${fmtInt(d.events)} events from ${fmtInt(d.addresses)} addresses in ${round(d.seconds, 2)} s; ` +
+      note:
+        `${fmtInt(d.events)} events from ${fmtInt(d.addresses)} addresses in ${round(d.seconds, 2)} s; ` +
         `${fmtInt(v.nftBannedV4)}/${fmtInt(v.expectedBans)} bans in the set, ${fmtInt(v.redisBanIndex)} in Redis` +
-        (v.shed ? `, ${fmtInt(v.shed)} events shed` : '') + (d.markerResends ? `, marker re-sent ${d.markerResends}×` : '') +
+        (v.shed ? `, ${fmtInt(v.shed)} events shed` : '') +
+        (d.markerResends ? `, marker re-sent ${d.markerResends}×` : '') +
         `; intake per second min ${fmtInt(d.perSecond.min)}, median ${fmtInt(d.perSecond.median)}${contended}`,
     }),
     measured('  by round: counting / ban round / already banned', roundSummaryText(d), {
       note: 'events/s; the ban round decides and applies one ban per event, later rounds are answered by the ban cache',
     }),
-    measured('  CPU during the run (cores)', `daemon ${cpu['daemon']}, nft ${cpu['nftChildren']}, redis ${cpu['redis']}, ` +
-      `bench ${cpu['bench']}, other ${cpu['other']}`, { note: `of ${cpu['machineCores']} cores` }),
-    measured('  ceiling with a whole core each', `daemon ${fmtInt(cpu['daemonCeiling']!)}, redis ${fmtInt(cpu['redisCeiling']!)} events/s`, {
-      note: `daemon ${cpu['daemonCpuUsPerEvent']} µs CPU/event, redis ${cpu['redisCpuUsPerEvent']} µs CPU/event`,
-    }),
+    measured(
+      '  CPU during the run (cores)',
+      `daemon ${cpu['daemon']}, nft ${cpu['nftChildren']}, redis ${cpu['redis']}, ` + `bench ${cpu['bench']}, other ${cpu['other']}`,
+      { note: `of ${cpu['machineCores']} cores` },
+    ),
+    measured(
+      '  ceiling with a whole core each',
+      `daemon ${fmtInt(cpu['daemonCeiling']!)}, redis ${fmtInt(cpu['redisCeiling']!)} events/s`,
+      {
+        note: `daemon ${cpu['daemonCpuUsPerEvent']} µs CPU/event, redis ${cpu['redisCpuUsPerEvent']} µs CPU/event`,
+      },
+    ),
     measured('  Redis time per EVALSHA', `${d.redis.usecPerEvent} µs`, {
       note: `${fmtInt(v.evalshaCalls)} EVALSHA; slowlog ≥1 ms: ${d.redis.slowlog.count}`,
     }),
@@ -202,7 +210,7 @@ export async function runThroughput(ctx: BenchContext, profile: boolean): Promis
     void (async () => {
       const s = snapshot(daemon.pid, redis.server.pid);
       const dt = s.at - last.at;
-      const evalsha = (await commandStats(redis.client).catch(() => ({})) as Record<string, { calls: number }>)['evalsha']?.calls ?? 0;
+      const evalsha = ((await commandStats(redis.client).catch(() => ({}))) as Record<string, { calls: number }>)['evalsha']?.calls ?? 0;
       samples.push({
         t: round((s.at - blastStart) / 1000, 2),
         written: Math.round(ami.blastBytes / eventBytes),
@@ -220,7 +228,10 @@ export async function runThroughput(ctx: BenchContext, profile: boolean): Promis
   blastStart = now();
   const blast = await ami.blast(stream.chunks, signal).catch((err: unknown) => {
     // say why the daemon let go: its warnings and errors
-    const said = daemon.logs.filter((l) => l.level >= 40).slice(-5).map((l) => `${l.msg} ${JSON.stringify(l['reason'] ?? l['err'] ?? '')}`);
+    const said = daemon.logs
+      .filter((l) => l.level >= 40)
+      .slice(-5)
+      .map((l) => `${l.msg} ${JSON.stringify(l['reason'] ?? l['err'] ?? '')}`);
     throw new Error(`${(err as Error).message}; daemon said: ${said.join(' | ') || '(nothing)'}`);
   });
   ami.write(marker);
@@ -231,18 +242,30 @@ export async function runThroughput(ctx: BenchContext, profile: boolean): Promis
   // the marker's ban log line; if Redis has gone quiet without it (its events were shed), send it again
   let markerResends = 0;
   let lastEvalsha = -1;
-  await poll('the marker ban in the daemon log', async () => {
-    if (markerBanAt !== null) return true;
-    const calls = (await commandStats(redis.client))['evalsha']?.calls ?? 0;
-    if (calls === lastEvalsha) {
-      markerResends++;
-      ami.write(marker);
-    }
-    lastEvalsha = calls;
-    return undefined;
-  }, 300_000, 1000, signal);
+  await poll(
+    'the marker ban in the daemon log',
+    async () => {
+      if (markerBanAt !== null) return true;
+      const calls = (await commandStats(redis.client))['evalsha']?.calls ?? 0;
+      if (calls === lastEvalsha) {
+        markerResends++;
+        ami.write(marker);
+      }
+      lastEvalsha = calls;
+      return undefined;
+    },
+    300_000,
+    1000,
+    signal,
+  );
   // then the marker in the kernel set, polled in the small IPv6 network set
-  await poll('the marker in the kernel set', async () => ((await listSet(ns, 'banned_v6_net')).includes(MARKER_BAN) ? true : undefined), 30_000, 0, signal);
+  await poll(
+    'the marker in the kernel set',
+    async () => ((await listSet(ns, 'banned_v6_net')).includes(MARKER_BAN) ? true : undefined),
+    30_000,
+    0,
+    signal,
+  );
   const end = now();
   clearInterval(sampler);
   const cpu1 = snapshot(daemon.pid, redis.server.pid);
@@ -328,7 +351,9 @@ export async function runThroughput(ctx: BenchContext, profile: boolean): Promis
     rounds: roundRates(samples, shape, seconds),
     daemonNodeOptions: nodeOptions ?? null,
     redis: {
-      commandstats: Object.fromEntries(Object.entries(stats).map(([k, s]) => [k, { calls: s.calls, usecPerCall: s.usecPerCall, usec: s.usec }])),
+      commandstats: Object.fromEntries(
+        Object.entries(stats).map(([k, s]) => [k, { calls: s.calls, usecPerCall: s.usecPerCall, usec: s.usec }]),
+      ),
       usecPerEvent: round(evalsha.usecPerCall, 2),
       slowlog: { count: slow.length, top: slow.slice(0, 5) },
     },
@@ -355,7 +380,11 @@ function heapFigures(m: Map<string, number> | null): Record<string, number> | nu
  * samples; the last round ends when the run does. Intake leads processing by what the socket buffers hold (a few
  * thousand events), which blurs the boundaries by well under a second.
  */
-function roundRates(samples: readonly Sample[], shape: { events: number; addresses: number }, endSeconds: number): Array<{ round: number; seconds: number; eventsPerSecond: number }> {
+function roundRates(
+  samples: readonly Sample[],
+  shape: { events: number; addresses: number },
+  endSeconds: number,
+): Array<{ round: number; seconds: number; eventsPerSecond: number }> {
   const at = (events: number): number => {
     let prev = { t: 0, written: 0 };
     for (const s of samples) {

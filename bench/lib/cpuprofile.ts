@@ -43,7 +43,10 @@ const SPECIAL = new Set(['(garbage collector)', '(program)', '(idle)', '(root)']
 const PACKAGE_GROUPS: Array<[RegExp, string]> = [
   [/node_modules\/asterisk-manager\//, 'asterisk-manager (AMI parser)'],
   [/node_modules\/(ioredis|@ioredis|redis-parser|redis-errors|denque|cluster-key-slot|standard-as-callback)\//, 'ioredis'],
-  [/node_modules\/(pino|pino-std-serializers|sonic-boom|thread-stream|fast-redact|quick-format-unescaped|on-exit-leak-free|atomic-sleep|safe-stable-stringify|@pinojs)/, 'pino (logging)'],
+  [
+    /node_modules\/(pino|pino-std-serializers|sonic-boom|thread-stream|fast-redact|quick-format-unescaped|on-exit-leak-free|atomic-sleep|safe-stable-stringify|@pinojs)/,
+    'pino (logging)',
+  ],
   [/node_modules\/(prom-client|tdigest|bintrees)\//, 'prom-client (metrics)'],
   [/node_modules\/ipaddr\.js\//, 'ipaddr.js'],
   [/node_modules\/(convict|commander|yaml)\//, 'config/CLI libraries'],
@@ -89,8 +92,8 @@ export function analyseProfile(file: string, top = 20): ProfileSummary {
       const own = ownerOfUrl(n.callFrame.url);
       const up = parent.get(id);
       const inherited = up === undefined ? null : resolve(up);
-      const inheritedUseful = inherited && inherited !== 'node core' && !inherited.startsWith('(') && inherited !== 'root'
-        ? inherited : null;
+      const inheritedUseful =
+        inherited && inherited !== 'node core' && !inherited.startsWith('(') && inherited !== 'root' ? inherited : null;
       if (own && own !== 'node core') o = own;
       else o = inheritedUseful ?? own ?? 'node core';
     }
@@ -125,7 +128,9 @@ export function analyseProfile(file: string, top = 20): ProfileSummary {
     wallMs: Math.round((p.endTime - p.startTime) / 1000),
     busyMs: Math.round(busy),
     byOwner: [...owners].sort((a, b) => b[1] - a[1]).map(([o, ms]) => ({ owner: o, ms: Math.round(ms), pct: pct(ms) })),
-    topFunctions: [...fns.values()].sort((a, b) => b.ms - a.ms).slice(0, top)
+    topFunctions: [...fns.values()]
+      .sort((a, b) => b.ms - a.ms)
+      .slice(0, top)
       .map((f) => ({ ...f, ms: Math.round(f.ms), pct: pct(f.ms) })),
   };
 }

@@ -35,7 +35,6 @@ export interface Daemon {
   readonly exited: Promise<number | null>;
 }
 
-
 /** where a kept log line records when it was read (performance.now()) */
 const AT = '__readAt';
 const BAN_MARK = '"event":"ban"';
@@ -47,7 +46,14 @@ export function startDaemon(o: DaemonOptions): Daemon {
   // a control socket and a state directory of its own (never the host's /run/ami-guard or /var/lib/ami-guard: two
   // daemons of a bench (fleet) must not meet there), unless the benchmark names them
   const config = o.config as { store?: { stateDir?: string }; control?: unknown };
-  writeFileSync(file, JSON.stringify({ control: { socket: join(dir, 'control.sock') }, ...config, store: { stateDir: join(dir, 'state'), ...config.store } }, null, 2));
+  writeFileSync(
+    file,
+    JSON.stringify(
+      { control: { socket: join(dir, 'control.sock') }, ...config, store: { stateDir: join(dir, 'state'), ...config.store } },
+      null,
+      2,
+    ),
+  );
   // the heap limits the daemon runs with in production (its shebang, the Dockerfile), so RSS is measured as deployed
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(o.nodeArgs ?? []), CLI, 'run', '--config', file], {
     env: { ...process.env, ...o.env },
@@ -70,16 +76,21 @@ export function startDaemon(o: DaemonOptions): Daemon {
     logs,
     bans: 0,
     onBan: null,
-    exited: new Promise((resolve) => child.once('exit', (code) => {
-      process.removeListener('exit', killOnExit);
-      resolve(code);
-    })),
+    exited: new Promise((resolve) =>
+      child.once('exit', (code) => {
+        process.removeListener('exit', killOnExit);
+        resolve(code);
+      }),
+    ),
     tail: () => tail,
     waitForLog(pred, timeoutMs) {
       const seen = logs.find(pred);
       if (seen) return Promise.resolve({ line: seen, at: (seen[AT] as number | undefined) ?? spawnedAt });
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for a daemon log line; output:\n${tail}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`timed out after ${timeoutMs} ms waiting for a daemon log line; output:\n${tail}`)),
+          timeoutMs,
+        );
         const w = {
           pred,
           resolve: (v: { line: LogLine; at: number }) => {

@@ -18,7 +18,10 @@ export class NftMonitor {
   lines = 0;
   private canary = 0;
 
-  private constructor(private readonly ns: Netns, private readonly keep: boolean) {
+  private constructor(
+    private readonly ns: Netns,
+    private readonly keep: boolean,
+  ) {
     this.child = ns.spawn('nft', ['monitor', 'new', 'elements']);
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (s: string) => this.onData(s));
@@ -27,9 +30,7 @@ export class NftMonitor {
 
   /** Starts a monitor in `ns` and returns once it demonstrably sees additions. */
   static async start(ns: Netns, keep = false): Promise<NftMonitor> {
-    await ns.nft(
-      `add table inet ${PROBE_TABLE}\nadd set inet ${PROBE_TABLE} canary { type ipv4_addr; flags timeout; }\n`,
-    );
+    await ns.nft(`add table inet ${PROBE_TABLE}\nadd set inet ${PROBE_TABLE} canary { type ipv4_addr; flags timeout; }\n`);
     const m = new NftMonitor(ns, keep);
     await m.ready();
     return m;

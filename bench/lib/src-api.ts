@@ -66,7 +66,9 @@ export function defaultPolicy(): BenchPolicy {
  * gets the security events of each read, as the daemon's pipeline would.
  */
 export function intake(onEvents: (events: readonly BenchEvent[]) => void): { push(chunk: Buffer): void } {
-  const i = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => { frame: AnyFn; flush: AnyFn })((b) => onEvents(b.events));
+  const i = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => { frame: AnyFn; flush: AnyFn })((b) =>
+    onEvents(b.events),
+  );
   const reader = new (AmiFrameReader as unknown as new (v: (f: unknown) => void) => { push: AnyFn })((f) => i.frame(f, Date.now()));
   return {
     push: (chunk) => {
@@ -77,7 +79,12 @@ export function intake(onEvents: (events: readonly BenchEvent[]) => void): { pus
 }
 
 /** The daemon's AMI client feeding the daemon's intake, logged in to host:port; `onEvents` as for intake(). */
-export function amiClient(port: number, username: string, secret: string, onEvents: (events: readonly BenchEvent[]) => void): { stop(): Promise<void> } {
+export function amiClient(
+  port: number,
+  username: string,
+  secret: string,
+  onEvents: (events: readonly BenchEvent[]) => void,
+): { stop(): Promise<void> } {
   const sink = new (Intake as unknown as new (f: (b: { events: BenchEvent[] }) => void) => object)((b) => onEvents(b.events));
   const Ctor = AmiClient as unknown as new (o: Record<string, unknown>) => { start: AnyFn; stop: AnyFn };
   const c = new Ctor({ host: '127.0.0.1', port, username, secret, sink, logger: createLogger('silent') });
@@ -116,13 +123,22 @@ export function redisStore(url: string, nodeId: string): BenchStore {
     recordFailures: async (targets, from, to, kind, account, now) => {
       const batch: unknown[] = [];
       for (let i = from; i < to; i++) {
-        batch.push({ target: targets[i], failures: 1, kinds: { [kind]: 1 }, account, challenges: 0, successes: 0, trust: false, first: now, last: now });
+        batch.push({
+          target: targets[i],
+          failures: 1,
+          kinds: { [kind]: 1 },
+          account,
+          challenges: 0,
+          successes: 0,
+          trust: false,
+          first: now,
+          last: now,
+        });
       }
       const verdicts = (await s['recordActivity']!.call(s, batch, now)) as Array<{ type: string }>;
       return verdicts.map((v) => v.type);
     },
-    ban: (a, durationMs, reason, now) =>
-      s['ban']!.call(s, { target: addr(a), reason, durationMs, now }) as Promise<unknown>,
+    ban: (a, durationMs, reason, now) => s['ban']!.call(s, { target: addr(a), reason, durationMs, now }) as Promise<unknown>,
     activeBans: (now) => s['activeBans']!.call(s, now) as AsyncIterable<Array<{ address: string; until: number }>>,
     close: () => (s['close']!.call(s) as Promise<void>).catch(() => undefined),
   };
@@ -182,7 +198,12 @@ export function fleetPublisher(url: string): { publish(bans: Array<{ address: st
   const Ctor = RedisChannel as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
   const c = new Ctor({ client, keyPrefix: 'ami-guard:', maxlen: 100_000 });
   return {
-    publish: (bans) => c['publishBans']!.call(c, bans.map((b) => ({ ...b, reason: 'failures' })), { node: 'bench-node', origin: 'bench' }) as Promise<void>,
+    publish: (bans) =>
+      c['publishBans']!.call(
+        c,
+        bans.map((b) => ({ ...b, reason: 'failures' })),
+        { node: 'bench-node', origin: 'bench' },
+      ) as Promise<void>,
     close: () => client.disconnect(),
   };
 }
@@ -195,7 +216,11 @@ export async function banIndexSize(client: { zcard(key: string): Promise<number>
 }
 
 /** Failures counted in an address's window now (0 without one), reading the window keys of its bucket. */
-export async function countedFailures(client: { hget(key: string, field: string): Promise<string | null> }, address: string, prefix = 'ami-guard:'): Promise<number> {
+export async function countedFailures(
+  client: { hget(key: string, field: string): Promise<string | null> },
+  address: string,
+  prefix = 'ami-guard:',
+): Promise<number> {
   const t = parseAddress(address);
   if (!t) throw new Error(`not an address: ${address}`);
   const keys = new KeySpace(prefix);
@@ -247,11 +272,28 @@ export function memoryStore(nodeId: string, maxAddresses: number): BenchMemorySt
   const logger = createLogger('silent');
   return {
     ban: (a, durationMs, reason, now) => s['ban']!.call(s, { target: addr(a), reason, durationMs, now }) as Promise<unknown>,
-    trust: (a, now) => s['recordActivity']!.call(s, [{
-      target: addr(a), failures: 0, kinds: {}, account: '', challenges: 0, successes: 1, trust: true, first: now, last: now,
-    }], now) as Promise<unknown>,
+    trust: (a, now) =>
+      s['recordActivity']!.call(
+        s,
+        [
+          {
+            target: addr(a),
+            failures: 0,
+            kinds: {},
+            account: '',
+            challenges: 0,
+            successes: 1,
+            trust: true,
+            first: now,
+            last: now,
+          },
+        ],
+        now,
+      ) as Promise<unknown>,
     persist: async (dir) => {
-      const persist = persistEmbeddedStore as unknown as (o: Record<string, unknown>) => Promise<{ flush: AnyFn; close: AnyFn; changed: AnyFn } | undefined>;
+      const persist = persistEmbeddedStore as unknown as (
+        o: Record<string, unknown>,
+      ) => Promise<{ flush: AnyFn; close: AnyFn; changed: AnyFn } | undefined>;
       const Dir = StateDir as unknown as new (path: string, logger: unknown) => unknown;
       const w = await persist({ store: s, dir: new Dir(dir, logger), nodeId, logger });
       if (!w) throw new Error(`state directory ${dir} cannot be written`);
@@ -263,12 +305,21 @@ export function memoryStore(nodeId: string, maxAddresses: number): BenchMemorySt
 }
 
 /** RedisStore.restoreBans: the re-seeding of a Redis that lost its data, from `addresses` each until `until`. */
-export function redisRestorer(url: string, nodeId: string): { restore(addresses: readonly string[], until: number, now: number): Promise<Record<string, number>>; close(): void } {
+export function redisRestorer(
+  url: string,
+  nodeId: string,
+): { restore(addresses: readonly string[], until: number, now: number): Promise<Record<string, number>>; close(): void } {
   const client = createRedisClient({ url });
   const StoreCtor = RedisStore as unknown as new (o: Record<string, unknown>) => Record<string, AnyFn>;
   const s = new StoreCtor({ client, keyPrefix: 'ami-guard:', nodeId, policy: defaultPolicy().params });
   return {
-    restore: (addresses, until, now) => s['restoreBans']!.call(s, addresses.map((a) => ({ target: parseTarget(a), until })), 'restored', now) as Promise<Record<string, number>>,
+    restore: (addresses, until, now) =>
+      s['restoreBans']!.call(
+        s,
+        addresses.map((a) => ({ target: parseTarget(a), until })),
+        'restored',
+        now,
+      ) as Promise<Record<string, number>>,
     close: () => client.disconnect(),
   };
 }

@@ -39,7 +39,10 @@ function cut(text: string, address: string): Template {
   const tv = EVENT_TV.exec(text)?.[0];
   if (!tv) throw new Error('template has no EventTV');
   return {
-    parts, recordedAddress: address, recordedTv: tv, recordedTvMs: Date.parse(tv.replace('+0000', 'Z')),
+    parts,
+    recordedAddress: address,
+    recordedTv: tv,
+    recordedTvMs: Date.parse(tv.replace('+0000', 'Z')),
     recordedStamp: STAMP.exec(text)?.[1] ?? null,
   };
 }

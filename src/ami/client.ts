@@ -123,7 +123,14 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   readonly #log: Logger;
   readonly #backoff: Backoff;
   readonly #stats: AmiStats = {
-    connected: false, connects: 0, reconnects: 0, authFailures: 0, pingTimeouts: 0, lastGapMs: null, totalGapMs: 0, bytes: 0,
+    connected: false,
+    connects: 0,
+    reconnects: 0,
+    authFailures: 0,
+    pingTimeouts: 0,
+    lastGapMs: null,
+    totalGapMs: 0,
+    bytes: 0,
   };
 
   #running = false;
@@ -206,8 +213,14 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     this.#stopPortWatch = undefined;
     const socket = connect({ host: this.#host, port: this.#port });
     const s: Session = {
-      socket, reader: new AmiFrameReader((f) => this.#frame(s, f)), replies: new Map(),
-      greeted: false, loggedIn: false, heard: false, lastError: null, closed: false,
+      socket,
+      reader: new AmiFrameReader((f) => this.#frame(s, f)),
+      replies: new Map(),
+      greeted: false,
+      loggedIn: false,
+      heard: false,
+      lastError: null,
+      closed: false,
     };
     this.#session = s;
     this.#sink.reset();
@@ -274,12 +287,21 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   }
 
   #login(s: Session): void {
-    this.#action(s, 'Login', [['Username', this.#username], ['Secret', this.#secret], ['Events', EVENT_MASK]], (h) =>
-      this.#guard(() => {
-        if (s !== this.#session) return;
-        if (header(h, 'response').toLowerCase() === 'success') this.#loggedIn(s);
-        else this.#authFailed(s, header(h, 'message'));
-      }));
+    this.#action(
+      s,
+      'Login',
+      [
+        ['Username', this.#username],
+        ['Secret', this.#secret],
+        ['Events', EVENT_MASK],
+      ],
+      (h) =>
+        this.#guard(() => {
+          if (s !== this.#session) return;
+          if (header(h, 'response').toLowerCase() === 'success') this.#loggedIn(s);
+          else this.#authFailed(s, header(h, 'message'));
+        }),
+    );
   }
 
   #loggedIn(s: Session): void {
@@ -312,7 +334,12 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   }
 
   #authFailed(s: Session, message: string): void {
-    const info: AuthFailedInfo = { username: this.#username, host: this.#host, port: this.#port, message: printable(message) || 'login rejected' };
+    const info: AuthFailedInfo = {
+      username: this.#username,
+      host: this.#host,
+      port: this.#port,
+      message: printable(message) || 'login rejected',
+    };
     this.#stats.authFailures++;
     const retryMs = this.#backoff.maxMs;
     if (!this.#authFailing) {
@@ -332,13 +359,17 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   #ping(s: Session): void {
     if (s !== this.#session || this.#pingDeadline) return;
     s.heard = false;
-    this.#pingDeadline = setTimeout(() => this.#guard(() => {
-      this.#pingDeadline = undefined;
-      if (s !== this.#session || s.heard) return;
-      this.#stats.pingTimeouts++;
-      this.#log.warn({ timeoutMs: this.#pingTimeoutMs }, 'AMI did not answer Ping; dropping the connection');
-      this.#lost(s, 'ping-timeout');
-    }), this.#pingTimeoutMs);
+    this.#pingDeadline = setTimeout(
+      () =>
+        this.#guard(() => {
+          this.#pingDeadline = undefined;
+          if (s !== this.#session || s.heard) return;
+          this.#stats.pingTimeouts++;
+          this.#log.warn({ timeoutMs: this.#pingTimeoutMs }, 'AMI did not answer Ping; dropping the connection');
+          this.#lost(s, 'ping-timeout');
+        }),
+      this.#pingTimeoutMs,
+    );
     this.#action(s, 'Ping', [], () => {
       clearTimeout(this.#pingDeadline);
       this.#pingDeadline = undefined;
@@ -351,10 +382,14 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
    */
   #scheduleBoundaryPing(s: Session): void {
     if (this.#boundaryTimer) return;
-    this.#boundaryTimer = setTimeout(() => this.#guard(() => {
-      this.#boundaryTimer = undefined;
-      if (s === this.#session && s.loggedIn && this.#sink.awaitingBoundary) this.#action(s, 'Ping', [], () => undefined);
-    }), BOUNDARY_PING_DELAY_MS);
+    this.#boundaryTimer = setTimeout(
+      () =>
+        this.#guard(() => {
+          this.#boundaryTimer = undefined;
+          if (s === this.#session && s.loggedIn && this.#sink.awaitingBoundary) this.#action(s, 'Ping', [], () => undefined);
+        }),
+      BOUNDARY_PING_DELAY_MS,
+    );
   }
 
   /** The session ended without our asking; a stale session's end is ignored. */
@@ -391,7 +426,8 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
           if (!this.#running || !this.#reconnectTimer) return;
           this.#log.debug('AMI port answers again; connecting now');
           this.#connect();
-        }));
+        }),
+      );
     }
   }
 
@@ -429,7 +465,6 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
 }
 
 function printable(text: string): string {
-   
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?').slice(0, 200);
 }
 

@@ -111,7 +111,14 @@ export class AmiFrameReader {
     this.maxFrame = bound('maxFrameBytes', options.maxFrameBytes ?? MAX_FRAME_BYTES, 8);
     this.maxLine = bound('maxLineBytes', options.maxLineBytes ?? MAX_LINE_BYTES, 8);
     this.maxLines = bound('maxLines', options.maxLines ?? MAX_LINES, 1);
-    this.view = { text: '', bytes: Buffer.alloc(0), lines: 0, starts: new Int32Array(this.maxLines), ends: new Int32Array(this.maxLines), banner: false };
+    this.view = {
+      text: '',
+      bytes: Buffer.alloc(0),
+      lines: 0,
+      starts: new Int32Array(this.maxLines),
+      ends: new Int32Array(this.maxLines),
+      banner: false,
+    };
   }
 
   /** Bytes held for a message not yet complete; never more than the frame bound. */

@@ -51,9 +51,12 @@ export function parseJsonlRecording(text: string, source = 'recording'): Recordi
 export function parseAmiRecording(bytes: Buffer | string): Recording {
   const records: RecordedMessage[] = [];
   const numberer = connectionNumberer();
-  const reader = new AmiFrameReader((f) => {
-    records.push({ tMs: 0, conn: numberer(f.banner), raw: frameText(f), headers: f.banner ? new Map() : headersOf(f), banner: f.banner });
-  }, { banner: 'any' });
+  const reader = new AmiFrameReader(
+    (f) => {
+      records.push({ tMs: 0, conn: numberer(f.banner), raw: frameText(f), headers: f.banner ? new Map() : headersOf(f), banner: f.banner });
+    },
+    { banner: 'any' },
+  );
   reader.push(typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes);
   return { banner: firstBanner(records), records, dropped: { oversized: reader.stats.oversized, trailingBytes: reader.bufferedBytes } };
 }
@@ -73,11 +76,14 @@ export async function readRecording(
   const kind = recordingKind(path);
   const numberer = connectionNumberer();
   let conn = 0;
-  const reader = new AmiFrameReader((f) => {
-    const c = numberer(f.banner);
-    if (c !== conn) connection((conn = c));
-    visit(f);
-  }, { banner: 'any' });
+  const reader = new AmiFrameReader(
+    (f) => {
+      const c = numberer(f.banner);
+      if (c !== conn) connection((conn = c));
+      visit(f);
+    },
+    { banner: 'any' },
+  );
   const stream = createReadStream(path);
   try {
     if (kind === 'ami') {
@@ -131,7 +137,8 @@ function jsonlRecord(line: string, where: string): JsonlRecord | null {
   } catch (err) {
     throw new Error(`${where}: not JSON (${(err as Error).message})`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${where}: expected an object {t_ms, conn, raw}`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new Error(`${where}: expected an object {t_ms, conn, raw}`);
   const { t_ms: tMs, conn, raw } = value as Record<string, unknown>;
   if (typeof tMs !== 'number' || !Number.isFinite(tMs) || tMs < 0) throw new Error(`${where}: t_ms must be a number >= 0`);
   if (typeof conn !== 'number' || !Number.isInteger(conn) || conn < 1) throw new Error(`${where}: conn must be an integer >= 1`);
@@ -148,9 +155,12 @@ function parseJsonlLine(line: string, where: string): RecordedMessage | null {
   const r = jsonlRecord(line, where);
   if (!r) return null;
   const frames: RecordedMessage[] = [];
-  const reader = new AmiFrameReader((f) => {
-    frames.push({ tMs: r.tMs, conn: r.conn, raw: frameText(f), headers: f.banner ? new Map() : headersOf(f), banner: f.banner });
-  }, { banner: 'any' });
+  const reader = new AmiFrameReader(
+    (f) => {
+      frames.push({ tMs: r.tMs, conn: r.conn, raw: frameText(f), headers: f.banner ? new Map() : headersOf(f), banner: f.banner });
+    },
+    { banner: 'any' },
+  );
   reader.push(Buffer.from(r.raw, 'utf8'));
   const frame = frames[0];
   if (frames.length !== 1 || !frame || frame.raw !== r.raw || reader.bufferedBytes !== 0 || reader.stats.oversized !== 0) {

@@ -40,7 +40,13 @@ export interface BanQuery {
 
 /** commander's collector for a repeatable comma-separated option */
 export function collectList(value: string, previous: string[] = []): string[] {
-  return [...previous, ...value.split(',').map((v) => v.trim()).filter((v) => v.length > 0)];
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((v) => v.trim())
+      .filter((v) => v.length > 0),
+  ];
 }
 
 function oneOf<T extends string>(option: string, values: readonly string[] | undefined, allowed: readonly T[]): Set<T> | undefined {
@@ -61,13 +67,17 @@ export function banQuery(o: BanQueryOptions, feeds: readonly string[] = []): Ban
   const nodes = o.node?.length ? new Set(o.node) : undefined;
   const key = o.sort === undefined ? undefined : oneOf('--sort', [o.sort], SORT_KEYS)!.values().next().value!;
   const base = key ? COMPARE[key] : undefined;
-  const compare = base && o.reverse ? (a: ActiveBanEntry, b: ActiveBanEntry) => base(b, a) : base ?? (o.reverse ? reverseLeft : undefined);
+  const compare =
+    base && o.reverse ? (a: ActiveBanEntry, b: ActiveBanEntry) => base(b, a) : (base ?? (o.reverse ? reverseLeft : undefined));
   const filtered = Boolean(reasons || origins || nodes);
   return {
     filtered,
     matches: (e) =>
       // a ban whose record cannot be read now matches no filter (its reason and node are not known)
-      (e.known !== false || !filtered) && (!reasons || reasons.has(e.record.reason as never)) && (!origins || origins.has(e.feed ? 'feed' : originOf(e.record))) && (!nodes || nodes.has(e.record.node)),
+      (e.known !== false || !filtered) &&
+      (!reasons || reasons.has(e.record.reason as never)) &&
+      (!origins || origins.has(e.feed ? 'feed' : originOf(e.record))) &&
+      (!nodes || nodes.has(e.record.node)),
     compare,
   };
 }

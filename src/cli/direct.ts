@@ -36,10 +36,19 @@ export class DirectOperator implements Operator {
     const now = Date.now();
     const s = this.conn.store;
     const [ban, failures, history, trustedUntil, networks] = await Promise.all([
-      s.getBan(target, now), s.recentFailures(target), s.history(target), s.trustedUntil(target, now), this.bannedNetworks(now),
+      s.getBan(target, now),
+      s.recentFailures(target),
+      s.history(target),
+      s.trustedUntil(target, now),
+      this.bannedNetworks(now),
     ]);
     return {
-      target, ban, enforcedUntil: null, failures, history, trustedUntil,
+      target,
+      ban,
+      enforcedUntil: null,
+      failures,
+      history,
+      trustedUntil,
       ignored: this.policy.ignore.covers(target),
       coveredBy: await this.describe(coveringOf(target, networks), now),
     };
@@ -51,7 +60,14 @@ export class DirectOperator implements Operator {
     const records: BanRecord[] = [];
     for (const target of targets) {
       const rec = await this.conn.store.ban({ target, reason: 'manual', durationMs: duration, now: Date.now(), ...(note ? { note } : {}) });
-      await this.conn.channel.publish({ type: 'ban', address: rec.address, until: rec.until, reason: 'manual', node: this.cfg.node.id, origin: this.conn.origin });
+      await this.conn.channel.publish({
+        type: 'ban',
+        address: rec.address,
+        until: rec.until,
+        reason: 'manual',
+        node: this.cfg.node.id,
+        origin: this.conn.origin,
+      });
       records.push(rec);
     }
     const fw = await localFirewall(this.cfg);
@@ -71,7 +87,14 @@ export class DirectOperator implements Operator {
         const target = targets[i]!;
         try {
           lifted[i] = await this.conn.store.unban(target);
-          await this.conn.channel.publish({ type: 'unban', address: target.text, until: 0, reason: 'manual', node: this.cfg.node.id, origin: this.conn.origin });
+          await this.conn.channel.publish({
+            type: 'unban',
+            address: target.text,
+            until: 0,
+            reason: 'manual',
+            node: this.cfg.node.id,
+            origin: this.conn.origin,
+          });
         } catch (err) {
           // the others stop taking new work: what was lifted so far has been told to the fleet
           failed = true;
@@ -84,12 +107,21 @@ export class DirectOperator implements Operator {
     if (fw && targets.length > 0) await fw.delete(targets);
     const now = Date.now();
     const networks = await this.bannedNetworks(now);
-    const results = await Promise.all(targets.map(async (target, i) => ({
-      address: target.text,
-      wasBanned: lifted[i]!,
-      coveredBy: await this.describe(coveringOf(target, networks).filter((n) => n.target.text !== target.text), now),
-    })));
-    await announce(this.cfg, [], results.filter((r) => r.wasBanned).map((r) => r.address));
+    const results = await Promise.all(
+      targets.map(async (target, i) => ({
+        address: target.text,
+        wasBanned: lifted[i]!,
+        coveredBy: await this.describe(
+          coveringOf(target, networks).filter((n) => n.target.text !== target.text),
+          now,
+        ),
+      })),
+    );
+    await announce(
+      this.cfg,
+      [],
+      results.filter((r) => r.wasBanned).map((r) => r.address),
+    );
     return { results };
   }
 
@@ -116,7 +148,14 @@ export class DirectOperator implements Operator {
         elements: { v4: elements.filter((e) => e.family === 4).length, v6: elements.filter((e) => e.family === 6).length },
       };
     }
-    return { store: { kind: 'redis', url: describeRedis(this.cfg), reachable: true }, bans: { active, byReason }, failing, firewall, nodes, ...(unreadableNodes ? { unreadableNodes } : {}) };
+    return {
+      store: { kind: 'redis', url: describeRedis(this.cfg), reachable: true },
+      bans: { active, byReason },
+      failing,
+      firewall,
+      nodes,
+      ...(unreadableNodes ? { unreadableNodes } : {}),
+    };
   }
 
   feeds(opts: { entries: boolean }): Promise<FeedsRead> {
@@ -144,14 +183,23 @@ export class DirectOperator implements Operator {
   }
 
   private async describe(networks: ReadonlyArray<{ target: IpTarget; until: number }>, now: number): Promise<Covering[]> {
-    return Promise.all(networks.map(async ({ target, until }) => {
-      const rec = await this.conn.store.getBan(target, now);
-      return { network: target.text, until, ...(rec ? { reason: rec.reason, node: rec.node, ...(rec.note ? { note: rec.note } : {}) } : {}) };
-    }));
+    return Promise.all(
+      networks.map(async ({ target, until }) => {
+        const rec = await this.conn.store.getBan(target, now);
+        return {
+          network: target.text,
+          until,
+          ...(rec ? { reason: rec.reason, node: rec.node, ...(rec.note ? { note: rec.note } : {}) } : {}),
+        };
+      }),
+    );
   }
 }
 
 /** The networks among `networks` that contain `target`, itself excluded. */
-function coveringOf(target: IpTarget, networks: ReadonlyArray<{ target: IpTarget; until: number }>): Array<{ target: IpTarget; until: number }> {
+function coveringOf(
+  target: IpTarget,
+  networks: ReadonlyArray<{ target: IpTarget; until: number }>,
+): Array<{ target: IpTarget; until: number }> {
   return networks.filter((n) => n.target.text !== target.text && contains(n.target, target));
 }

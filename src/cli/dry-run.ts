@@ -103,7 +103,10 @@ export class DryRun {
   /** the recording's clock: the latest EventTV seen */
   private clock = 0;
 
-  constructor(cfg: AppConfig, private readonly show?: (d: Decision) => void | Promise<void>) {
+  constructor(
+    cfg: AppConfig,
+    private readonly show?: (d: Decision) => void | Promise<void>,
+  ) {
     this.policy = new Policy(cfg.policy);
     this.decider = new StreamDecider(this.policy);
     this.store = new MemoryStore({ nodeId: 'replay', policy: this.policy.params, clock: () => this.clock });
@@ -156,7 +159,14 @@ export class DryRun {
     const now = this.clock;
     const a = this.entry(e.address.text);
     a.events[e.kind] = (a.events[e.kind] ?? 0) + 1;
-    const base = { type: 'event', time: isoTime(e.eventTime ?? now), kind: e.kind, service: e.service, address: e.address.text, account: e.accountId } as const;
+    const base = {
+      type: 'event',
+      time: isoTime(e.eventTime ?? now),
+      kind: e.kind,
+      service: e.service,
+      address: e.address.text,
+      account: e.accountId,
+    } as const;
     const d = this.decider.decide(e);
     if (d.action === 'skip') {
       if (d.why === 'ignored' || d.why === 'unbannable') a.verdict = a.verdict === 'banned' ? a.verdict : 'ignored';
@@ -182,8 +192,13 @@ export class DryRun {
       if (v.subnet) this.remember(v.subnet.ban);
       if (v.ban.address === a.address) this.banned(a, v.ban);
       await this.show?.({
-        ...counted, decision: 'banned', count: v.ban.count, reason: v.ban.reason, until: isoTime(v.ban.until),
-        bantime: v.ban.until - v.ban.bannedAt, ...(v.target && v.target !== target ? { banned: v.target.text } : {}),
+        ...counted,
+        decision: 'banned',
+        count: v.ban.count,
+        reason: v.ban.reason,
+        until: isoTime(v.ban.until),
+        bantime: v.ban.until - v.ban.bannedAt,
+        ...(v.target && v.target !== target ? { banned: v.target.text } : {}),
         ...(v.subnet ? { subnet: v.subnet.target.text, members: v.subnet.ban.members ?? [] } : {}),
       });
       return;
@@ -198,8 +213,12 @@ export class DryRun {
       return;
     }
     await this.show?.({
-      ...counted, decision: 'counted', count, threshold: threshold!.value,
-      ...(threshold!.why ? { why: threshold!.why } : {}), ...(d.action === 'count' && d.weight > 1 ? { weight: d.weight } : {}),
+      ...counted,
+      decision: 'counted',
+      count,
+      threshold: threshold!.value,
+      ...(threshold!.why ? { why: threshold!.why } : {}),
+      ...(d.action === 'count' && d.weight > 1 ? { weight: d.weight } : {}),
     });
   }
 
@@ -228,13 +247,16 @@ export class DryRun {
 
   private skipWhy(why: string, e: SecurityEvent): string {
     switch (why) {
-      case 'ignored': return 'in policy.ignoreip';
+      case 'ignored':
+        return 'in policy.ignoreip';
       case 'unbannable': {
         const r = this.policy.neverBan.reason(e.address);
         return r ? `never banned: ${NeverBan.describe(e.address, r)}` : 'never banned';
       }
-      case 'same-request': return 'the same request as the FailedACL before it';
-      default: return 'not a failure';
+      case 'same-request':
+        return 'the same request as the FailedACL before it';
+      default:
+        return 'not a failure';
     }
   }
 
@@ -267,9 +289,22 @@ export class DryRun {
       await this.show?.({ ...base, address: target.text, decision: 'skipped', why: 'already banned', until: isoTime(existing.until) });
       return;
     }
-    const ban = await this.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now: this.clock, note: `${inj.sign} in ${inj.kind || 'a fragment'}` });
+    const ban = await this.store.ban({
+      target,
+      reason: 'injection',
+      durationMs: this.injectionBantimeMs,
+      now: this.clock,
+      note: `${inj.sign} in ${inj.kind || 'a fragment'}`,
+    });
     this.remember(ban);
     this.banned(a, ban);
-    await this.show?.({ ...base, address: target.text, decision: 'banned', reason: ban.reason, until: isoTime(ban.until), bantime: ban.until - ban.bannedAt });
+    await this.show?.({
+      ...base,
+      address: target.text,
+      decision: 'banned',
+      reason: ban.reason,
+      until: isoTime(ban.until),
+      bantime: ban.until - ban.bannedAt,
+    });
   }
 }

@@ -18,7 +18,7 @@ export interface FeedsRead {
 export async function cliFeeds(cfg: AppConfig, policy: Policy, opts: { entries: boolean }, conn?: Connected): Promise<FeedsRead> {
   if (feedNames(cfg.blocklists).length === 0) return { readings: [] };
   if (!usesRedis(cfg)) {
-    return { readings: [], note: 'feeds not shown: with the embedded store their entries live in the daemon\'s memory only' };
+    return { readings: [], note: "feeds not shown: with the embedded store their entries live in the daemon's memory only" };
   }
   if (conn?.redis) return { readings: await readFeeds(conn.redis, cfg, opts) };
   let own: Connected;

@@ -17,7 +17,10 @@ import { ORIGINS, SORT_KEYS, collectList } from './ban-query.js';
 import { LABEL_VALUES } from '../metrics.js';
 
 function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', `JSON configuration file (default: $AMI_GUARD_CONFIG, else ${DEFAULT_CONFIG_FILE} if it exists; AMI_GUARD_* variables override it)`);
+  return cmd.option(
+    '-c, --config <file>',
+    `JSON configuration file (default: $AMI_GUARD_CONFIG, else ${DEFAULT_CONFIG_FILE} if it exists; AMI_GUARD_* variables override it)`,
+  );
 }
 
 /**
@@ -33,17 +36,21 @@ function daemon(opts: ConfigOption & { detectOnly?: boolean }): Promise<number> 
       `no configuration: --config not given, ${DEFAULT_CONFIG_FILE} does not exist, and no AMI_GUARD_AMI_* variable or secret file configures AMI; give --config FILE or create ${DEFAULT_CONFIG_FILE}`,
     );
   }
-  return runDaemon(cfg, {
-    file: choice.file,
-    load: () => {
-      try {
-        return loadConfig({ file: choice.file, env, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
-      } catch (err) {
-        if (err instanceof ConfigError) throw err;
-        throw new ConfigError((err as Error).message);
-      }
+  return runDaemon(
+    cfg,
+    {
+      file: choice.file,
+      load: () => {
+        try {
+          return loadConfig({ file: choice.file, env, warn: (m) => process.stderr.write(`ami-guard: warning: ${m}\n`) });
+        } catch (err) {
+          if (err instanceof ConfigError) throw err;
+          throw new ConfigError((err as Error).message);
+        }
+      },
     },
-  }, { detectOnly: opts.detectOnly === true });
+    { detectOnly: opts.detectOnly === true },
+  );
 }
 
 /** the filters `list` and `unban --all` share; each takes a comma-separated list and may be repeated */
@@ -51,7 +58,11 @@ function withFilters(cmd: Command): Command {
   return cmd
     .option('--reason <reasons>', `only bans for these reasons (${LABEL_VALUES.banReason.join(', ')}, or a feed's name)`, collectList)
     .option('--node <nodes>', 'only bans made by these nodes (node.id)', collectList)
-    .option('--origin <origins>', `only bans made by the ${ORIGINS.join(', the ')} (manual bans are the CLI's; feed: blocklists)`, collectList);
+    .option(
+      '--origin <origins>',
+      `only bans made by the ${ORIGINS.join(', the ')} (manual bans are the CLI's; feed: blocklists)`,
+      collectList,
+    );
 }
 
 function program(setResult: (p: Promise<number>) => void): Command {
@@ -73,7 +84,7 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('--json', 'machine-readable output')
     .action((args: string[], opts) => setResult(ban(args, opts)));
 
-  withFilters(withConfig(root.command('unban').description('lift bans everywhere: Redis record, failure counters, every PBX\'s nft set')))
+  withFilters(withConfig(root.command('unban').description("lift bans everywhere: Redis record, failure counters, every PBX's nft set")))
     .argument('[address...]', 'IPv4/IPv6 addresses or CIDR networks')
     .option('--all', 'every active ban (or those the filters choose)')
     .option('-y, --yes', 'confirm --all')
@@ -95,8 +106,13 @@ function program(setResult: (p: Promise<number>) => void): Command {
     .option('--json', 'machine-readable output')
     .action((opts) => setResult(status(opts)));
 
-  withConfig(root.command('replay').description('dry run: what the current policy would ban in a recorded AMI stream or in Asterisk\'s security log'))
-    .argument('<file>', 'a recording (.ami raw AMI bytes, .jsonl one {t_ms, conn, raw} per message) or a security.log (also gzipped; - reads stdin)')
+  withConfig(
+    root.command('replay').description("dry run: what the current policy would ban in a recorded AMI stream or in Asterisk's security log"),
+  )
+    .argument(
+      '<file>',
+      'a recording (.ami raw AMI bytes, .jsonl one {t_ms, conn, raw} per message) or a security.log (also gzipped; - reads stdin)',
+    )
     .option('-v, --verbose', 'show every event and the decision taken on it')
     .option('--json', 'machine-readable output (with --verbose: one JSON object per line, the report last)')
     .action((file: string, opts) => setResult(replay([file], opts)));

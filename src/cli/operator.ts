@@ -48,14 +48,23 @@ export interface UnbanResult {
 export interface StatusView {
   /** the daemon on this host, when it answered */
   readonly daemon?: DaemonFacts;
-  readonly store: { readonly kind: 'redis' | 'memory'; readonly url?: string; readonly reachable: boolean; readonly fallback?: FallbackState };
+  readonly store: {
+    readonly kind: 'redis' | 'memory';
+    readonly url?: string;
+    readonly reachable: boolean;
+    readonly fallback?: FallbackState;
+  };
   /** active bans by reason, from the store; null when it cannot be read */
   readonly bans: { readonly active: number; readonly byReason: Record<string, number> } | null;
   /** targets counting failures toward a ban without being banned; null when the store cannot be read */
   readonly failing: FailingView | null;
   /** bans the daemon enforces (kernel sets), when it answered */
   readonly enforced?: number;
-  readonly firewall: { readonly table: string; readonly present: boolean; readonly elements: { readonly v4: number; readonly v6: number } } | null;
+  readonly firewall: {
+    readonly table: string;
+    readonly present: boolean;
+    readonly elements: { readonly v4: number; readonly v6: number };
+  } | null;
   /** the fleet's status records as read from Redis (checked by the caller); null when there is no Redis to read */
   readonly nodes: readonly unknown[] | null;
   /** status records in Redis that could not be read (not shown) */
@@ -74,7 +83,12 @@ export interface DaemonFacts {
   readonly mode?: 'enforcing' | 'detect-only';
   readonly ami: { readonly connected: boolean; readonly reconnects: number };
   readonly firewall: { readonly table: string; readonly present: boolean; readonly elements: { readonly v4: number; readonly v6: number } };
-  readonly reload: { readonly at: number; readonly ok: boolean; readonly error?: string; readonly restartNeeded?: readonly string[] } | null;
+  readonly reload: {
+    readonly at: number;
+    readonly ok: boolean;
+    readonly error?: string;
+    readonly restartNeeded?: readonly string[];
+  } | null;
 }
 
 export interface Operator {

@@ -54,9 +54,7 @@ export class Table {
   }
 
   row(cells: readonly string[]): void {
-    const line = cells
-      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(this.columns[i]?.width ?? cell.length)))
-      .join('  ');
+    const line = cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(this.columns[i]?.width ?? cell.length))).join('  ');
     this.out.write(`${line.trimEnd()}\n`);
   }
 }
@@ -68,7 +66,11 @@ export class Table {
 export function renderTable(titles: readonly string[], rows: readonly (readonly string[])[]): string {
   const cells = rows.map((r) => r.map((c) => printable(c)));
   const widths = titles.map((t, i) => Math.max(t.length, ...cells.map((r) => r[i]?.length ?? 0)));
-  const line = (r: readonly string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (r: readonly string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return `${[line(titles), ...cells.map(line)].join('\n')}\n`;
 }
 

@@ -20,7 +20,18 @@ export function enforcedOnly(target: IpTarget, until: number): ActiveBanEntry {
   return {
     target,
     known: false,
-    record: { address: target.text, reason: '', kinds: {}, count: 0, firstSeen: 0, lastSeen: 0, bannedAt: 0, until, node: '', previousBans: 0 },
+    record: {
+      address: target.text,
+      reason: '',
+      kinds: {},
+      count: 0,
+      firstSeen: 0,
+      lastSeen: 0,
+      bannedAt: 0,
+      until,
+      node: '',
+      previousBans: 0,
+    },
   };
 }
 
@@ -35,8 +46,16 @@ export function feedEntry(row: FeedEntryRow): ActiveBanEntry {
     target: row.target,
     feed: row,
     record: {
-      address: row.target.text, reason: row.feed, kinds: {}, count: 0, firstSeen: since, lastSeen: since, bannedAt: since,
-      until: row.until ?? Infinity, node: row.node, previousBans: 0,
+      address: row.target.text,
+      reason: row.feed,
+      kinds: {},
+      count: 0,
+      firstSeen: since,
+      lastSeen: since,
+      bannedAt: since,
+      until: row.until ?? Infinity,
+      node: row.node,
+      previousBans: 0,
     },
   };
 }

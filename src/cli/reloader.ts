@@ -79,7 +79,10 @@ export class Reloader {
     }
     const { next, applied, restartNeeded } = planReload(this.running, loaded);
     if (restartNeeded.length > 0) {
-      this.o.logger.warn({ fields: restartNeeded }, `configuration reload: ${restartNeeded.join(', ')} can only change with a restart; the running values stay`);
+      this.o.logger.warn(
+        { fields: restartNeeded },
+        `configuration reload: ${restartNeeded.join(', ')} can only change with a restart; the running values stay`,
+      );
     }
     try {
       if (applied.length > 0) await this.o.apply(next, applied);

@@ -35,7 +35,10 @@ export function daemonControl(path: string, o: DaemonVerbsOptions): DaemonContro
         await server.listen();
       } catch (err) {
         if (err instanceof ControlSocketInUse) throw err;
-        o.logger.error({ socket: path, err: (err as Error).message }, 'control socket unavailable: running without it; the CLI on this host cannot reach this daemon');
+        o.logger.error(
+          { socket: path, err: (err as Error).message },
+          'control socket unavailable: running without it; the CLI on this host cannot reach this daemon',
+        );
       }
     },
     ready: () => void (ready = true),

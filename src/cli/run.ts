@@ -47,7 +47,10 @@ const WATCHDOG_MARGIN_MS = 2_000;
 
 function openBackends(cfg: AppConfig, policy: Policy, logger: Logger): Backends {
   if (!usesRedis(cfg)) {
-    logger.warn({ stateDir: cfg.store.stateDir }, 'redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs (its bans, history and trust are kept in store.stateDir)');
+    logger.warn(
+      { stateDir: cfg.store.stateDir },
+      'redis.url is empty: using the embedded in-process store; nothing is shared with other PBXs (its bans, history and trust are kept in store.stateDir)',
+    );
   } else {
     logger.info({ redis: describeRedis(cfg) }, 'using Redis');
   }
@@ -76,11 +79,16 @@ function withFallback(cfg: AppConfig, backends: Backends, policy: Policy, logger
  * manager starts a fresh process, rather than linger half-dead (reading nothing, banning nobody, looking alive).
  */
 function exitOnEscapedFault(logger: Logger): void {
-  const die = (kind: string) => (err: unknown): void => {
-    logger.fatal({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, `${kind}: exiting so the service manager restarts ami-guard`);
-    logger.flush?.();
-    process.exit(1);
-  };
+  const die =
+    (kind: string) =>
+    (err: unknown): void => {
+      logger.fatal(
+        { err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) },
+        `${kind}: exiting so the service manager restarts ami-guard`,
+      );
+      logger.flush?.();
+      process.exit(1);
+    };
   process.on('uncaughtException', die('uncaught exception'));
   process.on('unhandledRejection', die('unhandled promise rejection'));
 }
@@ -137,16 +145,21 @@ export async function runDaemon(
   const metrics = new Metrics({ processMetrics: true, build: { version: version(), node: cfg.node.id }, feeds: feedNames(cfg.blocklists) });
   let policy = new Policy(cfg.policy);
   // what no ban may cover: learnt before the first reconciliation, kept fresh (DHCP, a new gateway, DNS)
-  const learn = (): Promise<void> => learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
-    logger.warn({ err: (err as Error).message }, 'could not read this host\'s addresses; the last ones known stay protected');
-  });
+  const learn = (): Promise<void> =>
+    learnHost(policy.neverBan, serviceHosts(cfg)).catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, "could not read this host's addresses; the last ones known stay protected");
+    });
   await learn();
   const hostTimer = setInterval(() => void learn(), HOST_REFRESH_MS).unref();
   const nft = detectOnly
     ? undefined
     : new NftFirewall({
-        table: cfg.nft.table, nftPath: cfg.nft.path, netns: cfg.nft.netns || undefined, logger,
-        persistent: cfg.nft.writer === 'persistent', onWriterRestart: () => metrics.nftWriterRestarts.inc(),
+        table: cfg.nft.table,
+        nftPath: cfg.nft.path,
+        netns: cfg.nft.netns || undefined,
+        logger,
+        persistent: cfg.nft.writer === 'persistent',
+        onWriterRestart: () => metrics.nftWriterRestarts.inc(),
       });
   if (nft) metrics.countActiveBans = () => nft.activeBans();
   const firewall: Firewall = nft
@@ -199,16 +212,20 @@ export async function runDaemon(
   const identity = detectOnly ? undefined : new IdentityFile(stateDir, logger, backends.redis ? describeRedis(cfg) : 'embedded');
   await identity?.load();
   // detect-only writes no state: its would-be bans must not become bans at the next enforcing start
-  const stateWriter = backends.store instanceof MemoryStore && !detectOnly
-    ? await persistEmbeddedStore({
-        store: backends.store, dir: stateDir, nodeId: cfg.node.id, logger, onWriteFailure: () => metrics.stateWriteFailures.inc(),
-      })
-    : undefined;
+  const stateWriter =
+    backends.store instanceof MemoryStore && !detectOnly
+      ? await persistEmbeddedStore({
+          store: backends.store,
+          dir: stateDir,
+          nodeId: cfg.node.id,
+          logger,
+          onWriteFailure: () => metrics.stateWriteFailures.inc(),
+        })
+      : undefined;
   // community blocklists: their entries share the firewall with the daemon's bans, through the enforcer
   let feeds: Feeds | undefined;
-  const enforcer = feedNames(cfg.blocklists).length > 0
-    ? new FeedEnforcer(firewall, { logger, beforeReconcile: () => feeds?.rebuild() })
-    : undefined;
+  const enforcer =
+    feedNames(cfg.blocklists).length > 0 ? new FeedEnforcer(firewall, { logger, beforeReconcile: () => feeds?.rebuild() }) : undefined;
   if (enforcer) {
     feeds = new Feeds({
       cfg: cfg.blocklists,
@@ -231,7 +248,14 @@ export async function runDaemon(
     logger,
   });
   daemon = new Daemon({
-    policy, store, firewall: enforced, source, logger, metrics, fleet, detectOnly,
+    policy,
+    store,
+    firewall: enforced,
+    source,
+    logger,
+    metrics,
+    fleet,
+    detectOnly,
     ...(identity ? { identity } : {}),
     ...(store instanceof FallbackStore ? { fallback: store } : {}),
     // a feed's entry in the kernel sets is not a ban to take into the store
@@ -239,39 +263,51 @@ export async function runDaemon(
     maxPending: cfg.pipeline.maxPending,
     injectionBantimeMs: cfg.policy.injection.bantime,
   });
-  const watchdog = nft && cfg.nft.checkInterval > 0
-    ? new FirewallWatchdog({
-        firewall: nft,
-        expected: () => nft.inForce(WATCHDOG_MARGIN_MS),
-        intervalMs: Math.max(cfg.nft.checkInterval, 1_000),
-        logger,
-        restore: async () => {
-          await firewall.init();
-          await daemon.reconcile('nft table restored');
-          // a reconciliation that could not read the store re-applied only the daemon's bans
-          if (enforcer && !enforcer.reconciled) await enforcer.reassert();
-          metrics.nftRestores.inc();
-        },
-      })
-    : undefined;
+  const watchdog =
+    nft && cfg.nft.checkInterval > 0
+      ? new FirewallWatchdog({
+          firewall: nft,
+          expected: () => nft.inForce(WATCHDOG_MARGIN_MS),
+          intervalMs: Math.max(cfg.nft.checkInterval, 1_000),
+          logger,
+          restore: async () => {
+            await firewall.init();
+            await daemon.reconcile('nft table restored');
+            // a reconciliation that could not read the store re-applied only the daemon's bans
+            if (enforcer && !enforcer.reconciled) await enforcer.reassert();
+            metrics.nftRestores.inc();
+          },
+        })
+      : undefined;
   const edges = new ServiceEdges({
-    cfg, store, firewall, amiConnected: () => source.stats.connected, metrics, logger,
+    cfg,
+    store,
+    firewall,
+    amiConnected: () => source.stats.connected,
+    metrics,
+    logger,
     ...(store instanceof FallbackStore ? { fallback: () => store.state } : {}),
   });
   daemon.on('ban', (ban) => edges.notifier?.notifyBan(ban));
   daemon.on('ban', (ban) => {
     // a ban decided during a Redis outage is published with the write-back, so the fleet hears of it once
     if (store instanceof FallbackStore && store.decidedLocally(ban)) return;
-    fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
+    fleet
+      .publishBan(ban)
+      .catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
   });
   if (store instanceof FallbackStore) {
     store.on('recovered', (r) => {
       // the fleet learns of the outage's bans and unbans now; the reconciliation also brings in what the others did meanwhile
       for (const ban of r.written) {
-        fleet.publishBan(ban).catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
+        fleet
+          .publishBan(ban)
+          .catch((err: unknown) => logger.warn({ address: ban.address, err: (err as Error).message }, 'ban not published to the fleet'));
       }
       for (const t of r.unbanned) {
-        fleet.publishUnban(t.text).catch((err: unknown) => logger.warn({ address: t.text, err: (err as Error).message }, 'unban not published to the fleet'));
+        fleet
+          .publishUnban(t.text)
+          .catch((err: unknown) => logger.warn({ address: t.text, err: (err as Error).message }, 'unban not published to the fleet'));
       }
       daemon.reconcile('redis reachable again').catch((err: unknown) => {
         logger.warn({ err: (err as Error).message }, 'reconciliation after the Redis outage failed; the next periodic one retries');
@@ -331,21 +367,37 @@ export async function runDaemon(
   });
   const control = cfg.control.socket
     ? daemonControl(cfg.control.socket, {
-        daemon, store, logger, metrics,
+        daemon,
+        store,
+        logger,
+        metrics,
         ...(store instanceof FallbackStore ? { fallback: store } : {}),
         commit: () => firewall.commit(),
         fleet,
         ...(edges.notifier ? { notifier: edges.notifier } : {}),
         settings: () => ({ policy, bantimeMs: reloader!.config.policy.bantime }),
-        ...(backends.redis ? { storeUrl: describeRedis(cfg), nodes: (skipped) => readNodeStatuses(backends.redis!, cfg.redis.keyPrefix, Date.now(), skipped) } : {}),
+        ...(backends.redis
+          ? {
+              storeUrl: describeRedis(cfg),
+              nodes: (skipped) => readNodeStatuses(backends.redis!, cfg.redis.keyPrefix, Date.now(), skipped),
+            }
+          : {}),
         about: async () => {
           const counts = metrics.countActiveBans?.() ?? { ipv4: 0, ipv6: 0 };
           return {
             daemon: {
-              node: cfg.node.id, pid: process.pid, version: version(), startedAt, configFile: from.file ?? null,
+              node: cfg.node.id,
+              pid: process.pid,
+              version: version(),
+              startedAt,
+              configFile: from.file ?? null,
               mode: detectOnly ? 'detect-only' : 'enforcing',
               ami: { connected: source.stats.connected, reconnects: source.stats.reconnects },
-              firewall: { table: `inet ${cfg.nft.table}`, present: edges.firewallPresent(), elements: { v4: counts.ipv4, v6: counts.ipv6 } },
+              firewall: {
+                table: `inet ${cfg.nft.table}`,
+                present: edges.firewallPresent(),
+                elements: { v4: counts.ipv4, v6: counts.ipv6 },
+              },
               reload: reloader!.state,
             },
           };
@@ -369,7 +421,9 @@ export async function runDaemon(
     'ami-guard starting',
   );
   if (detectOnly) {
-    logger.warn('detect-only: bans are decided and logged ("would ban"), never enforced; no Redis, fleet, blocklists, webhook or state file');
+    logger.warn(
+      'detect-only: bans are decided and logged ("would ban"), never enforced; no Redis, fleet, blocklists, webhook or state file',
+    );
   }
   try {
     await edges.listen();
@@ -396,7 +450,10 @@ export async function runDaemon(
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      logger.info({ signal }, detectOnly ? 'stopping (detect-only: nothing was enforced)' : 'stopping: bans stay in the kernel and in the store');
+      logger.info(
+        { signal },
+        detectOnly ? 'stopping (detect-only: nothing was enforced)' : 'stopping: bans stay in the kernel and in the store',
+      );
       const deadline = setTimeout(() => {
         logger.warn('shutdown took too long; exiting anyway');
         resolve(0);

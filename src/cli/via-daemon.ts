@@ -30,19 +30,19 @@ export class DaemonOperator implements Operator {
   }
 
   async eachBan(fn: (entries: ActiveBanEntry[]) => void | Promise<void>): Promise<{ note?: string }> {
-    const result = await this.ask({ verb: 'list' }, async (items) => {
+    const result = (await this.ask({ verb: 'list' }, async (items) => {
       const entries: ActiveBanEntry[] = [];
       for (const item of items) {
         const e = entryOf(item);
         if (e) entries.push(e);
       }
       await fn(entries);
-    }) as { note?: unknown } | null;
+    })) as { note?: unknown } | null;
     return typeof result?.note === 'string' ? { note: result.note } : {};
   }
 
   async inspect(target: IpTarget): Promise<Inspection> {
-    const r = await this.ask({ verb: 'show', target }) as Record<string, unknown>;
+    const r = (await this.ask({ verb: 'show', target })) as Record<string, unknown>;
     const ban = recordOf(r.ban);
     return {
       target,
@@ -61,7 +61,10 @@ export class DaemonOperator implements Operator {
     const bans: BanRecord[] = [];
     let said: string | undefined;
     for (let i = 0; i < targets.length; i += MAX_TARGETS) {
-      const r = await this.ask({ verb: 'ban', targets: targets.slice(i, i + MAX_TARGETS), durationMs, note, user: cliUser() }) as { bans?: unknown; note?: unknown };
+      const r = (await this.ask({ verb: 'ban', targets: targets.slice(i, i + MAX_TARGETS), durationMs, note, user: cliUser() })) as {
+        bans?: unknown;
+        note?: unknown;
+      };
       for (const b of Array.isArray(r.bans) ? r.bans : []) {
         const rec = recordOf(b);
         if (rec) bans.push(rec);
@@ -75,7 +78,10 @@ export class DaemonOperator implements Operator {
     const results: UnbanResult[] = [];
     let said: string | undefined;
     for (let i = 0; i < targets.length; i += MAX_TARGETS) {
-      const r = await this.ask({ verb: 'unban', targets: targets.slice(i, i + MAX_TARGETS), user: cliUser() }) as { results?: unknown; note?: unknown };
+      const r = (await this.ask({ verb: 'unban', targets: targets.slice(i, i + MAX_TARGETS), user: cliUser() })) as {
+        results?: unknown;
+        note?: unknown;
+      };
       for (const x of Array.isArray(r.results) ? (r.results as Array<Record<string, unknown>>) : []) {
         if (typeof x.address !== 'string') continue;
         results.push({ address: x.address, wasBanned: x.wasBanned === true, coveredBy: coveringOf(x.coveredBy) });
@@ -86,7 +92,7 @@ export class DaemonOperator implements Operator {
   }
 
   async status(): Promise<StatusView> {
-    const r = await this.ask({ verb: 'status' }) as Record<string, unknown>;
+    const r = (await this.ask({ verb: 'status' })) as Record<string, unknown>;
     const store = (r.store ?? {}) as StatusView['store'];
     const daemon = r.daemon as DaemonFacts;
     return {
@@ -97,7 +103,9 @@ export class DaemonOperator implements Operator {
       enforced: typeof r.enforced === 'number' ? r.enforced : 0,
       firewall: daemon?.firewall ?? null,
       nodes: Array.isArray(r.nodes) ? r.nodes : null,
-      ...(typeof r.unreadableNodes === 'number' && Number.isSafeInteger(r.unreadableNodes) && r.unreadableNodes > 0 ? { unreadableNodes: r.unreadableNodes } : {}),
+      ...(typeof r.unreadableNodes === 'number' && Number.isSafeInteger(r.unreadableNodes) && r.unreadableNodes > 0
+        ? { unreadableNodes: r.unreadableNodes }
+        : {}),
       ...(typeof r.note === 'string' ? { note: r.note } : {}),
     };
   }
@@ -125,7 +133,8 @@ export class DaemonOperator implements Operator {
 /** A record as the daemon sent it, checked for the fields the verbs print; null when it is not one. */
 function recordOf(value: unknown): BanRecord | null {
   const r = value as Partial<BanRecord> | null;
-  if (typeof r !== 'object' || r === null || typeof r.address !== 'string' || typeof r.reason !== 'string' || typeof r.node !== 'string') return null;
+  if (typeof r !== 'object' || r === null || typeof r.address !== 'string' || typeof r.reason !== 'string' || typeof r.node !== 'string')
+    return null;
   for (const n of [r.until, r.bannedAt, r.firstSeen, r.lastSeen, r.count, r.previousBans]) if (typeof n !== 'number') return null;
   return { ...r, kinds: typeof r.kinds === 'object' && r.kinds !== null ? r.kinds : {} } as BanRecord;
 }

@@ -9,7 +9,11 @@ import { didYouMean } from './nearest.js';
 
 function asList(value: unknown): unknown[] {
   if (Array.isArray(value)) return value;
-  if (typeof value === 'string') return value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (typeof value === 'string')
+    return value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0);
   return [value];
 }
 
@@ -40,7 +44,10 @@ export function registerFormats(): void {
       if (!Number.isInteger(v) || (v as number) < 1) throw new Error('must be a positive integer');
     },
   });
-  for (const [name, max] of [['prefix-v4', 32], ['prefix-v6', 128]] as const) {
+  for (const [name, max] of [
+    ['prefix-v4', 32],
+    ['prefix-v6', 128],
+  ] as const) {
     convict.addFormat({
       name,
       coerce: (v: unknown) => (typeof v === 'string' && /^\/?\d+$/.test(v.trim()) ? Number(v.trim().replace('/', '')) : v),
@@ -89,7 +96,8 @@ export function registerFormats(): void {
             `${JSON.stringify(k)} is not a security event kind${didYouMean(k, SECURITY_EVENT_KINDS)}; known kinds: ${SECURITY_EVENT_KINDS.join(', ')}`,
           );
         }
-        if (!Number.isInteger(n) || (n as number) < 0 || (n as number) > 100) throw new Error(`weight of ${k} must be an integer from 0 to 100`);
+        if (!Number.isInteger(n) || (n as number) < 0 || (n as number) > 100)
+          throw new Error(`weight of ${k} must be an integer from 0 to 100`);
       }
     },
   });
@@ -231,7 +239,8 @@ function validateBlocklists(v: unknown): void {
   const names = new Set<string>();
   v.forEach((item: unknown, i) => {
     const at = `entry ${i + 1}`;
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new Error(`${at} must be an object {"name", "url", "interval"}`);
+    if (typeof item !== 'object' || item === null || Array.isArray(item))
+      throw new Error(`${at} must be an object {"name", "url", "interval"}`);
     const o = item as Record<string, unknown>;
     for (const k of Object.keys(o)) {
       if (!LIST_FIELDS.includes(k)) throw new Error(`${at}: unknown field ${JSON.stringify(k)}${didYouMean(k, LIST_FIELDS)}`);
@@ -240,7 +249,8 @@ function validateBlocklists(v: unknown): void {
       throw new Error(`${at}: name must be 1 to 32 characters from a-z 0-9 _ -, starting with a letter or digit`);
     }
     const name = o['name'];
-    if (RESERVED_FEED_NAMES.includes(name)) throw new Error(`${at}: the name ${name} is taken (${RESERVED_FEED_NAMES.join(', ')} are reserved)`);
+    if (RESERVED_FEED_NAMES.includes(name))
+      throw new Error(`${at}: the name ${name} is taken (${RESERVED_FEED_NAMES.join(', ')} are reserved)`);
     if (names.has(name)) throw new Error(`${at}: the name ${name} is given twice`);
     names.add(name);
     if (typeof o['url'] !== 'string' || !usableSource(o['url'])) {

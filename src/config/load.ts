@@ -49,7 +49,10 @@ export function envVars(node: SchemaNode = schema as unknown as SchemaNode, path
 }
 
 /** The secret fields (the schema marks them `sensitive`) with their variables: the AMI secret, the Redis URL and password, the webhook URL. */
-export function secretFields(node: SchemaNode = schema as unknown as SchemaNode, path: string[] = []): Array<{ path: string; env: string }> {
+export function secretFields(
+  node: SchemaNode = schema as unknown as SchemaNode,
+  path: string[] = [],
+): Array<{ path: string; env: string }> {
   if (isLeaf(node)) return node.sensitive === true ? [{ path: path.join('.'), env: ENV_PREFIX + path.join('_').toUpperCase() }] : [];
   return Object.entries(node).flatMap(([k, v]) => secretFields(v as SchemaNode, [...path, k]));
 }
@@ -60,7 +63,11 @@ export interface ConfigFileChoice {
   readonly how: 'option' | 'environment' | 'default' | 'none';
 }
 
-export function chooseConfigFile(given: string | undefined, env: NodeJS.ProcessEnv = process.env, defaultFile = DEFAULT_CONFIG_FILE): ConfigFileChoice {
+export function chooseConfigFile(
+  given: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  defaultFile = DEFAULT_CONFIG_FILE,
+): ConfigFileChoice {
   if (given !== undefined) return { file: given, how: 'option' };
   const named = env[CONFIG_FILE_ENV];
   if (named) return { file: named, how: 'environment' };
@@ -108,10 +115,19 @@ export function loadConfig(opts: LoadOptions = {}): AppConfig {
   checkRedisCredentials(cfg, where);
   checkPrefixes(cfg, where);
   if (cfg.blocklists.apiban.key && cfg.blocklists.apiban.keyFile) {
-    throw new ConfigError(`invalid configuration${where}: blocklists.apiban.key and blocklists.apiban.keyFile are both set: give the key in one place`);
+    throw new ConfigError(
+      `invalid configuration${where}: blocklists.apiban.key and blocklists.apiban.keyFile are both set: give the key in one place`,
+    );
   }
-  for (const [field, ms] of [['interval', cfg.blocklists.apiban.interval], ['bantime', cfg.blocklists.apiban.bantime], ['timeout', cfg.blocklists.timeout]] as const) {
-    if (ms < 1000) throw new ConfigError(`invalid configuration${where}: blocklists.${field === 'timeout' ? '' : 'apiban.'}${field} must be at least 1s`);
+  for (const [field, ms] of [
+    ['interval', cfg.blocklists.apiban.interval],
+    ['bantime', cfg.blocklists.apiban.bantime],
+    ['timeout', cfg.blocklists.timeout],
+  ] as const) {
+    if (ms < 1000)
+      throw new ConfigError(
+        `invalid configuration${where}: blocklists.${field === 'timeout' ? '' : 'apiban.'}${field} must be at least 1s`,
+      );
   }
   return cfg;
 }
@@ -170,13 +186,17 @@ function checkPrefixes(cfg: AppConfig, where: string): void {
   const fail = (why: string): never => {
     throw new ConfigError(`invalid configuration${where}: ${why}`);
   };
-  if (p.ipv6prefix < p.widest.ipv6) fail(`policy.ipv6prefix /${p.ipv6prefix} is wider than policy.widest.ipv6 /${p.widest.ipv6}: such a prefix could never be banned`);
+  if (p.ipv6prefix < p.widest.ipv6)
+    fail(`policy.ipv6prefix /${p.ipv6prefix} is wider than policy.widest.ipv6 /${p.widest.ipv6}: such a prefix could never be banned`);
   if (p.subnet.maxbans > SUBNET_MAXBANS_MAX) fail(`policy.subnet.maxbans must be at most ${SUBNET_MAXBANS_MAX}`);
   if (p.subnet.maxbans === 0) return;
   if (p.subnet.ipv4 < p.widest.ipv4) fail(`policy.subnet.ipv4 /${p.subnet.ipv4} is wider than policy.widest.ipv4 /${p.widest.ipv4}`);
   if (p.subnet.ipv6 < p.widest.ipv6) fail(`policy.subnet.ipv6 /${p.subnet.ipv6} is wider than policy.widest.ipv6 /${p.widest.ipv6}`);
   if (p.subnet.ipv4 >= 32) fail('policy.subnet.ipv4 must be shorter than /32: a subnet of one address escalates nothing');
-  if (p.subnet.ipv6 >= p.ipv6prefix) fail(`policy.subnet.ipv6 /${p.subnet.ipv6} must be shorter than policy.ipv6prefix /${p.ipv6prefix}: IPv6 is counted per /${p.ipv6prefix}`);
+  if (p.subnet.ipv6 >= p.ipv6prefix)
+    fail(
+      `policy.subnet.ipv6 /${p.subnet.ipv6} must be shorter than policy.ipv6prefix /${p.ipv6prefix}: IPv6 is counted per /${p.ipv6prefix}`,
+    );
   if (p.subnet.bantime < 1000) fail('policy.subnet.bantime must be at least 1s');
 }
 
@@ -198,7 +218,10 @@ function withSecretFiles(env: NodeJS.ProcessEnv, secretsDir: string): NodeJS.Pro
       continue;
     }
     if (env[name]) continue;
-    for (const [dir, what] of [[env.CREDENTIALS_DIRECTORY, 'the systemd credential'], [secretsDir, 'the secret']] as const) {
+    for (const [dir, what] of [
+      [env.CREDENTIALS_DIRECTORY, 'the systemd credential'],
+      [secretsDir, 'the secret'],
+    ] as const) {
       if (!dir) continue;
       const file = join(dir, path);
       if (existsSync(file)) {
@@ -243,10 +266,15 @@ export function takeSecretEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proc
 function checkRedisCredentials(cfg: AppConfig, where: string): void {
   if (!cfg.redis.url) return;
   const u = new URL(cfg.redis.url);
-  const inUrl = { password: Boolean(u.password || u.searchParams.has('password')), username: Boolean(u.username || u.searchParams.has('username')) };
+  const inUrl = {
+    password: Boolean(u.password || u.searchParams.has('password')),
+    username: Boolean(u.username || u.searchParams.has('username')),
+  };
   for (const field of ['password', 'username'] as const) {
     if (cfg.redis[field] && inUrl[field]) {
-      throw new ConfigError(`invalid configuration${where}: redis.${field} is set and redis.url carries a ${field} too: give it in one place`);
+      throw new ConfigError(
+        `invalid configuration${where}: redis.${field} is set and redis.url carries a ${field} too: give it in one place`,
+      );
     }
   }
 }

@@ -38,7 +38,11 @@ export const schema = {
     secret: { doc: 'AMI secret. Never logged.', format: String, default: '', sensitive: true },
     pingInterval: { doc: 'How often a Ping checks that the AMI connection is alive.', format: 'duration', default: '10s' },
     pingTimeout: { doc: 'A Ping unanswered this long tears the connection down and reconnects.', format: 'duration', default: '5s' },
-    reconnectMax: { doc: 'Cap of the exponential reconnect backoff (the first retry comes within 250 ms).', format: 'duration', default: '10s' },
+    reconnectMax: {
+      doc: 'Cap of the exponential reconnect backoff (the first retry comes within 250 ms).',
+      format: 'duration',
+      default: '10s',
+    },
   },
   redis: {
     url: {
@@ -53,7 +57,7 @@ export const schema = {
       format: 'host-port-list',
       default: [],
     },
-    name: { doc: 'The primary\'s name in Sentinel (with redis.sentinels).', format: String, default: 'mymaster' },
+    name: { doc: "The primary's name in Sentinel (with redis.sentinels).", format: String, default: 'mymaster' },
     cluster: {
       doc: 'Redis Cluster nodes (host:port list); used instead of redis.url and redis.sentinels when set.',
       format: 'host-port-list',
@@ -81,13 +85,13 @@ export const schema = {
   },
   store: {
     stateDir: {
-      doc: 'Directory where ami-guard keeps what must outlive a restart: the embedded store\'s bans, history and trust (without Redis), and the identity of the store last seen, by which a Redis that lost its data is recognised and re-seeded from the kernel sets. Made if missing (its parent must exist); systemd\'s StateDirectory=, a volume in Docker.',
+      doc: "Directory where ami-guard keeps what must outlive a restart: the embedded store's bans, history and trust (without Redis), and the identity of the store last seen, by which a Redis that lost its data is recognised and re-seeded from the kernel sets. Made if missing (its parent must exist); systemd's StateDirectory=, a volume in Docker.",
       format: 'state-dir',
       default: '/var/lib/ami-guard',
     },
   },
   node: {
-    id: { doc: 'This PBX\'s name in ban records, history and the fleet channel.', format: 'node-id', default: hostname() },
+    id: { doc: "This PBX's name in ban records, history and the fleet channel.", format: 'node-id', default: hostname() },
   },
   fleet: {
     reconcileInterval: {
@@ -116,12 +120,16 @@ export const schema = {
       default: ['127.0.0.0/8', '::1'],
     },
     ignoreself: {
-      doc: 'fail2ban\'s ignoreself: never count or ban this host\'s own addresses, its default gateways, or the Redis, Sentinel, Cluster and AMI hosts it is configured with, whoever asks (detection, the CLI, a fleet message). Loopback, link-local, multicast and the like are never banned either way.',
+      doc: "fail2ban's ignoreself: never count or ban this host's own addresses, its default gateways, or the Redis, Sentinel, Cluster and AMI hosts it is configured with, whoever asks (detection, the CLI, a fleet message). Loopback, link-local, multicast and the like are never banned either way.",
       format: Boolean,
       default: true,
     },
     widest: {
-      ipv4: { doc: 'The widest IPv4 network a ban may cover (prefix length): a ban of 0.0.0.0/1 is refused, whoever asks for it.', format: 'prefix-v4', default: 8 },
+      ipv4: {
+        doc: 'The widest IPv4 network a ban may cover (prefix length): a ban of 0.0.0.0/1 is refused, whoever asks for it.',
+        format: 'prefix-v4',
+        default: 8,
+      },
       ipv6: { doc: 'The widest IPv6 network a ban may cover (prefix length).', format: 'prefix-v6', default: 32 },
     },
     ipv6prefix: {
@@ -140,23 +148,43 @@ export const schema = {
       bantime: { doc: 'How long a subnet ban lasts.', format: 'duration', default: '1d' },
     },
     history: {
-      ttl: { doc: 'How long an address\'s ban history is kept (escalation and recidive read it).', format: 'duration', default: '30d' },
+      ttl: { doc: "How long an address's ban history is kept (escalation and recidive read it).", format: 'duration', default: '30d' },
     },
     increment: {
-      factor: { doc: 'fail2ban\'s bantime.factor: each new ban of an address lasts bantime x factor^(earlier bans).', format: 'factor', default: 2 },
-      maxtime: { doc: 'fail2ban\'s bantime.maxtime: the cap of an escalated ban.', format: 'duration', default: '1w' },
-      rndtime: { doc: 'fail2ban\'s bantime.rndtime: up to this much random time added to each ban, so bots cannot time their return.', format: 'duration', default: '0s' },
+      factor: {
+        doc: "fail2ban's bantime.factor: each new ban of an address lasts bantime x factor^(earlier bans).",
+        format: 'factor',
+        default: 2,
+      },
+      maxtime: { doc: "fail2ban's bantime.maxtime: the cap of an escalated ban.", format: 'duration', default: '1w' },
+      rndtime: {
+        doc: "fail2ban's bantime.rndtime: up to this much random time added to each ban, so bots cannot time their return.",
+        format: 'duration',
+        default: '0s',
+      },
     },
     offender: {
-      maxretry: { doc: 'Failures that ban an address already in the ban history (a known offender gets fewer chances).', format: 'positive-int', default: 3 },
+      maxretry: {
+        doc: 'Failures that ban an address already in the ban history (a known offender gets fewer chances).',
+        format: 'positive-int',
+        default: 3,
+      },
     },
     scanner: {
-      maxretry: { doc: 'Challenges (ChallengeSent) not followed by a successful login that make an address a silent scanner.', format: 'positive-int', default: 10 },
+      maxretry: {
+        doc: 'Challenges (ChallengeSent) not followed by a successful login that make an address a silent scanner.',
+        format: 'positive-int',
+        default: 10,
+      },
       findtime: { doc: 'The window for scanner.maxretry.', format: 'duration', default: '1m' },
     },
     trust: {
       ttl: { doc: 'How long a successful login (pjsip/chan_sip with a password) trusts its address.', format: 'duration', default: '1d' },
-      maxretry: { doc: 'The failure threshold of a trusted address (instead of maxretry): trust is never immunity.', format: 'positive-int', default: 10 },
+      maxretry: {
+        doc: 'The failure threshold of a trusted address (instead of maxretry): trust is never immunity.',
+        format: 'positive-int',
+        default: 10,
+      },
       ami: { doc: 'Whether a successful AMI login trusts its address too.', format: Boolean, default: false },
     },
     injection: {
@@ -167,7 +195,11 @@ export const schema = {
       },
     },
     recidive: {
-      maxretry: { doc: 'Bans of one address within recidive.findtime that make the next one a recidive ban.', format: 'positive-int', default: 5 },
+      maxretry: {
+        doc: 'Bans of one address within recidive.findtime that make the next one a recidive ban.',
+        format: 'positive-int',
+        default: 5,
+      },
       findtime: { doc: 'The window for recidive.maxretry.', format: 'duration', default: '1d' },
       bantime: { doc: 'How long a recidive ban lasts.', format: 'duration', default: '1w' },
     },
@@ -200,7 +232,7 @@ export const schema = {
   },
   control: {
     socket: {
-      doc: 'Unix socket through which the CLI on this host asks the running daemon (list, show, status, ban, unban), so they work with the embedded store and while Redis is down; mode 0600, so only root and the daemon\'s own user can use it. Empty turns it off.',
+      doc: "Unix socket through which the CLI on this host asks the running daemon (list, show, status, ban, unban), so they work with the embedded store and while Redis is down; mode 0600, so only root and the daemon's own user can use it. Empty turns it off.",
       format: 'socket-path',
       default: '/run/ami-guard/control.sock',
     },
@@ -251,7 +283,11 @@ export const schema = {
         sensitive: true,
       },
       timeout: { doc: 'How long one webhook request may take before it counts as failed.', format: 'duration', default: '5s' },
-      retries: { doc: 'Retries of a failed webhook request, with exponential backoff; 4xx answers are not retried.', format: 'nat', default: 3 },
+      retries: {
+        doc: 'Retries of a failed webhook request, with exponential backoff; 4xx answers are not retried.',
+        format: 'nat',
+        default: 3,
+      },
       queue: {
         doc: 'Notifications waiting for the webhook at most; beyond it the oldest is dropped (counted), so a dead webhook never holds up a ban.',
         format: 'positive-int',

@@ -78,9 +78,14 @@ export function request(sock: Socket, req: ControlRequest, o: RequestOptions = {
         if (o.onPage) {
           // pages are handled in order; the socket waits while one is written out
           sock.pause();
-          chain = chain.then(() => o.onPage!(items)).then(() => {
-            if (!settled) sock.resume();
-          }, (err: unknown) => finish(err as Error));
+          chain = chain
+            .then(() => o.onPage!(items))
+            .then(
+              () => {
+                if (!settled) sock.resume();
+              },
+              (err: unknown) => finish(err as Error),
+            );
         }
         return;
       }
@@ -104,7 +109,9 @@ export function request(sock: Socket, req: ControlRequest, o: RequestOptions = {
       if (size > MAX_ANSWER_LINE) finish(new ControlError('the daemon answered a line longer than this CLI reads'));
       else buffered.push(chunk.subarray(start));
     });
-    sock.once('error', (err: NodeJS.ErrnoException) => finish(new ControlError(`the control connection failed: ${err.code ?? err.message}`)));
+    sock.once('error', (err: NodeJS.ErrnoException) =>
+      finish(new ControlError(`the control connection failed: ${err.code ?? err.message}`)),
+    );
     sock.once('close', () => {
       void chain.then(() => finish(new ControlError('the daemon closed the connection without an answer (see its log)')));
     });

@@ -55,7 +55,9 @@ export interface DaemonVerbsOptions {
 
 /** Why a write did not reach the store, in this project's words (the library's own message follows, for the detail). */
 function storeFailure(err: unknown, fallback: LocalFallback | undefined): string {
-  const detail = String((err as Error).message ?? err).split('\n')[0]!.slice(0, 200);
+  const detail = String((err as Error).message ?? err)
+    .split('\n')[0]!
+    .slice(0, 200);
   if (!isUnavailable(err)) return `the store refused it: ${detail}`;
   return fallback
     ? `the store could not be written (${detail})`
@@ -64,7 +66,7 @@ function storeFailure(err: unknown, fallback: LocalFallback | undefined): string
 
 /** failing targets a status answer names: the CLI prints 5 of them, --json all */
 const FAILING_SHOWN = 20;
-const LOCAL_FAILING = 'counted by this daemon alone since Redis went away (its local fallback store), not the fleet\'s windows';
+const LOCAL_FAILING = "counted by this daemon alone since Redis went away (its local fallback store), not the fleet's windows";
 
 /** What a read answers from while the store cannot be read: said in every such answer. */
 function degradedNote(why: string): string {
@@ -132,7 +134,8 @@ export class DaemonVerbs implements ControlHandler {
     const records = new Map<string, BanRecord>();
     const local = this.o.fallback?.local;
     if (local) {
-      for await (const entries of activeBanRecords(local, now)) for (const e of entries) records.set(e.target.text, { ...e.record, address: e.target.text });
+      for await (const entries of activeBanRecords(local, now))
+        for (const e of entries) records.set(e.target.text, { ...e.record, address: e.target.text });
     }
     let page: unknown[] = [];
     for (const [target, until] of this.o.daemon.enforced()) {
@@ -157,9 +160,13 @@ export class DaemonVerbs implements ControlHandler {
       note = degradedNote('Redis unreachable');
       from = this.o.fallback?.local;
     }
-    const read = (s: Store | undefined) => Promise.all([
-      s ? s.getBan(target, now) : null, s ? s.recentFailures(target) : [], s ? s.history(target) : [], s ? s.trustedUntil(target, now) : null,
-    ]);
+    const read = (s: Store | undefined) =>
+      Promise.all([
+        s ? s.getBan(target, now) : null,
+        s ? s.recentFailures(target) : [],
+        s ? s.history(target) : [],
+        s ? s.trustedUntil(target, now) : null,
+      ]);
     let facts: Awaited<ReturnType<typeof read>>;
     try {
       facts = await read(from);
@@ -204,7 +211,15 @@ export class DaemonVerbs implements ControlHandler {
         done.push(ban);
         this.o.metrics.bans.inc({ reason: 'manual' });
         this.o.logger.info(
-          { event: 'ban', address: target.text, reason: 'manual', ...(note ? { note } : {}), duration: formatDuration(duration), until: new Date(ban.until).toISOString(), ...this.source(user) },
+          {
+            event: 'ban',
+            address: target.text,
+            reason: 'manual',
+            ...(note ? { note } : {}),
+            duration: formatDuration(duration),
+            until: new Date(ban.until).toISOString(),
+            ...this.source(user),
+          },
           `ban ${target.text}`,
         );
         this.o.notifier?.notifyBan(ban);
@@ -219,10 +234,15 @@ export class DaemonVerbs implements ControlHandler {
     } catch (err) {
       await this.o.commit();
       if (err instanceof RangeError || err instanceof TypeError) throw new RequestError((err as Error).message);
-      throw new Error(`${done.length ? `banned ${done.map((b) => b.address).join(', ')}; then ` : ''}${storeFailure(err, this.o.fallback)}`);
+      throw new Error(
+        `${done.length ? `banned ${done.map((b) => b.address).join(', ')}; then ` : ''}${storeFailure(err, this.o.fallback)}`,
+      );
     }
     await this.o.commit();
-    return { bans: done, ...(local ? { note: 'Redis unreachable: kept in the local fallback store and written back to Redis when it answers' } : {}) };
+    return {
+      bans: done,
+      ...(local ? { note: 'Redis unreachable: kept in the local fallback store and written back to Redis when it answers' } : {}),
+    };
   }
 
   private async unban(targets: readonly IpTarget[], user: string): Promise<unknown> {
@@ -256,18 +276,29 @@ export class DaemonVerbs implements ControlHandler {
       results.push({ address: target.text, wasBanned, coveredBy });
     }
     await this.o.commit();
-    return { results, ...(deferred ? { note: 'Redis unreachable: lifted here now, in Redis and on the other PBXs once Redis answers' } : {}) };
+    return {
+      results,
+      ...(deferred ? { note: 'Redis unreachable: lifted here now, in Redis and on the other PBXs once Redis answers' } : {}),
+    };
   }
 
   /** The enforced networks that contain `target`, with what their records say (when they can be read). */
-  private async networks(target: IpTarget, covering: ReturnType<EnforcingDaemon['enforcing']>, from: Store | undefined): Promise<unknown[]> {
+  private async networks(
+    target: IpTarget,
+    covering: ReturnType<EnforcingDaemon['enforcing']>,
+    from: Store | undefined,
+  ): Promise<unknown[]> {
     const now = this.now();
     const out = [];
     for (const c of covering) {
       if (c.target.text === target.text) continue;
       const rec = from ? await from.getBan(c.target, now).catch(() => null) : null;
       // the record's end when it can be read: the cache keeps ends rounded up to the second, as the kernel does
-      out.push({ network: c.target.text, until: rec ? rec.until : c.until, ...(rec ? { reason: rec.reason, node: rec.node, ...(rec.note ? { note: rec.note } : {}) } : {}) });
+      out.push({
+        network: c.target.text,
+        until: rec ? rec.until : c.until,
+        ...(rec ? { reason: rec.reason, node: rec.node, ...(rec.note ? { note: rec.note } : {}) } : {}),
+      });
     }
     return out;
   }
@@ -279,7 +310,7 @@ export class DaemonVerbs implements ControlHandler {
   private async failing(now: number): Promise<unknown> {
     let f: Failing;
     try {
-      f = await (this.readable() ? this.o.store : this.o.fallback?.local ?? this.o.store).failing(now, FAILING_SHOWN);
+      f = await (this.readable() ? this.o.store : (this.o.fallback?.local ?? this.o.store)).failing(now, FAILING_SHOWN);
       if (!this.readable()) f = { ...f, local: true };
     } catch (err) {
       if (!isUnavailable(err)) throw err;
@@ -316,7 +347,12 @@ export class DaemonVerbs implements ControlHandler {
     for (const _ of this.o.daemon.enforced()) enforced++;
     return {
       ...about,
-      store: { kind: this.o.store.kind, ...(this.o.storeUrl ? { url: this.o.storeUrl } : {}), reachable: note === undefined, ...(this.o.fallback ? { fallback: this.o.fallback.state } : {}) },
+      store: {
+        kind: this.o.store.kind,
+        ...(this.o.storeUrl ? { url: this.o.storeUrl } : {}),
+        reachable: note === undefined,
+        ...(this.o.fallback ? { fallback: this.o.fallback.state } : {}),
+      },
       bans,
       failing,
       enforced,

@@ -28,7 +28,13 @@ export type ControlRequest =
   | { readonly verb: 'show'; readonly target: IpTarget }
   /** durationMs null: the daemon's policy.bantime */
   /** `user`: who ran the CLI, as it says (only root may connect), for the audit log; '' when not said */
-  | { readonly verb: 'ban'; readonly targets: readonly IpTarget[]; readonly durationMs: number | null; readonly note: string; readonly user: string }
+  | {
+      readonly verb: 'ban';
+      readonly targets: readonly IpTarget[];
+      readonly durationMs: number | null;
+      readonly note: string;
+      readonly user: string;
+    }
   | { readonly verb: 'unban'; readonly targets: readonly IpTarget[]; readonly user: string };
 
 /** A request the daemon refuses: its message is the answer. `usage` marks a mistake of the caller (exit code 2). */
@@ -81,7 +87,8 @@ export function parseRequest(line: string): ControlRequest {
   }
   const allowed = FIELDS[verb as Verb];
   for (const key of Object.keys(r)) {
-    if (key !== 'v' && key !== 'verb' && !allowed.includes(key)) throw new RequestError(`unknown field ${JSON.stringify(key.slice(0, 40))} for ${verb}`);
+    if (key !== 'v' && key !== 'verb' && !allowed.includes(key))
+      throw new RequestError(`unknown field ${JSON.stringify(key.slice(0, 40))} for ${verb}`);
   }
   switch (verb as Verb) {
     case 'status':
@@ -112,7 +119,10 @@ function user(value: unknown): string {
 
 function target(value: unknown): IpTarget {
   const t = typeof value === 'string' ? parseTarget(value) : null;
-  if (!t) throw new RequestError(`invalid address or CIDR network: ${JSON.stringify(typeof value === 'string' ? value.slice(0, 64) : typeof value)}`);
+  if (!t)
+    throw new RequestError(
+      `invalid address or CIDR network: ${JSON.stringify(typeof value === 'string' ? value.slice(0, 64) : typeof value)}`,
+    );
   return t;
 }
 
@@ -130,5 +140,4 @@ export function inert(text: string): string {
 
 /** The final line of an answer. */
 export type ControlAnswer =
-  | { readonly ok: true; readonly result: unknown }
-  | { readonly ok: false; readonly error: string; readonly usage: boolean };
+  { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: string; readonly usage: boolean };

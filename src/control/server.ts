@@ -64,9 +64,12 @@ export class ControlServer {
       throw err;
     });
     if (existing) {
-      if (!existing.isSocket()) throw new Error(`control socket ${path}: the path exists and is not a socket; remove it or set control.socket`);
+      if (!existing.isSocket())
+        throw new Error(`control socket ${path}: the path exists and is not a socket; remove it or set control.socket`);
       if (await answers(path)) {
-        throw new ControlSocketInUse(`control socket ${path}: another ami-guard daemon is listening there; stop it, or give this one another control.socket`);
+        throw new ControlSocketInUse(
+          `control socket ${path}: another ami-guard daemon is listening there; stop it, or give this one another control.socket`,
+        );
       }
       await unlink(path); // left behind by a daemon that was killed
     }

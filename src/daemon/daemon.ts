@@ -198,7 +198,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (err instanceof KernelReadError) {
         // nothing was changed in the store or the kernel; at start-up this is nft failing, which init() would have met
         if (!this.intakeStarted) throw err;
-        this.o.logger.warn({ why, err: err.message }, 'could not read the kernel sets to re-seed the store; nothing changed, the next reconciliation tries again');
+        this.o.logger.warn(
+          { why, err: err.message },
+          'could not read the kernel sets to re-seed the store; nothing changed, the next reconciliation tries again',
+        );
         return;
       }
       if (!this.intakeStarted) {
@@ -224,7 +227,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     // what the kernel no longer holds is no longer banned here either: a stale entry would skip the address's events
     // as already banned, and the control socket would report it enforced
     for (const t of r.removedTargets) this.cache.delete(t);
-    this.o.logger.info({ why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started }, 'reconciled firewall with store');
+    this.o.logger.info(
+      { why, bans: r.total, added: r.added, removed: r.removed, ms: this.now() - started },
+      'reconciled firewall with store',
+    );
     if (r.removedTargets.length > 0) {
       // an operator must be able to tell who was let go, and why: a lift nobody asked for is the worst failure here
       const shown = r.removedTargets.slice(0, REMOVED_LISTED).map((t) => t.text);
@@ -258,7 +264,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   /** Compares the store's identity with the one remembered, re-seeds the store on a loss; resolves to the identity. */
   private async checkIdentity(why: string, adopt: boolean, seen?: StoreIdentity): Promise<string> {
-    const current = seen ?? await this.o.store.identity();
+    const current = seen ?? (await this.o.store.identity());
     const remembered = this.o.identity ? this.o.identity.remembered : this.seenIdentity;
     const lost = remembered === undefined ? current.created : remembered !== current.id;
     if (lost || adopt) await this.reseed(why, lost ? { remembered, current: current.id } : undefined);
@@ -285,7 +291,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       const shown = bans.slice(0, REMOVED_LISTED).map((b) => b.target.text);
       this.o.logger.warn(
         {
-          why, remembered: loss.remembered ?? null, identity: loss.current, elements: bans.length, ...r, addresses: shown,
+          why,
+          remembered: loss.remembered ?? null,
+          identity: loss.current,
+          elements: bans.length,
+          ...r,
+          addresses: shown,
           more: Math.max(0, bans.length - shown.length),
         },
         loss.remembered === undefined
@@ -414,7 +425,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.metrics.pending.set(this.fold.size);
       if (batch.length === 0) continue;
       this.inFlight++;
-      this.o.store.recordActivity(batch, now)
+      this.o.store
+        .recordActivity(batch, now)
         .then((verdicts) => this.verdicts(batch, verdicts))
         .catch((err: unknown) => this.storeFailed(err))
         .finally(() => {
@@ -538,7 +550,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.o.logger.warn(fields, `AMI injection from ${target.text}: ${this.o.detectOnly ? 'would ban it (detect-only)' : 'banning it'}`);
     const now = this.now();
     this.injectionBans.add(target.text);
-    this.o.store.ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
+    this.o.store
+      .ban({ target, reason: 'injection', durationMs: this.injectionBantimeMs, now, note: `${inj.sign} in ${inj.kind || 'a fragment'}` })
       .then((ban) => {
         this.announce(ban, now);
         this.emit('ban', ban);
@@ -609,7 +622,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       await this.o.firewall.add(live);
     } catch (err) {
       this.o.metrics.firewallErrors.inc();
-      this.o.logger.error({ addresses: live.slice(0, 5).map((b) => b.target.text), err: (err as Error).message }, 'could not apply ban to nftables');
+      this.o.logger.error(
+        { addresses: live.slice(0, 5).map((b) => b.target.text), err: (err as Error).message },
+        'could not apply ban to nftables',
+      );
     }
   }
 
@@ -618,7 +634,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       await this.o.firewall.delete(targets);
     } catch (err) {
       this.o.metrics.firewallErrors.inc();
-      this.o.logger.error({ addresses: targets.slice(0, 5).map((t) => t.text), err: (err as Error).message }, 'could not lift ban in nftables');
+      this.o.logger.error(
+        { addresses: targets.slice(0, 5).map((t) => t.text), err: (err as Error).message },
+        'could not lift ban in nftables',
+      );
     }
   }
 

@@ -6,7 +6,10 @@ import { startHttpServer, type HttpServer } from '../http/server.js';
 import { WebhookNotifier } from '../notify/webhook.js';
 
 /** what the health checks read, plus the settings of the listener and the webhook */
-export interface ServiceEdgesOptions extends Pick<HealthMonitorOptions, 'store' | 'firewall' | 'amiConnected' | 'fallback' | 'metrics' | 'logger'> {
+export interface ServiceEdgesOptions extends Pick<
+  HealthMonitorOptions,
+  'store' | 'firewall' | 'amiConnected' | 'fallback' | 'metrics' | 'logger'
+> {
   readonly cfg: Pick<AppConfig, 'http' | 'notify' | 'node'>;
 }
 

@@ -42,8 +42,16 @@ export class ActivityFold {
     let e = this.entries.get(target.text);
     if (!e) {
       e = {
-        target, failures: 0, kinds: {}, account: '', challenges: 0, successes: 0, trust: false, first: event.receivedAt,
-        last: event.receivedAt, source: event.address,
+        target,
+        failures: 0,
+        kinds: {},
+        account: '',
+        challenges: 0,
+        successes: 0,
+        trust: false,
+        first: event.receivedAt,
+        last: event.receivedAt,
+        source: event.address,
       };
       const subnet = this.subnetOf(target);
       if (subnet) e.subnet = subnet;
@@ -87,7 +95,11 @@ export class ActivityFold {
  * records, one event at a time, on the recording's clock.
  */
 export function singleActivity(
-  target: IpTarget, decision: Exclude<EventDecision, { action: 'skip' }>, event: SecurityEvent, now: number, subnetOf?: SubnetOf,
+  target: IpTarget,
+  decision: Exclude<EventDecision, { action: 'skip' }>,
+  event: SecurityEvent,
+  now: number,
+  subnetOf?: SubnetOf,
 ): TargetActivity {
   const fold = new ActivityFold(subnetOf);
   fold.add(target, decision, { ...event, receivedAt: now });

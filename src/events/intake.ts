@@ -38,7 +38,12 @@ export interface FrameSink {
 }
 
 export class Intake implements FrameSink {
-  readonly counters: IntakeCounters = { events: 0, system: 0, invalid: { 'bad-kind': 0, 'bad-address': 0, 'bad-value': 0 }, injectedFrames: 0 };
+  readonly counters: IntakeCounters = {
+    events: 0,
+    system: 0,
+    invalid: { 'bad-kind': 0, 'bad-address': 0, 'bad-value': 0 },
+    injectedFrames: 0,
+  };
   private events: SecurityEvent[] = [];
   private injections: Injection[] = [];
   private readonly tracker = new InjectionTracker((i) => this.injections.push(i));

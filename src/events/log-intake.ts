@@ -57,7 +57,13 @@ interface OpenRecord {
 
 export class SecurityLogIntake {
   readonly counters: LogIntakeCounters = {
-    lines: 0, events: 0, other: 0, invalid: { 'bad-kind': 0, 'bad-address': 0, 'bad-value': 0 }, injected: 0, oversized: 0, unterminated: 0,
+    lines: 0,
+    events: 0,
+    other: 0,
+    invalid: { 'bad-kind': 0, 'bad-address': 0, 'bad-value': 0 },
+    injected: 0,
+    oversized: 0,
+    unterminated: 0,
   };
   private events: SecurityEvent[] = [];
   private injections: Injection[] = [];
@@ -122,7 +128,9 @@ export class SecurityLogIntake {
     if (!cutOff && LOG_LINE.test(text)) {
       this.close();
       const m = SECURITY_LINE.exec(text);
-      this.record = m ? { kind: 'security', text: text.slice(m[0].length), lines: 1, bytes: text.length } : { kind: 'other', text: '', lines: 1, bytes: 0 };
+      this.record = m
+        ? { kind: 'security', text: text.slice(m[0].length), lines: 1, bytes: text.length }
+        : { kind: 'other', text: '', lines: 1, bytes: 0 };
       return;
     }
     if (!r || (r.kind === 'security' && !cutOff)) {
@@ -190,7 +198,13 @@ export class SecurityLogIntake {
       case 'broken':
         this.counters.injected++;
         this.clock = Math.max(this.clock, reading.eventTime ?? this.clock);
-        this.injections.push({ source: reading.source, kind: reading.kind, account: reading.account, sign: reading.sign, receivedAt: this.clock });
+        this.injections.push({
+          source: reading.source,
+          kind: reading.kind,
+          account: reading.account,
+          sign: reading.sign,
+          receivedAt: this.clock,
+        });
         return;
       case 'invalid':
         this.counters.invalid[reading.reason]++;

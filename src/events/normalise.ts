@@ -27,7 +27,14 @@ export type FrameReading =
    * EventTV, Severity, Service, EventVersion), so it is a new event of Asterisk's; without it, the Event and
    * Privilege lines are the attacker's, and the frame is the rest of an event already seen
    */
-  | { readonly type: 'broken'; readonly kind: string; readonly account: string; readonly sign: InjectionSign; readonly runs: AddressRuns; readonly head: boolean }
+  | {
+      readonly type: 'broken';
+      readonly kind: string;
+      readonly account: string;
+      readonly sign: InjectionSign;
+      readonly runs: AddressRuns;
+      readonly head: boolean;
+    }
   /** lines that are no message of their own: the rest of an event an injected empty line split */
   | { readonly type: 'fragment'; readonly runs: AddressRuns }
   /** a well-formed security event with a value ami-guard cannot use (e.g. an address it cannot parse) */
@@ -87,7 +94,7 @@ function hasLineBreak(f: FrameView, i: number): boolean {
 /** Keeps attacker text printable and short: it ends up in logs, Redis values and `ami-guard show`. */
 export function sanitizeText(text: string, max = ACCOUNT_MAX): string {
   if (!text) return '';
-   
+
   const clean = /[\u0000-\u001f\u007f-\u009f]/.test(text) ? text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : text;
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
@@ -194,17 +201,37 @@ export function readFrame(f: FrameView, receivedAt: number): FrameReading {
   let i = 2;
   for (const name of PREAMBLE) if (i < f.lines && keyIs(f, i, name)) i++;
   // where each header of interest stands; -1 when absent
-  let tv = -1, severity = -1, service = -1, account = -1, session = -1, remote = -1, using = -1;
+  let tv = -1,
+    severity = -1,
+    service = -1,
+    account = -1,
+    session = -1,
+    remote = -1,
+    using = -1;
   for (const name of schema.required) {
     if (i >= f.lines || !keyIs(f, i, name)) return broken(f, kind, i >= f.lines ? 'cut-short' : undefined);
     switch (name) {
-      case 'EventTV': tv = i; break;
-      case 'Severity': severity = i; break;
-      case 'Service': service = i; break;
-      case 'AccountID': account = i; break;
-      case 'SessionID': session = i; break;
-      case 'RemoteAddress': remote = i; break;
-      case 'UsingPassword': using = i; break;
+      case 'EventTV':
+        tv = i;
+        break;
+      case 'Severity':
+        severity = i;
+        break;
+      case 'Service':
+        service = i;
+        break;
+      case 'AccountID':
+        account = i;
+        break;
+      case 'SessionID':
+        session = i;
+        break;
+      case 'RemoteAddress':
+        remote = i;
+        break;
+      case 'UsingPassword':
+        using = i;
+        break;
     }
     if (hasLineBreak(f, i)) return broken(f, kind, 'control-characters');
     i++;
@@ -233,7 +260,8 @@ export function readFrame(f: FrameView, receivedAt: number): FrameReading {
   const eventTime = parseEventTime(eventTv);
   const serviceText = value(f, service, 'Service');
   const severityText = value(f, severity, 'Severity');
-  if (eventTime === null || !SERVICE.test(serviceText) || !SEVERITIES.has(severityText)) return { type: 'invalid', kind, reason: 'bad-value' };
+  if (eventTime === null || !SERVICE.test(serviceText) || !SEVERITIES.has(severityText))
+    return { type: 'invalid', kind, reason: 'bad-value' };
   if (using !== -1 && !DIGITS.test(value(f, using, 'UsingPassword'))) return { type: 'invalid', kind, reason: 'bad-value' };
   const serviceName = serviceText.toUpperCase();
   return {
@@ -271,8 +299,8 @@ function broken(f: FrameView, kind: string, sign?: InjectionSign): FrameReading 
     if (key === 'RemoteAddress') hasRemote = true;
     if (key === 'AccountID' && !account) account = textValue(f, i, 'AccountID', ACCOUNT_MAX);
   }
-  const found: InjectionSign = sign
-    ?? (!hasRemote ? 'cut-short' : repeated ? 'repeated-header' : foreign ? 'foreign-line' : 'out-of-place');
+  const found: InjectionSign =
+    sign ?? (!hasRemote ? 'cut-short' : repeated ? 'repeated-header' : foreign ? 'foreign-line' : 'out-of-place');
   return { type: 'broken', kind, account, sign: found, runs: addressRuns(f, 0, f.lines), head: hasAsterisksHead(f) };
 }
 
@@ -280,6 +308,12 @@ function broken(f: FrameView, kind: string, sign?: InjectionSign): FrameReading 
 function hasAsterisksHead(f: FrameView): boolean {
   let i = 2;
   for (const name of PREAMBLE) if (i < f.lines && keyIs(f, i, name)) i++;
-  return i + 3 < f.lines && keyIs(f, i, 'EventTV') && parseEventTime(value(f, i, 'EventTV')) !== null
-    && keyIs(f, i + 1, 'Severity') && keyIs(f, i + 2, 'Service') && keyIs(f, i + 3, 'EventVersion');
+  return (
+    i + 3 < f.lines &&
+    keyIs(f, i, 'EventTV') &&
+    parseEventTime(value(f, i, 'EventTV')) !== null &&
+    keyIs(f, i + 1, 'Severity') &&
+    keyIs(f, i + 2, 'Service') &&
+    keyIs(f, i + 3, 'EventVersion')
+  );
 }

@@ -56,6 +56,8 @@ export function genuineRun(kind: string): 'first' | 'last' {
 
 /** Every header name a security event may carry, for telling an added line from a known one. */
 export const KNOWN_HEADERS: ReadonlySet<string> = new Set([
-  'Event', 'Privilege', ...PREAMBLE,
+  'Event',
+  'Privilege',
+  ...PREAMBLE,
   ...Object.values(SECURITY_KINDS).flatMap((k) => [...k.required, ...k.optional]),
 ]);

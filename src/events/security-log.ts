@@ -30,9 +30,13 @@ export type LogReading =
    * its EventTV (the second field, which no value comes before)
    */
   | {
-    readonly type: 'broken'; readonly kind: string; readonly account: string; readonly sign: InjectionSign;
-    readonly source: IpAddress | null; readonly eventTime: number | null;
-  }
+      readonly type: 'broken';
+      readonly kind: string;
+      readonly account: string;
+      readonly sign: InjectionSign;
+      readonly source: IpAddress | null;
+      readonly eventTime: number | null;
+    }
   /** a well-formed record with a value ami-guard cannot use */
   | { readonly type: 'invalid'; readonly kind: string; readonly reason: InvalidReason };
 
@@ -49,7 +53,17 @@ const SESSION_MAX = 128;
 /** more fields than any kind has, several times over: a record with more is unreadable, not worth a search */
 const MAX_FIELDS = 96;
 /** values Asterisk computes: never a quote in them, so nothing an attacker wrote can follow them inside a value */
-const COMPUTED = new Set(['SecurityEvent', 'EventTV', 'Severity', 'Service', 'EventVersion', 'LocalAddress', 'RemoteAddress', 'UsingPassword', 'SessionTV']);
+const COMPUTED = new Set([
+  'SecurityEvent',
+  'EventTV',
+  'Severity',
+  'Service',
+  'EventVersion',
+  'LocalAddress',
+  'RemoteAddress',
+  'UsingPassword',
+  'SessionTV',
+]);
 
 /** One `Name="value"` of the record; the value is text[start, end). */
 interface Field {
@@ -215,13 +229,16 @@ export function readSecurityRecord(text: string, receivedAt: number | null = nul
   const f = fields.list;
   const kindText = value(text, f[0]!);
   if (!KIND.test(kindText)) {
-    return hasLineBreak(text, f[0]!) || f.length === 1 ? broken(text, fields, '', 'cut-short') : { type: 'invalid', kind: '', reason: 'bad-kind' };
+    return hasLineBreak(text, f[0]!) || f.length === 1
+      ? broken(text, fields, '', 'cut-short')
+      : { type: 'invalid', kind: '', reason: 'bad-kind' };
   }
   const kind = kindText;
   const schema: KindSchema = Object.hasOwn(SECURITY_KINDS, kind) ? SECURITY_KINDS[kind]! : UNKNOWN_KIND;
   // a second record inside this one: a line Asterisk cut at its 8 KiB limit and the next one glued to it, or one an
   // attacker wrote; which of its fields are whose cannot be told
-  if (text.includes(RECORD_START, RECORD_START.length)) return broken(text, null, kind, lineBroken(text, fields) ? 'control-characters' : 'cut-short');
+  if (text.includes(RECORD_START, RECORD_START.length))
+    return broken(text, null, kind, lineBroken(text, fields) ? 'control-characters' : 'cut-short');
 
   const at = new Map<string, Field>();
   let i = 1;
@@ -295,9 +312,17 @@ function broken(text: string, fields: Fields | null, kind: string, sign?: Inject
     if (f.name === 'RemoteAddress') hasRemote = true;
     if (f.name === 'AccountID' && !account) account = sanitizeText(value(text, f), ACCOUNT_MAX);
   }
-  const found: InjectionSign = sign
-    ?? (lineBroken(text, fields) ? 'control-characters'
-      : !hasRemote ? 'cut-short' : repeated ? 'repeated-header' : foreign ? 'foreign-line' : 'out-of-place');
+  const found: InjectionSign =
+    sign ??
+    (lineBroken(text, fields)
+      ? 'control-characters'
+      : !hasRemote
+        ? 'cut-short'
+        : repeated
+          ? 'repeated-header'
+          : foreign
+            ? 'foreign-line'
+            : 'out-of-place');
   const schema: KindSchema = kind && Object.hasOwn(SECURITY_KINDS, kind) ? SECURITY_KINDS[kind]! : UNKNOWN_KIND;
   const source = kind ? agreedSource(text, genuineRemotes(fields, schema)) : null;
   const tv = fields.list[1];

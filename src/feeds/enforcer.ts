@@ -44,7 +44,10 @@ export class FeedEnforcer implements Firewall {
   private readonly now: () => number;
   private readonly log: Logger;
 
-  constructor(private readonly inner: Firewall, private readonly o: FeedEnforcerOptions) {
+  constructor(
+    private readonly inner: Firewall,
+    private readonly o: FeedEnforcerOptions,
+  ) {
     this.now = o.now ?? Date.now;
     this.log = o.logger.child({ component: 'feeds' });
   }
@@ -179,7 +182,10 @@ export class FeedEnforcer implements Firewall {
       if (gone.length > 0) await this.inner.delete(gone);
       if (adds.length + back.length > 0) await this.inner.add([...adds, ...back]);
     } catch (err) {
-      this.log.error({ feed, err: (err as Error).message }, 'feed entries not fully applied to nftables; the next reconciliation writes them');
+      this.log.error(
+        { feed, err: (err as Error).message },
+        'feed entries not fully applied to nftables; the next reconciliation writes them',
+      );
     }
     return { added: countOf(diff.added), removed: countOf(diff.removed), applyMs: Math.round(performance.now() - started) };
   }

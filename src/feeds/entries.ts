@@ -60,7 +60,7 @@ export class Part {
     let left = bits;
     for (let k = 0; k < this.width && left > 0; k++, left -= 32) {
       const mask = left >= 32 ? 0xffffffff : (-1 << (32 - left)) >>> 0;
-      if (((this.words[i * this.width + k]! & mask) >>> 0) !== words[k]) return false;
+      if ((this.words[i * this.width + k]! & mask) >>> 0 !== words[k]) return false;
     }
     return true;
   }
@@ -81,7 +81,10 @@ export class FeedEntries {
 
   static empty(withSeen: boolean): FeedEntries {
     const seen = (): Uint32Array | null => (withSeen ? new Uint32Array(0) : null);
-    return new FeedEntries(new Part(4, new Uint32Array(0), new Uint8Array(0), seen()), new Part(6, new Uint32Array(0), new Uint8Array(0), seen()));
+    return new FeedEntries(
+      new Part(4, new Uint32Array(0), new Uint8Array(0), seen()),
+      new Part(6, new Uint32Array(0), new Uint8Array(0), seen()),
+    );
   }
 
   get size(): number {
@@ -221,7 +224,7 @@ function wellFormed(family: IpFamily, words: Uint32Array, bits: number): boolean
   for (let k = 0; k < words.length; k++, left -= 32) {
     const keep = Math.max(0, Math.min(32, left));
     const mask = keep === 0 ? 0 : keep === 32 ? 0xffffffff : (-1 << (32 - keep)) >>> 0;
-    if (((words[k]! & ~mask) >>> 0) !== 0) return false;
+    if ((words[k]! & ~mask) >>> 0 !== 0) return false;
   }
   return !(family === 6 && words[0] === 0 && words[1] === 0 && words[2] === 0xffff && bits >= 96);
 }
@@ -372,7 +375,9 @@ export class EntriesBuilder {
    */
   private seenCutoff(max: number): { seen: number; ties: number } {
     if (this.size <= max) return { seen: -1, ties: Infinity };
-    const all = Float64Array.from([...this.seen[0].view(), ...this.seen[1].view()]).sort().reverse();
+    const all = Float64Array.from([...this.seen[0].view(), ...this.seen[1].view()])
+      .sort()
+      .reverse();
     const seen = all[max - 1] ?? Infinity;
     let above = 0;
     for (const s of all) if (s > seen) above++;
@@ -387,7 +392,7 @@ function inside(words: ArrayLike<number>, width: number, i: number, bi: number, 
   let left = bc;
   for (let k = 0; k < width && left > 0; k++, left -= 32) {
     const mask = left >= 32 ? 0xffffffff : (-1 << (32 - left)) >>> 0;
-    if (((words[i * width + k]! & mask) >>> 0) !== words[c * width + k]) return false;
+    if ((words[i * width + k]! & mask) >>> 0 !== words[c * width + k]) return false;
   }
   return true;
 }

@@ -33,11 +33,14 @@ export function apibanKey(cfg: AppConfig['blocklists']['apiban']): string {
   try {
     text = readFileSync(cfg.keyFile, 'utf8');
   } catch (err) {
-    throw new FeedConfigError(`cannot read blocklists.apiban.keyFile ${cfg.keyFile}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    throw new FeedConfigError(
+      `cannot read blocklists.apiban.keyFile ${cfg.keyFile}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+    );
   }
   const key = text.trim();
   if (!key) throw new FeedConfigError(`blocklists.apiban.keyFile ${cfg.keyFile} is empty`);
-  if (/[\s\u0000-\u001f\u007f]/.test(key)) throw new FeedConfigError(`blocklists.apiban.keyFile ${cfg.keyFile} holds more than one word: give the key alone`);
+  if (/[\s\u0000-\u001f\u007f]/.test(key))
+    throw new FeedConfigError(`blocklists.apiban.keyFile ${cfg.keyFile} holds more than one word: give the key alone`);
   return key;
 }
 
@@ -60,7 +63,13 @@ export interface FeedDescription {
 export function describeFeeds(cfg: AppConfig['blocklists']): FeedDescription[] {
   const out: FeedDescription[] = [];
   if (cfg.apiban.key || cfg.apiban.keyFile) {
-    out.push({ name: 'apiban', kind: 'apiban', intervalMs: cfg.apiban.interval, where: describeSource(cfg.apiban.url), bantimeMs: cfg.apiban.bantime });
+    out.push({
+      name: 'apiban',
+      kind: 'apiban',
+      intervalMs: cfg.apiban.interval,
+      where: describeSource(cfg.apiban.url),
+      bantimeMs: cfg.apiban.bantime,
+    });
   }
   for (const l of cfg.lists) {
     out.push({ name: l.name, kind: 'list', intervalMs: listInterval(l.interval), where: describeSource(l.url) });
@@ -69,19 +78,34 @@ export function describeFeeds(cfg: AppConfig['blocklists']): FeedDescription[] {
 }
 
 function listInterval(interval: string | number | undefined): number {
-  return interval === undefined ? DEFAULT_LIST_INTERVAL_MS : parseDuration(interval) ?? DEFAULT_LIST_INTERVAL_MS;
+  return interval === undefined ? DEFAULT_LIST_INTERVAL_MS : (parseDuration(interval) ?? DEFAULT_LIST_INTERVAL_MS);
 }
 
 function sources(cfg: AppConfig['blocklists'], widest: AppConfig['policy']['widest'], key: string): FeedSource[] {
   const bounds = { timeoutMs: cfg.timeout, maxEntries: cfg.maxEntries, widest };
   const out: FeedSource[] = [];
   if (key) {
-    out.push(new ApibanSource({
-      ...bounds, url: cfg.apiban.url, key, intervalMs: cfg.apiban.interval, bantimeMs: cfg.apiban.bantime, maxPageBytes: MAX_PAGE_BYTES, maxPages: MAX_PAGES,
-    }));
+    out.push(
+      new ApibanSource({
+        ...bounds,
+        url: cfg.apiban.url,
+        key,
+        intervalMs: cfg.apiban.interval,
+        bantimeMs: cfg.apiban.bantime,
+        maxPageBytes: MAX_PAGE_BYTES,
+        maxPages: MAX_PAGES,
+      }),
+    );
   }
   for (const l of cfg.lists) {
-    out.push(new PlainListSource(l.name, describeSource(l.url), { ...bounds, url: l.url, intervalMs: listInterval(l.interval), maxBytes: MAX_LIST_BYTES }));
+    out.push(
+      new PlainListSource(l.name, describeSource(l.url), {
+        ...bounds,
+        url: l.url,
+        intervalMs: listInterval(l.interval),
+        maxBytes: MAX_LIST_BYTES,
+      }),
+    );
   }
   return out;
 }
@@ -103,10 +127,20 @@ export class Feeds {
   readonly runners: FeedRunner[];
 
   constructor(o: FeedsOptions) {
-    this.runners = sources(o.cfg, o.widest, o.apibanKey).map((source) => new FeedRunner({
-      source, state: o.state, enforcer: o.enforcer, policy: o.policy, nodeId: o.nodeId, maxEntries: o.cfg.maxEntries,
-      timeoutMs: o.cfg.timeout, logger: o.logger, ...(o.metrics ? { metrics: o.metrics } : {}),
-    }));
+    this.runners = sources(o.cfg, o.widest, o.apibanKey).map(
+      (source) =>
+        new FeedRunner({
+          source,
+          state: o.state,
+          enforcer: o.enforcer,
+          policy: o.policy,
+          nodeId: o.nodeId,
+          maxEntries: o.cfg.maxEntries,
+          timeoutMs: o.cfg.timeout,
+          logger: o.logger,
+          ...(o.metrics ? { metrics: o.metrics } : {}),
+        }),
+    );
   }
 
   /** Each feed's shared state read once, before the start-up reconciliation writes it with the store's bans. */

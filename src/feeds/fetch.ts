@@ -107,12 +107,14 @@ async function openHttp(req: SourceRequest): Promise<SourceReply> {
   };
   try {
     for (let redirects = 0; ; redirects++) {
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new FeedError(`${describeSource(url.href)}: only http(s) and local files are read`);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:')
+        throw new FeedError(`${describeSource(url.href)}: only http(s) and local files are read`);
       // fetch refuses credentials in the URL: they become a basic-auth header, as for the webhook
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...req.headers };
       const bare = new URL(url.href);
       if (url.username || url.password) {
-        headers['authorization'] ??= `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
+        headers['authorization'] ??=
+          `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
         bare.username = '';
         bare.password = '';
       }
@@ -131,7 +133,9 @@ async function openHttp(req: SourceRequest): Promise<SourceReply> {
       if (res.status >= 300 && res.status < 400 && res.headers.has('location')) {
         await res.body?.cancel().catch(() => undefined);
         if (redirects >= req.maxRedirects) {
-          throw new FeedError(`${describeSource(url.href)} redirects (HTTP ${res.status})${req.maxRedirects === 0 ? '; give the final URL' : `; more than ${req.maxRedirects} redirects`}`);
+          throw new FeedError(
+            `${describeSource(url.href)} redirects (HTTP ${res.status})${req.maxRedirects === 0 ? '; give the final URL' : `; more than ${req.maxRedirects} redirects`}`,
+          );
         }
         let next: URL;
         try {

@@ -38,7 +38,13 @@ export interface PlainListOptions {
 
 /** Pulls a list: every line parsed, garbage and too-wide entries counted and left out; nothing half-read is used. */
 export async function pullPlainList(o: PlainListOptions): Promise<ListPull> {
-  const reply = await openSource({ url: o.url, timeoutMs: o.timeoutMs, maxBytes: o.maxBytes, maxRedirects: 3, ...(o.signal ? { signal: o.signal } : {}) });
+  const reply = await openSource({
+    url: o.url,
+    timeoutMs: o.timeoutMs,
+    maxBytes: o.maxBytes,
+    maxRedirects: 3,
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
   const parser = new ListParser(o.widest);
   for await (const chunk of reply.chunks) {
     parser.push(chunk);

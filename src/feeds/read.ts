@@ -34,11 +34,7 @@ export interface FeedEntryRow {
   readonly node: string;
 }
 
-export async function readFeeds(
-  client: Redis | Cluster,
-  cfg: AppConfig,
-  opts: { entries: boolean },
-): Promise<FeedReading[]> {
+export async function readFeeds(client: Redis | Cluster, cfg: AppConfig, opts: { entries: boolean }): Promise<FeedReading[]> {
   const state = new RedisFeedState(client, cfg.redis.keyPrefix, cfg.node.id);
   const out: FeedReading[] = [];
   for (const feed of describeFeeds(cfg.blocklists)) {
@@ -55,7 +51,7 @@ export async function readFeeds(
         unreadable = err.message;
       }
     }
-    const count = record?.data ? FeedEntries.count(record.data) ?? 0 : 0;
+    const count = record?.data ? (FeedEntries.count(record.data) ?? 0) : 0;
     out.push({ feed, record, entries, count, nextPullMs, ...(unreadable ? { unreadable } : {}) });
   }
   return out;

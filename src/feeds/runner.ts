@@ -141,7 +141,8 @@ export class FeedRunner {
       this.stateFailing = false;
       if (token) await this.pull(token);
     } catch (err) {
-      if (!this.stateFailing) this.log.warn({ err: (err as Error).message }, 'feed state unreachable; what is enforced stays, trying again');
+      if (!this.stateFailing)
+        this.log.warn({ err: (err as Error).message }, 'feed state unreachable; what is enforced stays, trying again');
       this.stateFailing = true;
     }
   }
@@ -152,7 +153,7 @@ export class FeedRunner {
     const before = await this.o.state.read(this.name);
     const previous = before?.data ? this.decode(before.data) : null;
     // entries that cannot be read make APIBAN's cursor worthless too: start again from the beginning
-    const cursor = before?.data && !previous ? '' : before?.cursor ?? '';
+    const cursor = before?.data && !previous ? '' : (before?.cursor ?? '');
     const deadline = new AbortController();
     const onStop = (): void => deadline.abort();
     this.abort.signal.addEventListener('abort', onStop, { once: true });
@@ -179,15 +180,28 @@ export class FeedRunner {
     const data = result.entries.encode();
     // the same entries as before: the version stays, so no node reads them again
     const changed = !previous || !before?.data || !data.equals(before.data);
-    const version = await this.o.state.commit(this.name, token, {
-      ...(changed ? { data } : {}),
-      fields: {
-        cursor: result.cursor, pulledAt: started, node: this.o.nodeId, failures,
-        error: result.error?.message ?? '', ...(result.error ? { errorAt: this.now() } : {}), stats: JSON.stringify(result.stats),
+    const version = await this.o.state.commit(
+      this.name,
+      token,
+      {
+        ...(changed ? { data } : {}),
+        fields: {
+          cursor: result.cursor,
+          pulledAt: started,
+          node: this.o.nodeId,
+          failures,
+          error: result.error?.message ?? '',
+          ...(result.error ? { errorAt: this.now() } : {}),
+          stats: JSON.stringify(result.stats),
+        },
       },
-    }, result.error ? backoff(failures, interval) : interval);
+      result.error ? backoff(failures, interval) : interval,
+    );
     if (version === null) {
-      this.log.warn({ ms: this.now() - started }, 'feed pull outlasted its lock (another node may have pulled meanwhile); its result is dropped');
+      this.log.warn(
+        { ms: this.now() - started },
+        'feed pull outlasted its lock (another node may have pulled meanwhile); its result is dropped',
+      );
       return;
     }
     this.o.metrics?.pulls.inc({ feed: this.name });
@@ -199,8 +213,16 @@ export class FeedRunner {
       return;
     }
     const record: FeedRecord = {
-      version, data: null, cursor: result.cursor, pulledAt: started, node: this.o.nodeId, failures,
-      error: result.error?.message ?? '', errorAt: 0, stats: JSON.stringify(result.stats), next: 0,
+      version,
+      data: null,
+      cursor: result.cursor,
+      pulledAt: started,
+      node: this.o.nodeId,
+      failures,
+      error: result.error?.message ?? '',
+      errorAt: 0,
+      stats: JSON.stringify(result.stats),
+      next: 0,
     };
     await this.adopt(record, result.entries);
   }
@@ -210,7 +232,12 @@ export class FeedRunner {
     const interval = this.o.source.intervalMs;
     const message = err instanceof FeedError ? err.message : `unexpected error: ${(err as Error).message}`;
     await this.o.state.commit(this.name, token, { fields: { failures, error: message, errorAt: this.now() } }, backoff(failures, interval));
-    this.reportFailure(err instanceof FeedError ? err : new FeedError(message), failures, interval, 'feed pull failed; what is enforced stays');
+    this.reportFailure(
+      err instanceof FeedError ? err : new FeedError(message),
+      failures,
+      interval,
+      'feed pull failed; what is enforced stays',
+    );
   }
 
   private reportFailure(err: FeedError, failures: number, interval: number, msg: string): void {
@@ -224,7 +251,7 @@ export class FeedRunner {
       return FeedEntries.decode(data, this.o.maxEntries);
     } catch (err) {
       if (!(err instanceof FeedDataError)) throw err;
-      this.log.error({ err: err.message }, 'the feed\'s entries in the store are unreadable; what is enforced stays');
+      this.log.error({ err: err.message }, "the feed's entries in the store are unreadable; what is enforced stays");
       return null;
     }
   }
@@ -235,7 +262,7 @@ export class FeedRunner {
     this.o.metrics?.lastSuccess.set({ feed: this.name }, record.pulledAt / 1000);
     const raw = pulled ?? (record.data ? this.decode(record.data) : null);
     if (!raw || raw.withSeen !== this.o.source.withSeen) {
-      if (raw) this.log.error('the feed\'s entries in the store are of another kind of feed; what is enforced stays');
+      if (raw) this.log.error("the feed's entries in the store are of another kind of feed; what is enforced stays");
       return;
     }
     this.raw = raw;
@@ -254,8 +281,16 @@ export class FeedRunner {
       m.skipped.set({ feed: this.name, why: 'split' }, stats.split);
     }
     const fields = {
-      version: record.version, entries: view.entries.size, added, removed, refused: stats.refused, split: stats.split, by: record.node,
-      applied: this.applying, ms, firewallMs: applyMs,
+      version: record.version,
+      entries: view.entries.size,
+      added,
+      removed,
+      refused: stats.refused,
+      split: stats.split,
+      by: record.node,
+      applied: this.applying,
+      ms,
+      firewallMs: applyMs,
     };
     if (added + removed > 0 || !this.applying) this.log.info(fields, 'feed enforced');
     else this.log.debug(fields, 'feed enforced');

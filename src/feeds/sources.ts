@@ -80,7 +80,8 @@ export class ApibanSource implements FeedSource {
   readonly where: string;
 
   constructor(
-    private readonly o: Bounds & Pick<ApibanOptions, 'url' | 'key' | 'maxPageBytes' | 'maxPages'> & { readonly intervalMs: number; readonly bantimeMs: number },
+    private readonly o: Bounds &
+      Pick<ApibanOptions, 'url' | 'key' | 'maxPageBytes' | 'maxPages'> & { readonly intervalMs: number; readonly bantimeMs: number },
   ) {
     this.where = describeSource(o.url);
   }
@@ -113,8 +114,14 @@ export class ApibanSource implements FeedSource {
       entries: built.entries,
       cursor: got.cursor,
       stats: {
-        entries: built.entries.size, garbage: got.garbage, tooWide: wide, duplicates: built.duplicates + built.covered,
-        read: got.targets.length + got.garbage, expired, dropped: built.dropped, pages: got.pages,
+        entries: built.entries.size,
+        garbage: got.garbage,
+        tooWide: wide,
+        duplicates: built.duplicates + built.covered,
+        read: got.targets.length + got.garbage,
+        expired,
+        dropped: built.dropped,
+        pages: got.pages,
       },
       ...(got.error ? { error: got.error } : {}),
     };
@@ -150,12 +157,23 @@ export class PlainListSource implements FeedSource {
 
   async pull(ctx: PullContext): Promise<PullResult> {
     const { entries, stats } = await pullPlainList({
-      url: this.o.url, timeoutMs: this.o.timeoutMs, maxBytes: this.o.maxBytes, maxEntries: this.o.maxEntries, widest: this.o.widest, signal: ctx.signal,
+      url: this.o.url,
+      timeoutMs: this.o.timeoutMs,
+      maxBytes: this.o.maxBytes,
+      maxEntries: this.o.maxEntries,
+      widest: this.o.widest,
+      signal: ctx.signal,
     });
     return {
       entries,
       cursor: '',
-      stats: { entries: entries.size, garbage: stats.garbage, tooWide: stats.tooWide, duplicates: stats.duplicates + stats.covered, read: stats.lines },
+      stats: {
+        entries: entries.size,
+        garbage: stats.garbage,
+        tooWide: stats.tooWide,
+        duplicates: stats.duplicates + stats.covered,
+        read: stats.lines,
+      },
     };
   }
 }

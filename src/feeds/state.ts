@@ -58,7 +58,14 @@ export interface FeedStateStore {
 export const RECORD_TTL_MS = 30 * 86_400_000;
 
 const FIELDS: Record<keyof Omit<FeedRecord, 'version' | 'data'>, string> = {
-  cursor: 'cursor', pulledAt: 'at', node: 'node', failures: 'fails', error: 'err', errorAt: 'errAt', stats: 'stats', next: 'next',
+  cursor: 'cursor',
+  pulledAt: 'at',
+  node: 'node',
+  failures: 'fails',
+  error: 'err',
+  errorAt: 'errAt',
+  stats: 'stats',
+  next: 'next',
 };
 /** every field of the record as stored, read one HGET each (pipelined into one round trip; HGETALL would need one
  * more right in the Redis ACL) */
@@ -161,14 +168,19 @@ export class RedisFeedState implements FeedStateStore {
   async commit(feed: string, lockToken: string, update: FeedUpdate, nextInMs: number): Promise<number | null> {
     const k = feedKeys(this.prefix, feed);
     const reply = await this.client.amiGuardFeedCommit(
-      k.record, k.lock, lockToken, Math.max(1, Math.ceil(nextInMs)), RECORD_TTL_MS,
-      update.data ? '1' : '0', update.data ?? '', ...pairs(update.fields),
+      k.record,
+      k.lock,
+      lockToken,
+      Math.max(1, Math.ceil(nextInMs)),
+      RECORD_TTL_MS,
+      update.data ? '1' : '0',
+      update.data ?? '',
+      ...pairs(update.fields),
     );
     const v = Number(reply);
     if (!Number.isSafeInteger(v)) throw new Error(`unexpected reply from the feed commit script: ${String(reply).slice(0, 80)}`);
     return v < 0 ? null : v;
   }
-
 }
 
 interface MemoryLock {
@@ -184,7 +196,10 @@ export class MemoryFeedState implements FeedStateStore {
   private readonly records = new Map<string, FeedRecord>();
   private readonly locks = new Map<string, MemoryLock>();
 
-  constructor(private readonly nodeId: string, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly nodeId: string,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   head(feed: string): Promise<FeedHead> {
     const r = this.records.get(feed);

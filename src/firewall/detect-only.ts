@@ -37,7 +37,12 @@ export class DetectOnlyFirewall implements Firewall {
     this.held.clear();
     for (const b of bans) this.held.set(b.target, now + b.timeoutMs);
     const removedTargets = before.filter((t) => !this.held.has(t));
-    return Promise.resolve({ added: bans.length - (before.length - removedTargets.length), removed: removedTargets.length, total: this.held.size, removedTargets });
+    return Promise.resolve({
+      added: bans.length - (before.length - removedTargets.length),
+      removed: removedTargets.length,
+      total: this.held.size,
+      removedTargets,
+    });
   }
 
   commit(): Promise<void> {

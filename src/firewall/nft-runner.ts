@@ -15,7 +15,11 @@ export type NftFailure = 'missing' | 'permission' | 'netns' | 'timeout' | 'scrip
 export class NftError extends Error {
   override readonly name = 'NftError';
 
-  constructor(message: string, readonly kind: NftFailure, readonly stderr: string) {
+  constructor(
+    message: string,
+    readonly kind: NftFailure,
+    readonly stderr: string,
+  ) {
     super(message);
   }
 }

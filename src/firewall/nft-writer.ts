@@ -12,8 +12,16 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import {
-  checkCommand, childEnv, inNetns, netnsPath, NftError, nftRefusal, nsenterError, nsenterMissing,
-  type NftOutput, type NftRunner,
+  checkCommand,
+  childEnv,
+  inNetns,
+  netnsPath,
+  NftError,
+  nftRefusal,
+  nsenterError,
+  nsenterMissing,
+  type NftOutput,
+  type NftRunner,
 } from './nft-runner.js';
 
 const HELPER = fileURLToPath(new URL('./nft-writer.py', import.meta.url));
@@ -155,11 +163,15 @@ export class NftWriter implements NftRunner {
       const died = e as Died;
       if (req.tries >= this.attempts) {
         this.o.logger?.error({ err: died.message, tries: req.tries }, 'nft writer died on every try of this batch; giving it up');
-        settle(() => req.reject(new NftError(`nft writer died ${req.tries} times on this batch: ${died.message}`, 'crash', child.stderr())));
+        settle(() =>
+          req.reject(new NftError(`nft writer died ${req.tries} times on this batch: ${died.message}`, 'crash', child.stderr())),
+        );
         return;
       }
-      this.o.logger?.warn({ err: died.message, pid: child.pid, stderr: child.stderr() || undefined },
-        'nft writer died with a batch unanswered; restarting it and sending the batch again');
+      this.o.logger?.warn(
+        { err: died.message, pid: child.pid, stderr: child.stderr() || undefined },
+        'nft writer died with a batch unanswered; restarting it and sending the batch again',
+      );
       return; // stays at the head of the queue
     }
     if (req.tries > 1) this.o.logger?.info({ tries: req.tries }, 'nft batch applied by the restarted writer');
@@ -171,7 +183,10 @@ export class NftWriter implements NftRunner {
     if (this.child?.alive) return this.child;
     if (this.child) {
       // it died between batches: nothing was lost, but say so
-      this.o.logger?.warn({ err: this.child.exitReason, stderr: this.child.stderr() || undefined }, 'nft writer had exited; starting a new one');
+      this.o.logger?.warn(
+        { err: this.child.exitReason, stderr: this.child.stderr() || undefined },
+        'nft writer had exited; starting a new one',
+      );
       this.noteDeath(this.child);
     }
     this.child = undefined;
@@ -322,10 +337,18 @@ class WriterProcess {
     const fallback = 'or set nft.writer to spawn';
     if (this.spawnError?.code === 'ENOENT') {
       if (netns !== undefined) return nsenterMissing();
-      return new NftError(`python3 not found at ${python}: the nft writer needs it (apt-get install -y python3), ${fallback}`, 'missing', '');
+      return new NftError(
+        `python3 not found at ${python}: the nft writer needs it (apt-get install -y python3), ${fallback}`,
+        'missing',
+        '',
+      );
     }
     if (/nsenter: failed to execute .*No such file or directory/.test(stderr)) {
-      return new NftError(`python3 not found at ${python}: the nft writer needs it (apt-get install -y python3), ${fallback}`, 'missing', stderr);
+      return new NftError(
+        `python3 not found at ${python}: the nft writer needs it (apt-get install -y python3), ${fallback}`,
+        'missing',
+        stderr,
+      );
     }
     const ns = nsenterError(stderr, netns);
     if (ns) return ns;

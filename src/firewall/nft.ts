@@ -5,18 +5,14 @@
 // next one. What the sets hold is known from our own writes (kernel-bans.ts), so neither a reconciliation nor the
 // watchdog lists the sets, which costs over half a second at 100k elements.
 import { createLogger, type Logger } from '../log.js';
-import {
-  contains, parseTarget, unbannableReason, type IpFamily, type IpPrefix, type IpTarget,
-} from '../net/ip.js';
+import { contains, parseTarget, unbannableReason, type IpFamily, type IpPrefix, type IpTarget } from '../net/ip.js';
 import type { ActiveBanCount } from '../metrics.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from './firewall.js';
 import { KernelBans } from './kernel-bans.js';
 import { parseSetListing, type SetEntry } from './nft-listing.js';
 import { NftError, SpawnNftRunner, type NftRunner } from './nft-runner.js';
 import { NftWriter } from './nft-writer.js';
-import {
-  assertBans, CHAIN_NAME, CHAIN_PRIORITY, elementText, netSet, NftScript, SETS, type SetSpec,
-} from './nft-script.js';
+import { assertBans, CHAIN_NAME, CHAIN_PRIORITY, elementText, netSet, NftScript, SETS, type SetSpec } from './nft-script.js';
 
 export type { SetEntry } from './nft-listing.js';
 
@@ -90,9 +86,11 @@ export class NftFirewall implements Firewall {
   constructor(options: NftFirewallOptions = {}) {
     this.script = new NftScript(options.table ?? 'ami_guard');
     this.log = (options.logger ?? createLogger('silent')).child({ component: 'firewall', table: this.script.table });
-    this.runner = options.runner ?? (options.persistent
-      ? new NftWriter({ netns: options.netns, logger: this.log, onRestart: options.onWriterRestart })
-      : new SpawnNftRunner({ nftPath: options.nftPath, netns: options.netns }));
+    this.runner =
+      options.runner ??
+      (options.persistent
+        ? new NftWriter({ netns: options.netns, logger: this.log, onRestart: options.onWriterRestart })
+        : new SpawnNftRunner({ nftPath: options.nftPath, netns: options.netns }));
     this.timeoutUpdate = options.timeoutUpdate;
     this.now = options.now ?? Date.now;
     this.kernel = new KernelBans(this.now);
@@ -294,9 +292,10 @@ export class NftFirewall implements Firewall {
   private async runGroup(group: Exclude<Job, { kind: 'task' }>[]): Promise<void> {
     let failures: Failure<IpTarget>[];
     try {
-      failures = group[0]!.kind === 'add'
-        ? await this.applyBans(group.flatMap((j) => (j.kind === 'add' ? j.bans : [])))
-        : await this.applyDeletes(group.flatMap((j) => (j.kind === 'delete' ? j.targets : [])));
+      failures =
+        group[0]!.kind === 'add'
+          ? await this.applyBans(group.flatMap((j) => (j.kind === 'add' ? j.bans : [])))
+          : await this.applyDeletes(group.flatMap((j) => (j.kind === 'delete' ? j.targets : [])));
     } catch (e) {
       // a bug below must not leave callers waiting forever
       for (const job of group) job.reject(e as Error);
@@ -312,11 +311,15 @@ export class NftFirewall implements Firewall {
     for (const { ban, into } of folded) {
       this.log.debug({ address: ban.target.text, into }, 'inside a network of its batch');
     }
-    const failures = (await this.sliced(kept, (slice) => this.isolate(
-      slice,
-      (part) => this.script.add(part, this.timeoutUpdate !== true),
-      (ban, err) => this.resolveOverlap(ban, err),
-    ))).map((f) => ({ item: f.item.target, error: f.error }));
+    const failures = (
+      await this.sliced(kept, (slice) =>
+        this.isolate(
+          slice,
+          (part) => this.script.add(part, this.timeoutUpdate !== true),
+          (ban, err) => this.resolveOverlap(ban, err),
+        ),
+      )
+    ).map((f) => ({ item: f.item.target, error: f.error }));
     // a folded network is applied exactly when the network standing for it is
     const failed = new Map(failures.map((f) => [f.item.text, f.error]));
     for (const f of folded) {
@@ -330,11 +333,15 @@ export class NftFirewall implements Firewall {
   }
 
   private async applyDeletes(targets: readonly IpTarget[]): Promise<Failure<IpTarget>[]> {
-    const failures = await this.isolate(targets, (part) => this.script.delete(part), async (target, err) => {
-      // a network overlapping one in the set without being an element itself: nothing to delete
-      if (target.kind !== 'prefix' || !OVERLAP.test(err.stderr)) throw err;
-      this.log.debug({ address: target.text }, 'not an element of the set, nothing to delete');
-    });
+    const failures = await this.isolate(
+      targets,
+      (part) => this.script.delete(part),
+      async (target, err) => {
+        // a network overlapping one in the set without being an element itself: nothing to delete
+        if (target.kind !== 'prefix' || !OVERLAP.test(err.stderr)) throw err;
+        this.log.debug({ address: target.text }, 'not an element of the set, nothing to delete');
+      },
+    );
     for (const f of failures) this.log.error({ address: f.item.text, err: f.error.message }, 'unban not applied');
     const failed = new Set(failures.map((f) => f.item.text));
     for (const t of targets) if (!failed.has(t.text)) this.kernel.delete(t);
@@ -375,18 +382,11 @@ export class NftFirewall implements Firewall {
       if (!(e instanceof NftError) || e.kind !== 'script') return items.map((item) => ({ item, error: e as Error }));
       if (items.length === 1) return this.trySingle(items[0]!, e, single);
       const mid = Math.ceil(items.length / 2);
-      return [
-        ...await this.isolate(items.slice(0, mid), build, single),
-        ...await this.isolate(items.slice(mid), build, single),
-      ];
+      return [...(await this.isolate(items.slice(0, mid), build, single)), ...(await this.isolate(items.slice(mid), build, single))];
     }
   }
 
-  private async trySingle<T>(
-    item: T,
-    err: NftError,
-    single: (item: T, err: NftError) => Promise<void>,
-  ): Promise<Failure<T>[]> {
+  private async trySingle<T>(item: T, err: NftError, single: (item: T, err: NftError) => Promise<void>): Promise<Failure<T>[]> {
     try {
       await single(item, err);
       return [];
@@ -418,7 +418,12 @@ export class NftFirewall implements Firewall {
         }
         const inside = entries.filter((e) => covers(network, e.target));
         const timeoutMs = Math.max(ban.timeoutMs, ...inside.map((e) => e.expiresMs ?? 0));
-        await this.runner.apply(this.script.supersede(inside.map((e) => e.target), { target: network, timeoutMs }));
+        await this.runner.apply(
+          this.script.supersede(
+            inside.map((e) => e.target),
+            { target: network, timeoutMs },
+          ),
+        );
         const replaces = inside.map((e) => e.target.text);
         this.log.info({ address: network.text, replaces }, 'network ban replaces the networks it covers');
         return;
@@ -435,7 +440,7 @@ export class NftFirewall implements Firewall {
    */
   private async readAll(stateless: boolean): Promise<SetEntry[]> {
     const all: SetEntry[] = [];
-    for (const set of SETS) all.push(...await this.readSet(set, stateless));
+    for (const set of SETS) all.push(...(await this.readSet(set, stateless)));
     return all;
   }
 
@@ -480,8 +485,10 @@ export class NftFirewall implements Firewall {
     try {
       await this.runner.apply(this.script.rebuild(kept));
     } catch (e) {
-      throw new Error(`nft table ${t} has an older layout (${stale.join(', ')}) and could not be recreated; ` +
-        `remove it with 'nft delete table ${t}' and restart (${(e as Error).message})`);
+      throw new Error(
+        `nft table ${t} has an older layout (${stale.join(', ')}) and could not be recreated; ` +
+          `remove it with 'nft delete table ${t}' and restart (${(e as Error).message})`,
+      );
     }
     this.kernel.replace(kept, this.now());
     this.log.warn({ stale, elements: kept.length }, 'nft table recreated with the current layout, elements kept');
@@ -506,8 +513,10 @@ export class NftFirewall implements Firewall {
   /** for a clash the layout check did not foresee, e.g. a table changed between the check and the init */
   private explainInitError(e: unknown): unknown {
     if (e instanceof NftError && e.kind === 'script' && /File exists|Operation not supported/.test(e.stderr)) {
-      return new Error(`nft table inet ${this.script.table} exists with a different layout; remove it with ` +
-        `'nft delete table inet ${this.script.table}' and restart (${e.message})`);
+      return new Error(
+        `nft table inet ${this.script.table} exists with a different layout; remove it with ` +
+          `'nft delete table inet ${this.script.table}' and restart (${e.message})`,
+      );
     }
     return e;
   }
@@ -559,7 +568,7 @@ export function foldNetworks(bans: readonly FirewallBan[]): { kept: FirewallBan[
   for (const { target } of unique.values()) {
     if (target.kind !== 'prefix') continue;
     let slot = lengths.find((l) => l.family === target.family && l.bits === target.bits);
-    if (!slot) lengths.push(slot = { family: target.family, bits: target.bits, networks: new Set() });
+    if (!slot) lengths.push((slot = { family: target.family, bits: target.bits, networks: new Set() }));
     slot.networks.add(target.network);
   }
   lengths.sort((a, b) => a.bits - b.bits);
@@ -573,10 +582,12 @@ export function foldNetworks(bans: readonly FirewallBan[]): { kept: FirewallBan[
     longest.set(into, Math.max(longest.get(into) ?? ban.timeoutMs, ban.timeoutMs));
   }
   const gone = new Set(folded.map((f) => f.ban.target.text));
-  const kept = [...unique.values()].filter((b) => !gone.has(b.target.text)).map((b) => {
-    const timeoutMs = longest.get(b.target.text);
-    return timeoutMs !== undefined && timeoutMs > b.timeoutMs ? { ...b, timeoutMs } : b;
-  });
+  const kept = [...unique.values()]
+    .filter((b) => !gone.has(b.target.text))
+    .map((b) => {
+      const timeoutMs = longest.get(b.target.text);
+      return timeoutMs !== undefined && timeoutMs > b.timeoutMs ? { ...b, timeoutMs } : b;
+    });
   return { kept, folded };
 }
 
@@ -615,8 +626,10 @@ type Fields = Record<string, unknown>;
  * drop rule for each set.
  */
 export function inspectLayout(json: unknown, table: string): { stale: string[]; missing: string[]; complete: boolean } {
-  const ours = (kind: string): Fields[] => nftItems<Record<string, Fields | undefined>>(json)
-    .map((i) => i[kind]).filter((o): o is Fields => o?.['family'] === 'inet' && o['table'] === table);
+  const ours = (kind: string): Fields[] =>
+    nftItems<Record<string, Fields | undefined>>(json)
+      .map((i) => i[kind])
+      .filter((o): o is Fields => o?.['family'] === 'inet' && o['table'] === table);
   const stale: string[] = [];
   const sets = new Map(ours('set').map((s) => [s['name'], s]));
   for (const spec of SETS) {
@@ -630,7 +643,9 @@ export function inspectLayout(json: unknown, table: string): { stale: string[]; 
   if (chain && (chain['type'] !== 'filter' || chain['hook'] !== 'prerouting' || chain['prio'] !== CHAIN_PRIORITY)) {
     stale.push(`chain ${CHAIN_NAME}`);
   }
-  const rules = ours('rule').filter((r) => r['chain'] === CHAIN_NAME).map((r) => JSON.stringify(r['expr']));
+  const rules = ours('rule')
+    .filter((r) => r['chain'] === CHAIN_NAME)
+    .map((r) => JSON.stringify(r['expr']));
   const drops = (set: string) => rules.some((r) => r.includes(`"@${set}"`) && r.includes('"drop"'));
   const complete = stale.length === 0 && chain !== undefined && SETS.every((s) => sets.has(s.name) && drops(s.name));
   const tableThere = nftItems<{ table?: Fields }>(json).some((i) => i.table?.['family'] === 'inet' && i.table['name'] === table);
@@ -638,7 +653,9 @@ export function inspectLayout(json: unknown, table: string): { stale: string[]; 
     ? [`table inet ${table}`]
     : [
         ...SETS.filter((s) => !sets.has(s.name)).map((s) => `set ${s.name}`),
-        ...(chain === undefined ? [`chain ${CHAIN_NAME}`] : SETS.filter((s) => sets.has(s.name) && !drops(s.name)).map((s) => `drop rule for @${s.name}`)),
+        ...(chain === undefined
+          ? [`chain ${CHAIN_NAME}`]
+          : SETS.filter((s) => sets.has(s.name) && !drops(s.name)).map((s) => `drop rule for @${s.name}`)),
       ];
   return { stale, missing, complete };
 }

@@ -32,7 +32,10 @@ export class RetryingFirewall implements Firewall {
   private readonly sleepers = new Set<() => void>();
   private closed = false;
 
-  constructor(private readonly inner: Firewall, private readonly o: RetryingFirewallOptions) {
+  constructor(
+    private readonly inner: Firewall,
+    private readonly o: RetryingFirewallOptions,
+  ) {
     this.attempts = o.attempts ?? 5;
     this.firstDelayMs = o.firstDelayMs ?? 500;
     this.now = o.now ?? Date.now;
@@ -48,11 +51,16 @@ export class RetryingFirewall implements Firewall {
     const id: WriteId = {};
     const started = this.now();
     const items = bans.map((b) => ({ target: b.target, until: started + b.timeoutMs }));
-    return this.write(id, 'ban', items.map((i) => i.target), () => {
-      const now = this.now();
-      const live = items.filter((i) => this.latest.get(i.target.text) === id && i.until > now);
-      return live.length === 0 ? undefined : () => this.inner.add(live.map((i) => ({ target: i.target, timeoutMs: i.until - now })));
-    });
+    return this.write(
+      id,
+      'ban',
+      items.map((i) => i.target),
+      () => {
+        const now = this.now();
+        const live = items.filter((i) => this.latest.get(i.target.text) === id && i.until > now);
+        return live.length === 0 ? undefined : () => this.inner.add(live.map((i) => ({ target: i.target, timeoutMs: i.until - now })));
+      },
+    );
   }
 
   delete(targets: readonly IpTarget[]): Promise<void> {
@@ -92,7 +100,12 @@ export class RetryingFirewall implements Firewall {
    * later write has taken over (and, for bans, those whose time is up), so a retried ban never undoes a later unban.
    * The first try starts synchronously, keeping the order of writes as the inner firewall queues them.
    */
-  private async write(id: WriteId, verb: 'ban' | 'unban', targets: readonly IpTarget[], next: () => (() => Promise<void>) | undefined): Promise<void> {
+  private async write(
+    id: WriteId,
+    verb: 'ban' | 'unban',
+    targets: readonly IpTarget[],
+    next: () => (() => Promise<void>) | undefined,
+  ): Promise<void> {
     for (const t of targets) this.latest.set(t.text, id);
     try {
       for (let attempt = 1; ; attempt++) {

@@ -80,7 +80,8 @@ export class FirewallWatchdog {
       if (this.failing) this.log.info('nft table check works again');
       this.failing = false;
     } catch (err) {
-      if (!this.failing) this.log.error({ err: (err as Error).message }, 'nft table check or restore failed; trying again at the next check');
+      if (!this.failing)
+        this.log.error({ err: (err as Error).message }, 'nft table check or restore failed; trying again at the next check');
       this.failing = true;
     }
   }

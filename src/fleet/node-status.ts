@@ -76,7 +76,10 @@ const NODE_ID = /^[A-Za-z0-9_.-]{1,64}$/;
  * `skipped`, with the name made printable).
  */
 export async function readNodeStatuses(
-  client: Redis | Cluster, keyPrefix: string, now = Date.now(), skipped: SkippedStatus = () => undefined,
+  client: Redis | Cluster,
+  keyPrefix: string,
+  now = Date.now(),
+  skipped: SkippedStatus = () => undefined,
 ): Promise<NodeStatus[]> {
   const index = `${keyPrefix}nodes`;
   await client.zremrangebyscore(index, '-inf', now - FORGET_AFTER_MS);
@@ -110,17 +113,29 @@ function parseStatus(raw: string): NodeStatus | null {
   const ami = o.ami as Record<string, unknown> | null | undefined;
   const firewall = o.firewall as Record<string, unknown> | null | undefined;
   const fields = {
-    startedAt: num(o.startedAt), updatedAt: num(o.updatedAt), pid: num(o.pid), events: num(o.events),
-    failures: num(o.failures), invalid: num(o.invalid), bans: num(o.bans), reconnects: num(ami?.reconnects),
+    startedAt: num(o.startedAt),
+    updatedAt: num(o.updatedAt),
+    pid: num(o.pid),
+    events: num(o.events),
+    failures: num(o.failures),
+    invalid: num(o.invalid),
+    bans: num(o.bans),
+    reconnects: num(ami?.reconnects),
   };
   if (typeof o.node !== 'string' || !NODE_ID.test(o.node) || Object.values(fields).some((x) => x === null)) return null;
   if (typeof o.stopped !== 'boolean' || typeof ami?.connected !== 'boolean' || typeof firewall?.present !== 'boolean') return null;
   return {
     node: o.node,
     version: typeof o.version === 'string' ? o.version.slice(0, 64) : '?',
-    pid: fields.pid!, startedAt: fields.startedAt!, updatedAt: fields.updatedAt!, stopped: o.stopped,
+    pid: fields.pid!,
+    startedAt: fields.startedAt!,
+    updatedAt: fields.updatedAt!,
+    stopped: o.stopped,
     ami: { connected: ami.connected, reconnects: fields.reconnects! },
     firewall: { present: firewall.present },
-    events: fields.events!, failures: fields.failures!, invalid: fields.invalid!, bans: fields.bans!,
+    events: fields.events!,
+    failures: fields.failures!,
+    invalid: fields.invalid!,
+    bans: fields.bans!,
   };
 }

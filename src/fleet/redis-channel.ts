@@ -7,7 +7,12 @@ import type { Logger } from '../log.js';
 import { parseTarget } from '../net/ip.js';
 import { decodeText, encodeText, nodeName } from '../store/codec.js';
 import {
-  MAX_BANS_PER_MESSAGE, compareIds, type BanChannel, type BanMessage, type BanNotice, type ChannelHandlers,
+  MAX_BANS_PER_MESSAGE,
+  compareIds,
+  type BanChannel,
+  type BanMessage,
+  type BanNotice,
+  type ChannelHandlers,
   type ReceivedBanMessage,
 } from './channel.js';
 
@@ -58,7 +63,20 @@ export class RedisChannel implements BanChannel {
       const lines = bans.slice(i, i + MAX_BANS_PER_MESSAGE).map((b) => `${b.address} ${b.until} ${encodeText(b.reason)}`);
       await Promise.all([
         this.o.client.xadd(
-          this.key, 'MAXLEN', '~', this.o.maxlen, '*', 't', 'bans', 'n', from.node, 'o', from.origin, 'b', lines.join('\n')),
+          this.key,
+          'MAXLEN',
+          '~',
+          this.o.maxlen,
+          '*',
+          't',
+          'bans',
+          'n',
+          from.node,
+          'o',
+          from.origin,
+          'b',
+          lines.join('\n'),
+        ),
         this.o.client.pexpire(this.key, STREAM_TTL_MS),
       ]);
     }
@@ -85,9 +103,9 @@ export class RedisChannel implements BanChannel {
     let failing = false;
     while (this.running) {
       try {
-        const reply = (await reader.xread('COUNT', READ_COUNT, 'BLOCK', this.o.blockMs ?? 2000, 'STREAMS', this.key, last)) as
-          | Array<[string, Array<[string, string[]]>]>
-          | null;
+        const reply = (await reader.xread('COUNT', READ_COUNT, 'BLOCK', this.o.blockMs ?? 2000, 'STREAMS', this.key, last)) as Array<
+          [string, Array<[string, string[]]>]
+        > | null;
         if (failing) {
           // whatever was published while we could not read may have been trimmed: start again from the records
           failing = false;

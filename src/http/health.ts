@@ -78,7 +78,9 @@ export class HealthMonitor {
   report(): HealthReport {
     const ami = { connected: this.o.amiConnected() };
     const store = {
-      kind: this.o.store.kind, ok: this.storeOk === true, rttMs: this.rttMs,
+      kind: this.o.store.kind,
+      ok: this.storeOk === true,
+      rttMs: this.rttMs,
       ...(this.storeOk === false && this.storeError ? { error: this.storeError } : {}),
       ...(this.o.fallback ? { fallback: this.o.fallback() } : {}),
     };
@@ -95,20 +97,23 @@ export class HealthMonitor {
     if (this.pinging) return;
     this.pinging = true;
     const timer = setTimeout(() => this.setStore(false, null, 'no answer to PING'), this.pingTimeoutMs);
-    this.o.store.ping().then(
-      (ms) => {
-        clearTimeout(timer);
-        this.o.metrics.storePing.observe(ms / 1000);
-        if (ms <= this.pingTimeoutMs) this.setStore(true, ms);
-        else this.setStore(false, null, `PING answered after ${Math.round(ms)} ms`);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        this.setStore(false, null, (err as Error).message);
-      },
-    ).finally(() => {
-      this.pinging = false;
-    });
+    this.o.store
+      .ping()
+      .then(
+        (ms) => {
+          clearTimeout(timer);
+          this.o.metrics.storePing.observe(ms / 1000);
+          if (ms <= this.pingTimeoutMs) this.setStore(true, ms);
+          else this.setStore(false, null, `PING answered after ${Math.round(ms)} ms`);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          this.setStore(false, null, (err as Error).message);
+        },
+      )
+      .finally(() => {
+        this.pinging = false;
+      });
   }
 
   private setStore(ok: boolean, rttMs: number | null, why?: string): void {

@@ -71,7 +71,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, o: HttpServerOp
 function healthJson(report: HealthReport): unknown {
   const fallback = report.store.fallback;
   if (!fallback) return report;
-  return { ...report, store: { ...report.store, fallback: { ...fallback, since: fallback.since === null ? null : new Date(fallback.since).toISOString() } } };
+  return {
+    ...report,
+    store: { ...report.store, fallback: { ...fallback, since: fallback.since === null ? null : new Date(fallback.since).toISOString() } },
+  };
 }
 
 /** the path without the query; never logged whole, a query is whatever the client sent */

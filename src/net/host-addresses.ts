@@ -21,7 +21,7 @@ export async function readHostFacts(): Promise<HostFacts> {
       if (parsed) own.push(parsed);
     }
   }
-  return { own, gateways: [...await ipv4Gateways(), ...await ipv6Gateways()] };
+  return { own, gateways: [...(await ipv4Gateways()), ...(await ipv6Gateways())] };
 }
 
 /** /proc/net/route: the gateway of each route with destination 0.0.0.0/0, as a little-endian hex word. */
@@ -64,17 +64,21 @@ export interface ServiceAddresses {
  * resolve yields nothing: it cannot be banned by address anyway, and the start must not wait on DNS.
  */
 export async function resolveServices(hosts: readonly string[], timeoutMs = 2_000): Promise<ServiceAddresses[]> {
-  return Promise.all(hosts.filter((h) => h !== '').map(async (name) => {
-    const literal = parseTarget(name.replace(/^\[(.*)\]$/, '$1'));
-    if (literal) return { name, addresses: literal.kind === 'address' ? [literal] : [] };
-    try {
-      const found = await Promise.race([
-        lookup(name, { all: true }),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), timeoutMs).unref()),
-      ]);
-      return { name, addresses: found.map((f) => parseAddress(f.address)).filter((a): a is IpAddress => a !== null) };
-    } catch {
-      return { name, addresses: [] };
-    }
-  }));
+  return Promise.all(
+    hosts
+      .filter((h) => h !== '')
+      .map(async (name) => {
+        const literal = parseTarget(name.replace(/^\[(.*)\]$/, '$1'));
+        if (literal) return { name, addresses: literal.kind === 'address' ? [literal] : [] };
+        try {
+          const found = await Promise.race([
+            lookup(name, { all: true }),
+            new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), timeoutMs).unref()),
+          ]);
+          return { name, addresses: found.map((f) => parseAddress(f.address)).filter((a): a is IpAddress => a !== null) };
+        } catch {
+          return { name, addresses: [] };
+        }
+      }),
+  );
 }

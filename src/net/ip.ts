@@ -139,7 +139,7 @@ function parseV6(input: string): IpAddress | null {
   }
   if (parsed.isIPv4MappedAddress()) {
     const [a, b, c, d] = parsed.toIPv4Address().octets;
-    return ipv4((((a! << 24) | (b! << 16) | (c! << 8) | d!) >>> 0));
+    return ipv4(((a! << 24) | (b! << 16) | (c! << 8) | d!) >>> 0);
   }
   return new IpAddress(MINT, 6, parsed.toRFC5952String(), v6Words(parsed.parts));
 }
@@ -226,7 +226,7 @@ export function contains(outer: IpTarget, inner: IpTarget): boolean {
   let bits = outer.bits;
   for (let i = 0; i < ow.length && bits > 0; i++, bits -= 32) {
     const mask = bits >= 32 ? 0xffffffff : (-1 << (32 - bits)) >>> 0;
-    if (((iw[i]! & mask) >>> 0) !== ow[i]) return false;
+    if ((iw[i]! & mask) >>> 0 !== ow[i]) return false;
   }
   return true;
 }
@@ -239,8 +239,13 @@ export function overlaps(a: IpTarget, b: IpTarget): boolean {
 export type UnbannableReason = 'loopback' | 'unspecified' | 'multicast' | 'broadcast';
 
 const NEVER: ReadonlyArray<readonly [UnbannableReason, IpTarget]> = [
-  ['loopback', '127.0.0.0/8'], ['unspecified', '0.0.0.0/8'], ['broadcast', '255.255.255.255/32'], ['multicast', '224.0.0.0/4'],
-  ['loopback', '::1/128'], ['unspecified', '::/128'], ['multicast', 'ff00::/8'],
+  ['loopback', '127.0.0.0/8'],
+  ['unspecified', '0.0.0.0/8'],
+  ['broadcast', '255.255.255.255/32'],
+  ['multicast', '224.0.0.0/4'],
+  ['loopback', '::1/128'],
+  ['unspecified', '::/128'],
+  ['multicast', 'ff00::/8'],
 ].map(([reason, text]) => [reason as UnbannableReason, parseTarget(text!)!] as const);
 
 /**

@@ -189,9 +189,14 @@ function describe(err: unknown): string {
 function banPayload(ban: BanRecord): Payload {
   const durationMs = ban.until - ban.bannedAt;
   const duration = formatDuration(durationMs);
-  const kinds = Object.entries(ban.kinds).map(([kind, n]) => `${kind} ×${n}`).join(', ');
-  const why = ban.members?.length ? `subnet: ${ban.members.length} of its addresses or prefixes banned: ${listed(ban.members)}`
-    : ban.count > 0 ? `${ban.count} failures: ${kinds}` : ban.reason;
+  const kinds = Object.entries(ban.kinds)
+    .map(([kind, n]) => `${kind} ×${n}`)
+    .join(', ');
+  const why = ban.members?.length
+    ? `subnet: ${ban.members.length} of its addresses or prefixes banned: ${listed(ban.members)}`
+    : ban.count > 0
+      ? `${ban.count} failures: ${kinds}`
+      : ban.reason;
   return {
     event: 'ban',
     address: ban.address,
@@ -239,7 +244,10 @@ class RateLimitedWarning {
   private count = 0;
   private last = -Infinity;
 
-  constructor(private readonly log: Logger, private readonly message: string) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly message: string,
+  ) {}
 
   note(fields: Record<string, unknown>): void {
     this.count++;

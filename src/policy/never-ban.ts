@@ -7,7 +7,7 @@ import { overlaps, parseTarget, type IpTarget } from '../net/ip.js';
 import { readHostFacts, resolveServices, type HostFacts, type ServiceAddresses } from '../net/host-addresses.js';
 
 export type NeverBanWhy =
-  | 'loopback' | 'unspecified' | 'multicast' | 'broadcast' | 'link-local' | 'this host' | 'default gateway' | 'service' | 'too wide';
+  'loopback' | 'unspecified' | 'multicast' | 'broadcast' | 'link-local' | 'this host' | 'default gateway' | 'service' | 'too wide';
 
 export interface NeverBanReason {
   readonly why: NeverBanWhy;
@@ -23,8 +23,15 @@ export interface NeverBanOptions {
 }
 
 const STATIC: ReadonlyArray<readonly [NeverBanWhy, string]> = [
-  ['loopback', '127.0.0.0/8'], ['unspecified', '0.0.0.0/8'], ['broadcast', '255.255.255.255'], ['multicast', '224.0.0.0/4'],
-  ['link-local', '169.254.0.0/16'], ['loopback', '::1'], ['unspecified', '::'], ['multicast', 'ff00::/8'], ['link-local', 'fe80::/10'],
+  ['loopback', '127.0.0.0/8'],
+  ['unspecified', '0.0.0.0/8'],
+  ['broadcast', '255.255.255.255'],
+  ['multicast', '224.0.0.0/4'],
+  ['link-local', '169.254.0.0/16'],
+  ['loopback', '::1'],
+  ['unspecified', '::'],
+  ['multicast', 'ff00::/8'],
+  ['link-local', 'fe80::/10'],
 ];
 
 interface Protected {
@@ -76,11 +83,16 @@ export class NeverBan {
   /** One line for an operator: `169.254.169.254 is link-local (169.254.0.0/16)`. */
   static describe(target: IpTarget, r: NeverBanReason): string {
     switch (r.why) {
-      case 'this host': return `${target.text} covers this host's own address ${r.what}`;
-      case 'default gateway': return `${target.text} covers this host's default gateway ${r.what}`;
-      case 'service': return `${target.text} covers ${r.what}, which this host needs (Redis, Sentinel or AMI)`;
-      case 'too wide': return `${target.text} is ${r.what}, wider than a ban may be (policy.widest)`;
-      default: return `${target.text} is ${r.why} (${r.what})`;
+      case 'this host':
+        return `${target.text} covers this host's own address ${r.what}`;
+      case 'default gateway':
+        return `${target.text} covers this host's default gateway ${r.what}`;
+      case 'service':
+        return `${target.text} covers ${r.what}, which this host needs (Redis, Sentinel or AMI)`;
+      case 'too wide':
+        return `${target.text} is ${r.what}, wider than a ban may be (policy.widest)`;
+      default:
+        return `${target.text} is ${r.why} (${r.what})`;
     }
   }
 }

@@ -47,7 +47,8 @@ export class Policy {
     this.weights = { ...DEFAULT_WEIGHTS, ...cfg.weights };
     this.trustAmi = cfg.trust.ami;
     for (const [kind, weight] of Object.entries(this.weights)) {
-      if (weight > 0 && kind !== 'ChallengeSent' && kind !== 'SuccessfulAuth') this.counts.set(kind, Object.freeze({ action: 'count', weight }));
+      if (weight > 0 && kind !== 'ChallengeSent' && kind !== 'SuccessfulAuth')
+        this.counts.set(kind, Object.freeze({ action: 'count', weight }));
     }
     this.params = {
       maxretry: cfg.maxretry,
@@ -62,7 +63,10 @@ export class Policy {
       subnet: { maxbans: cfg.subnet.maxbans, bantimeMs: cfg.subnet.bantime },
     };
     this.prefixes = new PrefixChoice(
-      { ipv6prefix: cfg.ipv6prefix, subnet: cfg.subnet }, (t) => this.refusal(t), () => this.neverBan.generation);
+      { ipv6prefix: cfg.ipv6prefix, subnet: cfg.subnet },
+      (t) => this.refusal(t),
+      () => this.neverBan.generation,
+    );
   }
 
   /**

@@ -35,7 +35,10 @@ export function checkBatch(batch: readonly TargetActivity[], now: number): void 
     if (a.source !== undefined && (!isParsedTarget(a.source) || a.source.kind !== 'address' || !contains(a.target, a.source))) {
       throw new RangeError('activity whose source is not a parsed address inside its target');
     }
-    if (a.subnet !== undefined && (!isParsedTarget(a.subnet) || a.subnet.kind !== 'prefix' || a.subnet.bits >= a.target.bits || !contains(a.subnet, a.target))) {
+    if (
+      a.subnet !== undefined &&
+      (!isParsedTarget(a.subnet) || a.subnet.kind !== 'prefix' || a.subnet.bits >= a.target.bits || !contains(a.subnet, a.target))
+    ) {
       throw new RangeError('activity whose subnet is not a parsed network around its target');
     }
   }
@@ -57,8 +60,15 @@ const NONE: Readonly<Record<string, number>> = Object.freeze({});
 export function failureActivity(i: FailureInput): TargetActivity {
   checkFailure(i);
   return {
-    target: i.address, failures: i.weight, kinds: { [i.kind]: 1 }, account: i.account, challenges: 0, successes: 0,
-    trust: false, first: i.now, last: i.now,
+    target: i.address,
+    failures: i.weight,
+    kinds: { [i.kind]: 1 },
+    account: i.account,
+    challenges: 0,
+    successes: 0,
+    trust: false,
+    first: i.now,
+    last: i.now,
   };
 }
 
@@ -69,7 +79,17 @@ export function challengeActivity(i: ChallengeInput): TargetActivity {
 
 export function successActivity(i: SuccessInput): TargetActivity {
   checkTime(i.now);
-  return { target: i.address, failures: 0, kinds: NONE, account: '', challenges: 0, successes: 1, trust: i.trust, first: i.now, last: i.now };
+  return {
+    target: i.address,
+    failures: 0,
+    kinds: NONE,
+    account: '',
+    challenges: 0,
+    successes: 1,
+    trust: i.trust,
+    first: i.now,
+    last: i.now,
+  };
 }
 
 const COUNTED: readonly ActivityVerdict[] = Array.from({ length: 256 }, (_, count) => Object.freeze({ type: 'counted', count }));

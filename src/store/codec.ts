@@ -23,7 +23,7 @@ export function decodeText(text: string, max = 200): string {
 }
 
 // C0 and C1 controls (ESC and CSI start terminal escape sequences), DEL, and the bidi overrides that reorder text
- 
+
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
 /** Text safe to print on a terminal: control characters replaced, length bounded. */

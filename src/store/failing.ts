@@ -63,7 +63,11 @@ export function countWithin(failures: readonly WindowFailure[], cutoff: number):
 }
 
 /** The threshold a target's record gives it, as record-activity.lua decides it. */
-export function thresholdOf(p: { maxretry: number; offenderMaxretry: number; trust: { maxretry: number } }, trusted: boolean, offender: boolean): number {
+export function thresholdOf(
+  p: { maxretry: number; offenderMaxretry: number; trust: { maxretry: number } },
+  trusted: boolean,
+  offender: boolean,
+): number {
   if (trusted) return p.trust.maxretry;
   return offender ? Math.min(p.maxretry, p.offenderMaxretry) : p.maxretry;
 }

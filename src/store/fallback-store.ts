@@ -18,8 +18,23 @@ import type { RedisStore } from './redis-store.js';
 import { challengeActivity, checkBatch, failureActivity, successActivity } from './activity.js';
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
-  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, Failing, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
+  ActiveBan,
+  ActivityVerdict,
+  BanRecord,
+  ChallengeInput,
+  Failing,
+  FailureInput,
+  FailureVerdict,
+  HistoryEntry,
+  ManualBanInput,
+  PolicyParams,
+  RecentFailure,
+  RestoredBan,
+  RestoreResult,
+  Store,
+  StoreIdentity,
+  SuccessInput,
+  TargetActivity,
 } from './store.js';
 
 export interface FallbackStoreOptions {
@@ -165,7 +180,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
       if (a.trust && a.successes > 0) (mirrored ??= new Set()).add(a);
     }
     if (mirrored) {
-      await this.o.local.recordActivity([...mirrored].map((a) => ({ ...a, failures: 0, kinds: {}, challenges: 0 })), now);
+      await this.o.local.recordActivity(
+        [...mirrored].map((a) => ({ ...a, failures: 0, kinds: {}, challenges: 0 })),
+        now,
+      );
     }
     let verdicts: Array<ActivityVerdict | undefined> | undefined;
     let left: number[] | undefined;
@@ -240,7 +258,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     const why = this.cause(err);
     this.o.metrics.storeFallbacks.inc();
     this.o.metrics.storeFallbackActive.set(1);
-    this.log.warn({ redis: this.o.where, why }, 'redis unreachable: counting and banning in the local fallback store until it answers again');
+    this.log.warn(
+      { redis: this.o.where, why },
+      'redis unreachable: counting and banning in the local fallback store until it answers again',
+    );
     this.emit('fallback', { why });
     this.probeTimer = setInterval(() => void this.probe(), this.o.probeIntervalMs ?? 1_000);
     this.probeTimer.unref();
@@ -294,7 +315,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
         await this.o.primary.unban(target);
       } catch (err) {
         this.enterFallback(err);
-        this.log.warn({ unbanned: unbanned.length, left: this.pendingUnbans.size }, 'redis lost again while lifting the outage\'s unbans');
+        this.log.warn({ unbanned: unbanned.length, left: this.pendingUnbans.size }, "redis lost again while lifting the outage's unbans");
         return;
       }
       this.pendingUnbans.delete(text);

@@ -14,7 +14,11 @@ export class IdentityFile {
   private readonly log: Logger;
 
   /** `dir` undefined: remembered in memory only (tests, a daemon without a state directory) */
-  constructor(private readonly dir: StateDir | undefined, logger: Logger, private readonly store = '') {
+  constructor(
+    private readonly dir: StateDir | undefined,
+    logger: Logger,
+    private readonly store = '',
+  ) {
     this.log = logger.child({ component: 'state', file: IDENTITY_FILE });
   }
 
@@ -40,7 +44,10 @@ export class IdentityFile {
       why = err instanceof StateFileError ? err.message : `it is not JSON (${printable((err as Error).message, 100)})`;
     }
     const aside = await this.dir.setAside(IDENTITY_FILE, why);
-    this.log.warn({ why, setAsideAs: aside }, 'store identity file unusable, set aside: the store will be checked as if seen for the first time');
+    this.log.warn(
+      { why, setAsideAs: aside },
+      'store identity file unusable, set aside: the store will be checked as if seen for the first time',
+    );
   }
 
   /** Remembers `id` now, and on disk as soon as it is written there (a failure is logged, never thrown). */

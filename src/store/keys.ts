@@ -62,7 +62,9 @@ export class KeySpace {
   /** @throws if `target` did not come from the IP parser */
   check(target: IpTarget): IpTarget {
     if (!isParsedTarget(target)) {
-      throw new RangeError(`refusing to build a key from ${JSON.stringify(String((target as { text?: unknown })?.text))}: not a parsed address`);
+      throw new RangeError(
+        `refusing to build a key from ${JSON.stringify(String((target as { text?: unknown })?.text))}: not a parsed address`,
+      );
     }
     return target;
   }

@@ -40,10 +40,24 @@ export async function* renderState(snapshot: MemorySnapshot, node: string, now: 
     return chunk;
   };
   for (const { record: r } of snapshot.bans) {
-    lines.push(`${JSON.stringify([
-      'b', r.address, r.bannedAt, r.until, r.reason, r.count, r.firstSeen, r.lastSeen, codesOf(r.kinds, 1_000), r.node,
-      r.previousBans, r.note ?? '', r.account ?? '', ...(r.members?.length ? [r.members.join(',')] : []),
-    ])}\n`);
+    lines.push(
+      `${JSON.stringify([
+        'b',
+        r.address,
+        r.bannedAt,
+        r.until,
+        r.reason,
+        r.count,
+        r.firstSeen,
+        r.lastSeen,
+        codesOf(r.kinds, 1_000),
+        r.node,
+        r.previousBans,
+        r.note ?? '',
+        r.account ?? '',
+        ...(r.members?.length ? [r.members.join(',')] : []),
+      ])}\n`,
+    );
     if (lines.length >= CHUNK_LINES) {
       yield flush();
       await yieldToLoop();
@@ -130,8 +144,17 @@ function readLine(
       bans.push({
         target,
         record: {
-          address: target.text, reason, kinds: tallyCodes(codes), count, firstSeen: first, lastSeen: last, bannedAt, until,
-          node, previousBans: Math.min(previous, HISTORY_CAP), ...(note ? { note } : {}),
+          address: target.text,
+          reason,
+          kinds: tallyCodes(codes),
+          count,
+          firstSeen: first,
+          lastSeen: last,
+          bannedAt,
+          until,
+          node,
+          previousBans: Math.min(previous, HISTORY_CAP),
+          ...(note ? { note } : {}),
           ...(account ? { account: storedAccount(account) } : {}),
           ...(named.length > 0 ? { members: named } : {}),
         },

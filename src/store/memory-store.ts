@@ -7,7 +7,14 @@
 import { randomBytes } from 'node:crypto';
 import { isParsedTarget, parseTarget, type IpPrefix, type IpTarget } from '../net/ip.js';
 import {
-  HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity, storedAccount,
+  HISTORY_CAP,
+  REASON_MAX,
+  challengeActivity,
+  checkBatch,
+  checkTime,
+  counted,
+  failureActivity,
+  storedAccount,
   successActivity,
 } from './activity.js';
 import { recentOf, type WindowFailure } from './codec.js';
@@ -15,8 +22,23 @@ import { TopFailing, checkLimit, countWithin, thresholdOf } from './failing.js';
 import { CHALLENGE_CODE, codesOf, tallyCodes } from './kinds.js';
 import { banRule, checkManualBan, checkPolicy } from './redis-store.js';
 import type {
-  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, Failing, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SubnetBan, SuccessInput,
+  ActiveBan,
+  ActivityVerdict,
+  BanRecord,
+  ChallengeInput,
+  Failing,
+  FailureInput,
+  FailureVerdict,
+  HistoryEntry,
+  ManualBanInput,
+  PolicyParams,
+  RecentFailure,
+  RestoredBan,
+  RestoreResult,
+  Store,
+  StoreIdentity,
+  SubnetBan,
+  SuccessInput,
   TargetActivity,
 } from './store.js';
 
@@ -68,7 +90,10 @@ interface Expiring<T> {
 class ExpiringTable<T> {
   private readonly map = new Map<string, Expiring<T>>();
 
-  constructor(private readonly cap: number, private readonly clock: () => number) {}
+  constructor(
+    private readonly cap: number,
+    private readonly clock: () => number,
+  ) {}
 
   get size(): number {
     return this.map.size;
@@ -231,7 +256,7 @@ export class MemoryStore implements Store {
     for (let i = 0; i < Math.min(a.challenges, scanMax); i++) challenges.push(a.last);
     if (challenges.length > scanMax) challenges.splice(0, challenges.length - scanMax);
     challenges.length -= Math.min(a.successes, challenges.length);
-    const account = a.failures > 0 && a.account !== '' ? storedAccount(a.account) : state?.account ?? '';
+    const account = a.failures > 0 && a.account !== '' ? storedAccount(a.account) : (state?.account ?? '');
     const trusted = (this.trusted.get(t) ?? 0) > now;
 
     let count = 0;
@@ -267,8 +292,11 @@ export class MemoryStore implements Store {
     // the failures first: a brute-forcer's ChallengeSent before each guess must not make it a scanner
     if (!crossed && a.challenges > 0 && challenges.length >= scanMax) {
       crossed = {
-        reason: 'scanner', codes: CHALLENGE_CODE.repeat(challenges.length), count: challenges.length,
-        first: Math.min(...challenges), last: Math.max(...challenges),
+        reason: 'scanner',
+        codes: CHALLENGE_CODE.repeat(challenges.length),
+        count: challenges.length,
+        first: Math.min(...challenges),
+        last: Math.max(...challenges),
       };
     }
     if (crossed && a.target.kind === 'prefix' && trusted) {
@@ -311,8 +339,14 @@ export class MemoryStore implements Store {
     this.subnetBans.delete(key);
     this.windows.delete(key);
     const ban = this.writeBan(subnet, {
-      reason: 'subnet', kinds: {}, count: members.length, firstSeen: members[0]!.at, lastSeen: now, bannedAt: now,
-      until: now + rule.bantimeMs, members: members.map((m) => m.member),
+      reason: 'subnet',
+      kinds: {},
+      count: members.length,
+      firstSeen: members[0]!.at,
+      lastSeen: now,
+      bannedAt: now,
+      until: now + rule.bantimeMs,
+      members: members.map((m) => m.member),
     });
     return { target: subnet, ban };
   }
@@ -335,7 +369,16 @@ export class MemoryStore implements Store {
   }
 
   /** include/record.lua in TypeScript: escalation by earlier bans, capped, with jitter; the recidive rule. */
-  private decideBan(target: IpTarget, now: number, reason: string, codes: string, count: number, first: number, last: number, account: string): BanRecord {
+  private decideBan(
+    target: IpTarget,
+    now: number,
+    reason: string,
+    codes: string,
+    count: number,
+    first: number,
+    last: number,
+    account: string,
+  ): BanRecord {
     const rule = banRule(this.policy, this.nodeId);
     const history = this.histories.get(target.text) ?? [];
     let duration = Math.min(rule.bantimeMs * rule.factor ** history.length, rule.maxtimeMs);
@@ -345,8 +388,14 @@ export class MemoryStore implements Store {
     const recidive = recent + 1 >= rule.recidiveMaxretry;
     if (recidive) duration = Math.max(duration, rule.recidiveBantimeMs);
     return this.writeBan(target, {
-      reason: recidive ? 'recidive' : reason, kinds: tallyCodes(codes), count, firstSeen: first, lastSeen: last,
-      bannedAt: now, until: now + duration, ...(account ? { account } : {}),
+      reason: recidive ? 'recidive' : reason,
+      kinds: tallyCodes(codes),
+      count,
+      firstSeen: first,
+      lastSeen: last,
+      bannedAt: now,
+      until: now + duration,
+      ...(account ? { account } : {}),
     });
   }
 
@@ -363,8 +412,14 @@ export class MemoryStore implements Store {
       if (history?.[0]?.at === current.bannedAt) this.histories.set(input.target.text, history.slice(1), this.policy.historyTtlMs);
     }
     return this.writeBan(input.target, {
-      reason: input.reason.slice(0, REASON_MAX), kinds: {}, count: 0, firstSeen: now, lastSeen: now, bannedAt: now,
-      until: now + input.durationMs, ...(note ? { note } : {}),
+      reason: input.reason.slice(0, REASON_MAX),
+      kinds: {},
+      count: 0,
+      firstSeen: now,
+      lastSeen: now,
+      bannedAt: now,
+      until: now + input.durationMs,
+      ...(note ? { note } : {}),
     });
   }
 
@@ -397,7 +452,13 @@ export class MemoryStore implements Store {
         extended++;
       } else {
         this.writeBan(target, {
-          reason: reason.slice(0, REASON_MAX), kinds: {}, count: 0, firstSeen: now, lastSeen: now, bannedAt: now, until,
+          reason: reason.slice(0, REASON_MAX),
+          kinds: {},
+          count: 0,
+          firstSeen: now,
+          lastSeen: now,
+          bannedAt: now,
+          until,
         });
         written++;
       }

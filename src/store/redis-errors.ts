@@ -47,7 +47,11 @@ export function redisCause(err: unknown, lastConnectionError?: unknown): string 
 
 /** The store cannot be reached; the message names Redis (without its password) and the cause. */
 export class RedisUnreachableError extends Error {
-  constructor(where: string, readonly why: string, options?: ErrorOptions) {
+  constructor(
+    where: string,
+    readonly why: string,
+    options?: ErrorOptions,
+  ) {
     super(`Redis at ${where} is unreachable: ${why}`, options);
     this.name = 'RedisUnreachableError';
   }

@@ -5,19 +5,53 @@ import { Cluster, type Redis } from 'ioredis';
 import { parseTarget, type IpAddress, type IpPrefix, type IpTarget } from '../net/ip.js';
 import type { Logger } from '../log.js';
 import {
-  ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, challengeActivity, checkBatch, checkTime, counted, failureActivity,
-  storedAccount, successActivity,
+  ACCOUNT_MAX,
+  HISTORY_CAP,
+  REASON_MAX,
+  challengeActivity,
+  checkBatch,
+  checkTime,
+  counted,
+  failureActivity,
+  storedAccount,
+  successActivity,
 } from './activity.js';
 import {
-  b36, banOf, decodeText, encodeText, fromB36, historyOf, membersOf, parseRecord, parseWindow, printable, recentOf, trustedUntilOf,
+  b36,
+  banOf,
+  decodeText,
+  encodeText,
+  fromB36,
+  historyOf,
+  membersOf,
+  parseRecord,
+  parseWindow,
+  printable,
+  recentOf,
+  trustedUntilOf,
 } from './codec.js';
 import { TopFailing, checkLimit, countWithin, thresholdOf, type Candidate } from './failing.js';
 import { BUCKETS, KeySpace, bucketOf, slotOf, tagOf } from './keys.js';
 import { codesOf, tallyCodes } from './kinds.js';
 import { integer, storeScripts, type ActivityRule, type BanRule, type StoreScripts } from './scripts.js';
 import type {
-  ActiveBan, ActivityVerdict, BanRecord, ChallengeInput, Failing, FailureInput, FailureVerdict, HistoryEntry, ManualBanInput,
-  PolicyParams, RecentFailure, RestoredBan, RestoreResult, Store, StoreIdentity, SuccessInput, TargetActivity,
+  ActiveBan,
+  ActivityVerdict,
+  BanRecord,
+  ChallengeInput,
+  Failing,
+  FailureInput,
+  FailureVerdict,
+  HistoryEntry,
+  ManualBanInput,
+  PolicyParams,
+  RecentFailure,
+  RestoredBan,
+  RestoreResult,
+  Store,
+  StoreIdentity,
+  SuccessInput,
+  TargetActivity,
 } from './store.js';
 
 export { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX } from './activity.js';
@@ -108,7 +142,10 @@ export class RedisStore implements Store {
     const needed = Math.max(policy.findtimeMs, policy.scanner.findtimeMs);
     const epoch = Math.max(needed, this.rule.windowEpochMs);
     if (needed > this.rule.windowEpochMs) {
-      this.log?.warn({ findtime: needed, before: this.rule.windowEpochMs }, 'a longer findtime needs a new window layout: failures counted so far start again');
+      this.log?.warn(
+        { findtime: needed, before: this.rule.windowEpochMs },
+        'a longer findtime needs a new window layout: failures counted so far start again',
+      );
     }
     this.rule = activityRule(policy, this.nodeId, epoch);
     this.scripts = storeScripts(this.client, this.prefix, this.rule);
@@ -166,20 +203,24 @@ export class RedisStore implements Store {
    * moved (its slot map was out of date) are sent again where they now live. Returns the parts that failed.
    */
   private async inGroups(
-    n: number, item: (i: number) => GroupItem, call: (g: Group) => Promise<unknown[]>,
+    n: number,
+    item: (i: number) => GroupItem,
+    call: (g: Group) => Promise<unknown[]>,
     decode: (reply: unknown[], g: Group, moved: number[]) => void,
   ): Promise<Array<{ indices: number[]; error: unknown }>> {
     const failed: Array<{ indices: number[]; error: unknown }> = [];
     let pending: number[] | undefined;
     for (let attempt = 1; n > 0; attempt++) {
       const moved: number[] = [];
-      await Promise.all(this.group(n, pending, item).map(async (g) => {
-        try {
-          decode(await call(g), g, moved);
-        } catch (err) {
-          failed.push({ indices: g.indices, error: err });
-        }
-      }));
+      await Promise.all(
+        this.group(n, pending, item).map(async (g) => {
+          try {
+            decode(await call(g), g, moved);
+          } catch (err) {
+            failed.push({ indices: g.indices, error: err });
+          }
+        }),
+      );
       if (moved.length === 0) break;
       // Cluster slots moved since the slot map was read (resharding, failover): the script did nothing for these
       if (attempt === 3) {
@@ -229,8 +270,13 @@ export class RedisStore implements Store {
   }
 
   private decode(
-    reply: unknown[], batch: readonly TargetActivity[], indices: readonly number[], now: number,
-    out: Array<ActivityVerdict | undefined>, moved: number[], crossings: Crossing[],
+    reply: unknown[],
+    batch: readonly TargetActivity[],
+    indices: readonly number[],
+    now: number,
+    out: Array<ActivityVerdict | undefined>,
+    moved: number[],
+    crossings: Crossing[],
   ): void {
     const script = 'record-activity.lua';
     const counts = (reply[0] as string).split(',');
@@ -254,10 +300,16 @@ export class RedisStore implements Store {
         const first = fromB36(String(reply[k + 5]));
         const last = fromB36(String(reply[k + 6]));
         const codes = String(reply[k + 4]);
-        if (first === undefined || last === undefined || !/^[A-Z]{0,1000}$/.test(codes)) throw new TypeError(`${script} answered an invalid crossing`);
+        if (first === undefined || last === undefined || !/^[A-Z]{0,1000}$/.test(codes))
+          throw new TypeError(`${script} answered an invalid crossing`);
         out[i] = undefined;
         crossings.push({
-          index: i, reason, count: integer(reply[k + 3], script), codes, first, last,
+          index: i,
+          reason,
+          count: integer(reply[k + 3], script),
+          codes,
+          first,
+          last,
           // as stored: percent-encoded by us, or by whoever wrote the window; normalised so it stays one field
           account: reply[k + 7] ? encodeText(decodeText(String(reply[k + 7]), ACCOUNT_MAX)) : '',
         });
@@ -281,9 +333,16 @@ export class RedisStore implements Store {
   private thresholdBan(target: IpTarget, r: unknown[], now: number, script: string): BanRecord {
     const account = r[7] ? decodeText(String(r[7]), ACCOUNT_MAX) : '';
     return {
-      address: target.text, reason: String(r[6]), kinds: tallyCodes(String(r[2])), count: integer(r[1], script),
-      firstSeen: fromB36(String(r[3])) ?? now, lastSeen: fromB36(String(r[4])) ?? now, bannedAt: now,
-      until: fromB36(String(r[0]))!, node: this.nodeId, previousBans: integer(r[5], script),
+      address: target.text,
+      reason: String(r[6]),
+      kinds: tallyCodes(String(r[2])),
+      count: integer(r[1], script),
+      firstSeen: fromB36(String(r[3])) ?? now,
+      lastSeen: fromB36(String(r[4])) ?? now,
+      bannedAt: now,
+      until: fromB36(String(r[0]))!,
+      node: this.nodeId,
+      previousBans: integer(r[5], script),
       ...(account ? { account } : {}),
     };
   }
@@ -293,7 +352,10 @@ export class RedisStore implements Store {
    * banned instead, in its own bucket, escalated by its own history. Returns the parts that failed, by batch index.
    */
   private async banSources(
-    batch: readonly TargetActivity[], crossings: readonly Crossing[], now: number, out: Array<ActivityVerdict | undefined>,
+    batch: readonly TargetActivity[],
+    crossings: readonly Crossing[],
+    now: number,
+    out: Array<ActivityVerdict | undefined>,
   ): Promise<Array<{ indices: number[]; error: unknown }>> {
     const items: Array<{ crossing: Crossing; source: IpAddress }> = [];
     for (const c of crossings) {
@@ -308,7 +370,10 @@ export class RedisStore implements Store {
       (k) => {
         const { crossing: c, source } = items[k]!;
         const bucket = bucketOf(this.keys.check(source));
-        return { bucket, entry: `a|${tagOf(bucket)}|${source.text}|${c.reason}|${c.count}|${c.codes}|${b36(c.first)}|${b36(c.last)}|${c.account}` };
+        return {
+          bucket,
+          entry: `a|${tagOf(bucket)}|${source.text}|${c.reason}|${c.count}|${c.codes}|${b36(c.first)}|${b36(c.last)}|${c.account}`,
+        };
       },
       (g) => this.scripts.escalate({ routingKey: g.routingKey, now, entries: g.entries }),
       (reply, g, moved) => {
@@ -327,7 +392,11 @@ export class RedisStore implements Store {
             out[crossing.index] = { type: 'already-banned', until, target: source };
             k += 3;
           } else if (type === 'b') {
-            out[crossing.index] = { type: 'banned', ban: this.thresholdBan(source, reply.slice(k + 2, k + 10), now, script), target: source };
+            out[crossing.index] = {
+              type: 'banned',
+              ban: this.thresholdBan(source, reply.slice(k + 2, k + 10), now, script),
+              target: source,
+            };
             k += 10;
           } else {
             throw new TypeError(`${script} answered ${JSON.stringify(type)}`);
@@ -381,9 +450,17 @@ export class RedisStore implements Store {
           const until = fromB36(String(reply[k + 2]));
           if (until === undefined) throw new TypeError(`${script} answered an invalid until`);
           const ban: BanRecord = {
-            address: subnet.text, reason: 'subnet', kinds: {}, count: integer(reply[k + 3], script),
-            firstSeen: fromB36(String(reply[k + 4])) ?? now, lastSeen: fromB36(String(reply[k + 5])) ?? now, bannedAt: now,
-            until, node: this.nodeId, previousBans: integer(reply[k + 6], script), members: membersOf(String(reply[k + 7])),
+            address: subnet.text,
+            reason: 'subnet',
+            kinds: {},
+            count: integer(reply[k + 3], script),
+            firstSeen: fromB36(String(reply[k + 4])) ?? now,
+            lastSeen: fromB36(String(reply[k + 5])) ?? now,
+            bannedAt: now,
+            until,
+            node: this.nodeId,
+            previousBans: integer(reply[k + 6], script),
+            members: membersOf(String(reply[k + 7])),
           };
           if (v?.type === 'banned') out[index] = { ...v, subnet: { target: subnet, ban } };
           k += 8;
@@ -419,13 +496,31 @@ export class RedisStore implements Store {
     const reason = input.reason.slice(0, REASON_MAX);
     const note = (input.note ?? '').slice(0, REASON_MAX);
     const prev = await this.scripts.ban({
-      record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
-      now: input.now, until, reason: encodeText(reason), note: encodeText(note), windowEpochMs: this.rule.windowEpochMs,
-      node: this.nodeId, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
+      record: this.keys.record(target),
+      index: this.keys.index(bucket),
+      base: this.base(bucket),
+      target: target.text,
+      now: input.now,
+      until,
+      reason: encodeText(reason),
+      note: encodeText(note),
+      windowEpochMs: this.rule.windowEpochMs,
+      node: this.nodeId,
+      historyTtlMs: this.policy.historyTtlMs,
+      historyCap: HISTORY_CAP,
     });
     return {
-      address: target.text, reason, kinds: {}, count: 0, firstSeen: input.now, lastSeen: input.now, bannedAt: input.now,
-      until, node: this.nodeId, previousBans: prev, ...(note ? { note } : {}),
+      address: target.text,
+      reason,
+      kinds: {},
+      count: 0,
+      firstSeen: input.now,
+      lastSeen: input.now,
+      bannedAt: input.now,
+      until,
+      node: this.nodeId,
+      previousBans: prev,
+      ...(note ? { note } : {}),
     };
   }
 
@@ -441,11 +536,24 @@ export class RedisStore implements Store {
     let codes = '';
     for (const [kind, n] of Object.entries(ban.kinds)) codes += codesOf({ [kind]: n }, 1_000 - codes.length);
     const { written } = await this.scripts.restoreBan({
-      record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
-      now, windowEpochMs: this.rule.windowEpochMs, until: ban.until, bannedAt: ban.bannedAt,
-      reason: encodeText(ban.reason.slice(0, REASON_MAX)), codes, count: ban.count, first: ban.firstSeen, last: ban.lastSeen,
-      node: ban.node, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
-      account: encodeText(storedAccount(ban.account ?? '')), note: encodeText((ban.note ?? '').slice(0, REASON_MAX)),
+      record: this.keys.record(target),
+      index: this.keys.index(bucket),
+      base: this.base(bucket),
+      target: target.text,
+      now,
+      windowEpochMs: this.rule.windowEpochMs,
+      until: ban.until,
+      bannedAt: ban.bannedAt,
+      reason: encodeText(ban.reason.slice(0, REASON_MAX)),
+      codes,
+      count: ban.count,
+      first: ban.firstSeen,
+      last: ban.lastSeen,
+      node: ban.node,
+      historyTtlMs: this.policy.historyTtlMs,
+      historyCap: HISTORY_CAP,
+      account: encodeText(storedAccount(ban.account ?? '')),
+      note: encodeText((ban.note ?? '').slice(0, REASON_MAX)),
       members: membersOf((ban.members ?? []).join(',')).join(','),
     });
     return written;
@@ -462,17 +570,35 @@ export class RedisStore implements Store {
     let extended = 0;
     let covered = 0;
     for (let i = 0; i < bans.length; i += RESTORE_WIDTH) {
-      const replies = await Promise.all(bans.slice(i, i + RESTORE_WIDTH).map((b) => {
-        const target = this.keys.check(b.target);
-        checkTime(b.until);
-        const bucket = bucketOf(target);
-        return this.scripts.restoreBan({
-          record: this.keys.record(target), index: this.keys.index(bucket), base: this.base(bucket), target: target.text,
-          now, windowEpochMs: this.rule.windowEpochMs, until: b.until, bannedAt: now, reason: encoded, codes: '', count: 0,
-          first: now, last: now, node: this.nodeId, historyTtlMs: this.policy.historyTtlMs, historyCap: HISTORY_CAP,
-          account: '', note: '', extend: true, members: '',
-        });
-      }));
+      const replies = await Promise.all(
+        bans.slice(i, i + RESTORE_WIDTH).map((b) => {
+          const target = this.keys.check(b.target);
+          checkTime(b.until);
+          const bucket = bucketOf(target);
+          return this.scripts.restoreBan({
+            record: this.keys.record(target),
+            index: this.keys.index(bucket),
+            base: this.base(bucket),
+            target: target.text,
+            now,
+            windowEpochMs: this.rule.windowEpochMs,
+            until: b.until,
+            bannedAt: now,
+            reason: encoded,
+            codes: '',
+            count: 0,
+            first: now,
+            last: now,
+            node: this.nodeId,
+            historyTtlMs: this.policy.historyTtlMs,
+            historyCap: HISTORY_CAP,
+            account: '',
+            note: '',
+            extend: true,
+            members: '',
+          });
+        }),
+      );
       for (const r of replies) {
         if (r.written) written++;
         else if (r.extended) extended++;
@@ -486,8 +612,12 @@ export class RedisStore implements Store {
     const t = this.keys.check(target);
     const bucket = bucketOf(t);
     return this.scripts.unban({
-      record: this.keys.record(t), index: this.keys.index(bucket), base: this.base(bucket), target: t.text,
-      now, windowEpochMs: this.rule.windowEpochMs,
+      record: this.keys.record(t),
+      index: this.keys.index(bucket),
+      base: this.base(bucket),
+      target: t.text,
+      now,
+      windowEpochMs: this.rule.windowEpochMs,
     });
   }
 
@@ -500,7 +630,8 @@ export class RedisStore implements Store {
     // the window is in the epoch of Redis's clock or the one before; this host's clock may differ a little
     const epoch = Math.floor(Date.now() / this.rule.windowEpochMs);
     const values = await Promise.all(
-      [epoch + 1, epoch, epoch - 1].map((e) => this.client.hget(this.keys.window(bucket, e), target.text).catch(wrongType(this.log, null))));
+      [epoch + 1, epoch, epoch - 1].map((e) => this.client.hget(this.keys.window(bucket, e), target.text).catch(wrongType(this.log, null))),
+    );
     return recentOf(parseWindow(values.find((v) => v !== null) ?? null));
   }
 
@@ -519,8 +650,11 @@ export class RedisStore implements Store {
     const epoch = Math.floor(Date.now() / this.rule.windowEpochMs);
     const skipped = { count: 0, sample: '' };
     for (let from = 0; from < BUCKETS; from += INDEX_READ_WIDTH) {
-      const parts = await Promise.all(Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) =>
-        this.failingIn(from + i, [epoch + 1, epoch, epoch - 1], cutoff, now, skipped)));
+      const parts = await Promise.all(
+        Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) =>
+          this.failingIn(from + i, [epoch + 1, epoch, epoch - 1], cutoff, now, skipped),
+        ),
+      );
       for (const part of parts) for (const c of part) top.add(c);
     }
     if (skipped.count > 0) {
@@ -533,7 +667,10 @@ export class RedisStore implements Store {
         const r = parseRecord(records[i] ?? null);
         const offender = historyOf(r).length > 0;
         return {
-          target: c.target, failures: c.failures, last: c.last, account: c.account,
+          target: c.target,
+          failures: c.failures,
+          last: c.last,
+          account: c.account,
           threshold: thresholdOf(this.policy, trustedUntilOf(r, now) !== null, offender),
         };
       }),
@@ -542,10 +679,15 @@ export class RedisStore implements Store {
 
   /** One bucket's counting targets, not banned at `now`; epochs newest first. */
   private async failingIn(
-    bucket: number, epochs: readonly number[], cutoff: number, now: number, skipped: { count: number; sample: string },
+    bucket: number,
+    epochs: readonly number[],
+    cutoff: number,
+    now: number,
+    skipped: { count: number; sample: string },
   ): Promise<Array<Candidate & { record: boolean }>> {
-    const hashes = await Promise.all(epochs.map((e) =>
-      this.client.call('HGETALL', this.keys.window(bucket, e)).catch(wrongType(this.log, []))));
+    const hashes = await Promise.all(
+      epochs.map((e) => this.client.call('HGETALL', this.keys.window(bucket, e)).catch(wrongType(this.log, []))),
+    );
     const seen = new Set<string>();
     const out: Array<Candidate & { record: boolean }> = [];
     for (const flat of hashes) {
@@ -565,15 +707,24 @@ export class RedisStore implements Store {
         const counted = countWithin(window.failures, cutoff);
         if (counted === null) {
           // no failure in findtime is a window like any other; one whose weights are nonsense is not ours
-          if (window.failures.some((f) => !Number.isSafeInteger(f.weight)) && skipped.count++ === 0) skipped.sample = printable(`${field} ${String(value)}`, 100);
+          if (window.failures.some((f) => !Number.isSafeInteger(f.weight)) && skipped.count++ === 0)
+            skipped.sample = printable(`${field} ${String(value)}`, 100);
           continue;
         }
-        out.push({ target, failures: counted.failures, last: counted.last, account: window.account, record: (value as string).startsWith('~') });
+        out.push({
+          target,
+          failures: counted.failures,
+          last: counted.last,
+          account: window.account,
+          record: (value as string).startsWith('~'),
+        });
       }
     }
     if (out.length === 0) return out;
     const banned = new Set<string>();
-    const index = await this.client.zrange(this.keys.index(bucket), `(${now}`, '+inf', 'BYSCORE').catch(wrongType(this.log, [] as string[]));
+    const index = await this.client
+      .zrange(this.keys.index(bucket), `(${now}`, '+inf', 'BYSCORE')
+      .catch(wrongType(this.log, [] as string[]));
     for (const member of index) banned.add(member);
     return banned.size === 0 ? out : out.filter((c) => !banned.has(c.target.text));
   }
@@ -587,7 +738,8 @@ export class RedisStore implements Store {
     const skipped = { count: 0, sample: '' };
     for (let from = 0; from < BUCKETS; from += INDEX_READ_WIDTH) {
       const parts = await Promise.all(
-        Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) => this.readIndex(from + i, now, skipped)));
+        Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) => this.readIndex(from + i, now, skipped)),
+      );
       for (const bans of parts) page.push(...bans);
       // Bans added or lifted while this runs may be missed or seen in this pass; reconciliation runs periodically
       // and catches them on the next one.
@@ -677,11 +829,18 @@ function wrongType<T>(log: Logger | undefined, empty: T): (err: unknown) => T {
 /** Config validation is the first line; this one keeps a bad policy from reaching the scripts as nonsense. */
 export function checkPolicy(policy: PolicyParams): PolicyParams {
   const positive: Array<[string, number]> = [
-    ['maxretry', policy.maxretry], ['findtime', policy.findtimeMs], ['bantime', policy.bantimeMs],
-    ['history.ttl', policy.historyTtlMs], ['increment.maxtime', policy.increment.maxtimeMs],
-    ['offender.maxretry', policy.offenderMaxretry], ['scanner.maxretry', policy.scanner.maxretry],
-    ['scanner.findtime', policy.scanner.findtimeMs], ['trust.ttl', policy.trust.ttlMs], ['trust.maxretry', policy.trust.maxretry],
-    ['recidive.maxretry', policy.recidive.maxretry], ['recidive.findtime', policy.recidive.findtimeMs],
+    ['maxretry', policy.maxretry],
+    ['findtime', policy.findtimeMs],
+    ['bantime', policy.bantimeMs],
+    ['history.ttl', policy.historyTtlMs],
+    ['increment.maxtime', policy.increment.maxtimeMs],
+    ['offender.maxretry', policy.offenderMaxretry],
+    ['scanner.maxretry', policy.scanner.maxretry],
+    ['scanner.findtime', policy.scanner.findtimeMs],
+    ['trust.ttl', policy.trust.ttlMs],
+    ['trust.maxretry', policy.trust.maxretry],
+    ['recidive.maxretry', policy.recidive.maxretry],
+    ['recidive.findtime', policy.recidive.findtimeMs],
     ['recidive.bantime', policy.recidive.bantimeMs],
   ];
   for (const [name, v] of positive) {
@@ -705,9 +864,16 @@ export function checkPolicy(policy: PolicyParams): PolicyParams {
 /** The ban rule of the scripts (fail2ban's bantime.increment and the recidive jail). */
 export function banRule(p: PolicyParams, node: string): BanRule {
   return {
-    bantimeMs: p.bantimeMs, factor: p.increment.factor, maxtimeMs: p.increment.maxtimeMs, rndtimeMs: p.increment.rndtimeMs,
-    recidiveMaxretry: p.recidive.maxretry, recidiveFindtimeMs: p.recidive.findtimeMs,
-    recidiveBantimeMs: p.recidive.bantimeMs, historyTtlMs: p.historyTtlMs, historyCap: HISTORY_CAP, node,
+    bantimeMs: p.bantimeMs,
+    factor: p.increment.factor,
+    maxtimeMs: p.increment.maxtimeMs,
+    rndtimeMs: p.increment.rndtimeMs,
+    recidiveMaxretry: p.recidive.maxretry,
+    recidiveFindtimeMs: p.recidive.findtimeMs,
+    recidiveBantimeMs: p.recidive.bantimeMs,
+    historyTtlMs: p.historyTtlMs,
+    historyCap: HISTORY_CAP,
+    node,
   };
 }
 
@@ -721,8 +887,15 @@ export function checkManualBan(input: ManualBanInput): void {
 function activityRule(p: PolicyParams, nodeId: string, windowEpochMs: number): ActivityRule {
   return {
     windowEpochMs,
-    maxretry: p.maxretry, findtimeMs: p.findtimeMs, trustMaxretry: p.trust.maxretry, offenderMaxretry: p.offenderMaxretry,
-    scannerMaxretry: p.scanner.maxretry, scannerFindtimeMs: p.scanner.findtimeMs, trustTtlMs: p.trust.ttlMs,
-    ban: banRule(p, nodeId), subnetMaxbans: p.subnet.maxbans, subnetBantimeMs: p.subnet.bantimeMs,
+    maxretry: p.maxretry,
+    findtimeMs: p.findtimeMs,
+    trustMaxretry: p.trust.maxretry,
+    offenderMaxretry: p.offenderMaxretry,
+    scannerMaxretry: p.scanner.maxretry,
+    scannerFindtimeMs: p.scanner.findtimeMs,
+    trustTtlMs: p.trust.ttlMs,
+    ban: banRule(p, nodeId),
+    subnetMaxbans: p.subnet.maxbans,
+    subnetBantimeMs: p.subnet.bantimeMs,
   };
 }

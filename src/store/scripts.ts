@@ -30,7 +30,10 @@ function loadSources(): Record<ScriptName, string> {
     const include = readFileSync(new URL('include/record.lua', LUA_DIR), 'utf8');
     const read = (name: ScriptName): string => `${SHEBANG}\n${include}\n${readFileSync(new URL(SCRIPTS[name].file, LUA_DIR), 'utf8')}`;
     sources = {
-      recordActivity: read('recordActivity'), ban: read('ban'), unban: read('unban'), restoreBan: read('restoreBan'),
+      recordActivity: read('recordActivity'),
+      ban: read('ban'),
+      unban: read('unban'),
+      restoreBan: read('restoreBan'),
       escalate: read('escalate'),
     };
   }
@@ -151,14 +154,35 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
   const b = rule.ban;
   // ARGV[3..21]: the same for every call but the jitter seed, which is drawn per call
   const head: Arg[] = [
-    rule.windowEpochMs, rule.maxretry, rule.findtimeMs, rule.trustMaxretry, rule.offenderMaxretry, rule.scannerMaxretry,
-    rule.scannerFindtimeMs, rule.trustTtlMs, b.bantimeMs, b.factor, b.maxtimeMs, b.rndtimeMs, 0, b.recidiveMaxretry,
-    b.recidiveFindtimeMs, b.recidiveBantimeMs, b.historyTtlMs, b.historyCap, b.node,
+    rule.windowEpochMs,
+    rule.maxretry,
+    rule.findtimeMs,
+    rule.trustMaxretry,
+    rule.offenderMaxretry,
+    rule.scannerMaxretry,
+    rule.scannerFindtimeMs,
+    rule.trustTtlMs,
+    b.bantimeMs,
+    b.factor,
+    b.maxtimeMs,
+    b.rndtimeMs,
+    0,
+    b.recidiveMaxretry,
+    b.recidiveFindtimeMs,
+    b.recidiveBantimeMs,
+    b.historyTtlMs,
+    b.historyCap,
+    b.node,
   ];
   const SEED = 12;
   // escalate.lua's ARGV[3..18]: its own head, then the same ban rule block
   const escalateHead: Arg[] = [
-    rule.windowEpochMs, rule.findtimeMs, rule.subnetMaxbans, rule.subnetBantimeMs, rule.trustTtlMs, ...head.slice(8),
+    rule.windowEpochMs,
+    rule.findtimeMs,
+    rule.subnetMaxbans,
+    rule.subnetBantimeMs,
+    rule.trustTtlMs,
+    ...head.slice(8),
   ];
   // args[k] is ARGV[k] (args[0] is KEYS[1]): the seed is +4 of the block at ARGV[8]
   const ESCALATE_SEED = 12;
@@ -182,7 +206,17 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
     },
     async ban(a) {
       const reply = await c.amiGuardBan(
-        a.record, a.index, a.base, a.target, a.now, a.until, a.reason, a.note, a.windowEpochMs, a.node, a.historyTtlMs,
+        a.record,
+        a.index,
+        a.base,
+        a.target,
+        a.now,
+        a.until,
+        a.reason,
+        a.note,
+        a.windowEpochMs,
+        a.node,
+        a.historyTtlMs,
         a.historyCap,
       );
       return integer(reply, 'ban.lua');
@@ -192,10 +226,29 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
     },
     async restoreBan(a) {
       const reply = await c.amiGuardRestoreBan(
-        a.record, a.index, a.base, a.target, a.now, a.until, a.bannedAt, a.reason, a.codes, a.count, a.first, a.last,
-        a.node, a.historyTtlMs, a.historyCap, a.account, a.note, a.windowEpochMs, a.extend ? '1' : '0', a.members,
+        a.record,
+        a.index,
+        a.base,
+        a.target,
+        a.now,
+        a.until,
+        a.bannedAt,
+        a.reason,
+        a.codes,
+        a.count,
+        a.first,
+        a.last,
+        a.node,
+        a.historyTtlMs,
+        a.historyCap,
+        a.account,
+        a.note,
+        a.windowEpochMs,
+        a.extend ? '1' : '0',
+        a.members,
       );
-      if (!Array.isArray(reply) || reply.length !== 2) throw new TypeError(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
+      if (!Array.isArray(reply) || reply.length !== 2)
+        throw new TypeError(`unexpected reply from restore-ban.lua: ${JSON.stringify(reply)}`);
       const outcome = integer(reply[0], 'restore-ban.lua');
       return { written: outcome === 1, extended: outcome === 2, until: integer(reply[1], 'restore-ban.lua') };
     },

@@ -15,7 +15,10 @@ export class StateDir {
   private writable: boolean | undefined;
   private readonly log: Logger;
 
-  constructor(readonly path: string, logger: Logger) {
+  constructor(
+    readonly path: string,
+    logger: Logger,
+  ) {
     this.log = logger.child({ component: 'state', stateDir: path });
   }
 
@@ -45,7 +48,10 @@ export class StateDir {
 
   private unusable(err: unknown): false {
     this.writable = false;
-    this.log.error({ err: (err as Error).message }, `state directory ${this.path} cannot be written: what ami-guard remembers there will not survive a restart (set store.stateDir, or give it a writable directory)`);
+    this.log.error(
+      { err: (err as Error).message },
+      `state directory ${this.path} cannot be written: what ami-guard remembers there will not survive a restart (set store.stateDir, or give it a writable directory)`,
+    );
     return false;
   }
 
@@ -177,25 +183,28 @@ export class StateWriter {
   private write(): Promise<void> {
     this.dirty = false;
     const started = Date.now();
-    this.writing = this.o.dir.write(this.o.name, this.o.render()).then(
-      () => {
-        if (this.failing) this.log.info('state file written again');
-        this.failing = false;
-      },
-      (err: unknown) => {
-        this.o.onFailure?.();
-        // said once per run of failures (a full disk fails every write), with the cause
-        if (!this.failing) this.log.error({ err: (err as Error).message }, 'could not write the state file; retrying');
-        this.failing = true;
-        this.dirty = true;
-      },
-    ).finally(() => {
-      this.lastEnded = Date.now();
-      this.lastWriteMs = this.lastEnded - started;
-      this.writing = undefined;
-      // what changed during the write, or a failed write, goes in the next one
-      if (this.dirty && !this.closed) this.changed();
-    });
+    this.writing = this.o.dir
+      .write(this.o.name, this.o.render())
+      .then(
+        () => {
+          if (this.failing) this.log.info('state file written again');
+          this.failing = false;
+        },
+        (err: unknown) => {
+          this.o.onFailure?.();
+          // said once per run of failures (a full disk fails every write), with the cause
+          if (!this.failing) this.log.error({ err: (err as Error).message }, 'could not write the state file; retrying');
+          this.failing = true;
+          this.dirty = true;
+        },
+      )
+      .finally(() => {
+        this.lastEnded = Date.now();
+        this.lastWriteMs = this.lastEnded - started;
+        this.writing = undefined;
+        // what changed during the write, or a failed write, goes in the next one
+        if (this.dirty && !this.closed) this.changed();
+      });
     return this.writing;
   }
 }

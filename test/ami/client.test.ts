@@ -26,7 +26,11 @@ after(async () => {
 
 async function server(scenario: string, options: Partial<ReplayServerOptions> = {}): Promise<ReplayServer> {
   const s = await startReplayServer({
-    recording: fixturePath(scenario, 'jsonl'), username: USER, secret: SECRET, speed: Infinity, ...options,
+    recording: fixturePath(scenario, 'jsonl'),
+    username: USER,
+    secret: SECRET,
+    speed: Infinity,
+    ...options,
   });
   servers.push(s);
   return s;
@@ -81,7 +85,13 @@ function supervise(port: number, options: Partial<AmiClientOptions> = {}): Super
   });
   const sink = new KeepingSink();
   const sup = new AmiClient({
-    host: '127.0.0.1', port, username: USER, secret: SECRET, sink, logger: createLogger('debug', stream), ...options,
+    host: '127.0.0.1',
+    port,
+    username: USER,
+    secret: SECRET,
+    sink,
+    logger: createLogger('debug', stream),
+    ...options,
   });
   supervisors.push(sup);
   return { sup, sink, messages: sink.messages, logs };
@@ -136,15 +146,24 @@ test('after drop() the first reconnect attempt comes within 250 ms; gaps are cou
   t.diagnostic(`drop → next connection: ${delays.map((d) => d.toFixed(0)).join(', ')} ms; gaps ${gaps.join(', ')} ms`);
   assert.ok(Math.max(...delays) < 1000, `reconnect delays ${delays.join(', ')}`);
   assert.ok(delays.filter((d) => d <= 300).length >= 4, `most reconnects within 250 ms (+ scheduling): ${delays.join(', ')}`);
-  assert.deepEqual(disconnected.map((d) => d.reason), ['closed', 'closed', 'closed', 'closed', 'closed']);
+  assert.deepEqual(
+    disconnected.map((d) => d.reason),
+    ['closed', 'closed', 'closed', 'closed', 'closed'],
+  );
   assert.ok(disconnected.every((d) => Math.abs(d.gapStartedAt - Date.now()) < 60_000));
   const stats = sup.stats;
   assert.equal(stats.connects, 6);
   assert.equal(gaps.length, 5);
   assert.equal(stats.lastGapMs, gaps.at(-1));
-  assert.equal(stats.totalGapMs, gaps.reduce((a, b) => a + b, 0));
+  assert.equal(
+    stats.totalGapMs,
+    gaps.reduce((a, b) => a + b, 0),
+  );
   // A gap runs from the last message seen to the next login: positive, and short here.
-  assert.ok(gaps.every((g) => g >= 0 && g < 1000), `gaps ${gaps.join(', ')}`);
+  assert.ok(
+    gaps.every((g) => g >= 0 && g < 1000),
+    `gaps ${gaps.join(', ')}`,
+  );
 });
 
 test('a wrong secret: auth-failed each time, one error log line without the secret, retries at the cap, recovery logged', async () => {
@@ -164,7 +183,10 @@ test('a wrong secret: auth-failed each time, one error log line without the secr
   assert.equal(sup.stats.connected, false);
   // Retries wait maxMs, not the short initial delay.
   const spacing = attempts.slice(1).map((a, i) => a - attempts[i]!);
-  assert.ok(spacing.every((d) => d >= 50), `attempt spacing ${spacing.join(', ')}`);
+  assert.ok(
+    spacing.every((d) => d >= 50),
+    `attempt spacing ${spacing.join(', ')}`,
+  );
 
   s.setCredentials(USER, WRONG); // ops fix manager.conf
   await waitFor(() => sup.stats.connected, 2000, 'login with the now-right secret');
@@ -229,7 +251,7 @@ test('a busy connection is alive: events arriving while the Pong queues behind t
   s.setPingResponses(true);
 });
 
-test('asterisk-restart: both connections\' events arrive and the reconnect happens by itself', async () => {
+test("asterisk-restart: both connections' events arrive and the reconnect happens by itself", async () => {
   const s = await server('asterisk-restart', { speed: 10 });
   const { sup, messages } = supervise(s.port);
   const disconnected: DisconnectedInfo[] = [];
@@ -239,8 +261,14 @@ test('asterisk-restart: both connections\' events arrive and the reconnect happe
   await s.playDone;
   await waitFor(() => messages.length >= expected.length, 3000, `${expected.length} events`);
   assert.deepEqual(messages, expected);
-  assert.deepEqual(messages.map((m) => m.split('\r\n')[0]).filter((e) => e === 'Event: FullyBooted' || e === 'Event: Shutdown'), ['Event: FullyBooted', 'Event: Shutdown', 'Event: FullyBooted']);
-  assert.deepEqual(disconnected.map((d) => d.reason), ['closed']);
+  assert.deepEqual(
+    messages.map((m) => m.split('\r\n')[0]).filter((e) => e === 'Event: FullyBooted' || e === 'Event: Shutdown'),
+    ['Event: FullyBooted', 'Event: Shutdown', 'Event: FullyBooted'],
+  );
+  assert.deepEqual(
+    disconnected.map((d) => d.reason),
+    ['closed'],
+  );
   assert.equal(sup.stats.reconnects, 1);
   assert.equal(s.connections, 2);
   assert.ok((sup.stats.lastGapMs ?? Infinity) < 1000, `gap ${sup.stats.lastGapMs} ms`);
@@ -305,7 +333,10 @@ test('stop() logs off, resolves once closed and does not reconnect', async () =>
   await sup.stop();
   assert.equal(actions.at(-1), 'Logoff');
   assert.equal(sup.stats.connected, false);
-  assert.deepEqual(disconnected.map((d) => d.reason), ['stopped']);
+  assert.deepEqual(
+    disconnected.map((d) => d.reason),
+    ['stopped'],
+  );
   await waitFor(() => closes.length === 1, 1000, 'server sees the close');
   await sleep(400);
   assert.equal(s.connections, 1, 'no reconnect after stop');
@@ -316,7 +347,11 @@ test('a fault while reading drops that session and re-establishes it; nothing is
   const { sup, sink, logs } = supervise(s.port);
   sink.throwOnce = true;
   sup.start();
-  await waitFor(() => logs.some((l) => l.level === 50 && l.msg === 'internal error in the AMI client; reconnecting'), 3000, 'the fault logged');
+  await waitFor(
+    () => logs.some((l) => l.level === 50 && l.msg === 'internal error in the AMI client; reconnecting'),
+    3000,
+    'the fault logged',
+  );
   await waitFor(() => sup.stats.connects === 2, 3000, 'a fresh session');
   assert.ok(sink.resets >= 2, 'the sink was told each session ended');
 });

@@ -15,8 +15,14 @@ for (const s of SCENARIOS) {
   test(`${s}.ami yields exactly the messages of ${s}.jsonl`, () => {
     const expected = jsonlRecords(s).map((r) => r.raw);
     const { frames, reader } = readAll([amiBytes(s)], ANY);
-    assert.deepEqual(frames.map((f) => f.raw), expected);
-    assert.deepEqual(frames.map((f) => f.banner), expected.map((r) => r.startsWith('Asterisk Call Manager/')));
+    assert.deepEqual(
+      frames.map((f) => f.raw),
+      expected,
+    );
+    assert.deepEqual(
+      frames.map((f) => f.banner),
+      expected.map((r) => r.startsWith('Asterisk Call Manager/')),
+    );
     assert.equal(reader.bufferedBytes, 0);
     assert.equal(reader.stats.oversized, 0);
   });
@@ -25,7 +31,10 @@ for (const s of SCENARIOS) {
 test('the pjsip ChallengeResponseFailed keeps its Response line and its empty ExpectedResponse', () => {
   const frame = readAll([amiBytes('register-bruteforce')], ANY).frames.find((f) => f.lines[0] === 'Event: ChallengeResponseFailed');
   assert.ok(frame);
-  assert.match(frame.lines.find((l) => l.startsWith('Response: '))!, /^Response: [0-9a-f]{32}$/);
+  assert.match(
+    frame.lines.find((l) => l.startsWith('Response: '))!,
+    /^Response: [0-9a-f]{32}$/,
+  );
   assert.ok(frame.lines.includes('ExpectedResponse: '));
   assert.ok(frame.lines.includes('RemoteAddress: IPV4/UDP/198.18.0.11/5060'));
 });
@@ -44,7 +53,13 @@ test('random chunking of a recording gives the same messages (fast-check)', () =
   fc.assert(
     fc.property(fc.uniqueArray(fc.integer({ min: 1, max: bytes.length - 1 }), { maxLength: 200 }), (cuts) => {
       const points = [0, ...cuts.sort((a, b) => a - b), bytes.length];
-      assert.deepEqual(raws(points.slice(1).map((end, i) => bytes.subarray(points[i], end)), ANY), whole);
+      assert.deepEqual(
+        raws(
+          points.slice(1).map((end, i) => bytes.subarray(points[i], end)),
+          ANY,
+        ),
+        whole,
+      );
     }),
     { numRuns: 300 },
   );
@@ -67,18 +82,27 @@ test('lines end at CRLF only: a bare LF or CR is data, so attacker text cannot e
 
 test('stray empty lines between messages are skipped; the greeting needs no empty line after it', () => {
   const { frames } = readAll(['Asterisk Call Manager/9.0.0\r\n\r\n\r\nEvent: A\r\nX: 1\r\n\r\n\r\nEvent: B\r\n\r\n']);
-  assert.deepEqual(frames.map((f) => [f.banner, f.raw]), [
-    [true, 'Asterisk Call Manager/9.0.0\r\n'],
-    [false, 'Event: A\r\nX: 1\r\n\r\n'],
-    [false, 'Event: B\r\n\r\n'],
-  ]);
+  assert.deepEqual(
+    frames.map((f) => [f.banner, f.raw]),
+    [
+      [true, 'Asterisk Call Manager/9.0.0\r\n'],
+      [false, 'Event: A\r\nX: 1\r\n\r\n'],
+      [false, 'Event: B\r\n\r\n'],
+    ],
+  );
 });
 
 test('a greeting is one only as the first line of a connection (live), or anywhere a message starts (recordings)', () => {
   const stream = 'Asterisk Call Manager/9.0.0\r\nEvent: A\r\n\r\nAsterisk Call Manager/11.0.0\r\nEvent: B\r\n\r\n';
-  assert.deepEqual(readAll([stream]).frames.map((f) => f.banner), [true, false, false]);
+  assert.deepEqual(
+    readAll([stream]).frames.map((f) => f.banner),
+    [true, false, false],
+  );
   assert.deepEqual(readAll([stream]).frames[2]!.lines, ['Asterisk Call Manager/11.0.0', 'Event: B']);
-  assert.deepEqual(readAll([stream], ANY).frames.map((f) => f.banner), [true, false, true, false]);
+  assert.deepEqual(
+    readAll([stream], ANY).frames.map((f) => f.banner),
+    [true, false, true, false],
+  );
   // reset() is a new connection: a greeting may come first again
   const seen: boolean[] = [];
   const reader = new AmiFrameReader((f) => seen.push(f.banner));
@@ -91,7 +115,10 @@ test('a greeting is one only as the first line of a connection (live), or anywhe
 
 test('a greeting split across reads completes at its own line end (the server says nothing more until we log in)', () => {
   const { frames } = readAll(['Asterisk Call Man', 'ager/11.0.0\r', '\n']);
-  assert.deepEqual(frames.map((f) => [f.banner, f.raw]), [[true, 'Asterisk Call Manager/11.0.0\r\n']]);
+  assert.deepEqual(
+    frames.map((f) => [f.banner, f.raw]),
+    [[true, 'Asterisk Call Manager/11.0.0\r\n']],
+  );
 });
 
 function sized(size: number): string {
@@ -110,7 +137,11 @@ test('a message of exactly MAX_FRAME_BYTES is kept; one byte more is dropped, co
     const chunks = [];
     for (let i = 0; i < input.length; i += chunking) chunks.push(input.subarray(i, i + chunking));
     const { frames, reader } = readAll(chunks);
-    assert.deepEqual(frames.map((f) => f.raw.length), [MAX_FRAME_BYTES, next.length], `chunks of ${chunking}`);
+    assert.deepEqual(
+      frames.map((f) => f.raw.length),
+      [MAX_FRAME_BYTES, next.length],
+      `chunks of ${chunking}`,
+    );
     assert.equal(reader.stats.oversized, 1);
     assert.ok(reader.bufferedBytes === 0);
   }
@@ -125,7 +156,11 @@ test('a line over MAX_LINE_BYTES, or more than MAX_LINES lines, drops that messa
     const chunks = [];
     for (let i = 0; i < input.length; i += chunking) chunks.push(input.subarray(i, i + chunking));
     const { frames, reader } = readAll(chunks);
-    assert.deepEqual(frames.map((f) => f.lines[0]), ['Event: A', 'Event: Fits'], `chunks of ${chunking}`);
+    assert.deepEqual(
+      frames.map((f) => f.lines[0]),
+      ['Event: A', 'Event: Fits'],
+      `chunks of ${chunking}`,
+    );
     assert.equal(reader.stats.oversized, 2);
   }
 });
@@ -153,8 +188,20 @@ test('a message fed one byte at a time costs copies linear in its size (no re-re
 });
 
 test('the empty line that ends a dropped message may be split across reads', () => {
-  const { frames, reader } = readAll(['Event: Big\r\nX: ', 'y'.repeat(MAX_LINE_BYTES + 10), '\r', '\n', '\r', '\n', 'Event: Ok\r', '\n\r\n']);
-  assert.deepEqual(frames.map((f) => f.raw), ['Event: Ok\r\n\r\n']);
+  const { frames, reader } = readAll([
+    'Event: Big\r\nX: ',
+    'y'.repeat(MAX_LINE_BYTES + 10),
+    '\r',
+    '\n',
+    '\r',
+    '\n',
+    'Event: Ok\r',
+    '\n\r\n',
+  ]);
+  assert.deepEqual(
+    frames.map((f) => f.raw),
+    ['Event: Ok\r\n\r\n'],
+  );
   assert.equal(reader.stats.oversized, 1);
 });
 
@@ -175,10 +222,14 @@ test('random bytes in random reads never throw, never hold more than the bound, 
 
 test('any two chunkings of the same bytes give the same frames (fast-check)', () => {
   fc.assert(
-    fc.property(fc.string({ unit: fc.constantFrom('\r', '\n', 'E', ':', ' ', 'A', 'x'), maxLength: 400 }), fc.integer({ min: 0, max: 400 }), (s, cut) => {
-      const bytes = Buffer.from(s, 'latin1');
-      assert.deepEqual(raws([bytes.subarray(0, cut), bytes.subarray(cut)]), raws([bytes]));
-    }),
+    fc.property(
+      fc.string({ unit: fc.constantFrom('\r', '\n', 'E', ':', ' ', 'A', 'x'), maxLength: 400 }),
+      fc.integer({ min: 0, max: 400 }),
+      (s, cut) => {
+        const bytes = Buffer.from(s, 'latin1');
+        assert.deepEqual(raws([bytes.subarray(0, cut), bytes.subarray(cut)]), raws([bytes]));
+      },
+    ),
     { numRuns: 2000 },
   );
 });

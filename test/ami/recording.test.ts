@@ -15,9 +15,18 @@ for (const s of SCENARIOS) {
     const fromJsonl = await loadRecording(fixturePath(s, 'jsonl'));
     const fromAmi = await loadRecording(fixturePath(s, 'ami'));
     const expected = jsonlRecords(s);
-    assert.deepEqual(fromJsonl.records.map((r) => [r.tMs, r.conn, r.raw]), expected.map((r) => [r.t_ms, r.conn, r.raw]));
-    assert.deepEqual(fromAmi.records.map((r) => [r.conn, r.raw]), expected.map((r) => [r.conn, r.raw]));
-    assert.deepEqual(fromAmi.records.map((r) => r.headers), fromJsonl.records.map((r) => r.headers));
+    assert.deepEqual(
+      fromJsonl.records.map((r) => [r.tMs, r.conn, r.raw]),
+      expected.map((r) => [r.t_ms, r.conn, r.raw]),
+    );
+    assert.deepEqual(
+      fromAmi.records.map((r) => [r.conn, r.raw]),
+      expected.map((r) => [r.conn, r.raw]),
+    );
+    assert.deepEqual(
+      fromAmi.records.map((r) => r.headers),
+      fromJsonl.records.map((r) => r.headers),
+    );
     assert.match(fromJsonl.banner ?? '', /^Asterisk Call Manager\/\d+\.\d+\.\d+$/);
     assert.equal(fromAmi.banner, fromJsonl.banner);
     assert.deepEqual(fromAmi.dropped, { oversized: 0, trailingBytes: 0 });
@@ -58,7 +67,10 @@ test('readRecording reports a malformed line too, after visiting what came befor
   const path = join(tmp, 'bad.jsonl');
   writeFileSync(path, `${JSON.stringify({ t_ms: 1, conn: 1, raw: 'Event: A\r\n\r\n' })}\nnot json\n`);
   const seen: string[] = [];
-  await assert.rejects(readRecording(path, (f) => seen.push(lineText(f, 0).slice('Event: '.length))), /bad\.jsonl:2: not JSON/);
+  await assert.rejects(
+    readRecording(path, (f) => seen.push(lineText(f, 0).slice('Event: '.length))),
+    /bad\.jsonl:2: not JSON/,
+  );
   assert.deepEqual(seen, ['A']);
 });
 
@@ -66,12 +78,15 @@ test('.ami: each banner after the first starts a new connection; an unfinished t
   const rec = parseAmiRecording(
     'Asterisk Call Manager/11.0.0\r\nEvent: A\r\n\r\nAsterisk Call Manager/11.0.0\r\nEvent: B\r\n\r\nEvent: C\r\nPart',
   );
-  assert.deepEqual(rec.records.map((r) => [r.conn, r.banner, r.headers.get('event')?.[0] ?? null]), [
-    [1, true, null],
-    [1, false, 'A'],
-    [2, true, null],
-    [2, false, 'B'],
-  ]);
+  assert.deepEqual(
+    rec.records.map((r) => [r.conn, r.banner, r.headers.get('event')?.[0] ?? null]),
+    [
+      [1, true, null],
+      [1, false, 'A'],
+      [2, true, null],
+      [2, false, 'B'],
+    ],
+  );
   assert.deepEqual(rec.dropped, { oversized: 0, trailingBytes: 'Event: C\r\nPart'.length });
 });
 

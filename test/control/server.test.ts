@@ -9,7 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ControlServer, type ControlHandler } from '../../src/control/server.js';
 import { ControlError, connectControl, request } from '../../src/control/client.js';
-import { MAX_REQUEST_BYTES, MAX_TARGETS, PAGE_SIZE, RequestError, encodeRequest, parseRequest, type ControlRequest } from '../../src/control/protocol.js';
+import {
+  MAX_REQUEST_BYTES,
+  MAX_TARGETS,
+  PAGE_SIZE,
+  RequestError,
+  encodeRequest,
+  parseRequest,
+  type ControlRequest,
+} from '../../src/control/protocol.js';
 import { parseTarget } from '../../src/net/ip.js';
 import { createLogger } from '../../src/log.js';
 import { Writable } from 'node:stream';
@@ -22,18 +30,27 @@ interface Served {
 }
 
 /** A server whose handler records what reached it; the listing streams `pages` pages. */
-async function serve(t: TestContext, o: { pages?: number; maxConnections?: number; requestTimeoutMs?: number; path?: string } = {}): Promise<Served> {
+async function serve(
+  t: TestContext,
+  o: { pages?: number; maxConnections?: number; requestTimeoutMs?: number; path?: string } = {},
+): Promise<Served> {
   const dir = mkdtempSync(join(tmpdir(), 'ag-ctl-test-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = o.path ?? join(dir, 'run', 'control.sock');
   const seen: ControlRequest[] = [];
   const logs: string[] = [];
-  const sink = new Writable({ write: (chunk: Buffer, _e, cb) => { logs.push(chunk.toString()); cb(); } });
+  const sink = new Writable({
+    write: (chunk: Buffer, _e, cb) => {
+      logs.push(chunk.toString());
+      cb();
+    },
+  });
   const handler: ControlHandler = {
     async handle(req, out) {
       seen.push(req);
       if (req.verb === 'list') {
-        for (let i = 0; i < (o.pages ?? 1); i++) await out.page(Array.from({ length: PAGE_SIZE }, (_, j) => ({ address: `10.0.${i}.${j % 250}`, until: 1 })));
+        for (let i = 0; i < (o.pages ?? 1); i++)
+          await out.page(Array.from({ length: PAGE_SIZE }, (_, j) => ({ address: `10.0.${i}.${j % 250}`, until: 1 })));
         return { source: 'store' };
       }
       if (req.verb === 'ban') throw new RequestError(`refusing to ban ${req.targets[0]!.text}: test`);
@@ -41,7 +58,13 @@ async function serve(t: TestContext, o: { pages?: number; maxConnections?: numbe
       return { verb: req.verb };
     },
   };
-  const server = new ControlServer({ path, handler, logger: createLogger('info', sink), ...(o.maxConnections ? { maxConnections: o.maxConnections } : {}), ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}) });
+  const server = new ControlServer({
+    path,
+    handler,
+    logger: createLogger('info', sink),
+    ...(o.maxConnections ? { maxConnections: o.maxConnections } : {}),
+    ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
+  });
   await server.listen();
   t.after(() => server.close());
   return { path, server, seen, logs };
@@ -85,7 +108,11 @@ test('another user cannot connect, even where the directory lets everyone throug
   const script = `
     import { connectControl } from '${process.cwd()}/dist/src/control/client.js';
     connectControl(${JSON.stringify(s.path)}).then((sock) => { console.log(sock ? 'connected' : 'absent'); sock?.destroy(); }, (err) => console.log(err.message));`;
-  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(
+    'setpriv',
+    ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
   assert.equal(r.error, undefined, 'setpriv not found: apt-get install -y util-linux');
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), `permission denied on the daemon's control socket ${s.path}: run ami-guard as root`);
@@ -103,7 +130,10 @@ test('hostile requests are refused with a reason and never reach the handler', a
     ['{"v":1,"verb":"show","target":"10.0.0.300"}\n', /^invalid address or CIDR network: "10\.0\.0\.300"$/],
     ['{"v":1,"verb":"show","target":{"toString":1}}\n', /^invalid address or CIDR network: "object"$/],
     ['{"v":1,"verb":"unban","targets":[]}\n', /targets must be a list of 1 to 1000/],
-    [`{"v":1,"verb":"unban","targets":${JSON.stringify(Array(MAX_TARGETS + 1).fill('10.0.0.1'))}}\n`, /targets must be a list of 1 to 1000/],
+    [
+      `{"v":1,"verb":"unban","targets":${JSON.stringify(Array(MAX_TARGETS + 1).fill('10.0.0.1'))}}\n`,
+      /targets must be a list of 1 to 1000/,
+    ],
     ['{"v":1,"verb":"ban","targets":["10.0.0.1"],"durationMs":-5}\n', /durationMs must be whole milliseconds/],
     ['{"v":1,"verb":"ban","targets":["10.0.0.1"],"durationMs":1e300}\n', /durationMs must be whole milliseconds/],
     ['{"v":1,"verb":"ban","targets":["10.0.0.1"],"note":["x"]}\n', /note must be text/],
@@ -158,27 +188,46 @@ test('the client: pages in order, the answer, refusals with their kind, a failur
   const s = await serve(t, { pages: 5 });
   const pages: number[] = [];
   const sock = (await connectControl(s.path))!;
-  const result = await request(sock, { verb: 'list' }, {
-    onPage: async (items) => {
-      await new Promise((r) => setTimeout(r, 5)); // a slow terminal: the socket waits
-      pages.push(items.length);
+  const result = await request(
+    sock,
+    { verb: 'list' },
+    {
+      onPage: async (items) => {
+        await new Promise((r) => setTimeout(r, 5)); // a slow terminal: the socket waits
+        pages.push(items.length);
+      },
     },
-  });
+  );
   assert.deepEqual(result, { source: 'store' });
   assert.deepEqual(pages, [PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE]);
 
-  await assert.rejects(request((await connectControl(s.path))!, { verb: 'ban', targets: [parseTarget('10.0.0.1')!], durationMs: null, note: '', user: 'alice' }), (err: unknown) => {
-    assert.ok(err instanceof ControlError);
-    assert.equal(err.message, 'refusing to ban 10.0.0.1: test');
-    assert.equal(err.usage, true);
-    return true;
-  });
-  await assert.rejects(request((await connectControl(s.path))!, { verb: 'unban', targets: [parseTarget('10.0.0.1')!], user: '' }), (err: unknown) => {
-    assert.equal((err as ControlError).usage, false);
-    assert.equal((err as Error).message, 'the store failed');
-    return true;
-  });
-  assert.ok(s.logs.some((l) => l.includes('control request failed')), 'a failed verb is logged');
+  await assert.rejects(
+    request((await connectControl(s.path))!, {
+      verb: 'ban',
+      targets: [parseTarget('10.0.0.1')!],
+      durationMs: null,
+      note: '',
+      user: 'alice',
+    }),
+    (err: unknown) => {
+      assert.ok(err instanceof ControlError);
+      assert.equal(err.message, 'refusing to ban 10.0.0.1: test');
+      assert.equal(err.usage, true);
+      return true;
+    },
+  );
+  await assert.rejects(
+    request((await connectControl(s.path))!, { verb: 'unban', targets: [parseTarget('10.0.0.1')!], user: '' }),
+    (err: unknown) => {
+      assert.equal((err as ControlError).usage, false);
+      assert.equal((err as Error).message, 'the store failed');
+      return true;
+    },
+  );
+  assert.ok(
+    s.logs.some((l) => l.includes('control request failed')),
+    'a failed verb is logged',
+  );
 });
 
 test('a client that goes away in the middle of a long listing stops the listing', async (t) => {
@@ -200,7 +249,10 @@ test('connectControl: no socket or a dead one is "no daemon here"; a stale socke
 
   // a socket file whose server is gone: a daemon killed with SIGKILL leaves one
   const stalePath = join(dir, 'stale.sock');
-  const child = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stalePath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  const child = spawnSync(process.execPath, [
+    '-e',
+    `require('net').createServer().listen(${JSON.stringify(stalePath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+  ]);
   assert.equal(child.signal, 'SIGKILL');
   assert.ok(statSync(stalePath).isSocket(), 'the killed listener left its socket');
   assert.equal(await connectControl(stalePath), null, 'nobody answers on it');
@@ -216,10 +268,15 @@ test('connectControl: no socket or a dead one is "no daemon here"; a stale socke
 });
 
 test('parseRequest builds parsed targets and inert notes', () => {
-  const r = parseRequest('{"v":1,"verb":"ban","targets":["::ffff:198.51.100.7","2001:DB8::/32"],"durationMs":60000,"note":"a\\u001b[31mb\\u202ec"}');
+  const r = parseRequest(
+    '{"v":1,"verb":"ban","targets":["::ffff:198.51.100.7","2001:DB8::/32"],"durationMs":60000,"note":"a\\u001b[31mb\\u202ec"}',
+  );
   assert.equal(r.verb, 'ban');
   if (r.verb !== 'ban') return;
-  assert.deepEqual(r.targets.map((x) => x.text), ['198.51.100.7', '2001:db8::/32']);
+  assert.deepEqual(
+    r.targets.map((x) => x.text),
+    ['198.51.100.7', '2001:db8::/32'],
+  );
   assert.equal(r.durationMs, 60_000);
   assert.equal(r.note, 'a [31mb c');
   assert.equal(r.user, '', 'no user said: none logged');
@@ -231,7 +288,7 @@ test('parseRequest builds parsed targets and inert notes', () => {
   assert.equal(encodeRequest({ verb: 'show', target: parseTarget('10.1.2.3')! }), '{"v":1,"verb":"show","target":"10.1.2.3"}\n');
 });
 
-test('root reaches the socket of a daemon that runs as another user (the unit\'s DynamicUser)', async (t) => {
+test("root reaches the socket of a daemon that runs as another user (the unit's DynamicUser)", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ag-ctl-dyn-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   chmodSync(dir, 0o755);
@@ -248,7 +305,11 @@ test('root reaches the socket of a daemon that runs as another user (the unit\'s
   // the runtime directory is the daemon user's (systemd's RuntimeDirectory does the same), the socket its own
   mkdirSync(runtime, { mode: 0o700 });
   chownSync(runtime, 65534, 65534);
-  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(
+    'setpriv',
+    ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
   t.after(() => child.stdin.end());
   await new Promise<void>((resolve, reject) => {
     child.stdout.once('data', () => resolve());

@@ -27,12 +27,20 @@ const FORGED = '203.0.113.99';
 async function bed(t: { after: (fn: () => Promise<void>) => void }, prefix: string): Promise<{ bed: Bed; http: string }> {
   const port = await freePort();
   const b = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: prefix, config: { http: { port } },
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: prefix,
+    config: { http: { port } },
   });
   await played(b);
   const http = `http://127.0.0.1:${port}`;
   // the health checks' first results (until then every part counts as down)
-  await waitFor('/healthz to answer 200', async () => ((await getHealth(http).catch(() => undefined))?.status === 200 ? true : undefined), 20_000);
+  await waitFor(
+    '/healthz to answer 200',
+    async () => ((await getHealth(http).catch(() => undefined))?.status === 200 ? true : undefined),
+    20_000,
+  );
   return { bed: b, http };
 }
 
@@ -49,8 +57,12 @@ function bans(b: Bed, address: string): Array<Record<string, unknown>> {
   return b.daemon.logs.filter((l) => l.event === 'ban' && l.address === address);
 }
 
-test('a recording of real injections from the lab\'s Asterisk: each attacker banned for injection, the phone and the forged addresses never', async (t) => {
-  const truth = JSON.parse(readFileSync('test/fixtures/ami/lab-injection.truth.json', 'utf8')) as { attackers: string[]; legitimate: string[]; forged: string[] };
+test("a recording of real injections from the lab's Asterisk: each attacker banned for injection, the phone and the forged addresses never", async (t) => {
+  const truth = JSON.parse(readFileSync('test/fixtures/ami/lab-injection.truth.json', 'utf8')) as {
+    attackers: string[];
+    legitimate: string[];
+    forged: string[];
+  };
   const b = await startBed({ cleanup: (fn) => t.after(fn), recording: 'lab-injection', redisUrl: redis.url, keyPrefix: 'inj0:' });
   assert.deepEqual(await b.settle(), [...truth.attackers].sort());
   for (const a of truth.attackers) assert.equal(bans(b, a)[0]?.['reason'], 'injection', a);
@@ -101,7 +113,9 @@ test('one split-frame injection every few events beside a password guesser: ever
   const injector = '198.51.100.41';
   for (let i = 0; i < 5; i++) {
     b.replay.inject(injectedEvent('\r\n\r\nResponse: Follows', injector));
-    b.replay.inject(pjsipEvent('ChallengeResponseFailed', { remote: guesser, session: `guess-${i}`, eventTv: `2026-11-21T19:15:48.${100 + i}+0000` }));
+    b.replay.inject(
+      pjsipEvent('ChallengeResponseFailed', { remote: guesser, session: `guess-${i}`, eventTv: `2026-11-21T19:15:48.${100 + i}+0000` }),
+    );
   }
   await bannedInKernel(b, guesser, 20_000, 'the guesser banned after 5 guesses');
   const [ban] = bans(b, guesser);
@@ -147,7 +161,11 @@ test('hostile streams cost bounded memory and never stall: a 10 MB line, a frame
   await bannedInKernel(b, MARKER, 30_000, 'the marker after the hostile streams');
   assert.equal((await getHealth(http)).status, 200);
   const text = (await getText(`${http}/metrics`)).body;
-  const kindLabels = new Set(parseMetrics(text).filter((m) => m.name === 'ami_guard_security_events_total').map((m) => m.labels['kind']));
+  const kindLabels = new Set(
+    parseMetrics(text)
+      .filter((m) => m.name === 'ami_guard_security_events_total')
+      .map((m) => m.labels['kind']),
+  );
   assert.ok(kindLabels.size <= 20, `${kindLabels.size} kind labels: ${[...kindLabels].slice(0, 30).join(', ')}`);
   assert.ok(text.length < 200_000, `/metrics is ${text.length} bytes`);
   // nothing of the 15 MB is held: the daemon's memory grows by far less than what it was sent

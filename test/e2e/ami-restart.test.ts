@@ -34,7 +34,10 @@ test('asterisk-restart: one reconnect, each event counted once, the gap in metri
   const expected = new Map<string, number>([['InvalidPassword', 5]]);
   for (const s of truth.sources) for (const [kind, n] of Object.entries(s.ami_events)) expected.set(kind, (expected.get(kind) ?? 0) + n);
   for (const [kind, n] of expected) assert.equal(metric(m, 'ami_guard_security_events_total', { kind }), n, kind);
-  assert.equal(metric(m, 'ami_guard_security_events_total'), [...expected.values()].reduce((a, b) => a + b, 0));
+  assert.equal(
+    metric(m, 'ami_guard_security_events_total'),
+    [...expected.values()].reduce((a, b) => a + b, 0),
+  );
   assert.equal(metric(m, 'ami_guard_ami_reconnects_total'), 1);
   const gapSeconds = metric(m, 'ami_guard_ami_gap_seconds_total') ?? 0;
   assert.ok(gapSeconds > 0, 'the gap is counted');

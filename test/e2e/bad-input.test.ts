@@ -27,14 +27,19 @@ function securityEvent(fields: Record<string, string>): string {
     LocalAddress: 'IPV4/UDP/198.18.0.1/5060',
   };
   const all = { ...base, ...fields };
-  return `${Object.entries(all).filter(([, v]) => v !== '\u0000omit').map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`;
+  return `${Object.entries(all)
+    .filter(([, v]) => v !== '\u0000omit')
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\r\n')}\r\n\r\n`;
 }
 
 test('malformed frames, missing and bogus addresses, a 1 MB header: nothing banned, daemon keeps going', async (t) => {
   const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'bad:' });
   await bed.replay.playDone;
   // an operator's own table in the same namespace must come out untouched
-  await bed.ns.nft('table ip operator {\n chain input {\n type filter hook input priority 0; policy accept;\n tcp dport 22 accept\n }\n}\n');
+  await bed.ns.nft(
+    'table ip operator {\n chain input {\n type filter hook input priority 0; policy accept;\n tcp dport 22 accept\n }\n}\n',
+  );
   const operatorBefore = await bed.ns.execOk('nft', ['list', 'table', 'ip', 'operator']);
 
   const hostile: string[] = [];
@@ -59,7 +64,10 @@ test('malformed frames, missing and bogus addresses, a 1 MB header: nothing bann
   bed.replay.inject(markerEvents(5));
   const banned = (await bed.elements()).filter((a) => a !== '192.0.2.250');
   // the marker may not be in yet: settle waits for it, then we read again
-  assert.ok(banned.every((a) => a === '198.51.100.7'), `unexpected bans: ${banned.join(', ')}`);
+  assert.ok(
+    banned.every((a) => a === '198.51.100.7'),
+    `unexpected bans: ${banned.join(', ')}`,
+  );
   assert.deepEqual(await bed.settle(), ['198.51.100.7']);
 
   assert.equal(bed.daemon.child.exitCode, null, 'the daemon is still running');

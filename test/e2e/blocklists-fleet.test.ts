@@ -13,12 +13,18 @@ import { cli } from '../support/cli.js';
 
 async function inKernel(bed: Bed, want: readonly string[], not: readonly string[] = []): Promise<string[]> {
   try {
-    return await waitFor(`the feed entries in ${bed.ns.name}`, async () => {
-      const els = new Set(await bed.elements());
-      return want.every((a) => els.has(a)) && not.every((a) => !els.has(a)) ? [...els] : undefined;
-    }, 30_000);
+    return await waitFor(
+      `the feed entries in ${bed.ns.name}`,
+      async () => {
+        const els = new Set(await bed.elements());
+        return want.every((a) => els.has(a)) && not.every((a) => !els.has(a)) ? [...els] : undefined;
+      },
+      30_000,
+    );
   } catch (err) {
-    throw new Error(`${(err as Error).message}; kernel: ${(await bed.elements()).join(' ')}; daemon output:\n${bed.daemon.output().slice(-5000)}`);
+    throw new Error(
+      `${(err as Error).message}; kernel: ${(await bed.elements()).join(' ')}; daemon output:\n${bed.daemon.output().slice(-5000)}`,
+    );
   }
 }
 
@@ -35,21 +41,30 @@ test('two nodes, one pull per feed, both enforce; list, show and status name the
     apiban: { url: server.apibanUrl, key: server.apibanKey, interval: '1h' },
     lists: [{ name: 'voipbl', url: server.listUrl('voipbl'), interval: '1h' }],
   };
-  const node = (id: string, ignoreip: string[]) => startBed({
-    cleanup: (fn) => t.after(fn),
-    recording: 'legit-phone',
-    redisUrl: redis.url,
-    keyPrefix: 'fb:',
-    config: { node: { id }, policy: { ignoreip: ['127.0.0.0/8', '::1', ...ignoreip] }, blocklists },
-  });
+  const node = (id: string, ignoreip: string[]) =>
+    startBed({
+      cleanup: (fn) => t.after(fn),
+      recording: 'legit-phone',
+      redisUrl: redis.url,
+      keyPrefix: 'fb:',
+      config: { node: { id }, policy: { ignoreip: ['127.0.0.0/8', '::1', ...ignoreip] }, blocklists },
+    });
   // B ignores one of the list's addresses: its own ignore list holds for what the fleet pulled
   const [a, b] = await Promise.all([node('pbx-a', []), node('pbx-b', ['198.51.100.21', '203.0.113.128/25'])]);
   const all = ['198.51.100.10', '198.51.100.11', '2001:db8:aa::1', '198.51.100.20', '198.51.100.21', '203.0.113.0/24'];
   await inKernel(a!, all);
-  await inKernel(b!, [...all.filter((x) => x !== '198.51.100.21' && x !== '203.0.113.0/24'), '203.0.113.0/25'], ['198.51.100.21', '203.0.113.0/24']);
+  await inKernel(
+    b!,
+    [...all.filter((x) => x !== '198.51.100.21' && x !== '203.0.113.0/24'), '203.0.113.0/25'],
+    ['198.51.100.21', '203.0.113.0/24'],
+  );
 
   assert.equal(server.listRequests('voipbl'), 1, 'the list was pulled once for both nodes');
-  assert.deepEqual(server.apibanRequests.map((r) => r.id), ['100', first, second], 'APIBAN was asked once for both nodes');
+  assert.deepEqual(
+    server.apibanRequests.map((r) => r.id),
+    ['100', first, second],
+    'APIBAN was asked once for both nodes',
+  );
   const pulled = (bed: Bed, feed: string) => bed.daemon.logs.filter((l) => l.msg === 'feed pulled' && l.feed === feed).length;
   for (const feed of ['apiban', 'voipbl']) assert.equal(pulled(a!, feed) + pulled(b!, feed), 1, feed);
 
@@ -74,21 +89,45 @@ test('two nodes, one pull per feed, both enforce; list, show and status name the
   const everything = JSON.parse((await run('list', '--json')).stdout) as Array<{ address: string; origin: string; reason: string }>;
   const own = JSON.parse((await run('list', '--json', '--origin', 'daemon,cli')).stdout) as Array<{ address: string; reason: string }>;
   assert.equal(everything.length, rows.length + own.length);
-  assert.ok(own.every((r) => !['apiban', 'voipbl'].includes(r.reason)), JSON.stringify(own));
+  assert.ok(
+    own.every((r) => !['apiban', 'voipbl'].includes(r.reason)),
+    JSON.stringify(own),
+  );
 
-  const show = JSON.parse((await run('show', '198.51.100.10', '--json')).stdout) as { banned: boolean; listed: boolean; feeds: Array<{ feed: string; until: string }> };
+  const show = JSON.parse((await run('show', '198.51.100.10', '--json')).stdout) as {
+    banned: boolean;
+    listed: boolean;
+    feeds: Array<{ feed: string; until: string }>;
+  };
   assert.equal(show.banned, false);
   assert.equal(show.listed, true);
-  assert.deepEqual(show.feeds.map((f) => f.feed), ['apiban']);
+  assert.deepEqual(
+    show.feeds.map((f) => f.feed),
+    ['apiban'],
+  );
   const inside = await run('show', '203.0.113.9');
   assert.match(inside.stdout, /feeds: +voipbl as 203\.0\.113\.0\/24: listed, pulled \d+s ago by pbx-[ab]/, inside.stdout);
 
   const status = await run('status', '--json');
-  const feeds = (JSON.parse(status.stdout) as { feeds: Array<{ feed: string; entries: number; pulledBy: string; failures: number; nextPullInSeconds: number }> }).feeds;
-  assert.deepEqual(feeds.map((f) => [f.feed, f.entries, f.failures]), [['apiban', 3, 0], ['voipbl', 3, 0]]);
+  const feeds = (
+    JSON.parse(status.stdout) as {
+      feeds: Array<{ feed: string; entries: number; pulledBy: string; failures: number; nextPullInSeconds: number }>;
+    }
+  ).feeds;
+  assert.deepEqual(
+    feeds.map((f) => [f.feed, f.entries, f.failures]),
+    [
+      ['apiban', 3, 0],
+      ['voipbl', 3, 0],
+    ],
+  );
   for (const f of feeds) assert.ok(f.nextPullInSeconds > 3000 && ['pbx-a', 'pbx-b'].includes(f.pulledBy), JSON.stringify(f));
   const text = await run('status');
-  assert.match(text.stdout, /^feeds\n +FEED +ENTRIES +PULLED +BY +NEXT +FAILURES +LAST ERROR\n +apiban +3 +\d+s ago +pbx-[ab] +in 5\dm/m, text.stdout);
+  assert.match(
+    text.stdout,
+    /^feeds\n +FEED +ENTRIES +PULLED +BY +NEXT +FAILURES +LAST ERROR\n +apiban +3 +\d+s ago +pbx-[ab] +in 5\dm/m,
+    text.stdout,
+  );
 
   // the key never shows, wherever an operator looks, nor in what the fleet shares
   const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
@@ -127,7 +166,7 @@ test('the embedded store: a single node pulls and enforces alike, and a restarte
   assert.deepEqual(server.apibanRequests.filter((r) => r.id === '100').length, 2);
 });
 
-test("the Redis ACL of docs/fleet.md covers the feeds: the daemon pulls and enforces, the CLI reads, nothing refused", async (t) => {
+test('the Redis ACL of docs/fleet.md covers the feeds: the daemon pulls and enforces, the CLI reads, nothing refused', async (t) => {
   const m = /^ACL SETUSER (\S+) on >\S+ (.+)$/m.exec(readFileSync('docs/fleet.md', 'utf8'));
   assert.ok(m);
   const [user, rules] = [m[1]!, m[2]!.trim().split(/\s+/)];
@@ -178,17 +217,25 @@ test('a node stopped in the middle of a pull hands the lock back and records no 
     sock.resume();
   });
   await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise<void>((r) => {
-    for (const s of sockets) s.destroy();
-    hang.close(() => r());
-  }));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        hang.close(() => r());
+      }),
+  );
   const connected = (): number => sockets.size;
   const bed = await startBed({
     cleanup: (fn) => t.after(fn),
     recording: 'legit-phone',
     redisUrl: redis.url,
     keyPrefix: 'fs:',
-    config: { blocklists: { lists: [{ name: 'slow', url: `http://127.0.0.1:${(hang.address() as AddressInfo).port}/list`, interval: '1h' }], timeout: '60s' } },
+    config: {
+      blocklists: {
+        lists: [{ name: 'slow', url: `http://127.0.0.1:${(hang.address() as AddressInfo).port}/list`, interval: '1h' }],
+        timeout: '60s',
+      },
+    },
   });
   await waitFor('the pull under way', () => (connected() > 0 ? true : undefined), 15_000);
   const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });

@@ -36,9 +36,13 @@ test('100,000 list entries all reach the kernel set; entries dropped from the li
   server.setList('big', `${kept.join('\n')}\n`);
   const shrunk = await bed.daemon.waitForLog((l) => l.msg === 'feed enforced' && l.entries === kept.length, 120_000);
   assert.deepEqual([shrunk.added, shrunk.removed], [0, N / 10]);
-  const after = await waitFor('the dropped entries gone', async () => {
-    const els = await bed.elements();
-    return els.length === kept.length ? els : undefined;
-  }, 30_000);
+  const after = await waitFor(
+    'the dropped entries gone',
+    async () => {
+      const els = await bed.elements();
+      return els.length === kept.length ? els : undefined;
+    },
+    30_000,
+  );
   assert.deepEqual(after.sort(), [...kept].sort());
 });

@@ -16,7 +16,13 @@ const IGNORED = '203.0.113.77';
 
 /** 203.0.113.0/24 less 203.0.113.77: the CIDR networks an ignore-listed address splits it into */
 const SPLIT_24 = [
-  '203.0.113.0/26', '203.0.113.64/29', '203.0.113.72/30', '203.0.113.76', '203.0.113.78/31', '203.0.113.80/28', '203.0.113.96/27',
+  '203.0.113.0/26',
+  '203.0.113.64/29',
+  '203.0.113.72/30',
+  '203.0.113.76',
+  '203.0.113.78/31',
+  '203.0.113.80/28',
+  '203.0.113.96/27',
   '203.0.113.128/25',
 ];
 
@@ -35,7 +41,11 @@ const LIST = [
   '',
 ].join('\n');
 
-async function feedBed(t: { after: (fn: () => Promise<void>) => void }, server: FeedServer, extra: Record<string, Record<string, unknown>> = {}): Promise<Bed> {
+async function feedBed(
+  t: { after: (fn: () => Promise<void>) => void },
+  server: FeedServer,
+  extra: Record<string, Record<string, unknown>> = {},
+): Promise<Bed> {
   return startBed({
     cleanup: (fn) => t.after(fn),
     recording: 'legit-phone',
@@ -53,12 +63,18 @@ async function feedBed(t: { after: (fn: () => Promise<void>) => void }, server: 
 
 async function inKernel(bed: Bed, want: readonly string[], not: readonly string[] = [], what = 'the feed entries'): Promise<string[]> {
   try {
-    return await waitFor(what, async () => {
-      const els = new Set(await bed.elements());
-      return want.every((a) => els.has(a)) && not.every((a) => !els.has(a)) ? [...els] : undefined;
-    }, 30_000);
+    return await waitFor(
+      what,
+      async () => {
+        const els = new Set(await bed.elements());
+        return want.every((a) => els.has(a)) && not.every((a) => !els.has(a)) ? [...els] : undefined;
+      },
+      30_000,
+    );
   } catch (err) {
-    throw new Error(`${(err as Error).message}; kernel: ${(await bed.elements()).join(' ')}; daemon output:\n${bed.daemon.output().slice(-5000)}`);
+    throw new Error(
+      `${(err as Error).message}; kernel: ${(await bed.elements()).join(' ')}; daemon output:\n${bed.daemon.output().slice(-5000)}`,
+    );
   }
 }
 
@@ -74,7 +90,8 @@ test('APIBAN pages and a plain list reach the kernel; garbage, 0.0.0.0/0 and ign
   const apiban = ['198.51.100.10', '198.51.100.11', '198.51.100.12', '2001:db8:aa::1'];
   const list = ['198.51.100.20', '198.51.100.21', '198.51.100.22', '2001:db8:bb::/48', ...SPLIT_24];
   const els = await inKernel(bed, [...apiban, ...list]);
-  for (const never of [IGNORED, '203.0.113.0/24', '0.0.0.0/0', '127.0.0.1', '10.0.0.0/33']) assert.ok(!els.includes(never), `${never} in the kernel`);
+  for (const never of [IGNORED, '203.0.113.0/24', '0.0.0.0/0', '127.0.0.1', '10.0.0.0/33'])
+    assert.ok(!els.includes(never), `${never} in the kernel`);
   assert.equal(els.length, apiban.length + list.length, `exactly the feeds' entries: ${els.join(' ')}`);
 
   // APIBAN was asked from "100", then from each page's ID; the next pulls start from the last one
@@ -88,7 +105,10 @@ test('APIBAN pages and a plain list reach the kernel; garbage, 0.0.0.0/0 and ign
   const timeouts = new Map((await bed.firewall.list()).map((e) => [e.address, e.expiresMs]));
   const day = 86_400_000;
   assert.ok(timeouts.get('198.51.100.10')! > 6.9 * day && timeouts.get('198.51.100.10')! <= 7 * day, String(timeouts.get('198.51.100.10')));
-  assert.ok(timeouts.get('198.51.100.20')! > 3_500_000 && timeouts.get('198.51.100.20')! <= 3_600_000, String(timeouts.get('198.51.100.20')));
+  assert.ok(
+    timeouts.get('198.51.100.20')! > 3_500_000 && timeouts.get('198.51.100.20')! <= 3_600_000,
+    String(timeouts.get('198.51.100.20')),
+  );
 
   // an entry dropped from the list leaves the kernel at the next pull; a new APIBAN page arrives
   server.setList('voipbl', LIST.replace('198.51.100.22\n', ''));
@@ -117,7 +137,8 @@ test('a feed that fails, answers garbage or is rate-limited changes nothing enfo
   const enforced = ['198.51.100.10', '198.51.100.20', '198.51.100.21'];
   await inKernel(bed, enforced);
 
-  const failures = (kind: string, feed: string) => bed.daemon.logs.filter((l) => l.msg === 'feed pull failed; what is enforced stays' && l.kind === kind && l.feed === feed).length;
+  const failures = (kind: string, feed: string) =>
+    bed.daemon.logs.filter((l) => l.msg === 'feed pull failed; what is enforced stays' && l.kind === kind && l.feed === feed).length;
   const failed = async (kind: string, feed: string, after = failures(kind, feed)): Promise<void> => {
     await bed.daemon.waitForLog(() => failures(kind, feed) > after, 20_000);
   };
@@ -130,7 +151,11 @@ test('a feed that fails, answers garbage or is rate-limited changes nothing enfo
   await failed('fetch', 'voipbl');
   server.setList('voipbl', Buffer.alloc(70 * 1024 * 1024, '9'));
   await failed('too-big', 'voipbl');
-  assert.deepEqual((await bed.elements()).filter((a) => enforced.includes(a)).sort(), [...enforced].sort(), 'every failure left the entries in force');
+  assert.deepEqual(
+    (await bed.elements()).filter((a) => enforced.includes(a)).sort(),
+    [...enforced].sort(),
+    'every failure left the entries in force',
+  );
 
   // back to normal: the next tries (backoff from a fraction of the interval) pick up what changed meanwhile
   server.mode = 'normal';
@@ -138,9 +163,14 @@ test('a feed that fails, answers garbage or is rate-limited changes nothing enfo
   server.setList('voipbl', '198.51.100.21\n198.51.100.23\n');
   await inKernel(bed, ['198.51.100.10', '198.51.100.13', '198.51.100.21', '198.51.100.23'], ['198.51.100.20'], 'the feeds recovered');
   // failures in a row back off from an eighth of the interval (at least 250 ms), doubling up to the interval
-  const retried = bed.daemon.logs.filter((l) => l.msg === 'feed pull failed; what is enforced stays' && l.feed === 'apiban').map((l) => Number(l.retryInMs));
+  const retried = bed.daemon.logs
+    .filter((l) => l.msg === 'feed pull failed; what is enforced stays' && l.feed === 'apiban')
+    .map((l) => Number(l.retryInMs));
   assert.deepEqual(retried.slice(0, 3), [250, 500, 1000], retried.join(' '));
-  assert.ok(retried.every((ms) => ms === 1000 || retried.indexOf(ms) < 3), retried.join(' '));
+  assert.ok(
+    retried.every((ms) => ms === 1000 || retried.indexOf(ms) < 3),
+    retried.join(' '),
+  );
 });
 
 test('APIBAN paging stopped by a rate limit keeps the pages it read and goes on from there', async (t) => {
@@ -185,7 +215,10 @@ test('a wrong APIBAN key from keyFile: refused clearly, nothing applied, the key
   await inKernel(bed, ['198.51.100.20'], [], 'the list, whatever APIBAN says');
   const refused = await bed.daemon.waitForLog((l) => l.msg === 'feed pull failed; what is enforced stays' && l.kind === 'unauthorized');
   assert.match(String(refused.err), /refused the key \(unauthorized\): check blocklists\.apiban\.key/);
-  assert.ok(server.apibanRequests.some((r) => r.authorization === `Bearer ${wrong}`), 'the key from the file was sent, in the header');
+  assert.ok(
+    server.apibanRequests.some((r) => r.authorization === `Bearer ${wrong}`),
+    'the key from the file was sent, in the header',
+  );
   assert.ok(!(await bed.elements()).includes('198.51.100.10'));
   const metrics = (await getText(`http://127.0.0.1:${port}/metrics`)).body;
   assert.ok(metric(parseMetrics(metrics), 'ami_guard_feed_errors_total', { feed: 'apiban' })! >= 1);

@@ -56,7 +56,10 @@ test('list shows what the daemon banned, as JSON and as an 80-column table, thro
     assert.equal(human.code, 0);
     const lines = human.stdout.trimEnd().split('\n');
     assert.match(lines[0]!, /^ADDRESS\s+REASON\s+BANNED\s+LEFT\s+NODE\s+BEFORE$/);
-    assert.ok(lines.some((l) => /^198\.18\.0\.11\s+failures\s+\S+\s+59m\S*\s+test-node\s+0$/.test(l)), human.stdout);
+    assert.ok(
+      lines.some((l) => /^198\.18\.0\.11\s+failures\s+\S+\s+59m\S*\s+test-node\s+0$/.test(l)),
+      human.stdout,
+    );
     for (const l of lines) assert.ok(l.length <= 80, `too wide: ${l}`);
   }
 });
@@ -64,7 +67,12 @@ test('list shows what the daemon banned, as JSON and as an 80-column table, thro
 test('show tells why an address is banned', async () => {
   const r = await run('show', '198.18.0.11', '--json');
   assert.equal(r.code, 0, r.stderr);
-  const s = JSON.parse(r.stdout) as { banned: boolean; ban: { reason: string; kinds: Record<string, number> }; history: unknown[]; ignored: boolean };
+  const s = JSON.parse(r.stdout) as {
+    banned: boolean;
+    ban: { reason: string; kinds: Record<string, number> };
+    history: unknown[];
+    ignored: boolean;
+  };
   assert.equal(s.banned, true);
   assert.deepEqual(s.ban.kinds, { ChallengeResponseFailed: 5 });
   assert.equal(s.history.length, 1);
@@ -76,11 +84,15 @@ test('show tells why an address is banned', async () => {
 });
 
 test('status reports the daemon, Redis, the nft table and bans by reason', async () => {
-  await waitFor('a status record from the daemon', async () => {
-    const r = await run('status', '--json');
-    const s = JSON.parse(r.stdout) as { nodes: Array<{ node: string; state: string; ami: { connected: boolean }; events: number }> };
-    return s.nodes.some((n) => n.node === 'test-node' && n.events > 0) ? true : undefined;
-  }, 15_000);
+  await waitFor(
+    'a status record from the daemon',
+    async () => {
+      const r = await run('status', '--json');
+      const s = JSON.parse(r.stdout) as { nodes: Array<{ node: string; state: string; ami: { connected: boolean }; events: number }> };
+      return s.nodes.some((n) => n.node === 'test-node' && n.events > 0) ? true : undefined;
+    },
+    15_000,
+  );
   for (const ask of [run, direct]) {
     const r = await ask('status', '--json');
     const s = JSON.parse(r.stdout) as {
@@ -119,11 +131,17 @@ test('status names the addresses failing but not yet banned, through the daemon 
     const r = await ask('status', '--json');
     assert.equal(r.code, 0, r.stderr);
     const s = JSON.parse(r.stdout) as {
-      failing: { total: number; top: Array<{ address: string; failures: number; threshold: number; lastFailure: string; account: string }> };
+      failing: {
+        total: number;
+        top: Array<{ address: string; failures: number; threshold: number; lastFailure: string; account: string }>;
+      };
     };
     const mine = s.failing.top.find((f) => f.address === '198.51.100.77');
     assert.ok(mine, JSON.stringify(s.failing));
-    assert.deepEqual({ ...mine, lastFailure: '' }, { address: '198.51.100.77', failures: 3, threshold: 5, lastFailure: '', account: 'marker' });
+    assert.deepEqual(
+      { ...mine, lastFailure: '' },
+      { address: '198.51.100.77', failures: 3, threshold: 5, lastFailure: '', account: 'marker' },
+    );
     assert.match(mine.lastFailure, ISO);
     assert.ok(s.failing.total >= 1 && s.failing.total >= s.failing.top.length);
     assert.ok(!s.failing.top.some((f) => f.address === '192.0.2.252' || f.address === '198.18.0.11'), 'banned ones are not failing');
@@ -177,7 +195,9 @@ test('without a daemon on the host, a ban and an unban from the CLI are announce
     const env = { AMI_GUARD_NOTIFY_WEBHOOK_URL: `http://127.0.0.1:${receiver.port}/hook` };
     assert.equal((await cli(['ban', '198.51.100.77', '--reason', 'noisy', '--config', directConfig], env)).code, 0);
     assert.equal((await cli(['unban', '198.51.100.77', '--config', directConfig], env)).code, 0);
-    const [banned, lifted] = (await receiver.waitFor(2)).map((r) => JSON.parse(r.body) as { event: string; address: string; reason?: string; text: string });
+    const [banned, lifted] = (await receiver.waitFor(2)).map(
+      (r) => JSON.parse(r.body) as { event: string; address: string; reason?: string; text: string },
+    );
     assert.equal(banned!.event, 'ban');
     assert.equal(banned!.address, '198.51.100.77');
     assert.equal(banned!.reason, 'manual');
@@ -243,7 +263,10 @@ test('list: a full IPv6 address keeps the table aligned, ages in whole seconds, 
   const b = await run('ban', ...long, '--for', '2h', '--json');
   assert.equal(b.code, 0, b.stderr);
   const banned = JSON.parse(b.stdout) as Array<Record<string, unknown>>;
-  assert.deepEqual(banned.map((x) => x.address), long);
+  assert.deepEqual(
+    banned.map((x) => x.address),
+    long,
+  );
   for (const x of banned) {
     for (const k of ['bannedAt', 'until', 'firstSeen', 'lastSeen']) assert.match(String(x[k]), ISO, `ban --json ${k}`);
     assert.equal(x.origin, 'cli');
@@ -259,7 +282,11 @@ test('list: a full IPv6 address keeps the table aligned, ages in whole seconds, 
     // every cell starts under its title, whatever the width of the address before it
     const cells = [...row.matchAll(/\S+/g)];
     assert.equal(cells.length, 6, row);
-    assert.deepEqual(cells.map((c) => c.index), [...starts.values()], `misaligned:\n${header}\n${row}`);
+    assert.deepEqual(
+      cells.map((c) => c.index),
+      [...starts.values()],
+      `misaligned:\n${header}\n${row}`,
+    );
     const [, , bannedAge, timeLeft] = cells.map((c) => c[0]);
     assert.match(bannedAge!, /^(\d+[dhms]){1,2}$/, 'an age in whole seconds, never milliseconds');
     assert.match(timeLeft!, /^(\d+[dhms]){1,2}$/);
@@ -276,7 +303,14 @@ test('list --reason, --node, --origin and --sort', async () => {
   const rows = async (...args: string[]) => {
     const r = await run('list', '--json', ...args);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return (JSON.parse(r.stdout) as Array<{ address: string; reason: string; node: string; origin: string; bannedAt: string; until: string }>);
+    return JSON.parse(r.stdout) as Array<{
+      address: string;
+      reason: string;
+      node: string;
+      origin: string;
+      bannedAt: string;
+      until: string;
+    }>;
   };
   assert.equal((await run('ban', '10.0.0.10', '10.0.0.9', '--for', '3h')).code, 0);
   const all = await rows();
@@ -298,7 +332,10 @@ test('list --reason, --node, --origin and --sort', async () => {
   const byAddress = (await rows('--sort', 'address')).map((x) => x.address);
   assert.ok(byAddress.indexOf('10.0.0.9') < byAddress.indexOf('10.0.0.10'), byAddress.join(' '));
   assert.ok(byAddress.findIndex((a) => a.includes(':')) > byAddress.indexOf('10.0.0.10'));
-  assert.deepEqual((await rows('--sort', 'address', '--reverse')).map((x) => x.address), [...byAddress].reverse());
+  assert.deepEqual(
+    (await rows('--sort', 'address', '--reverse')).map((x) => x.address),
+    [...byAddress].reverse(),
+  );
   const newest = await rows('--sort', 'banned');
   for (let i = 1; i < newest.length; i++) assert.ok(newest[i - 1]!.bannedAt >= newest[i]!.bannedAt, 'newest first');
   const soonest = await rows('--sort', 'left');
@@ -307,7 +344,10 @@ test('list --reason, --node, --origin and --sort', async () => {
   assert.ok(table.stdout.split('\n')[1]!.startsWith('10.0.0.9 '), table.stdout);
 
   for (const [args, re] of [
-    [['--reason', 'failure'], /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, injection, manual/],
+    [
+      ['--reason', 'failure'],
+      /invalid --reason "failure" \(did you mean failures\?\): one of failures, scanner, recidive, injection, manual/,
+    ],
     [['--origin', 'feeds'], /invalid --origin "feeds" \(did you mean feed\?\): one of daemon, cli, feed/],
     [['--sort', 'age'], /invalid --sort "age": one of left, banned, address, reason, node, before/],
   ] as const) {
@@ -349,11 +389,23 @@ test('status shows a stopped node as stopped, not as connected', async () => {
   const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();
   const reporter = new NodeStatusReporter({
-    client, keyPrefix: 'cli:', nodeId: 'pbx-stopped', intervalMs: 60_000, logger: quietLogger,
+    client,
+    keyPrefix: 'cli:',
+    nodeId: 'pbx-stopped',
+    intervalMs: 60_000,
+    logger: quietLogger,
     // what a daemon reports as it stops: still logged in, table in place
     collect: async () => ({
-      node: 'pbx-stopped', version: '0.1.0', pid: 4242, startedAt: Date.now() - 60_000,
-      ami: { connected: true, reconnects: 0 }, firewall: { present: true }, events: 10, failures: 5, invalid: 0, bans: 1,
+      node: 'pbx-stopped',
+      version: '0.1.0',
+      pid: 4242,
+      startedAt: Date.now() - 60_000,
+      ami: { connected: true, reconnects: 0 },
+      firewall: { present: true },
+      events: 10,
+      failures: 5,
+      invalid: 0,
+      bans: 1,
     }),
   });
   reporter.start();
@@ -362,7 +414,9 @@ test('status shows a stopped node as stopped, not as connected', async () => {
   const human = await run('status');
   assert.match(human.stdout, /pbx-stopped\s+stopped\s+-\s+-\s+10\s+1\s+\d+s ago/);
   assert.match(human.stdout, /test-node\s+running\s+connected\s+ok/);
-  const s = JSON.parse((await run('status', '--json')).stdout) as { nodes: Array<{ node: string; state: string; ami: { connected: boolean }; firewall: { present: boolean | null } }> };
+  const s = JSON.parse((await run('status', '--json')).stdout) as {
+    nodes: Array<{ node: string; state: string; ami: { connected: boolean }; firewall: { present: boolean | null } }>;
+  };
   const stopped = s.nodes.find((n) => n.node === 'pbx-stopped')!;
   assert.equal(stopped.state, 'stopped');
   assert.equal(stopped.ami.connected, false);
@@ -371,12 +425,17 @@ test('status shows a stopped node as stopped, not as connected', async () => {
 
 test('unban --all without a daemon on the host: refused without --yes, filtered like list, told to the fleet, the kernel set follows', async () => {
   const before = await bed.elements();
-  const manual = (JSON.parse((await direct('list', '--json', '--reason', 'manual')).stdout) as Array<{ address: string }>).map((x) => x.address);
+  const manual = (JSON.parse((await direct('list', '--json', '--reason', 'manual')).stdout) as Array<{ address: string }>).map(
+    (x) => x.address,
+  );
   assert.ok(manual.length >= 3);
 
   const refused = await direct('unban', '--all', '--reason', 'manual');
   assert.equal(refused.code, 2);
-  assert.match(refused.stderr, new RegExp(`^ami-guard: unban --all would lift ${manual.length} bans on every PBX sharing this Redis; add --yes to do it\\n$`));
+  assert.match(
+    refused.stderr,
+    new RegExp(`^ami-guard: unban --all would lift ${manual.length} bans on every PBX sharing this Redis; add --yes to do it\\n$`),
+  );
   assert.deepEqual(await bed.elements(), before, 'nothing lifted without --yes');
   for (const [args, re] of [
     [['unban', '--all', '192.0.2.1', '--yes'], /addresses or --all, not both/],
@@ -396,7 +455,7 @@ test('unban --all without a daemon on the host: refused without --yes, filtered 
   // the daemon heard each of them on the fleet channel (the CLI's own nft delete would hide a missing message)
   for (const address of manual) await bed.daemon.waitForLog((l) => l.event === 'unban' && l.address === address);
   const left = await direct('list', '--json');
-  const rest = (JSON.parse(left.stdout) as Array<{ reason: string }>);
+  const rest = JSON.parse(left.stdout) as Array<{ reason: string }>;
   assert.ok(rest.length > 0 && rest.every((x) => x.reason !== 'manual'), left.stdout);
 
   const everything = await direct('unban', '--all', '--yes', '--json');
@@ -414,19 +473,35 @@ test('a network ban covers its addresses: show names it, unban says how to lift 
     for (const ask of [run, direct]) {
       const human = await ask('show', '203.0.113.5');
       assert.equal(human.code, 0, human.stderr);
-      assert.match(human.stdout, /^203\.0\.113\.5\n {2}banned: {4}yes, by the network ban 203\.0\.113\.0\/24 \(manual "abuse desk", by test-node, 1h59m left\)\n/);
+      assert.match(
+        human.stdout,
+        /^203\.0\.113\.5\n {2}banned: {4}yes, by the network ban 203\.0\.113\.0\/24 \(manual "abuse desk", by test-node, 1h59m left\)\n/,
+      );
       assert.match(human.stdout, /\n {2}lift: {6}ami-guard unban 203\.0\.113\.0\/24 /);
-      const json = JSON.parse((await ask('show', '203.0.113.5', '--json')).stdout) as { banned: boolean; ban: unknown; coveredBy: Array<{ network: string; reason: string }> };
+      const json = JSON.parse((await ask('show', '203.0.113.5', '--json')).stdout) as {
+        banned: boolean;
+        ban: unknown;
+        coveredBy: Array<{ network: string; reason: string }>;
+      };
       assert.equal(json.banned, true);
       assert.equal(json.ban, null, 'the address has no ban of its own');
-      assert.deepEqual(json.coveredBy.map((c) => [c.network, c.reason]), [['203.0.113.0/24', 'manual']]);
+      assert.deepEqual(
+        json.coveredBy.map((c) => [c.network, c.reason]),
+        [['203.0.113.0/24', 'manual']],
+      );
       // an address outside it is not covered
       assert.match((await ask('show', '203.0.114.5')).stdout, /banned: {4}no\n/);
 
       const un = await ask('unban', '203.0.113.5');
       assert.equal(un.code, 0, un.stderr);
-      assert.match(un.stdout, /^203\.0\.113\.5 is not banned itself: it is covered by the network ban 203\.0\.113\.0\/24 \(manual, 1h59m left\); lift that with: ami-guard unban 203\.0\.113\.0\/24\n$/);
-      const unJson = JSON.parse((await ask('unban', '203.0.113.5', '--json')).stdout) as Array<{ wasBanned: boolean; coveredBy: Array<{ network: string }> }>;
+      assert.match(
+        un.stdout,
+        /^203\.0\.113\.5 is not banned itself: it is covered by the network ban 203\.0\.113\.0\/24 \(manual, 1h59m left\); lift that with: ami-guard unban 203\.0\.113\.0\/24\n$/,
+      );
+      const unJson = JSON.parse((await ask('unban', '203.0.113.5', '--json')).stdout) as Array<{
+        wasBanned: boolean;
+        coveredBy: Array<{ network: string }>;
+      }>;
       assert.equal(unJson[0]!.wasBanned, false);
       assert.equal(unJson[0]!.coveredBy[0]!.network, '203.0.113.0/24');
       assert.ok((await bed.elements()).includes('203.0.113.0/24'), 'the network ban stays');

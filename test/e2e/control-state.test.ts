@@ -19,7 +19,8 @@ function stateDir(t: TestContext): string {
 
 /** the bans of the state file as "address reason" (see the never-lost test for its layout) */
 function bansInStateFile(dir: string): string[] {
-  return readFileSync(join(dir, 'store.json'), 'utf8').split('\n')
+  return readFileSync(join(dir, 'store.json'), 'utf8')
+    .split('\n')
     .filter((l) => l.startsWith('["b"'))
     .map((l) => JSON.parse(l) as unknown[])
     .map((b) => `${String(b[1])} ${String(b[4])}`)
@@ -54,16 +55,25 @@ test('embedded store: bans made through the socket reach the state file, survive
   // the restarted daemon knows them as the operator made them, from its state file, not as kernel elements
   const second = await startBed({ cleanup, recording: 'legit-phone', ns: first.ns, config: { store: { stateDir: dir } } });
   await second.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store' && l.why === 'start-up', 30_000);
-  assert.deepEqual(second.daemon.logs.filter((l) => /^reconciliation removed/.test(l.msg)), []);
+  assert.deepEqual(
+    second.daemon.logs.filter((l) => /^reconciliation removed/.test(l.msg)),
+    [],
+  );
   const list = await run(second.configFile, 'list', '--json');
   assert.equal(list.code, 0, list.stderr);
   const rows = (JSON.parse(list.stdout) as Array<{ address: string; reason: string; note?: string }>)
     .filter((r) => !r.address.startsWith('192.0.2.'))
     .sort((a, b) => a.address.localeCompare(b.address));
-  assert.deepEqual(rows.map((r) => `${r.address} ${r.reason} ${r.note ?? ''}`), ['198.51.100.9 manual by hand', '203.0.113.0/24 manual ']);
+  assert.deepEqual(
+    rows.map((r) => `${r.address} ${r.reason} ${r.note ?? ''}`),
+    ['198.51.100.9 manual by hand', '203.0.113.0/24 manual '],
+  );
   const show = await run(second.configFile, 'show', '203.0.113.5');
   assert.equal(show.code, 0, show.stderr);
-  assert.match(show.stdout, /^203\.0\.113\.5\n {2}banned: {4}yes, by the network ban 203\.0\.113\.0\/24 \(manual, by test-node, [0-9hm]+ left\)\n/);
+  assert.match(
+    show.stdout,
+    /^203\.0\.113\.5\n {2}banned: {4}yes, by the network ban 203\.0\.113\.0\/24 \(manual, by test-node, [0-9hm]+ left\)\n/,
+  );
   const un = await run(second.configFile, 'unban', '203.0.113.5');
   assert.equal(un.code, 0, un.stderr);
   assert.match(un.stdout, /covered by the network ban 203\.0\.113\.0\/24 .*ami-guard unban 203\.0\.113\.0\/24\n$/);

@@ -62,7 +62,8 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   const receiver = await startReceiver();
   t.after(() => receiver.stop());
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'register-bruteforce',
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
     config: { notify: { webhook: { url: `http://127.0.0.1:${receiver.port}/hook` } } },
   });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
@@ -87,7 +88,10 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   const forever = await run('ban', '198.51.100.11', '--permanent');
   assert.equal(forever.stdout, 'banned 198.51.100.11 permanently (3 years, until unbanned)\n', forever.stderr);
   const element = (await bed.firewall.list()).find((e) => e.address === '198.51.100.11');
-  assert.ok(element && element.expiresMs !== null && element.expiresMs > 1_000 * 86_400_000, `a kernel timeout of about 3 years: ${element?.expiresMs}`);
+  assert.ok(
+    element && element.expiresMs !== null && element.expiresMs > 1_000 * 86_400_000,
+    `a kernel timeout of about 3 years: ${element?.expiresMs}`,
+  );
   assert.equal((await run('ban', '198.51.100.12', '--permanent', '--for', '1h')).code, 2);
   assert.equal((await run('unban', '198.51.100.11')).stdout, 'unbanned 198.51.100.11\n');
   // the audit trail: each logged once, with where it came from and who asked
@@ -102,14 +106,21 @@ test('embedded store: list, show, status, ban and unban through the socket; the 
   await receiver.waitFor(6);
   // the recording's ban and the marker's come first, from the daemon's own decisions
   const manual = hooks(receiver).filter((h) => h.address.startsWith('198.51.100.'));
-  assert.deepEqual(manual.map((h) => `${h.event} ${h.address}`), ['ban 198.51.100.9', 'unban 198.51.100.9', 'ban 198.51.100.11', 'unban 198.51.100.11', 'ban 198.51.100.10']);
+  assert.deepEqual(
+    manual.map((h) => `${h.event} ${h.address}`),
+    ['ban 198.51.100.9', 'unban 198.51.100.9', 'ban 198.51.100.11', 'unban 198.51.100.11', 'ban 198.51.100.10'],
+  );
   assert.equal(manual[0]!.reason, 'manual');
 
   const status = await run('status', '--json');
   assert.equal(status.code, 0, status.stderr);
   const s = JSON.parse(status.stdout) as {
     daemon: { node: string; pid: number; ami: { connected: boolean }; firewall: { present: boolean; elements: { v4: number } } };
-    store: { kind: string }; redis: unknown; bans: { active: number; byReason: Record<string, number> }; enforced: number; nodes: unknown;
+    store: { kind: string };
+    redis: unknown;
+    bans: { active: number; byReason: Record<string, number> };
+    enforced: number;
+    nodes: unknown;
   };
   assert.equal(s.daemon.node, 'test-node');
   assert.equal(s.daemon.pid, bed.daemon.child.pid);
@@ -141,9 +152,9 @@ test('two daemons on one Redis: a ban and an unban through one reach the other o
   const viaA = (...args: string[]) => cli([...args, '--config', a.configFile]);
 
   assert.equal((await viaA('ban', '203.0.113.0/24', '--reason', 'abuse')).code, 0);
-  await waitFor('the network in B\'s set', async () => ((await b.elements()).includes('203.0.113.0/24') ? true : undefined));
+  await waitFor("the network in B's set", async () => ((await b.elements()).includes('203.0.113.0/24') ? true : undefined));
   assert.equal((await viaA('unban', '203.0.113.0/24')).stdout, 'unbanned 203.0.113.0/24\n');
-  await waitFor('the network gone from B\'s set', async () => (!(await b.elements()).includes('203.0.113.0/24') ? true : undefined));
+  await waitFor("the network gone from B's set", async () => (!(await b.elements()).includes('203.0.113.0/24') ? true : undefined));
   await b.daemon.waitForLog((l) => l.event === 'unban' && l.address === '203.0.113.0/24' && l.source === 'fleet' && l.by === 'pbx-a');
   // B's audit trail: the ban it enforced for A, once, with where it came from
   const fromA = b.daemon.logs.filter((l) => l.event === 'ban' && l.address === '203.0.113.0/24');
@@ -154,19 +165,24 @@ test('two daemons on one Redis: a ban and an unban through one reach the other o
   assert.equal((await viaA('ban', '198.51.100.10')).code, 0);
   await waitFor('the sentinel notification', () => (hooks(receiver).some((h) => h.address === '198.51.100.10') ? true : undefined), 20_000);
   const manual = hooks(receiver).filter((h) => ['203.0.113.0/24', '198.51.100.10'].includes(h.address));
-  assert.deepEqual(manual.map((h) => `${h.event} ${h.address}`), ['ban 203.0.113.0/24', 'unban 203.0.113.0/24', 'ban 198.51.100.10']);
+  assert.deepEqual(
+    manual.map((h) => `${h.event} ${h.address}`),
+    ['ban 203.0.113.0/24', 'unban 203.0.113.0/24', 'ban 198.51.100.10'],
+  );
   assert.equal(await fleetCount(fleet, 'ban', '203.0.113.0/24', '198.51.100.10'), 1);
   assert.equal(await fleetCount(fleet, 'unban', '203.0.113.0/24', '198.51.100.10'), 1);
 });
 
-test('Redis down: the CLI works through the daemon; the outage\'s ban is written back, its unban holds once Redis returns', async (t) => {
+test("Redis down: the CLI works through the daemon; the outage's ban is written back, its unban holds once Redis returns", async (t) => {
   const cleanup = lifo(t);
   const redis = await startRedisServer({ persist: true });
   cleanup(() => redis.stop());
   const receiver = await startReceiver();
   cleanup(() => receiver.stop());
   const bed = await startBed({
-    cleanup, recording: 'register-bruteforce', redisUrl: redis.url,
+    cleanup,
+    recording: 'register-bruteforce',
+    redisUrl: redis.url,
     config: { notify: { webhook: { url: `http://127.0.0.1:${receiver.port}/hook` } } },
   });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
@@ -184,7 +200,10 @@ test('Redis down: the CLI works through the daemon; the outage\'s ban is written
   assert.match(listed.stderr, /the store cannot be read/);
   assert.match(listed.stdout, /^198\.18\.0\.11\s+\?\s+\?\s+59m\S*\s+\?\s+\?$/m);
   assert.match(listed.stdout, /^203\.0\.113\.7\s+\?/m);
-  assert.match((await run('show', '198.18.0.11')).stdout, /banned: {4}yes, enforced here until \S+ \(59m\S* left\); its record cannot be read now/);
+  assert.match(
+    (await run('show', '198.18.0.11')).stdout,
+    /banned: {4}yes, enforced here until \S+ \(59m\S* left\); its record cannot be read now/,
+  );
 
   const ban = await run('ban', '198.51.100.44', '--reason', 'during the outage');
   assert.equal(ban.code, 0, ban.stderr);
@@ -203,8 +222,8 @@ test('Redis down: the CLI works through the daemon; the outage\'s ban is written
   assert.equal(back.unbanned, 1);
   await bed.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store' && l.why === 'redis reachable again');
   elements = await bed.elements();
-  assert.ok(elements.includes('198.51.100.44'), 'the outage\'s ban is in Redis, so the reconciliation kept it');
-  assert.ok(!elements.includes('203.0.113.7'), 'the outage\'s unban reached Redis, so the reconciliation did not bring the ban back');
+  assert.ok(elements.includes('198.51.100.44'), "the outage's ban is in Redis, so the reconciliation kept it");
+  assert.ok(!elements.includes('203.0.113.7'), "the outage's unban reached Redis, so the reconciliation did not bring the ban back");
   const shown = JSON.parse((await run('show', '198.51.100.44', '--json')).stdout) as { ban: { reason: string; node: string } };
   assert.equal(shown.ban.reason, 'manual');
   assert.equal((JSON.parse((await run('show', '203.0.113.7', '--json')).stdout) as { banned: boolean }).banned, false);
@@ -216,20 +235,24 @@ test('Redis down: the CLI works through the daemon; the outage\'s ban is written
   assert.equal(await fleetCount(fleet, 'unban', '203.0.113.7', '198.51.100.45'), 1);
   await waitFor('the sentinel notification', () => (hooks(receiver).some((h) => h.address === '198.51.100.45') ? true : undefined), 20_000);
   const manual = hooks(receiver).filter((h) => ['198.51.100.44', '203.0.113.7', '198.51.100.45'].includes(h.address));
-  assert.deepEqual(manual.map((h) => `${h.event} ${h.address}`), ['ban 203.0.113.7', 'ban 198.51.100.44', 'unban 203.0.113.7', 'ban 198.51.100.45']);
+  assert.deepEqual(
+    manual.map((h) => `${h.event} ${h.address}`),
+    ['ban 203.0.113.7', 'ban 198.51.100.44', 'unban 203.0.113.7', 'ban 198.51.100.45'],
+  );
 });
 
 test('the daemon refuses hostile requests on its socket and keeps serving; another user cannot use it; a second daemon cannot take it', async (t) => {
   const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'register-bruteforce' });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
-  const send = (bytes: string | Buffer): Promise<string> => new Promise((resolve, reject) => {
-    const sock = createConnection(bed.socket);
-    let out = '';
-    sock.setEncoding('utf8').on('data', (d: string) => (out += d));
-    sock.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
-    sock.on('close', () => resolve(out));
-    sock.on('connect', () => sock.write(bytes));
-  });
+  const send = (bytes: string | Buffer): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const sock = createConnection(bed.socket);
+      let out = '';
+      sock.setEncoding('utf8').on('data', (d: string) => (out += d));
+      sock.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+      sock.on('close', () => resolve(out));
+      sock.on('connect', () => sock.write(bytes));
+    });
   const before = await bed.elements();
   for (const [bytes, re] of [
     ['\u0000\u0001garbage\n', /not JSON/],
@@ -252,7 +275,9 @@ test('the daemon refuses hostile requests on its socket and keeps serving; anoth
   // a user other than root: the socket is 0600, even with its directory opened to everyone
   chmodSync(dirname(bed.socket), 0o755);
   const asNobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'list'], {
-    encoding: 'utf8', timeout: 20_000, env: { PATH: process.env.PATH, AMI_GUARD_CONTROL_SOCKET: bed.socket },
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { PATH: process.env.PATH, AMI_GUARD_CONTROL_SOCKET: bed.socket },
   });
   assert.equal(asNobody.status, 1, asNobody.stderr);
   assert.equal(asNobody.stderr, `ami-guard: permission denied on the daemon's control socket ${bed.socket}: run ami-guard as root\n`);
@@ -269,11 +294,20 @@ test('the daemon refuses hostile requests on its socket and keeps serving; anoth
 
 test('a control socket that cannot be made is logged, and the daemon protects the PBX without it', async (t) => {
   // /proc takes no directories: like a read-only /run in a container without its tmpfs
-  const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'register-bruteforce', config: { control: { socket: '/proc/ami-guard-test/control.sock' } } });
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
+    config: { control: { socket: '/proc/ami-guard-test/control.sock' } },
+  });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
-  const logged = await bed.daemon.waitForLog((l) => l.msg === 'control socket unavailable: running without it; the CLI on this host cannot reach this daemon');
+  const logged = await bed.daemon.waitForLog(
+    (l) => l.msg === 'control socket unavailable: running without it; the CLI on this host cannot reach this daemon',
+  );
   assert.equal(logged.level, 50);
   const r = await cli(['list', '--config', bed.configFile]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /no ami-guard daemon runs on this host \(nothing listens on \/proc\/ami-guard-test\/control\.sock\) and no Redis is configured/);
+  assert.match(
+    r.stderr,
+    /no ami-guard daemon runs on this host \(nothing listens on \/proc\/ami-guard-test\/control\.sock\) and no Redis is configured/,
+  );
 });

@@ -21,15 +21,25 @@ after(async () => {
 
 test('detect-only: the attacker is logged as a ban it would make; nothing reaches the kernel, Redis or the state directory', async (t) => {
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'register-bruteforce', redisUrl: redis.url, keyPrefix: 'do:', args: ['run', '--detect-only'],
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
+    redisUrl: redis.url,
+    keyPrefix: 'do:',
+    args: ['run', '--detect-only'],
   });
   await played(bed);
   bed.replay.inject(markerEvents(5));
   const wouldBan = await bed.daemon.waitForLog((l) => l.event === 'would-ban' && l.address === MARKER, 20_000);
   assert.match(wouldBan.msg, /^would ban /);
-  assert.ok(bed.daemon.logs.some((l) => l.event === 'would-ban' && l.address === '198.18.0.11'), 'the recorded attacker is a would-be ban');
+  assert.ok(
+    bed.daemon.logs.some((l) => l.event === 'would-ban' && l.address === '198.18.0.11'),
+    'the recorded attacker is a would-be ban',
+  );
   assert.ok(!bed.daemon.logs.some((l) => l.event === 'ban'), 'no ban line: nothing was banned');
-  assert.ok(bed.daemon.logs.some((l) => l.level === 40 && /detect-only/.test(l.msg)), 'the mode is announced');
+  assert.ok(
+    bed.daemon.logs.some((l) => l.level === 40 && /detect-only/.test(l.msg)),
+    'the mode is announced',
+  );
 
   assert.equal(await bed.firewall.present(), false, 'no nft table was made');
   const c = new Redis(redis.url);

@@ -32,7 +32,11 @@ async function bans(bed: Bed): Promise<string[]> {
   return (await bed.elements()).filter((a) => !isMarker(a));
 }
 async function hasBan(bed: Bed, address: string, want = true): Promise<void> {
-  await waitFor(`${address} ${want ? 'in' : 'out of'} ${bed.ns.name}`, async () => (((await bed.elements()).includes(address)) === want ? true : undefined), 15_000);
+  await waitFor(
+    `${address} ${want ? 'in' : 'out of'} ${bed.ns.name}`,
+    async () => ((await bed.elements()).includes(address) === want ? true : undefined),
+    15_000,
+  );
 }
 
 interface Node {
@@ -61,10 +65,15 @@ async function fleet(t: { after: (fn: () => Promise<void>) => void }, prefix: st
 
 /** The recording's preamble (banner, login, FullyBooted, our own SuccessfulAuth) plus some of its failure events. */
 function partialRecording(name: string, from: number, to: number): string {
-  const lines = readFileSync(join(FIXTURES, `${name}.jsonl`), 'utf8').trim().split('\n');
+  const lines = readFileSync(join(FIXTURES, `${name}.jsonl`), 'utf8')
+    .trim()
+    .split('\n');
   const records = lines.map((l) => JSON.parse(l) as { raw: string });
   const failures = records.filter((r) => r.raw.startsWith('Event: ChallengeResponseFailed'));
-  const preamble = records.slice(0, records.findIndex((r) => r.raw.startsWith('Event: ChallengeResponseFailed') || r.raw.startsWith('Event: ChallengeSent')));
+  const preamble = records.slice(
+    0,
+    records.findIndex((r) => r.raw.startsWith('Event: ChallengeResponseFailed') || r.raw.startsWith('Event: ChallengeSent')),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'ag-part-'));
   const file = join(dir, `${name}-${from}-${to}.jsonl`);
   writeFileSync(file, [...preamble, ...failures.slice(from, to)].map((r) => JSON.stringify(r)).join('\n') + '\n');
@@ -183,7 +192,14 @@ test('the same on a real Redis Cluster: counting, propagation, unban', async (t)
 });
 
 test('the bans of one batch go out as one stream message, and every node applies each of them', async (t) => {
-  const quiet = createLogger('warn', new Writable({ write(_c, _e, cb) { cb(); } }));
+  const quiet = createLogger(
+    'warn',
+    new Writable({
+      write(_c, _e, cb) {
+        cb();
+      },
+    }),
+  );
   const sync = (origin: string): { sync: FleetSync; channel: RedisChannel } => {
     const client = createRedisClient({ url: redis.url });
     const channel = new RedisChannel({ client, keyPrefix: 'fb:', maxlen: 1_000, logger: quiet });
@@ -197,11 +213,23 @@ test('the bans of one batch go out as one stream message, and every node applies
   const a = sync('pbx-a');
   const b = sync('pbx-b');
   const applied: Array<{ target: IpTarget; until: number }> = [];
-  b.sync.start('0-0', { applyBan: (target, until) => applied.push({ target, until }) > 0, applyUnban: () => undefined, reconcile: async () => undefined });
+  b.sync.start('0-0', {
+    applyBan: (target, until) => applied.push({ target, until }) > 0,
+    applyUnban: () => undefined,
+    reconcile: async () => undefined,
+  });
   const until = Date.now() + 3_600_000;
   const bans = Array.from({ length: 1_200 }, (_, i): BanRecord => ({
-    address: `10.9.${i >> 8}.${i & 255}`, reason: 'failures', kinds: {}, count: 5, firstSeen: 0, lastSeen: 0, bannedAt: 0,
-    until: until + i, node: 'pbx-a', previousBans: 0,
+    address: `10.9.${i >> 8}.${i & 255}`,
+    reason: 'failures',
+    kinds: {},
+    count: 5,
+    firstSeen: 0,
+    lastSeen: 0,
+    bannedAt: 0,
+    until: until + i,
+    node: 'pbx-a',
+    previousBans: 0,
   }));
   // what the daemon does with the verdicts of one batch: a ban event each, in one turn of the event loop
   await Promise.all(bans.map((ban) => a.sync.publishBan(ban)));
@@ -210,12 +238,18 @@ test('the bans of one batch go out as one stream message, and every node applies
   const entries = await reader.xrange('fb:stream', '-', '+');
   assert.equal(entries.length, Math.ceil(1_200 / MAX_BANS_PER_MESSAGE), 'one message per 500 bans, not one per ban');
   await waitFor('B applied every ban', async () => (applied.length === 1_200 ? true : undefined), 10_000);
-  assert.deepEqual(applied.map((x) => [x.target.text, x.until]), bans.map((x) => [x.address, x.until]));
+  assert.deepEqual(
+    applied.map((x) => [x.target.text, x.until]),
+    bans.map((x) => [x.address, x.until]),
+  );
 
   // a message is input: its lines are checked, parsed once, bounded
   const lines = [`10.9.0.1 ${until} failures`, `10.9.0.2 ${until}`, `010.9.0.3 ${until} failures`, `10.9.0.4 ${until} r\u001b[2J`];
   const parsed = parseEntry('1-1', ['t', 'bans', 'n', '\u001b[31mx', 'o', 'o', 'b', lines.join('\n')]);
-  assert.deepEqual(parsed.messages.map((m) => m.address), ['10.9.0.1']);
+  assert.deepEqual(
+    parsed.messages.map((m) => m.address),
+    ['10.9.0.1'],
+  );
   assert.equal(parsed.bad, 3);
   assert.equal(parsed.messages[0]!.node, '\u001b[31mx', 'text is kept as it is: whatever prints it escapes it');
   const many = Array.from({ length: 2 * MAX_BANS_PER_MESSAGE }, (_, i) => `10.8.${i >> 8}.${i & 255} ${until} failures`);

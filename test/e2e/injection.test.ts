@@ -36,11 +36,20 @@ after(async () => {
 
 /** The n-th guess: a new request each time, a few ms after the last (the same session at the same time is one). */
 function hostileEvent(n: number): string {
-  return [
-    'Event: InvalidAccountID', 'Privilege: security,all', `EventTV: 2026-11-21T19:25:18.${100 + n}+0000`, 'Severity: Error', 'Service: PJSIP',
-    'EventVersion: 1', `AccountID: ${ACCOUNT}`, `SessionID: ${SESSION}`, 'LocalAddress: IPV4/UDP/198.18.0.1/5060',
-    `RemoteAddress: IPV4/UDP/${ATTACKER}/5060`,
-  ].join('\r\n') + '\r\n\r\n';
+  return (
+    [
+      'Event: InvalidAccountID',
+      'Privilege: security,all',
+      `EventTV: 2026-11-21T19:25:18.${100 + n}+0000`,
+      'Severity: Error',
+      'Service: PJSIP',
+      'EventVersion: 1',
+      `AccountID: ${ACCOUNT}`,
+      `SessionID: ${SESSION}`,
+      'LocalAddress: IPV4/UDP/198.18.0.1/5060',
+      `RemoteAddress: IPV4/UDP/${ATTACKER}/5060`,
+    ].join('\r\n') + '\r\n\r\n'
+  );
 }
 
 async function allKeys(url: string): Promise<string[]> {
@@ -64,7 +73,8 @@ test('nft and Redis syntax in AccountID and SessionID changes nothing but the co
   await played(bed);
   await bed.ns.nft(OPERATOR_TABLES);
   const operator = async (): Promise<string> =>
-    (await bed.ns.execOk('nft', ['-a', 'list', 'table', 'inet', 'operator'])) + (await bed.ns.execOk('nft', ['-a', 'list', 'table', 'ip', 'legacy']));
+    (await bed.ns.execOk('nft', ['-a', 'list', 'table', 'inet', 'operator'])) +
+    (await bed.ns.execOk('nft', ['-a', 'list', 'table', 'ip', 'legacy']));
   const operatorBefore = await operator();
 
   // maxretry - 1 of them: counted, not banned (the marker's ban says they have all been handled)
@@ -91,7 +101,10 @@ test('nft and Redis syntax in AccountID and SessionID changes nothing but the co
   }
 
   const keys = await allKeys(redis.url);
-  assert.ok(keys.some((k) => k.startsWith('inj:') && k.includes(ATTACKER)), 'the attacker has keys of its own');
+  assert.ok(
+    keys.some((k) => k.startsWith('inj:') && k.includes(ATTACKER)),
+    'the attacker has keys of its own',
+  );
   for (const key of keys) {
     for (const text of ['flush', 'delete', '"', ';', ' ', '6001']) assert.ok(!key.includes(text), `Redis key ${JSON.stringify(key)}`);
   }

@@ -23,7 +23,9 @@ after(async () => {
 
 /** A non-loopback address of this host, and its IPv4 default gateway, as `ip` and os report them. */
 function hostFacts(): { own: string | undefined; gateway: string | undefined } {
-  const own = Object.values(networkInterfaces()).flat().find((a) => a && !a.internal && a.family === 'IPv4')?.address;
+  const own = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a && !a.internal && a.family === 'IPv4')?.address;
   const routes = JSON.parse(execFileSync('ip', ['-j', 'route', 'show', 'default'], { encoding: 'utf8' })) as Array<{ gateway?: string }>;
   return { own, gateway: routes.find((r) => r.gateway)?.gateway };
 }
@@ -73,7 +75,10 @@ test('the daemon refuses what no ban may cover when it arrives from the store, a
   const elements = await bed.elements();
   for (const a of hostile) {
     assert.ok(!elements.includes(a), `${a} reached the kernel`);
-    assert.ok(bed.daemon.logs.some((l) => l.address === a && /ban not applied here/.test(l.msg)), `no refusal logged for ${a}`);
+    assert.ok(
+      bed.daemon.logs.some((l) => l.address === a && /ban not applied here/.test(l.msg)),
+      `no refusal logged for ${a}`,
+    );
   }
 });
 
@@ -82,7 +87,10 @@ test('a fleet message naming what no ban may cover, or an ignore-listed address,
   assert.ok(gateway);
   const ignored = '192.0.2.77';
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'nbf:',
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'nbf:',
     config: { policy: { ignoreip: [ignored] } },
   });
   await played(bed);
@@ -100,7 +108,10 @@ test('a fleet message naming what no ban may cover, or an ignore-listed address,
     assert.ok(!elements.includes(a), `${a} reached the kernel`);
   }
   for (const a of [gateway, '169.254.169.254', ignored]) {
-    assert.ok(bed.daemon.logs.some((l) => l.address === a && /ban not applied here/.test(l.msg)), `no refusal logged for ${a}`);
+    assert.ok(
+      bed.daemon.logs.some((l) => l.address === a && /ban not applied here/.test(l.msg)),
+      `no refusal logged for ${a}`,
+    );
   }
   assert.equal(bed.daemon.child.exitCode, null, 'the daemon is still running');
 });

@@ -36,7 +36,8 @@ function target(text: string) {
 
 /** the lines of the embedded store's state file that are bans, as [address, reason] */
 function bansInStateFile(dir: string): Array<[string, string]> {
-  return readFileSync(join(dir, 'store.json'), 'utf8').split('\n')
+  return readFileSync(join(dir, 'store.json'), 'utf8')
+    .split('\n')
     .filter((l) => l.startsWith('["b"'))
     .map((l) => JSON.parse(l) as unknown[])
     .map((b) => [String(b[1]), String(b[4])] as [string, string])
@@ -57,7 +58,13 @@ test('embedded store: a restart keeps every ban in the kernel and in the store, 
   const first = await startBed({ cleanup, recording: 'register-bruteforce', config: { store: { stateDir: dir } } });
   assert.deepEqual(await first.settle(), [ATTACKER]);
   assert.equal(await first.daemon.stop(), 0);
-  assert.deepEqual(bansInStateFile(dir), [[MARKER, 'failures'], [ATTACKER, 'failures']].sort());
+  assert.deepEqual(
+    bansInStateFile(dir),
+    [
+      [MARKER, 'failures'],
+      [ATTACKER, 'failures'],
+    ].sort(),
+  );
   // an element the state file does not know (written in the second before a crash, or by another version)
   await first.ns.execOk('nft', ['add', 'element', 'inet', first.table, 'banned_v4', '{ 198.51.100.77 timeout 2h }']);
 
@@ -68,7 +75,7 @@ test('embedded store: a restart keeps every ban in the kernel and in the store, 
   assert.deepEqual((await second.elements()).sort(), [MARKER, ATTACKER, '198.51.100.77'].sort());
   const elements = await second.firewall.list();
   const attacker = elements.find((e) => e.address === ATTACKER);
-  assert.ok(attacker?.expiresMs && attacker.expiresMs > 3_000_000, 'with the ban\'s remaining time (1 h)');
+  assert.ok(attacker?.expiresMs && attacker.expiresMs > 3_000_000, "with the ban's remaining time (1 h)");
   const adopted = elements.find((e) => e.address === '198.51.100.77');
   assert.ok(adopted?.expiresMs && adopted.expiresMs > 7_000_000, 'the adopted element keeps its own (2 h)');
   const took = second.daemon.logs.find((l) => /^took in 1 element\(s\) of the kernel sets/.test(l.msg));
@@ -77,7 +84,14 @@ test('embedded store: a restart keeps every ban in the kernel and in the store, 
   // the store holds them: the attacker coming back is already banned there (no new ban), and the file says so
   assert.deepEqual(await second.settle(), [ATTACKER, '198.51.100.77'].sort());
   assert.equal(await second.daemon.stop(), 0);
-  assert.deepEqual(bansInStateFile(dir), [[MARKER, 'failures'], [ATTACKER, 'failures'], ['198.51.100.77', 'restored']].sort());
+  assert.deepEqual(
+    bansInStateFile(dir),
+    [
+      [MARKER, 'failures'],
+      [ATTACKER, 'failures'],
+      ['198.51.100.77', 'restored'],
+    ].sort(),
+  );
   assert.equal(second.daemon.logs.filter((l) => l.event === 'ban').length, 0, 'no ban made again');
 
   // a corrupt state file is set aside, said in the log, and every ban stays
@@ -111,7 +125,12 @@ test('Redis emptied while the daemon was stopped (FLUSHALL): nothing unbanned, R
 
   const port = await freePort();
   const second = await startBed({
-    cleanup, recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'nl:', ns: first.ns, config: { ...config, http: { port } },
+    cleanup,
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'nl:',
+    ns: first.ns,
+    config: { ...config, http: { port } },
   });
   const up = await startedUp(second);
   assert.equal(up.removed, 0);
@@ -145,7 +164,10 @@ test('Redis restarted empty while the daemon runs: seen as it reconnects, re-see
   t.after(() => feeds.stop());
   feeds.setList('voipbl', '198.51.100.60\n');
   const bed = await startBed({
-    cleanup, recording: 'register-bruteforce', redisUrl: redis.url, keyPrefix: 'nl:',
+    cleanup,
+    recording: 'register-bruteforce',
+    redisUrl: redis.url,
+    keyPrefix: 'nl:',
     config: { store: { stateDir: stateDir(t) }, blocklists: { lists: [{ name: 'voipbl', url: feeds.listUrl('voipbl'), interval: '1h' }] } },
   });
   assert.deepEqual(await bed.settle(), [ATTACKER, '198.51.100.60'].sort());
@@ -168,7 +190,7 @@ test('Redis restarted empty while the daemon runs: seen as it reconnects, re-see
   assert.equal((await readRecord(client, 'nl:', '198.51.100.31')).r, 'failures');
 });
 
-test('Redis absent at boot: the daemon starts on the kernel\'s bans, bans meanwhile, and catches up once Redis answers', async (t) => {
+test("Redis absent at boot: the daemon starts on the kernel's bans, bans meanwhile, and catches up once Redis answers", async (t) => {
   const cleanup = (fn: () => Promise<void>): void => t.after(fn);
   const redis = await startRedisServer();
   t.after(() => redis.stop());
@@ -183,7 +205,11 @@ test('Redis absent at boot: the daemon starts on the kernel\'s bans, bans meanwh
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const bed = await startBed({
-    cleanup, recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'boot:', ns,
+    cleanup,
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'boot:',
+    ns,
     config: { store: { stateDir: stateDir(t) }, http: { port } },
   });
   const boot = await bed.daemon.waitForLog((l) => l.msg.startsWith('store unreachable at start: starting on the local fallback'), 30_000);
@@ -194,7 +220,7 @@ test('Redis absent at boot: the daemon starts on the kernel\'s bans, bans meanwh
   // banning from the start
   bed.replay.inject(markerEvents(5, '198.51.100.40'));
   await bannedInKernel(bed, '198.51.100.40', 20_000);
-  assert.ok((await bed.elements()).includes('203.0.113.9'), 'the kernel\'s ban stays');
+  assert.ok((await bed.elements()).includes('203.0.113.9'), "the kernel's ban stays");
   const health = await waitFor('/healthz to name the cause', async () => {
     const h = await getHealth(base);
     return h.report.store.error ? h : undefined;
@@ -207,7 +233,10 @@ test('Redis absent at boot: the daemon starts on the kernel\'s bans, bans meanwh
   await redis.restart();
   const back = await bed.daemon.waitForLog((l) => l.msg === 'redis reachable again: bans decided meanwhile written back', 30_000);
   assert.equal(back.written, 1);
-  const reconciled = await bed.daemon.waitForLog((l) => l.msg === 'reconciled firewall with store' && l.why === 'redis reachable again', 30_000);
+  const reconciled = await bed.daemon.waitForLog(
+    (l) => l.msg === 'reconciled firewall with store' && l.why === 'redis reachable again',
+    30_000,
+  );
   assert.equal(reconciled.removed, 0);
   assert.deepEqual(removals(bed), []);
   assert.deepEqual((await bed.elements()).sort(), ['198.51.100.40', '203.0.113.9'].sort());
@@ -217,13 +246,16 @@ test('Redis absent at boot: the daemon starts on the kernel\'s bans, bans meanwh
     await client.quit();
   });
   assert.equal((await readRecord(client, 'boot:', '198.51.100.40')).r, 'failures', 'the ban decided meanwhile is in Redis');
-  assert.equal((await readRecord(client, 'boot:', '203.0.113.9')).r, 'restored', 'and the kernel\'s (a Redis without an identity)');
+  assert.equal((await readRecord(client, 'boot:', '203.0.113.9')).r, 'restored', "and the kernel's (a Redis without an identity)");
   assert.deepEqual(await publishedBans(client, 'boot:'), ['198.51.100.40'], 'the fleet heard of it once');
   await waitFor('/healthz to answer 200', async () => ((await getHealth(base)).status === 200 ? true : undefined), 20_000);
 
   // the fleet channel is read from now on: another node's ban is enforced here
   const channel = new RedisChannel({ client, keyPrefix: 'boot:', maxlen: 1000 });
-  await channel.publishBans([{ address: '198.51.100.41', until: Date.now() + 600_000, reason: 'failures' }], { node: 'pbx9', origin: 'pbx9:1' });
+  await channel.publishBans([{ address: '198.51.100.41', until: Date.now() + 600_000, reason: 'failures' }], {
+    node: 'pbx9',
+    origin: 'pbx9:1',
+  });
   await bannedInKernel(bed, '198.51.100.41', 20_000);
   assert.ok(!/max retries per request/i.test(bed.daemon.output()), 'no library words for the cause');
   assert.equal(bed.daemon.child.exitCode, null);

@@ -81,7 +81,9 @@ test('nft refused for lack of privilege: exit code 1 and one error line naming C
  * `fail-adds` beside it. Everything else (listings, the start-up script) goes straight to nft.
  */
 function flakyNft(t: TestContext): { path: string; failNextAdds: (n: number) => void } {
-  const { dir, path } = fakeNft(t, `set -u
+  const { dir, path } = fakeNft(
+    t,
+    `set -u
 counter="$(dirname "$0")/fail-adds"
 [ "\${1:-}" = "-f" ] || exec ${realNft()} "$@"
 script="$(cat; echo .)"
@@ -95,7 +97,8 @@ case "$script" in
       exit 1
     fi;;
 esac
-printf '%s' "$script" | ${realNft()} "$@"`);
+printf '%s' "$script" | ${realNft()} "$@"`,
+  );
   const failNextAdds = (n: number): void => writeFileSync(join(dir, 'fail-adds'), `${n}\n`);
   failNextAdds(0);
   return { path, failNextAdds };
@@ -122,7 +125,14 @@ test('a ban whose nft runs fail three times is retried with backoff, logged, cou
   await bannedInKernel(bed, ATTACKER, 15_000, 'the ban to land after the retries');
 
   const retries = bed.daemon.logs.filter((l) => l.msg === 'nft ban failed; retrying');
-  assert.deepEqual(retries.map((l) => [l.attempt, l.retryInMs]), [[1, 500], [2, 1000], [3, 2000]]);
+  assert.deepEqual(
+    retries.map((l) => [l.attempt, l.retryInMs]),
+    [
+      [1, 500],
+      [2, 1000],
+      [3, 2000],
+    ],
+  );
   for (const l of retries) {
     assert.deepEqual(l.addresses, [ATTACKER]);
     assert.match(String(l.err), /Device or resource busy/);

@@ -38,7 +38,9 @@ async function breakAndWait(bed: Bed, args: string[], what: string): Promise<num
   const el = (await bed.firewall.list()).find((e) => e.address === ATTACKER);
   // the remaining ban time from the store, not a fresh hour
   assert.ok(el && el.expiresMs !== null && el.expiresMs > 3_000_000 && el.expiresMs < 3_600_000, `${what}: timeout ${el?.expiresMs}`);
-  await bed.daemon.waitForLog((l) => bed.daemon.logs.indexOf(l) >= seen && l.msg === 'reconciled firewall with store' && l.why === 'nft table restored');
+  await bed.daemon.waitForLog(
+    (l) => bed.daemon.logs.indexOf(l) >= seen && l.msg === 'reconciled firewall with store' && l.why === 'nft table restored',
+  );
   return ms;
 }
 

@@ -65,13 +65,19 @@ test('3,000 addresses of one /64, one guess each: the /64 is banned at the 5th, 
   assert.ok(el && el.family === 6 && el.expiresMs! > 3_500_000, JSON.stringify(el));
   // Redis: nothing of the 3,000 addresses, one record for the prefix (and the marker's, and the phone's trust)
   const keys = await scanKeys(raw, 'p64:{*');
-  const records = keys.filter((k) => !/\}(w\d+|bans)$/.test(k)).map((k) => k.replace(/^p64:\{[0-9a-f]{3}\}/, '')).sort();
+  const records = keys
+    .filter((k) => !/\}(w\d+|bans)$/.test(k))
+    .map((k) => k.replace(/^p64:\{[0-9a-f]{3}\}/, ''))
+    .sort();
   assert.deepEqual(records, ['192.0.2.250', '198.18.0.20', '2001:db8:aa:1::/64']);
   for (const k of keys.filter((k) => /\}w\d+$/.test(k))) {
     for (const field of await raw.hkeys(k)) assert.ok(!field.startsWith('2001:db8:aa:1:'), `a window for ${field}`);
   }
   // the operator's view
-  const shown = JSON.parse((await cli(['show', '2001:db8:aa:1::/64', '--json', '--config', bed.configFile])).stdout) as { banned: boolean; ban: { reason: string; count: number } };
+  const shown = JSON.parse((await cli(['show', '2001:db8:aa:1::/64', '--json', '--config', bed.configFile])).stdout) as {
+    banned: boolean;
+    ban: { reason: string; count: number };
+  };
   assert.deepEqual([shown.banned, shown.ban.reason, shown.ban.count], [true, 'failures', 5]);
   const listed = JSON.parse((await cli(['list', '--json', '--config', bed.configFile])).stdout) as Array<{ address: string }>;
   assert.deepEqual(listed.map((b) => b.address).sort(), ['192.0.2.250', '2001:db8:aa:1::/64']);
@@ -82,7 +88,10 @@ test('3,000 addresses of one /64, one guess each: the /64 is banned at the 5th, 
   assert.match(one.stdout, /counted: +as 2001:db8:aa:1::\/64 \(policy\.ipv6prefix\)/);
   const unban = await cli(['unban', '2001:db8:aa:1::7', '--config', bed.configFile]);
   assert.equal(unban.code, 0, unban.stderr);
-  assert.match(unban.stdout, /^2001:db8:aa:1::7 is not banned itself: it is covered by the network ban 2001:db8:aa:1::\/64 \(failures, \S+ left\); lift that with: ami-guard unban 2001:db8:aa:1::\/64\n$/);
+  assert.match(
+    unban.stdout,
+    /^2001:db8:aa:1::7 is not banned itself: it is covered by the network ban 2001:db8:aa:1::\/64 \(failures, \S+ left\); lift that with: ami-guard unban 2001:db8:aa:1::\/64\n$/,
+  );
   assert.ok((await bed.elements()).includes('2001:db8:aa:1::/64'), 'the prefix stays banned');
   assert.equal((await cli(['unban', '2001:db8:aa:1::/64', '--config', bed.configFile])).stdout, 'unbanned 2001:db8:aa:1::/64\n');
   await waitFor('the prefix lifted in the kernel', async () => ((await bed.elements()).includes('2001:db8:aa:1::/64') ? undefined : true));
@@ -93,7 +102,10 @@ test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 an
   t.after(() => receiver.stop());
   const httpPort = await freePort();
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'esc:',
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'esc:',
     config: {
       policy: { subnet: { maxbans: 3, bantime: '2h' } },
       notify: { webhook: { url: `http://127.0.0.1:${receiver.port}/hook` } },
@@ -112,19 +124,29 @@ test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 an
   const net = (await bed.firewall.list()).find((e) => e.address === '2001:db8:ee::/48');
   assert.ok(net && net.expiresMs! > 3_600_000 + 3_000_000, `the /48 keeps the longer timeout: ${JSON.stringify(net)}`);
   const subnetBans = bansLogged(bed).filter((l) => l.reason === 'subnet');
-  assert.deepEqual(subnetBans.map((l) => [l.address, l.count, l.duration, l.members]).sort(), [
-    ['2001:db8:ee::/48', 3, '2h', ['2001:db8:ee:1::/64', '2001:db8:ee:2::/64', '2001:db8:ee:3::/64']],
-    ['203.0.113.0/24', 3, '2h', v4],
-  ].sort());
+  assert.deepEqual(
+    subnetBans.map((l) => [l.address, l.count, l.duration, l.members]).sort(),
+    [
+      ['2001:db8:ee::/48', 3, '2h', ['2001:db8:ee:1::/64', '2001:db8:ee:2::/64', '2001:db8:ee:3::/64']],
+      ['203.0.113.0/24', 3, '2h', v4],
+    ].sort(),
+  );
   // fleet-wide: on the channel like any ban, and in the index
   const published = await publishedBans(raw, 'esc:');
   assert.ok(published.includes('203.0.113.0/24') && published.includes('2001:db8:ee::/48'), published.join(' '));
 
-  const listed = JSON.parse((await cli(['list', '--reason', 'subnet', '--json', '--config', bed.configFile])).stdout) as Array<{ address: string; reason: string; members: string[] }>;
-  assert.deepEqual(listed.map((b) => [b.address, b.reason, b.members]).sort(), [
-    ['2001:db8:ee::/48', 'subnet', ['2001:db8:ee:1::/64', '2001:db8:ee:2::/64', '2001:db8:ee:3::/64']],
-    ['203.0.113.0/24', 'subnet', v4],
-  ].sort());
+  const listed = JSON.parse((await cli(['list', '--reason', 'subnet', '--json', '--config', bed.configFile])).stdout) as Array<{
+    address: string;
+    reason: string;
+    members: string[];
+  }>;
+  assert.deepEqual(
+    listed.map((b) => [b.address, b.reason, b.members]).sort(),
+    [
+      ['2001:db8:ee::/48', 'subnet', ['2001:db8:ee:1::/64', '2001:db8:ee:2::/64', '2001:db8:ee:3::/64']],
+      ['203.0.113.0/24', 'subnet', v4],
+    ].sort(),
+  );
   const shown = await cli(['show', '203.0.113.0/24', '--config', bed.configFile]);
   assert.match(shown.stdout, /banned: +yes, subnet, by test-node/);
   assert.match(shown.stdout, /why: +3 of its addresses or prefixes banned .*: 203\.0\.113\.7, 203\.0\.113\.80, 203\.0\.113\.201/);
@@ -134,7 +156,10 @@ test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 an
   const hook = posted.find((p) => p.address === '203.0.113.0/24');
   assert.ok(hook, posted.map((p) => p.address).join(' '));
   assert.deepEqual([hook.reason, hook.members], ['subnet', v4]);
-  assert.equal(hook.text, 'ami-guard on test-node: banned 203.0.113.0/24 for 2h (subnet: 3 of its addresses or prefixes banned: 203.0.113.7, 203.0.113.80, 203.0.113.201)');
+  assert.equal(
+    hook.text,
+    'ami-guard on test-node: banned 203.0.113.0/24 for 2h (subnet: 3 of its addresses or prefixes banned: 203.0.113.7, 203.0.113.80, 203.0.113.201)',
+  );
   let samples = await scrapeMetrics(`http://127.0.0.1:${httpPort}`);
   assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'subnet' }), 2);
   assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'failures' }), 7, 'three addresses, three /64s and the marker');
@@ -145,19 +170,27 @@ test('subnet escalation: 3 attackers of a /24 and 3 /64s of a /48 ban the /24 an
   const after = await drained(bed);
   assert.ok(!after.includes('203.0.113.99') && !after.includes('2001:db8:ee:4::/64'), after.join(' '));
   samples = await scrapeMetrics(`http://127.0.0.1:${httpPort}`);
-  assert.equal(metric(samples, 'ami_guard_events_skipped_total', { why: 'already-banned' }), skippedBefore + 10 + 5, 'and the marker\'s, banned already');
+  assert.equal(
+    metric(samples, 'ami_guard_events_skipped_total', { why: 'already-banned' }),
+    skippedBefore + 10 + 5,
+    "and the marker's, banned already",
+  );
   assert.equal(metric(samples, 'ami_guard_bans_total', { reason: 'subnet' }), 2);
 });
 
 test('a flood over 4,000 /64s of a /48 with escalation on: the /48 falls, and the prefixes still waiting for the store are not banned one by one', async (t) => {
   const httpPort = await freePort();
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'flood:',
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'flood:',
     config: { policy: { subnet: { maxbans: 3 } }, http: { port: httpPort } },
   });
   await played(bed);
   const url = `http://127.0.0.1:${httpPort}`;
-  const read = async (): Promise<number> => metric(await scrapeMetrics(url), 'ami_guard_security_events_total', { kind: 'ChallengeResponseFailed' }) ?? 0;
+  const read = async (): Promise<number> =>
+    metric(await scrapeMetrics(url), 'ami_guard_security_events_total', { kind: 'ChallengeResponseFailed' }) ?? 0;
   const before = await read();
   const prefixes = Array.from({ length: 4_000 }, (_, i) => `2001:db8:f1:${i.toString(16)}::`);
   // Redis holds the daemon's writes (not its reads) while the flood is read, so the flood waits in the daemon's fold
@@ -177,7 +210,10 @@ test('a flood over 4,000 /64s of a /48 with escalation on: the /48 falls, and th
 
 test('an ignore-listed phone inside the attacked /64: the prefix is counted per address, the attacker alone is banned', async (t) => {
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'ign:',
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'ign:',
     config: { policy: { ignoreip: ['127.0.0.0/8', '::1', '2001:db8:bb:1::20'] } },
   });
   await played(bed);
@@ -188,24 +224,30 @@ test('an ignore-listed phone inside the attacked /64: the prefix is counted per 
   assert.deepEqual(await drained(bed), ['2001:db8:bb:1::66']);
 });
 
-test('the legitimate IPv6 phone logs in inside the attacked /64: the attacker\'s address is banned at trust.maxretry, never the prefix or the phone', async (t) => {
+test("the legitimate IPv6 phone logs in inside the attacked /64: the attacker's address is banned at trust.maxretry, never the prefix or the phone", async (t) => {
   // the recorded phone (a typo among its logins) moved into the /64, and the same phone at fd00::20 (the lab's)
   const phone = '2001:db8:cc:1::20';
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: readdressedRecording('legit-phone', '198.18.0.20', phone), redisUrl: redis.url,
+    cleanup: (fn) => t.after(fn),
+    recording: readdressedRecording('legit-phone', '198.18.0.20', phone),
+    redisUrl: redis.url,
     keyPrefix: 'trust:',
   });
   await played(bed);
-  const prefix = JSON.parse((await cli(['show', '2001:db8:cc:1::/64', '--json', '--config', bed.configFile])).stdout) as { trusted: boolean; failures: unknown[] };
+  const prefix = JSON.parse((await cli(['show', '2001:db8:cc:1::/64', '--json', '--config', bed.configFile])).stdout) as {
+    trusted: boolean;
+    failures: unknown[];
+  };
   assert.equal(prefix.trusted, true, 'the prefix holds a trusted address');
-  assert.equal(prefix.failures.length, 1, 'the phone\'s typo counts toward its prefix');
+  assert.equal(prefix.failures.length, 1, "the phone's typo counts toward its prefix");
   // the attacker: 8 more make 9 of 10, nothing is banned; the 10th bans its sender
   bed.replay.inject(guesses(['2001:db8:cc:1::66'], 8));
   assert.deepEqual(await drained(bed), []);
   bed.replay.inject(guesses(['2001:db8:cc:1::66'], 1));
   await bannedInKernel(bed, '2001:db8:cc:1::66', 20_000);
   // the phone goes on registering, typo included, from the same prefix and from fd00::20
-  for (const raw of eventsFrom('legit-phone', '198.18.0.20')) bed.replay.inject(readdress(raw, phone, ++shift) + readdress(raw, 'fd00::20', shift));
+  for (const raw of eventsFrom('legit-phone', '198.18.0.20'))
+    bed.replay.inject(readdress(raw, phone, ++shift) + readdress(raw, 'fd00::20', shift));
   assert.deepEqual(await drained(bed), ['2001:db8:cc:1::66']);
   const ban = bansLogged(bed).find((l) => l.address === '2001:db8:cc:1::66');
   assert.deepEqual([ban?.reason, ban?.count], ['failures', 10]);
@@ -213,16 +255,20 @@ test('the legitimate IPv6 phone logs in inside the attacked /64: the attacker\'s
 
 /** This host's own global IPv6 address, as `ip` reports it (the daemon reads it through src/net itself). */
 function hostIpv6(): string | undefined {
-  const links = JSON.parse(execFileSync('ip', ['-j', '-6', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' })) as Array<{ addr_info: Array<{ local: string }> }>;
+  const links = JSON.parse(execFileSync('ip', ['-j', '-6', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' })) as Array<{
+    addr_info: Array<{ local: string }>;
+  }>;
   return links.flatMap((l) => l.addr_info.map((a) => a.local)).find((a) => !a.startsWith('fe80'));
 }
 
-test('the /64 that holds this host\'s own address is counted per address: the attacker next to the PBX is banned, not its neighbours', async (t) => {
+test("the /64 that holds this host's own address is counted per address: the attacker next to the PBX is banned, not its neighbours", async (t) => {
   const own = hostIpv6();
   assert.ok(own, 'this test needs a global IPv6 address on this machine (the attackers share its /64)');
   const words = parseAddress(own)!.words;
-  const neighbour = (last: number): string => parseAddress(
-    `${[words[0]!, words[1]!].map((w) => `${(w >>> 16).toString(16)}:${(w & 0xffff).toString(16)}`).join(':')}::${last.toString(16)}`)!.text;
+  const neighbour = (last: number): string =>
+    parseAddress(
+      `${[words[0]!, words[1]!].map((w) => `${(w >>> 16).toString(16)}:${(w & 0xffff).toString(16)}`).join(':')}::${last.toString(16)}`,
+    )!.text;
   const [attacker, next] = [neighbour(0x6601), neighbour(0x6602)];
   const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'own:' });
   await played(bed);
@@ -233,7 +279,10 @@ test('the /64 that holds this host\'s own address is counted per address: the at
 
 test('SIGHUP changing policy.ipv6prefix: per address before the reload, per /64 after it', async (t) => {
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: 'hup:',
+    cleanup: (fn) => t.after(fn),
+    recording: 'legit-phone',
+    redisUrl: redis.url,
+    keyPrefix: 'hup:',
     config: { policy: { ipv6prefix: 128 } },
   });
   await played(bed);
@@ -248,5 +297,8 @@ test('SIGHUP changing policy.ipv6prefix: per address before the reload, per /64 
   bed.replay.inject(guesses(Array.from({ length: 5 }, (_, i) => hostOf('2001:db8:dd:2::', i + 1))));
   // (the marker is banned already: it cannot tell when these are done, the /64's own ban does)
   await bannedInKernel(bed, '2001:db8:dd:2::/64', 30_000);
-  assert.deepEqual((await bed.elements()).filter((a) => a !== MARKER), ['2001:db8:dd:2::/64']);
+  assert.deepEqual(
+    (await bed.elements()).filter((a) => a !== MARKER),
+    ['2001:db8:dd:2::/64'],
+  );
 });

@@ -18,7 +18,10 @@ import { loadRecording, type Recording } from '../../src/ami/recording.js';
 import { loadConfig } from '../../src/config/load.js';
 
 const defaults = loadConfig({ env: {} }).policy;
-const scenarios = readdirSync(FIXTURES).filter((f) => f.endsWith('.truth.json')).map((f) => f.replace('.truth.json', '')).sort();
+const scenarios = readdirSync(FIXTURES)
+  .filter((f) => f.endsWith('.truth.json'))
+  .map((f) => f.replace('.truth.json', ''))
+  .sort();
 /** a message of Asterisk's that no recording holds: once it is in the file, everything played before it is too */
 const LAST = 'Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 424242\r\nLastReload: 424242\r\nStatus: Fully Booted\r\n\r\n';
 
@@ -60,14 +63,21 @@ scenarios.forEach((s, i) => {
     t.after(() => recorder.stop());
     await server.playDone;
     server.inject(LAST);
-    await waitFor('the last message in the recording', () => (existsSync(file) && readFileSync(file).includes('Uptime: 424242') ? true : undefined), 20_000);
+    await waitFor(
+      'the last message in the recording',
+      () => (existsSync(file) && readFileSync(file).includes('Uptime: 424242') ? true : undefined),
+      20_000,
+    );
     recorder.stop();
     assert.equal(await recorder.exited, 0, recorder.stderr());
 
     const fixture = await loadRecording(join(FIXTURES, `${s}.jsonl`));
     const recorded = await loadRecording(file);
     const connections = new Set(fixture.records.map((r) => r.conn)).size;
-    assert.match(recorder.stderr(), new RegExp(`: \\d+ messages \\(\\d+ security events, \\d+ injections\\) from ${connections} connections?`));
+    assert.match(
+      recorder.stderr(),
+      new RegExp(`: \\d+ messages \\(\\d+ security events, \\d+ injections\\) from ${connections} connections?`),
+    );
     assert.equal(recorded.records.filter((r) => r.banner).length, connections, 'each connection starts with its greeting');
     // every message Asterisk sent, in order and byte for byte
     assert.deepEqual(asteriskMessages(recorded), [...asteriskMessages(fixture), LAST]);
@@ -76,7 +86,9 @@ scenarios.forEach((s, i) => {
 
     const dry = await cli(['replay', file, '--json', '--config', bed.configFile]);
     assert.equal(dry.code, 0, dry.stderr);
-    const report = JSON.parse(dry.stdout) as { addresses: Array<{ address: string; verdict: string; reason: string | null; countAtBan: number | null }> };
+    const report = JSON.parse(dry.stdout) as {
+      addresses: Array<{ address: string; verdict: string; reason: string | null; countAtBan: number | null }>;
+    };
     const predicted = report.addresses.filter((a) => a.verdict === 'banned');
     assert.deepEqual(predicted.map((a) => a.address).sort(), banned);
     for (const a of predicted) {
@@ -94,7 +106,12 @@ scenarios.forEach((s, i) => {
 });
 
 test('record writes a new file only, and stops by itself after --duration', async (t) => {
-  const server = await startReplayServer({ recording: join(FIXTURES, 'legit-phone.jsonl'), username: AMI_USER, secret: AMI_SECRET, speed: 1 });
+  const server = await startReplayServer({
+    recording: join(FIXTURES, 'legit-phone.jsonl'),
+    username: AMI_USER,
+    secret: AMI_SECRET,
+    speed: 1,
+  });
   t.after(() => server.stop());
   const dir = mkdtempSync(join(tmpdir(), 'ag-rec-'));
   const existing = join(dir, 'keep.jsonl');
@@ -116,7 +133,12 @@ test('record writes a new file only, and stops by itself after --duration', asyn
 });
 
 test('a refused login stops record with the reason and exit 1, the secret nowhere', async (t) => {
-  const server = await startReplayServer({ recording: join(FIXTURES, 'legit-phone.jsonl'), username: AMI_USER, secret: AMI_SECRET, speed: 0 });
+  const server = await startReplayServer({
+    recording: join(FIXTURES, 'legit-phone.jsonl'),
+    username: AMI_USER,
+    secret: AMI_SECRET,
+    speed: 0,
+  });
   t.after(() => server.stop());
   const wrong = 'wrong-secret-5e1f';
   const file = join(mkdtempSync(join(tmpdir(), 'ag-rec-')), 'refused.jsonl');
@@ -134,7 +156,12 @@ test('an AMI port nobody listens on: record gives up with the reason and exit 1'
   const port = (probe.address() as { port: number }).port;
   await new Promise<void>((resolve) => probe.close(() => resolve()));
   const file = join(mkdtempSync(join(tmpdir(), 'ag-rec-')), 'nobody.jsonl');
-  const r = await cli(['record', file, '--config', writeConfig({ ami: { host: '127.0.0.1', port, username: AMI_USER, secret: AMI_SECRET } })]);
+  const r = await cli([
+    'record',
+    file,
+    '--config',
+    writeConfig({ ami: { host: '127.0.0.1', port, username: AMI_USER, secret: AMI_SECRET } }),
+  ]);
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, new RegExp(`no AMI session with 127\\.0\\.0\\.1:${port} within 10 s: ECONNREFUSED`));
 });

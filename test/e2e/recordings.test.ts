@@ -23,11 +23,17 @@ interface Truth {
 }
 
 const defaults = loadConfig({ env: {} }).policy;
-const scenarios = readdirSync(FIXTURES).filter((f) => f.endsWith('.truth.json')).map((f) => f.replace('.truth.json', '')).sort();
+const scenarios = readdirSync(FIXTURES)
+  .filter((f) => f.endsWith('.truth.json'))
+  .map((f) => f.replace('.truth.json', ''))
+  .sort();
 
 /** Every attacker of the ground truth: with the defaults, failures and the silent-scanner rule cover them all. */
 function attackers(truth: Truth): string[] {
-  return truth.sources.filter((s) => s.role === 'attacker').map((s) => s.ip).sort();
+  return truth.sources
+    .filter((s) => s.role === 'attacker')
+    .map((s) => s.ip)
+    .sort();
 }
 
 let redis: RedisServer;
@@ -53,7 +59,8 @@ scenarios.forEach((s, i) => {
     // no double counting: the ban falls at exactly the threshold of its rule
     for (const l of banLogs) {
       if (l.reason === 'scanner') assert.equal(l.count, defaults.scanner.maxretry, `${s} ${l.address}`);
-      else if (l.reason === 'injection') assert.ok((truth.sources.find((x) => x.ip === l.address)?.injections ?? 0) > 0, `${s} ${l.address}`);
+      else if (l.reason === 'injection')
+        assert.ok((truth.sources.find((x) => x.ip === l.address)?.injections ?? 0) > 0, `${s} ${l.address}`);
       else {
         assert.equal(l.reason, 'failures');
         assert.equal(l.count, defaults.maxretry, `${s} ${l.address}`);
@@ -64,10 +71,20 @@ scenarios.forEach((s, i) => {
     for (const input of [`${s}.ami`, `${s}.security.log`]) {
       const dry = await cli(['replay', join(FIXTURES, input), '--json', '--config', bed.configFile]);
       assert.equal(dry.code, 0, dry.stderr);
-      const report = JSON.parse(dry.stdout) as { addresses: Array<{ address: string; verdict: string; reason: string; countAtBan: number | null }> };
-      assert.deepEqual(report.addresses.filter((a) => a.verdict === 'banned').map((a) => a.address).sort(), banned, input);
+      const report = JSON.parse(dry.stdout) as {
+        addresses: Array<{ address: string; verdict: string; reason: string; countAtBan: number | null }>;
+      };
+      assert.deepEqual(
+        report.addresses
+          .filter((a) => a.verdict === 'banned')
+          .map((a) => a.address)
+          .sort(),
+        banned,
+        input,
+      );
       for (const a of report.addresses) {
-        if (a.verdict === 'banned' && a.reason !== 'injection') assert.ok(a.countAtBan === defaults.maxretry || a.countAtBan === defaults.scanner.maxretry, input);
+        if (a.verdict === 'banned' && a.reason !== 'injection')
+          assert.ok(a.countAtBan === defaults.maxretry || a.countAtBan === defaults.scanner.maxretry, input);
       }
     }
   });

@@ -91,13 +91,17 @@ test("the README's ACL: the daemon and list, show, status, ban and unban work, a
   const show = await run('show', '198.18.0.11', '--json');
   assert.equal(show.code, 0, show.stderr);
   assert.equal((JSON.parse(show.stdout) as { banned: boolean }).banned, true);
-  await waitFor('status to show the daemon', async () => {
-    const status = await run('status', '--json');
-    assert.equal(status.code, 0, status.stderr);
-    const s = JSON.parse(status.stdout) as { redis: { reachable: boolean }; nodes: Array<{ node: string }> };
-    assert.equal(s.redis.reachable, true);
-    return s.nodes.some((n) => n.node === 'test-node') ? true : undefined;
-  }, 15_000);
+  await waitFor(
+    'status to show the daemon',
+    async () => {
+      const status = await run('status', '--json');
+      assert.equal(status.code, 0, status.stderr);
+      const s = JSON.parse(status.stdout) as { redis: { reachable: boolean }; nodes: Array<{ node: string }> };
+      assert.equal(s.redis.reachable, true);
+      return s.nodes.some((n) => n.node === 'test-node') ? true : undefined;
+    },
+    15_000,
+  );
 
   const ban = await run('ban', '203.0.113.0/24', '--for', '1h', '--reason', 'acl test');
   assert.equal(ban.code, 0, ban.stderr);
@@ -120,7 +124,11 @@ test('a user lacking one right fails clearly: the CLI with exit code 1, the daem
   assert.ok(rules.includes('+zrange'));
   const redis = await startAdminRedis();
   t.after(() => redis.stop());
-  await setUser(redis.port, user, rules.filter((r) => r !== '+zrange'));
+  await setUser(
+    redis.port,
+    user,
+    rules.filter((r) => r !== '+zrange'),
+  );
   const url = `redis://${user}:${PASSWORD}@127.0.0.1:${redis.port}`;
 
   const list = await cli(['list'], { AMI_GUARD_REDIS_URL: url });
@@ -150,8 +158,23 @@ function certificates(t: TestContext): { ca: string; cert: string; key: string }
   openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=ami-guard test CA');
   openssl('req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1');
   writeFileSync(f('san.cnf'), 'subjectAltName=IP:127.0.0.1\n');
-  openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
-    '-out', f('server.pem'), '-days', '2', '-extfile', f('san.cnf'));
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    f('san.cnf'),
+  );
   return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
 }
 
@@ -160,8 +183,18 @@ test('over TLS (rediss://, a private CA given to node): the daemon bans and the 
   const tls = certificates(t);
   const tlsPort = await freePort();
   // the plain port stays for the admin connection and the helper's readiness check; ami-guard uses the TLS one
-  const redis = await startAdminRedis(['--tls-port', String(tlsPort), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key,
-    '--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no']);
+  const redis = await startAdminRedis([
+    '--tls-port',
+    String(tlsPort),
+    '--tls-cert-file',
+    tls.cert,
+    '--tls-key-file',
+    tls.key,
+    '--tls-ca-cert-file',
+    tls.ca,
+    '--tls-auth-clients',
+    'no',
+  ]);
   t.after(() => redis.stop());
   await setUser(redis.port, user, rules);
   const url = `rediss://${user}:${PASSWORD}@127.0.0.1:${tlsPort}`;
@@ -184,13 +217,21 @@ test('over TLS (rediss://, a private CA given to node): the daemon bans and the 
   const { control: _, ...noDaemon } = JSON.parse(readFileSync(bed.configFile, 'utf8')) as Record<string, unknown>;
   const untrusted = await cli(['list', '--config', writeConfig(noDaemon)]);
   assert.equal(untrusted.code, 1);
-  assert.match(untrusted.stderr, /^ami-guard: cannot reach Redis at rediss:\/\/amiguard:\*+@127\.0\.0\.1:\d+: self-signed certificate in certificate chain\n$/);
+  assert.match(
+    untrusted.stderr,
+    /^ami-guard: cannot reach Redis at rediss:\/\/amiguard:\*+@127\.0\.0\.1:\d+: self-signed certificate in certificate chain\n$/,
+  );
   assert.ok(!untrusted.stderr.includes(PASSWORD));
   // the daemon without the CA cannot reach Redis: it says why and protects the PBX on its local fallback meanwhile
   const refused = await startBed({ cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: url, keyPrefix: 'ami-guard:' });
   const boot = await refused.daemon.waitForLog((l) => l.msg.startsWith('store unreachable at start: starting on the local fallback'));
-  assert.match(String(boot.err), /^Redis at rediss:\/\/amiguard:\*+@127\.0\.0\.1:\d+ is unreachable: self-signed certificate in certificate chain$/);
-  assert.ok(refused.daemon.logs.some((l) => l.msg === 'redis unavailable' && /self-signed certificate in certificate chain/.test(String(l.error))));
+  assert.match(
+    String(boot.err),
+    /^Redis at rediss:\/\/amiguard:\*+@127\.0\.0\.1:\d+ is unreachable: self-signed certificate in certificate chain$/,
+  );
+  assert.ok(
+    refused.daemon.logs.some((l) => l.msg === 'redis unavailable' && /self-signed certificate in certificate chain/.test(String(l.error))),
+  );
   assert.equal(refused.daemon.child.exitCode, null);
   assert.ok(!refused.daemon.output().includes(PASSWORD));
 });
@@ -224,6 +265,10 @@ test("the README's ACL on a Redis Cluster, set on every node: the daemon bans, t
     const entries = log.map((e) => e.map(String).join(' '));
     const setname = entries.filter((e) => /object client\|setname/.test(e));
     if (setname.length > 0) t.diagnostic(`node ${port}: ${setname.length} CLIENT SETNAME refused (ioredis carries on)`);
-    assert.deepEqual(entries.filter((e) => !setname.includes(e)), [], `node ${port}`);
+    assert.deepEqual(
+      entries.filter((e) => !setname.includes(e)),
+      [],
+      `node ${port}`,
+    );
   }
 });

@@ -39,12 +39,17 @@ test('bad entries in Redis are skipped with a warning: the start, the reconcilia
 
   // the good: bans written the way every node writes them
   const store = new RedisStore({
-    client: createRedisClient({ url: redis.url }), keyPrefix: PREFIX, nodeId: 'pbx-seed',
+    client: createRedisClient({ url: redis.url }),
+    keyPrefix: PREFIX,
+    nodeId: 'pbx-seed',
     policy: { maxretry: 5, findtimeMs: 600_000, bantimeMs: 3_600_000, historyTtlMs: 30 * 86_400_000, ...DEFAULT_RULES },
   });
   for (let i = 0; i < GOOD; i += 500) {
-    await Promise.all(Array.from({ length: 500 }, (_, j) =>
-      store.ban({ target: parseTarget(goodAddress(i + j))!, reason: 'manual', durationMs: 7_200_000, now: Date.now() })));
+    await Promise.all(
+      Array.from({ length: 500 }, (_, j) =>
+        store.ban({ target: parseTarget(goodAddress(i + j))!, reason: 'manual', durationMs: 7_200_000, now: Date.now() }),
+      ),
+    );
   }
   await store.close();
 
@@ -55,8 +60,10 @@ test('bad entries in Redis are skipped with a warning: the start, the reconcilia
   await raw.zadd(key('203.0.113.10').index, later, `${ESC}[31mnot-an-address`);
   await raw.zadd(key('203.0.113.11').index, later, '010.1.1.1');
   const tainted = '198.51.100.77';
-  await raw.set(key(tainted).record,
-    `u=${later.toString(36)};a=${Date.now().toString(36)};r=%1B%5B2J;n=${ESC}]0;x=%1B%5B31mpwned;h=garbage,,::`);
+  await raw.set(
+    key(tainted).record,
+    `u=${later.toString(36)};a=${Date.now().toString(36)};r=%1B%5B2J;n=${ESC}]0;x=%1B%5B31mpwned;h=garbage,,::`,
+  );
   await raw.zadd(key(tainted).index, later, tainted);
   await raw.set(key('198.51.100.78').record, `${ESC}[2J not a record at all`);
   await raw.zadd(key('198.51.100.78').index, later, '198.51.100.78');
@@ -81,14 +88,29 @@ test('bad entries in Redis are skipped with a warning: the start, the reconcilia
 
   // fleet messages that are not ours: skipped, and the channel goes on
   await played(bed);
-  await raw.xadd(`${PREFIX}stream`, '*', 't', 'bans', 'n', 'pbx-x', 'o', 'other', 'b', `${ESC}[31m 1 x\n203.0.113.20 soon failures\n203.0.113.21 ${later} failures`);
+  await raw.xadd(
+    `${PREFIX}stream`,
+    '*',
+    't',
+    'bans',
+    'n',
+    'pbx-x',
+    'o',
+    'other',
+    'b',
+    `${ESC}[31m 1 x\n203.0.113.20 soon failures\n203.0.113.21 ${later} failures`,
+  );
   await raw.xadd(`${PREFIX}stream`, '*', 't', 'ban', 'a', '203.0.113.22');
   await raw.xadd(`${PREFIX}stream`, '*', 'b', 'x'.repeat(100_000));
-  await waitFor('the good line of the message applied', async () => ((await bed.elements()).includes('203.0.113.21') ? true : undefined), 15_000);
+  await waitFor(
+    'the good line of the message applied',
+    async () => ((await bed.elements()).includes('203.0.113.21') ? true : undefined),
+    15_000,
+  );
   assert.ok(!(await bed.elements()).includes('203.0.113.20'));
   assert.ok(bed.daemon.logs.filter((l) => l.msg === 'malformed fleet message ignored').length >= 3);
   assert.equal(bed.daemon.child.exitCode, null, 'the daemon kept running');
-  assert.ok(!bed.daemon.output().includes(ESC), 'nothing raw in the daemon\'s log');
+  assert.ok(!bed.daemon.output().includes(ESC), "nothing raw in the daemon's log");
 
   const list = await cli(['list', '--config', bed.configFile]);
   assert.equal(list.code, 0, list.stderr);

@@ -21,7 +21,6 @@ function guesses(address: string, n: number): string {
   return address.includes(':') ? raw.replaceAll(`IPV4/UDP/${address}/`, `IPV6/UDP/${address}/`) : raw;
 }
 
-
 function inKernel(bed: Bed, address: string): Promise<void> {
   return bannedInKernel(bed, address, 20_000);
 }
@@ -60,7 +59,9 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
   await inKernel(bed, A);
   await inKernel(bed, C);
   assert.ok(Date.now() - crashedAt < OUTAGE_MS, 'banned while Redis was still down');
-  await bed.daemon.waitForLog((l) => l.msg === 'redis unreachable: counting and banning in the local fallback store until it answers again');
+  await bed.daemon.waitForLog(
+    (l) => l.msg === 'redis unreachable: counting and banning in the local fallback store until it answers again',
+  );
 
   const down = await waitFor('/healthz to report the outage', async () => {
     const h = await getHealth(base);
@@ -81,11 +82,18 @@ test('Redis down for 30 s mid-attack: bans go on locally, are written back once,
 
   // someone flushes our table while Redis is still down: the bans known here come back without reading Redis
   await bed.ns.execOk('nft', ['delete', 'table', 'inet', bed.table]);
-  await bed.daemon.waitForLog((l) => l.msg === 'store unreachable: re-applied the bans known here; full reconciliation once it answers', 20_000);
-  await waitFor('every ban back in the kernel', async () => {
-    const now = await bed.elements();
-    return [A, B, C, E, MARKER].every((x) => now.includes(x)) ? true : undefined;
-  }, 20_000);
+  await bed.daemon.waitForLog(
+    (l) => l.msg === 'store unreachable: re-applied the bans known here; full reconciliation once it answers',
+    20_000,
+  );
+  await waitFor(
+    'every ban back in the kernel',
+    async () => {
+      const now = await bed.elements();
+      return [A, B, C, E, MARKER].every((x) => now.includes(x)) ? true : undefined;
+    },
+    20_000,
+  );
   assert.ok(Date.now() - crashedAt < OUTAGE_MS, 'restored while Redis was still down');
 
   await sleep(Math.max(0, crashedAt + OUTAGE_MS - Date.now()));
@@ -161,7 +169,11 @@ test('a paused Redis: AMI reading never blocks, excess events are shed and count
   assert.ok((metric(m, 'ami_guard_pending_events') ?? 0) <= maxPending);
 
   // the commands time out (5 s) and the fallback takes over: a new attacker is banned while Redis still hangs
-  await waitFor('the fallback to take over', async () => (metric(await scrapeMetrics(base), 'ami_guard_store_fallback_active') === 1 ? true : undefined), 20_000);
+  await waitFor(
+    'the fallback to take over',
+    async () => (metric(await scrapeMetrics(base), 'ami_guard_store_fallback_active') === 1 ? true : undefined),
+    20_000,
+  );
   const late = '203.0.113.51';
   bed.replay.inject(guesses(late, 5));
   await inKernel(bed, late);

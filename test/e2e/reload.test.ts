@@ -28,18 +28,20 @@ test('SIGHUP with a valid file, then an invalid one, while an attack replays', a
 
   // three guesses from A are counted before the reload
   bed.replay.inject(markerEvents(3, A));
-  await waitFor('A\'s three failures in the store', async () => {
+  await waitFor("A's three failures in the store", async () => {
     const s = JSON.parse((await run('show', A, '--json')).stdout) as { failures: unknown[] };
     return s.failures.length === 3 ? true : undefined;
   });
 
   // maxretry 5 → 4, B ignore-listed, more logging; the AMI port changes too, which needs a restart
-  rewrite(JSON.stringify({
-    ...original,
-    ami: { ...original.ami, port: 1 },
-    policy: { maxretry: 4, ignoreip: ['127.0.0.0/8', '::1', `${B}/32`] },
-    log: { level: 'debug' },
-  }));
+  rewrite(
+    JSON.stringify({
+      ...original,
+      ami: { ...original.ami, port: 1 },
+      policy: { maxretry: 4, ignoreip: ['127.0.0.0/8', '::1', `${B}/32`] },
+      log: { level: 'debug' },
+    }),
+  );
   assert.ok(hup());
   const reloaded = await bed.daemon.waitForLog((l) => l.msg === 'configuration reloaded');
   assert.deepEqual([...(reloaded.applied as string[])].sort(), ['log.level', 'policy.ignoreip', 'policy.maxretry']);
@@ -59,11 +61,16 @@ test('SIGHUP with a valid file, then an invalid one, while an attack replays', a
   assert.ok(!bed.daemon.logs.some((l) => /AMI reconnected|AMI connection lost/.test(l.msg)));
   // log.level reached the parts' own loggers (pino's children keep the level they were born with)
   const at = bed.daemon.logs.indexOf(reloaded);
-  assert.ok(bed.daemon.logs.slice(0, at).every((l) => l.level >= 30), 'nothing at debug level before, though the CLI asked');
+  assert.ok(
+    bed.daemon.logs.slice(0, at).every((l) => l.level >= 30),
+    'nothing at debug level before, though the CLI asked',
+  );
   assert.equal((await run('status')).code, 0);
   await bed.daemon.waitForLog((l) => l.level === 20 && l.component === 'control' && l.msg === 'control request');
 
-  const status = JSON.parse((await run('status', '--json')).stdout) as { daemon: { reload: { ok: boolean; applied: string[]; restartNeeded: string[] } } };
+  const status = JSON.parse((await run('status', '--json')).stdout) as {
+    daemon: { reload: { ok: boolean; applied: string[]; restartNeeded: string[] } };
+  };
   assert.equal(status.daemon.reload.ok, true);
   assert.deepEqual(status.daemon.reload.restartNeeded, ['ami.port']);
 
@@ -71,13 +78,20 @@ test('SIGHUP with a valid file, then an invalid one, while an attack replays', a
   const before = bed.daemon.logs.length;
   rewrite('{ "policy": { "maxretry": 3 ');
   assert.ok(hup());
-  const failed = await bed.daemon.waitForLog((l) => l.level === 50 && l.msg === 'configuration reload failed: the running configuration stays');
+  const failed = await bed.daemon.waitForLog(
+    (l) => l.level === 50 && l.msg === 'configuration reload failed: the running configuration stays',
+  );
   assert.match(String(failed.err), /is not valid JSON at line 1, column \d+/);
   const human = await run('status');
-  assert.match(human.stdout, /last reload \S+ ago: FAILED, the configuration in force is the one before: config file \S+ is not valid JSON at line 1/);
+  assert.match(
+    human.stdout,
+    /last reload \S+ ago: FAILED, the configuration in force is the one before: config file \S+ is not valid JSON at line 1/,
+  );
   rewrite(JSON.stringify({ ...original, policy: { maxretry: 0 } }));
   assert.ok(hup());
-  await waitFor('the second refusal', () => (bed.daemon.logs.slice(before).filter((l) => l.level === 50 && /reload failed/.test(l.msg)).length === 2 ? true : undefined));
+  await waitFor('the second refusal', () =>
+    bed.daemon.logs.slice(before).filter((l) => l.level === 50 && /reload failed/.test(l.msg)).length === 2 ? true : undefined,
+  );
   const second = bed.daemon.logs.slice(before).filter((l) => l.level === 50 && /reload failed/.test(l.msg))[1]!;
   assert.match(String(second.err), /policy\.maxretry: must be a positive integer/);
   const s2 = JSON.parse((await run('status', '--json')).stdout) as { daemon: { reload: { ok: boolean; error: string } } };

@@ -39,20 +39,25 @@ test('secrets from a _FILE variable and from $CREDENTIALS_DIRECTORY: used, and n
     AMI_GUARD_NOTIFY_WEBHOOK_URL: `http://hook:${WEBHOOK_TOKEN}@127.0.0.1:9/hook`,
   };
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'register-bruteforce',
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
     // no secret in the file, no password in the URL: they can only come from the files
     // the persistent nft writer, as deployed: its environment is read from /proc while it runs
-    redisUrl: `redis://127.0.0.1:${redis.port}/0`, config: { ami: { secret: '' }, log: { level: 'debug' } }, env,
+    redisUrl: `redis://127.0.0.1:${redis.port}/0`,
+    config: { ami: { secret: '' }, log: { level: 'debug' } },
+    env,
   });
   assert.deepEqual(await bed.settle(), ['198.18.0.11'], 'logged in to AMI and to Redis with the secrets from the files');
   const pid = bed.daemon.child.pid!;
-  const kids = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(pid);
-    } catch {
-      return false; // gone meanwhile
-    }
-  });
+  const kids = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(pid);
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
   assert.ok(kids.length >= 1, 'the daemon runs a child (the nft writer)');
   const kidEnvs = kids.map((k) => readFileSync(`/proc/${k}/environ`, 'utf8').replaceAll('\u0000', '\n'));
   bed.daemon.child.kill('SIGHUP');
@@ -63,7 +68,11 @@ test('secrets from a _FILE variable and from $CREDENTIALS_DIRECTORY: used, and n
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /redis {3}redis:\/\/127\.0\.0\.1:\d+\/0: reachable/);
   // the CLI straight to Redis (no daemon to ask), the password from the environment: its nft children never see it
-  const direct = writeConfig({ redis: { url: `redis://127.0.0.1:${redis.port}/0` }, nft: { path: wrapper, writer: 'spawn', netns: bed.ns.name }, control: { socket: '' } });
+  const direct = writeConfig({
+    redis: { url: `redis://127.0.0.1:${redis.port}/0` },
+    nft: { path: wrapper, writer: 'spawn', netns: bed.ns.name },
+    control: { socket: '' },
+  });
   const listed = await cli(['ban', '198.51.100.8', '--config', direct], { AMI_GUARD_REDIS_PASSWORD: REDIS_PASSWORD });
   assert.equal(listed.code, 0, listed.stderr);
   await bed.daemon.stop();
@@ -71,13 +80,17 @@ test('secrets from a _FILE variable and from $CREDENTIALS_DIRECTORY: used, and n
   const children = [...kidEnvs, ...readdirSync(dumps).map((f) => readFileSync(join(dumps, f), 'utf8'))];
   assert.ok(children.length >= 2, `the daemon's child and the CLI's nft (${children.length})`);
   const texts: Array<[string, string]> = [
-    ['the daemon\'s output', bed.daemon.output()], ['status', status.stdout + status.stderr], ['status --json', statusJson.stdout],
-    ['the CLI', listed.stdout + listed.stderr], ...children.map((c, i): [string, string] => [`the environment of child #${i + 1}`, c]),
+    ["the daemon's output", bed.daemon.output()],
+    ['status', status.stdout + status.stderr],
+    ['status --json', statusJson.stdout],
+    ['the CLI', listed.stdout + listed.stderr],
+    ...children.map((c, i): [string, string] => [`the environment of child #${i + 1}`, c]),
   ];
   for (const [where, text] of texts) {
     for (const secret of [AMI_SECRET, REDIS_PASSWORD, WEBHOOK_TOKEN]) assert.ok(!text.includes(secret), `a secret in ${where}`);
   }
   for (const c of children) {
-    for (const name of ['AMI_GUARD_NOTIFY_WEBHOOK_URL=', 'AMI_GUARD_REDIS_PASSWORD=', 'AMI_GUARD_AMI_SECRET=']) assert.ok(!c.includes(name), `${name} reached nft`);
+    for (const name of ['AMI_GUARD_NOTIFY_WEBHOOK_URL=', 'AMI_GUARD_REDIS_PASSWORD=', 'AMI_GUARD_AMI_SECRET='])
+      assert.ok(!c.includes(name), `${name} reached nft`);
   }
 });

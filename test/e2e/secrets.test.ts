@@ -15,7 +15,12 @@ test('a full run, a refused AMI login and a refused Redis login never print a se
   const redis = await startRedisServer({ password: REDIS_PASSWORD });
   t.after(() => redis.stop());
   assert.ok(redis.url.includes(REDIS_PASSWORD));
-  const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'register-bruteforce', redisUrl: redis.url, config: { log: { level: 'debug' } } });
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
+    redisUrl: redis.url,
+    config: { log: { level: 'debug' } },
+  });
   assert.deepEqual(await bed.settle(), ['198.18.0.11']);
 
   // Asterisk now refuses our secret: reported once, clearly, without the secret
@@ -53,7 +58,10 @@ test('a Redis password given as ?password= in the URL is hidden like one in the 
   const url = `redis://127.0.0.1:${redis.port}/0?password=${REDIS_PASSWORD}`;
   const port = await freePort();
   const bed = await startBed({
-    cleanup: (fn) => t.after(fn), recording: 'register-bruteforce', redisUrl: url, config: { log: { level: 'debug' }, http: { port } },
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
+    redisUrl: url,
+    config: { log: { level: 'debug' }, http: { port } },
   });
   assert.deepEqual(await bed.settle(), ['198.18.0.11'], 'ioredis logged in with the password from the query');
 
@@ -72,8 +80,14 @@ test('a Redis password given as ?password= in the URL is hidden like one in the 
   assert.match(down.stderr, /^ami-guard: cannot reach Redis at redis:\/\/127\.0\.0\.1:1\/0\?db=0&password=\*\*\*: /);
 
   await bed.daemon.stop();
-  for (const [where, text] of [['daemon log', bed.daemon.output()], ['status', status.stdout + status.stderr], ['status --json', json.stdout],
-    ['/healthz', health.body], ['/metrics', metrics.body], ['CLI error', down.stderr]] as const) {
+  for (const [where, text] of [
+    ['daemon log', bed.daemon.output()],
+    ['status', status.stdout + status.stderr],
+    ['status --json', json.stdout],
+    ['/healthz', health.body],
+    ['/metrics', metrics.body],
+    ['CLI error', down.stderr],
+  ] as const) {
     assert.ok(!text.includes(REDIS_PASSWORD), `the password in the ${where}`);
   }
   assert.ok(bed.daemon.logs.some((l) => l.msg === 'using Redis' && String(l.redis).endsWith('?password=***')));

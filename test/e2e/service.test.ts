@@ -23,8 +23,10 @@ interface Truth {
 const SECOND_MARKER = '192.0.2.251';
 
 function bogusEvent(): string {
-  return 'Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:25:18.477+0000\r\nSeverity: Error\r\nService: SIP\r\nEventVersion: 2\r\n' +
-    'AccountID: 6001\r\nSessionID: 0x7f6bc409f790\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/999.1.1.1/5060\r\n\r\n';
+  return (
+    'Event: InvalidPassword\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:25:18.477+0000\r\nSeverity: Error\r\nService: SIP\r\nEventVersion: 2\r\n' +
+    'AccountID: 6001\r\nSessionID: 0x7f6bc409f790\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/999.1.1.1/5060\r\n\r\n'
+  );
 }
 
 async function health(base: string): Promise<{ status: number; report: HealthReport }> {
@@ -35,10 +37,14 @@ async function health(base: string): Promise<{ status: number; report: HealthRep
 
 /** Polls /healthz until it answers `status` (bounded), and returns the report; a listener not up yet is polled on. */
 async function healthBecomes(base: string, status: number, what: string): Promise<HealthReport> {
-  return waitFor(what, async () => {
-    const h = await health(base).catch(() => undefined);
-    return h?.status === status ? h.report : undefined;
-  }, 20_000);
+  return waitFor(
+    what,
+    async () => {
+      const h = await health(base).catch(() => undefined);
+      return h?.status === status ? h.report : undefined;
+    },
+    20_000,
+  );
 }
 
 test('/metrics counts what happened and /healthz follows Redis, AMI and the nft table', async (t) => {
@@ -80,7 +86,10 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   const expected = new Map<string, number>([['InvalidPassword', 10]]);
   for (const s of truth.sources) for (const [kind, n] of Object.entries(s.ami_events)) expected.set(kind, (expected.get(kind) ?? 0) + n);
   for (const [kind, n] of expected) assert.equal(metric(m, 'ami_guard_security_events_total', { kind }), n, kind);
-  assert.equal(metric(m, 'ami_guard_security_events_total'), [...expected.values()].reduce((a, b) => a + b, 0));
+  assert.equal(
+    metric(m, 'ami_guard_security_events_total'),
+    [...expected.values()].reduce((a, b) => a + b, 0),
+  );
   assert.equal(metric(m, 'ami_guard_security_events_total', { kind: 'ChallengeResponseFailed', service: 'PJSIP' }), 200);
 
   const elements = await bed.elements();
@@ -104,7 +113,12 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   assert.equal(metric(m, 'ami_guard_build_info', { node: 'test-node' }), 1);
   assert.equal(metric(m, 'ami_guard_store_up'), 1);
   assert.equal(metric(m, 'ami_guard_firewall_up'), 1);
-  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds']) {
+  for (const name of [
+    'process_cpu_seconds_total',
+    'process_resident_memory_bytes',
+    'nodejs_heap_size_used_bytes',
+    'nodejs_eventloop_lag_p99_seconds',
+  ]) {
     assert.ok((metric(m, name) ?? 0) > 0, name);
   }
   assert.doesNotMatch(scrape.body, /^# TYPE \S+_total gauge$/m, 'a gauge named like a counter');
@@ -187,7 +201,10 @@ test('SIGTERM in the middle of an attack: exit 0, the ban stays in the kernel an
   assert.equal(ban.r, 'failures');
   assert.ok(Number.parseInt(ban.u ?? '0', 36) - Date.now() > 3_000_000, 'the ban keeps its bantime');
   assert.ok((await client.pttl(recordKey('term:', '198.18.0.11'))) > 3_000_000, 'the record outlives the ban');
-  assert.ok((await indexMembers(client, 'term:')).some((m) => m.address === '198.18.0.11'), 'the ban is in the index reconciliation reads');
+  assert.ok(
+    (await indexMembers(client, 'term:')).some((m) => m.address === '198.18.0.11'),
+    'the ban is in the index reconciliation reads',
+  );
 });
 
 test('logs: JSON lines on a pipe, readable lines on a terminal', async (t) => {

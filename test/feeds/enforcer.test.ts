@@ -49,7 +49,10 @@ test("a feed entry outlives the daemon's shorter ban of the same address, and it
   await enforcer.setView('apiban', apiban(['198.51.100.10', '198.51.100.11']), true);
   near((await kernel()).get('198.51.100.10'), 7 * DAY, 'feed entry');
   // the daemon bans it for an hour: the element keeps the feed's week
-  await enforcer.add([{ target: t('198.51.100.10'), timeoutMs: HOUR }, { target: t('198.51.100.12'), timeoutMs: HOUR }]);
+  await enforcer.add([
+    { target: t('198.51.100.10'), timeoutMs: HOUR },
+    { target: t('198.51.100.12'), timeoutMs: HOUR },
+  ]);
   near((await kernel()).get('198.51.100.10'), 7 * DAY, 'after an own 1 h ban');
   near((await kernel()).get('198.51.100.12'), HOUR, 'own ban');
   // an operator lifts the daemon's ban: the feed's entry stays
@@ -89,7 +92,10 @@ test("a reconciliation writes the daemon's bans and every feed's entries togethe
   await enforcer.setView('apiban', apiban(['198.51.100.10']), false);
   await enforcer.setView('voipbl', plain(['198.51.100.20', '198.51.100.10']), false);
   await fw.add([{ target: t('192.0.2.99'), timeoutMs: HOUR }]);
-  const r = await enforcer.reconcile([{ target: t('198.51.100.30'), timeoutMs: HOUR }, { target: t('198.51.100.20'), timeoutMs: 9 * HOUR }]);
+  const r = await enforcer.reconcile([
+    { target: t('198.51.100.30'), timeoutMs: HOUR },
+    { target: t('198.51.100.20'), timeoutMs: 9 * HOUR },
+  ]);
   assert.equal(r.total, 3);
   const k = await kernel();
   assert.deepEqual([...k.keys()].sort(), ['198.51.100.10', '198.51.100.20', '198.51.100.30']);

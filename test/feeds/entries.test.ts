@@ -21,7 +21,17 @@ function build(items: readonly string[], withSeen = false, seen: (i: number) => 
 }
 
 test('entries are sorted by address, IPv4 first, duplicates merged, what a wider network of the feed covers folded', () => {
-  const r = build(['192.0.2.1', '10.0.0.0/8', '10.1.0.0/16', '10.1.2.3', '192.0.2.1', '2001:db8::/32', '2001:db8::1', '2001:db9::1', '1.2.3.4']);
+  const r = build([
+    '192.0.2.1',
+    '10.0.0.0/8',
+    '10.1.0.0/16',
+    '10.1.2.3',
+    '192.0.2.1',
+    '2001:db8::/32',
+    '2001:db8::1',
+    '2001:db9::1',
+    '1.2.3.4',
+  ]);
   assert.deepEqual(texts(r.entries), ['1.2.3.4', '10.0.0.0/8', '192.0.2.1', '2001:db8::/32', '2001:db9::1']);
   assert.equal(r.duplicates, 1);
   assert.equal(r.covered, 3);
@@ -44,9 +54,11 @@ test('beyond maxEntries the builder keeps those seen latest', () => {
   assert.equal(r.entries.size, 4);
 });
 
-const v4 = fc.tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 8, max: 32 }))
+const v4 = fc
+  .tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 8, max: 32 }))
   .map(([n, bits]) => targetFromWords(4, [bits === 0 ? 0 : (n & (bits === 32 ? -1 : ~((1 << (32 - bits)) - 1))) >>> 0], bits));
-const v6 = fc.tuple(fc.array(fc.integer({ min: 0, max: 0xffffffff }), { minLength: 4, maxLength: 4 }), fc.integer({ min: 32, max: 128 }))
+const v6 = fc
+  .tuple(fc.array(fc.integer({ min: 0, max: 0xffffffff }), { minLength: 4, maxLength: 4 }), fc.integer({ min: 32, max: 128 }))
   .map(([w, bits]) => {
     const masked = w.map((x, i) => {
       const keep = Math.max(0, Math.min(32, bits - i * 32));
@@ -57,22 +69,26 @@ const v6 = fc.tuple(fc.array(fc.integer({ min: 0, max: 0xffffffff }), { minLengt
 const target = fc.oneof(v4, v6).filter((x): x is IpTarget => x !== null);
 
 test('encode and decode keep every entry; lookups and diffs agree with plain sets (random entries)', () => {
-  fc.assert(fc.property(fc.array(target, { maxLength: 60 }), fc.array(target, { maxLength: 60 }), (a, b) => {
-    const ea = build(a.map((x) => x.text)).entries;
-    const eb = build(b.map((x) => x.text)).entries;
-    const back = FeedEntries.decode(ea.encode(), 1000);
-    assert.deepEqual(texts(back), texts(ea));
-    const inA = new Set(texts(ea));
-    const inB = new Set(texts(eb));
-    for (const x of [...a, ...b]) assert.equal(ea.indexOf(x) >= 0, inA.has(x.text));
-    // nothing kept lies inside another kept network
-    const kept = texts(ea).map(t);
-    for (const x of kept) assert.ok(!kept.some((y) => y !== x && contains(y, x)), x.text);
-    const d = diffEntries(ea, eb);
-    const named = (e: FeedEntries, lists: Record<4 | 6, number[]>) => ([4, 6] as const).flatMap((f) => lists[f].map((i) => e.target(f, i).text));
-    assert.deepEqual(named(eb, d.added).sort(), [...inB].filter((x) => !inA.has(x)).sort());
-    assert.deepEqual(named(ea, d.removed).sort(), [...inA].filter((x) => !inB.has(x)).sort());
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(fc.array(target, { maxLength: 60 }), fc.array(target, { maxLength: 60 }), (a, b) => {
+      const ea = build(a.map((x) => x.text)).entries;
+      const eb = build(b.map((x) => x.text)).entries;
+      const back = FeedEntries.decode(ea.encode(), 1000);
+      assert.deepEqual(texts(back), texts(ea));
+      const inA = new Set(texts(ea));
+      const inB = new Set(texts(eb));
+      for (const x of [...a, ...b]) assert.equal(ea.indexOf(x) >= 0, inA.has(x.text));
+      // nothing kept lies inside another kept network
+      const kept = texts(ea).map(t);
+      for (const x of kept) assert.ok(!kept.some((y) => y !== x && contains(y, x)), x.text);
+      const d = diffEntries(ea, eb);
+      const named = (e: FeedEntries, lists: Record<4 | 6, number[]>) =>
+        ([4, 6] as const).flatMap((f) => lists[f].map((i) => e.target(f, i).text));
+      assert.deepEqual(named(eb, d.added).sort(), [...inB].filter((x) => !inA.has(x)).sort());
+      assert.deepEqual(named(ea, d.removed).sort(), [...inA].filter((x) => !inB.has(x)).sort());
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test('decode refuses whatever encode would not write: nothing half used', () => {
@@ -116,16 +132,29 @@ test('decode refuses whatever encode would not write: nothing half used', () => 
 test('a network is split around protected ranges into CIDR pieces; one wholly protected is skipped', () => {
   const out: IpTarget[] = [];
   splitAround(t('203.0.113.0/24'), [t('203.0.113.77')], out);
-  assert.deepEqual(out.map((x) => x.text), [
-    '203.0.113.0/26', '203.0.113.64/29', '203.0.113.72/30', '203.0.113.76', '203.0.113.78/31', '203.0.113.80/28', '203.0.113.96/27', '203.0.113.128/25',
-  ]);
+  assert.deepEqual(
+    out.map((x) => x.text),
+    [
+      '203.0.113.0/26',
+      '203.0.113.64/29',
+      '203.0.113.72/30',
+      '203.0.113.76',
+      '203.0.113.78/31',
+      '203.0.113.80/28',
+      '203.0.113.96/27',
+      '203.0.113.128/25',
+    ],
+  );
   // the pieces cover every address but the protected one
   const covered = (n: number) => out.some((p) => contains(p, t(`203.0.113.${n}`)));
   for (let n = 0; n < 256; n++) assert.equal(covered(n), n !== 77, String(n));
   const none: IpTarget[] = [];
   splitAround(t('10.1.0.0/16'), [t('10.0.0.0/8')], none);
   assert.deepEqual(none, []);
-  assert.deepEqual(halves(t('2001:db8::/32')).map((x) => x.text), ['2001:db8::/33', '2001:db8:8000::/33']);
+  assert.deepEqual(
+    halves(t('2001:db8::/32')).map((x) => x.text),
+    ['2001:db8::/33', '2001:db8:8000::/33'],
+  );
   // an IPv6 /32 around one host: one piece per bit, 96
   const six: IpTarget[] = [];
   splitAround(t('2001:db8::/32'), [t('2001:db8::1')], six);
@@ -133,9 +162,19 @@ test('a network is split around protected ranges into CIDR pieces; one wholly pr
 });
 
 test("a node's view: its ignore list and never-ban rules, too-wide entries skipped, pieces refused by refusal()", () => {
-  const cfg = loadConfig({ env: { AMI_GUARD_POLICY_IGNOREIP: '127.0.0.0/8,::1,198.51.100.7,192.0.2.0/24', AMI_GUARD_POLICY_IGNORESELF: 'false' } });
+  const cfg = loadConfig({
+    env: { AMI_GUARD_POLICY_IGNOREIP: '127.0.0.0/8,::1,198.51.100.7,192.0.2.0/24', AMI_GUARD_POLICY_IGNORESELF: 'false' },
+  });
   const policy = new Policy(cfg.policy);
-  const raw = build(['198.51.100.0/24', '198.51.100.9', '192.0.2.5', '169.254.169.254', '10.0.0.0/7', '2001:db8::1', '127.0.0.0/8']).entries;
+  const raw = build([
+    '198.51.100.0/24',
+    '198.51.100.9',
+    '192.0.2.5',
+    '169.254.169.254',
+    '10.0.0.0/7',
+    '2001:db8::1',
+    '127.0.0.0/8',
+  ]).entries;
   const { entries, stats } = enforcedView(raw, policy);
   const got = texts(entries);
   assert.ok(!got.includes('198.51.100.0/24') && got.includes('198.51.100.128/25') && got.includes('198.51.100.6'));
@@ -166,7 +205,11 @@ test('list lines: comments, blank lines, garbage, too-wide networks, a line long
 });
 
 test("APIBAN's answers: a page, the end, a bad key, a rate limit, garbage", () => {
-  assert.deepEqual(readPage({ ipaddress: ['198.51.100.1'], ID: '1700000001' }, 200, 'x'), { kind: 'page', ips: ['198.51.100.1'], id: '1700000001' });
+  assert.deepEqual(readPage({ ipaddress: ['198.51.100.1'], ID: '1700000001' }, 200, 'x'), {
+    kind: 'page',
+    ips: ['198.51.100.1'],
+    id: '1700000001',
+  });
   assert.deepEqual(readPage({ ipaddress: ['no new bans'], ID: 'none' }, 400, 'x'), { kind: 'end' });
   const fails: Array<[unknown, number, string]> = [
     [{ ID: 'unauthorized' }, 403, 'unauthorized'],
@@ -179,6 +222,10 @@ test("APIBAN's answers: a page, the end, a bad key, a rate limit, garbage", () =
     [{ ipaddress: [], ID: '17' }, 503, 'fetch'],
   ];
   for (const [json, status, kind] of fails) {
-    assert.throws(() => readPage(json, status, 'x'), (err: unknown) => err instanceof FeedError && err.kind === kind, JSON.stringify(json));
+    assert.throws(
+      () => readPage(json, status, 'x'),
+      (err: unknown) => err instanceof FeedError && err.kind === kind,
+      JSON.stringify(json),
+    );
   }
 });

@@ -49,14 +49,23 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const req = (url: string, more: Partial<SourceRequest> = {}): SourceRequest => ({ url, timeoutMs: 5_000, maxBytes: 1 << 20, maxRedirects: 3, ...more });
+const req = (url: string, more: Partial<SourceRequest> = {}): SourceRequest => ({
+  url,
+  timeoutMs: 5_000,
+  maxBytes: 1 << 20,
+  maxRedirects: 3,
+  ...more,
+});
 async function fails(r: SourceRequest, re: RegExp, kind = 'fetch'): Promise<void> {
-  await assert.rejects(async () => readAll(await openSource(r)), (err: unknown) => {
-    assert.ok(err instanceof FeedError, String(err));
-    assert.equal(err.kind, kind);
-    assert.match(err.message, re);
-    return true;
-  });
+  await assert.rejects(
+    async () => readAll(await openSource(r)),
+    (err: unknown) => {
+      assert.ok(err instanceof FeedError, String(err));
+      assert.equal(err.kind, kind);
+      assert.match(err.message, re);
+      return true;
+    },
+  );
 }
 
 test('redirects: up to the limit, no further, and never to another scheme', async () => {
@@ -79,12 +88,18 @@ test('credentials in the URL become a basic-auth header, and errors never print 
   await readAll(await openSource(req(url)));
   assert.equal(seen[0]!.authorization, `Basic ${Buffer.from('reader:s3cret-pw').toString('base64')}`);
   assert.equal(seen[0]!.url, '/list');
-  await assert.rejects(async () => readAll(await openSource(req(url.replace('/list', '/missing')))), (err: Error) => {
-    assert.ok(!err.message.includes('s3cret-pw'), err.message);
-    assert.match(err.message, /reader:\*\*\*@/);
-    return true;
-  });
-  await assert.rejects(async () => readAll(await openSource(req(`${base}/missing?token=abc123`))), (err: Error) => !err.message.includes('abc123'));
+  await assert.rejects(
+    async () => readAll(await openSource(req(url.replace('/list', '/missing')))),
+    (err: Error) => {
+      assert.ok(!err.message.includes('s3cret-pw'), err.message);
+      assert.match(err.message, /reader:\*\*\*@/);
+      return true;
+    },
+  );
+  await assert.rejects(
+    async () => readAll(await openSource(req(`${base}/missing?token=abc123`))),
+    (err: Error) => !err.message.includes('abc123'),
+  );
 });
 
 test('local files: a regular file is read (as a path or a file: URL); a directory or a FIFO is refused', async () => {

@@ -30,7 +30,12 @@ for (const [kind, make] of stores) {
     const token = await s.tryLock('voipbl', 60_000);
     assert.ok(token);
     assert.equal(await s.tryLock('voipbl', 60_000), null, 'a second node finds the lock taken');
-    const v = await s.commit('voipbl', token, { data: Buffer.from([1, 2, 3]), fields: { pulledAt: 1234, node: 'pbx-a', failures: 0, stats: '{"entries":3}' } }, 3_600_000);
+    const v = await s.commit(
+      'voipbl',
+      token,
+      { data: Buffer.from([1, 2, 3]), fields: { pulledAt: 1234, node: 'pbx-a', failures: 0, stats: '{"entries":3}' } },
+      3_600_000,
+    );
     assert.equal(v, 1);
     assert.deepEqual(await s.head('voipbl'), { version: 1, pulledAt: 1234 });
     const r = (await s.read('voipbl'))!;
@@ -68,7 +73,21 @@ for (const [kind, make] of stores) {
 test('redis: a record written by someone else is read as outside input: numbers that are not, long text cut', async () => {
   const s = new RedisFeedState(client, 'hostile:', 'pbx-a');
   const k = feedKeys('hostile:', 'voipbl');
-  await client.hset(k.record, 'v', 'NaN', 'at', '-5', 'fails', '1e400', 'err', 'x'.repeat(10_000), 'node', 'pbx\u001b[31m', 'data', Buffer.from('garbage'));
+  await client.hset(
+    k.record,
+    'v',
+    'NaN',
+    'at',
+    '-5',
+    'fails',
+    '1e400',
+    'err',
+    'x'.repeat(10_000),
+    'node',
+    'pbx\u001b[31m',
+    'data',
+    Buffer.from('garbage'),
+  );
   const r = (await s.read('voipbl'))!;
   assert.deepEqual([r.version, r.pulledAt, r.failures], [0, 0, 0]);
   assert.equal(r.error.length, 512);

@@ -63,9 +63,16 @@ async function dropped(l: Lab, family: 4 | 6, msg: string): Promise<void> {
   const before = (await dropCounters(l.pbx))[family];
   await sendDatagram(l.sender, { from, to, port: SIP, msg });
   await delivered(l, control, to, `control-${msg}`);
-  await waitFor(`IPv${family} drop counter to pass ${before}`, async () =>
-    ((await dropCounters(l.pbx))[family] > before ? true : undefined), 5000);
-  assert.equal(l.listener.has((e) => e.event === 'got' && e.msg === msg), false, `${msg} reached the listener`);
+  await waitFor(
+    `IPv${family} drop counter to pass ${before}`,
+    async () => ((await dropCounters(l.pbx))[family] > before ? true : undefined),
+    5000,
+  );
+  assert.equal(
+    l.listener.has((e) => e.event === 'got' && e.msg === msg),
+    false,
+    `${msg} reached the listener`,
+  );
 }
 
 test('a banned source is dropped before reaching a listener (IPv4 and IPv6); unbanning restores it', async (tc) => {
@@ -74,7 +81,10 @@ test('a banned source is dropped before reaching a listener (IPv4 and IPv6); unb
   await delivered(l, ATTACKER.v6, PBX.v6, 'before-ban-v6');
   assert.deepEqual(await dropCounters(l.pbx), { 4: 0, 6: 0 });
 
-  await l.fw.add([{ target: t(ATTACKER.v4), timeoutMs: 600_000 }, { target: t(ATTACKER.v6), timeoutMs: 600_000 }]);
+  await l.fw.add([
+    { target: t(ATTACKER.v4), timeoutMs: 600_000 },
+    { target: t(ATTACKER.v6), timeoutMs: 600_000 },
+  ]);
   await dropped(l, 4, 'banned-v4');
   await dropped(l, 6, 'banned-v6');
 
@@ -91,26 +101,34 @@ test('a network ban drops every address inside it', async (tc) => {
   await waitFor('both datagrams counted', async () => ((await dropCounters(l.pbx))[4] >= 2 ? true : undefined), 5000);
   await l.fw.delete([t('198.18.0.8/29')]);
   await delivered(l, CONTROL.v4, PBX.v4, 'after-unban');
-  assert.equal(l.listener.has((e) => e.msg === 'in-net-1' || e.msg === 'in-net-2'), false);
+  assert.equal(
+    l.listener.has((e) => e.msg === 'in-net-1' || e.msg === 'in-net-2'),
+    false,
+  );
 });
 
 test('a ban also stops a UDP flow conntrack already holds as established', async (tc) => {
   // the operator's own firewall accepts established traffic; our raw-priority drop must still win (fail2ban #2503)
-  const l = await lab(tc, `table inet host {
+  const l = await lab(
+    tc,
+    `table inet host {
     chain input { type filter hook input priority 0; policy drop;
       ct state established,related accept
       udp dport ${SIP} ct state new accept
     }
-  }\n`);
+  }\n`,
+  );
   await delivered(l, ATTACKER.v4, PBX.v4, 'hello');
   await l.sender.waitFor((e) => e.event === 'reply' && e.msg === 'ack:hello', 'the listener to answer');
   await delivered(l, ATTACKER.v4, PBX.v4, 'hello-again');
-  const flows = await l.pbx.execOk('conntrack',
-    ['-L', '-p', 'udp', '--orig-src', ATTACKER.v4, '--orig-port-src', String(SOURCE_PORT)]);
+  const flows = await l.pbx.execOk('conntrack', ['-L', '-p', 'udp', '--orig-src', ATTACKER.v4, '--orig-port-src', String(SOURCE_PORT)]);
   assert.match(flows, new RegExp(`dport=${SIP} `), 'the flow is tracked');
   assert.doesNotMatch(flows, /UNREPLIED/, 'the flow has seen a reply, so conntrack counts it as established');
 
   await l.fw.add([{ target: t(ATTACKER.v4), timeoutMs: 600_000 }]);
   await dropped(l, 4, 'on-established-flow');
-  assert.equal(l.sender.has((e) => e.event === 'reply' && e.msg === 'ack:on-established-flow'), false);
+  assert.equal(
+    l.sender.has((e) => e.event === 'reply' && e.msg === 'ack:on-established-flow'),
+    false,
+  );
 });

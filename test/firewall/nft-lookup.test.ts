@@ -19,7 +19,12 @@ test('gaps() names what is missing, and nothing once init() has repaired it', as
   const { ns, fw } = await setup(tc);
   assert.deepEqual(await fw.gaps(), []);
   await ns.nft('flush chain inet ami_guard prerouting\ndelete set inet ami_guard banned_v6\n');
-  assert.deepEqual((await fw.gaps()).sort(), ['drop rule for @banned_v4', 'drop rule for @banned_v4_net', 'drop rule for @banned_v6_net', 'set banned_v6']);
+  assert.deepEqual((await fw.gaps()).sort(), [
+    'drop rule for @banned_v4',
+    'drop rule for @banned_v4_net',
+    'drop rule for @banned_v6_net',
+    'set banned_v6',
+  ]);
   await ns.nft('delete table inet ami_guard\n');
   assert.deepEqual(await fw.gaps(), ['table inet ami_guard']);
   await fw.init();
@@ -32,7 +37,10 @@ test('missingFrom() finds hosts and networks (also inside a wider network) and n
   await fw.add(bans);
   assert.deepEqual(await fw.missingFrom(bans.map((b) => b.target)), []);
   // a network folded into a wider one is found through it
-  await fw.add([{ target: t('10.0.0.0/8'), timeoutMs: 600_000 }, { target: t('10.1.0.0/16'), timeoutMs: 600_000 }]);
+  await fw.add([
+    { target: t('10.0.0.0/8'), timeoutMs: 600_000 },
+    { target: t('10.1.0.0/16'), timeoutMs: 600_000 },
+  ]);
   assert.deepEqual(await fw.missingFrom([t('10.1.0.0/16')]), []);
 
   await ns.nft('flush set inet ami_guard banned_v4\nflush set inet ami_guard banned_v6_net\n');

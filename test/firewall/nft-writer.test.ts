@@ -63,8 +63,11 @@ async function elements(ns: Netns): Promise<Set<string>> {
 test('a writer killed with a batch in hand (SIGKILL) is restarted and the batch applied: no ban lost', async (tc) => {
   const { ns, writer, fw, logs, restarts } = await setup(tc);
   await ns.nft(OPERATOR_TABLE);
-  const snapshot = () => ns.execOk('nft', ['list', 'ruleset', 'inet']).then((r) => r.replace(/table inet ami_guard \{[\s\S]*/, ''))
-    .then(async (r) => r + await ns.execOk('nft', ['list', 'table', 'ip', 'legacy']));
+  const snapshot = () =>
+    ns
+      .execOk('nft', ['list', 'ruleset', 'inet'])
+      .then((r) => r.replace(/table inet ami_guard \{[\s\S]*/, ''))
+      .then(async (r) => r + (await ns.execOk('nft', ['list', 'table', 'ip', 'legacy'])));
   await fw.init();
   const before = await snapshot();
   await fw.add([ban('198.51.100.1')]);
@@ -91,7 +94,7 @@ test('a writer killed with a batch in hand (SIGKILL) is restarted and the batch 
   const idle = await cpuTicks(second);
   const loading = fw.add(big).finally(() => (settled = true));
   // 50 ms of CPU into the batch (its 100k elements take it several times that)
-  await waitFor('the writer busy with the batch', async () => (await cpuTicks(second)) >= idle + 5 ? true : undefined, 10_000);
+  await waitFor('the writer busy with the batch', async () => ((await cpuTicks(second)) >= idle + 5 ? true : undefined), 10_000);
   const inFlight = !settled;
   process.kill(second, 'SIGKILL');
   await loading;
@@ -137,10 +140,15 @@ test('a batch nft refuses is reported as refused; the writer goes on with the ne
   const { ns, writer, fw, restarts } = await setup(tc);
   await fw.init();
   const pid = writer.pid;
-  await assert.rejects(writer.apply('add element inet ami_guard no_such_set { 192.0.2.7 }\n'), (e: unknown) =>
-    e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.message) && /no_such_set/.test(e.stderr));
-  await assert.rejects(writer.apply('add element inet ami_guard banned_v4 { 192.0.2.8 timeout 60s }\nthis is not nft\n'),
-    (e: unknown) => e instanceof NftError && e.kind === 'script' && /syntax error/.test(e.message));
+  await assert.rejects(
+    writer.apply('add element inet ami_guard no_such_set { 192.0.2.7 }\n'),
+    (e: unknown) =>
+      e instanceof NftError && e.kind === 'script' && /No such file or directory/.test(e.message) && /no_such_set/.test(e.stderr),
+  );
+  await assert.rejects(
+    writer.apply('add element inet ami_guard banned_v4 { 192.0.2.8 timeout 60s }\nthis is not nft\n'),
+    (e: unknown) => e instanceof NftError && e.kind === 'script' && /syntax error/.test(e.message),
+  );
   // the refused script was one transaction: its valid first line did not land either
   assert.equal((await elements(ns)).has('192.0.2.8'), false);
   await fw.add([ban('192.0.2.9')]);
@@ -163,7 +171,7 @@ test('the writer child gets PATH and LC_ALL only: none of our environment, no se
   assert.equal(cmdline[0], '/usr/bin/python3');
 });
 
-test('the writer child\'s memory does not grow with use', async (tc) => {
+test("the writer child's memory does not grow with use", async (tc) => {
   const { writer, fw } = await setup(tc);
   await fw.init();
   const burst = async (from: number, n: number): Promise<void> => {
@@ -186,8 +194,10 @@ test('a request the writer does not answer kills it; the next request gets a new
   await fw.init();
   const pid = writer.pid!;
   process.kill(pid, 'SIGSTOP');
-  await assert.rejects(writer.apply('add element inet ami_guard banned_v4 { 192.0.2.1 timeout 60s }\n'),
-    (e: unknown) => e instanceof NftError && e.kind === 'timeout');
+  await assert.rejects(
+    writer.apply('add element inet ami_guard banned_v4 { 192.0.2.1 timeout 60s }\n'),
+    (e: unknown) => e instanceof NftError && e.kind === 'timeout',
+  );
   await fw.add([ban('192.0.2.2')]);
   assert.notEqual(writer.pid, pid);
   assert.equal(restarts(), 1);
@@ -198,18 +208,26 @@ test('a child that dies on every try of a batch fails it as a crash after 3 trie
   tc.after(() => rm(dir, { recursive: true, force: true }));
   const python = join(dir, 'python3');
   // answers `ready`, then dies on the first request, as a helper crashing in libnftables would
-  await writeFile(python, '#!/bin/sh\nprintf \'ready\\n\'\nread -r line\nexit 1\n');
+  await writeFile(python, "#!/bin/sh\nprintf 'ready\\n'\nread -r line\nexit 1\n");
   await chmod(python, 0o755);
   const { writer, restarts, logs } = await setup(tc, { python });
-  await assert.rejects(writer.apply('add table inet x\n'),
-    (e: unknown) => e instanceof NftError && e.kind === 'crash' && /died 3 times/.test(e.message));
+  await assert.rejects(
+    writer.apply('add table inet x\n'),
+    (e: unknown) => e instanceof NftError && e.kind === 'crash' && /died 3 times/.test(e.message),
+  );
   assert.equal(restarts(), 2);
-  assert.deepEqual(logs.filter((l) => l['msg'] === 'nft writer restarted').map((l) => l['afterMs']), [100, 200]);
+  assert.deepEqual(
+    logs.filter((l) => l['msg'] === 'nft writer restarted').map((l) => l['afterMs']),
+    [100, 200],
+  );
 });
 
 test('no python3, or no CAP_NET_ADMIN: clear errors naming what to do', async (tc) => {
   const missing = await setup(tc, { python: '/nonexistent/python3' });
-  await assert.rejects(missing.fw.init(), /python3 not found at \/nonexistent\/python3: the nft writer needs it \(apt-get install -y python3\), or set nft.writer to spawn/);
+  await assert.rejects(
+    missing.fw.init(),
+    /python3 not found at \/nonexistent\/python3: the nft writer needs it \(apt-get install -y python3\), or set nft.writer to spawn/,
+  );
   assert.equal(missing.restarts(), 0);
 
   const dir = await mkdtemp(join(tmpdir(), 'agtest-'));

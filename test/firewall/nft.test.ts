@@ -87,8 +87,9 @@ test('init is idempotent and never touches an unrelated table', async (tc) => {
     }
   }
   table ip legacy { chain c { counter; }; }\n`);
-  const snapshot = async () => (await ns.execOk('nft', ['-a', 'list', 'table', 'inet', 'operator']))
-    + (await ns.execOk('nft', ['-a', 'list', 'table', 'ip', 'legacy']));
+  const snapshot = async () =>
+    (await ns.execOk('nft', ['-a', 'list', 'table', 'inet', 'operator'])) +
+    (await ns.execOk('nft', ['-a', 'list', 'table', 'ip', 'legacy']));
   const before = await snapshot();
 
   const fw = new NftFirewall({ netns: ns.path }); // the absolute-path form, as for /proc/<pid>/ns/net
@@ -153,12 +154,14 @@ for (const timeoutUpdate of [undefined, false]) {
 test('delete removes hosts and networks; absent ones and networks inside a banned one are not an error', async (tc) => {
   const { fw } = await setup(tc);
   await fw.add([
-    ban('198.51.100.1'), ban('198.51.100.2'), ban('2001:db8::1'), ban('10.0.0.0/8'), ban('192.0.2.0/24'),
+    ban('198.51.100.1'),
+    ban('198.51.100.2'),
+    ban('2001:db8::1'),
+    ban('10.0.0.0/8'),
+    ban('192.0.2.0/24'),
     ban('2001:db8:1::/48'),
   ]);
-  await fw.delete([
-    t('198.51.100.1'), t('2001:db8::1'), t('198.51.100.77'), t('2001:db8::77'), t('192.0.2.0/24'), t('2001:db8:1::/48'),
-  ]);
+  await fw.delete([t('198.51.100.1'), t('2001:db8::1'), t('198.51.100.77'), t('2001:db8::77'), t('192.0.2.0/24'), t('2001:db8:1::/48')]);
   assert.deepEqual((await fw.list()).map((e) => e.address).sort(), ['10.0.0.0/8', '198.51.100.2']);
   await fw.delete([t('198.51.100.1')]);
   await fw.delete([t('10.1.2.3'), t('10.1.0.0/16'), t('198.51.100.0/24')]); // none of them is an element
@@ -224,9 +227,7 @@ test('isolating one bad element out of 64 takes O(log n) runs', async (tc) => {
   runner.applies = 0;
   runner.poison = '198.51.100.40';
   const occupant = fw.add([ban('192.0.2.1')]); // runs at once, so the next 64 adds queue up as one batch
-  const results = await Promise.allSettled(
-    Array.from({ length: 64 }, (_, i) => fw.add([ban(`198.51.100.${i}`)])),
-  );
+  const results = await Promise.allSettled(Array.from({ length: 64 }, (_, i) => fw.add([ban(`198.51.100.${i}`)])));
   await occupant;
   const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [i] : []));
   assert.deepEqual(rejected, [40]);
@@ -241,32 +242,42 @@ test('an element with a 2 s timeout leaves the kernel set by itself', async (tc)
   await fw.add([ban('198.51.100.2', 2000), ban('198.51.100.3', 3_600_000)]);
   const el = byAddress(await fw.list()).get('198.51.100.2');
   assert.ok(el?.expiresMs !== null && el?.expiresMs !== undefined && el.expiresMs <= 2000, JSON.stringify(el));
-  await waitFor('198.51.100.2 to expire', async () =>
-    ((await fw.list()).some((e) => e.address === '198.51.100.2') ? undefined : true), 10_000);
+  await waitFor(
+    '198.51.100.2 to expire',
+    async () => ((await fw.list()).some((e) => e.address === '198.51.100.2') ? undefined : true),
+    10_000,
+  );
   assert.ok(Date.now() - addedAt >= 1900, `expired after ${Date.now() - addedAt} ms, before its 2 s`);
-  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.3']);
+  assert.deepEqual(
+    (await fw.list()).map((e) => e.address),
+    ['198.51.100.3'],
+  );
 });
 
 test('reconcile makes the sets exactly the given bans, with fresh timeouts', async (tc) => {
   const { fw } = await setup(tc);
-  await fw.add([
-    ban('198.51.100.1', 60_000), ban('198.51.100.2', 60_000), ban('2001:db8::2', 60_000), ban('10.0.0.0/8'),
-  ]);
+  await fw.add([ban('198.51.100.1', 60_000), ban('198.51.100.2', 60_000), ban('2001:db8::2', 60_000), ban('10.0.0.0/8')]);
   const result = await fw.reconcile([
-    ban('198.51.100.1', 3_600_000), ban('198.51.100.5', 1_800_000), ban('2001:db8:5::/48', 900_000),
-    ban('10.0.0.0/8', 7_200_000), ban('10.9.0.0/16', 9_000_000), ban('10.9.9.9', 60_000),
+    ban('198.51.100.1', 3_600_000),
+    ban('198.51.100.5', 1_800_000),
+    ban('2001:db8:5::/48', 900_000),
+    ban('10.0.0.0/8', 7_200_000),
+    ban('10.9.0.0/16', 9_000_000),
+    ban('10.9.9.9', 60_000),
   ]);
   assert.deepEqual(summary(result), { added: 3, removed: 2, total: 5, removedTargets: ['198.51.100.2', '2001:db8::2'] });
   const els = byAddress(await fw.list());
-  assert.deepEqual([...els.keys()].sort(),
-    ['10.0.0.0/8', '10.9.9.9', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48']);
+  assert.deepEqual([...els.keys()].sort(), ['10.0.0.0/8', '10.9.9.9', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48']);
   assertExpiresWithin(els.get('198.51.100.1'), 3_600_000);
   assertExpiresWithin(els.get('198.51.100.5'), 1_800_000);
   assertExpiresWithin(els.get('2001:db8:5::/48'), 900_000);
   assertExpiresWithin(els.get('10.0.0.0/8'), 9_000_000); // the /16 folded into it
   assertExpiresWithin(els.get('10.9.9.9'), 60_000);
   assert.deepEqual(summary(await fw.reconcile([])), {
-    added: 0, removed: 5, total: 0, removedTargets: ['10.0.0.0/8', '10.9.9.9', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48'],
+    added: 0,
+    removed: 5,
+    total: 0,
+    removedTargets: ['10.0.0.0/8', '10.9.9.9', '198.51.100.1', '198.51.100.5', '2001:db8:5::/48'],
   });
   assert.deepEqual(await fw.list(), []);
 });
@@ -294,14 +305,15 @@ test('100k hosts: reconcile, list, single adds, a burst, deletes (timings printe
     for (let i = 0; i < 20; i++) await fw.add([ban(`198.51.100.${i}`)]);
   });
   const [, networkMs] = await timed(() => fw.add([ban('203.0.113.0/24')]));
-  const [, burstMs] = await timed(() =>
-    Promise.all(Array.from({ length: 2000 }, (_, i) => fw.add([ban(`100.127.${i >> 8}.${i & 255}`)]))));
+  const [, burstMs] = await timed(() => Promise.all(Array.from({ length: 2000 }, (_, i) => fw.add([ban(`100.127.${i >> 8}.${i & 255}`)]))));
   const [, deleteMs] = await timed(() => fw.delete(Array.from({ length: 1000 }, (_, i) => t(host(i * 7)))));
   assert.equal((await fw.list()).length, 100_000 + 1 + 20 + 1 + 2000 - 1000);
-  tc.diagnostic(`100k: reconcile into near-empty ${loadMs.toFixed(0)} ms; list ${listMs.toFixed(0)} ms; `
-    + `reconcile over 100k ${reloadMs.toFixed(0)} ms; one add ${firstAddMs.toFixed(1)} ms, then `
-    + `${(twentyMs / 20).toFixed(1)} ms each; one network ${networkMs.toFixed(1)} ms; 2000 concurrent adds `
-    + `${burstMs.toFixed(0)} ms; delete 1000 in one call ${deleteMs.toFixed(0)} ms`);
+  tc.diagnostic(
+    `100k: reconcile into near-empty ${loadMs.toFixed(0)} ms; list ${listMs.toFixed(0)} ms; ` +
+      `reconcile over 100k ${reloadMs.toFixed(0)} ms; one add ${firstAddMs.toFixed(1)} ms, then ` +
+      `${(twentyMs / 20).toFixed(1)} ms each; one network ${networkMs.toFixed(1)} ms; 2000 concurrent adds ` +
+      `${burstMs.toFixed(0)} ms; delete 1000 in one call ${deleteMs.toFixed(0)} ms`,
+  );
 });
 
 for (const timeoutUpdate of [undefined, false]) {
@@ -321,8 +333,10 @@ for (const timeoutUpdate of [undefined, false]) {
     const burstMs = performance.now() - started;
     assert.ok(runner.applies <= 3, `2000 queued adds took ${runner.applies} nft runs`);
     assert.equal((await fw.list()).length, n + 2000);
-    tc.diagnostic(`idle add: ${idleMs.toFixed(1)} ms each; 2000 concurrent adds: ${burstMs.toFixed(0)} ms in `
-      + `${runner.applies} runs (${(2000 / (burstMs / 1000)).toFixed(0)} bans/s)`);
+    tc.diagnostic(
+      `idle add: ${idleMs.toFixed(1)} ms each; 2000 concurrent adds: ${burstMs.toFixed(0)} ms in ` +
+        `${runner.applies} runs (${(2000 / (burstMs / 1000)).toFixed(0)} bans/s)`,
+    );
   });
 }
 
@@ -375,9 +389,12 @@ test('init recreates a chain of another priority; a failed migration leaves the 
   const before = await ns.execOk('nft', ['-s', 'list', 'table', 'inet', 'ami_guard']);
   const runner = new CountingRunner(ns.name, tc);
   runner.poison = '198.51.100.8';
-  await assert.rejects(new NftFirewall({ runner }).init(), (e: Error) => e.message.includes(
-    "older layout (set banned_v4, set banned_v6, chain prerouting) and could not be recreated; remove it with "
-    + "'nft delete table inet ami_guard' and restart"));
+  await assert.rejects(new NftFirewall({ runner }).init(), (e: Error) =>
+    e.message.includes(
+      'older layout (set banned_v4, set banned_v6, chain prerouting) and could not be recreated; remove it with ' +
+        "'nft delete table inet ami_guard' and restart",
+    ),
+  );
   assert.equal(await ns.execOk('nft', ['-s', 'list', 'table', 'inet', 'ami_guard']), before);
   runner.poison = null;
   const fw = new NftFirewall({ runner });
@@ -391,12 +408,18 @@ test('commit waits for queued work and shutdown refuses new work', async (tc) =>
   const { ns, fw } = await setup(tc);
   const pending = [fw.add([ban('198.51.100.1')]), fw.add([ban('198.51.100.2')]), fw.delete([t('198.51.100.1')])];
   await fw.commit();
-  assert.deepEqual((await fw.list()).map((e) => e.address), ['198.51.100.2']);
+  assert.deepEqual(
+    (await fw.list()).map((e) => e.address),
+    ['198.51.100.2'],
+  );
   await Promise.all(pending);
   await fw.shutdown();
   await assert.rejects(fw.add([ban('198.51.100.3')]), /shut down/);
   // the writer is gone; the table and its element stay
-  assert.deepEqual((await new NftFirewall({ netns: ns.name }).list()).map((e) => e.address), ['198.51.100.2']);
+  assert.deepEqual(
+    (await new NftFirewall({ netns: ns.name }).list()).map((e) => e.address),
+    ['198.51.100.2'],
+  );
 });
 
 test('non-canonical targets are refused before any nft process runs', async (tc) => {
@@ -428,8 +451,7 @@ test('a missing nft binary gives a clear error', async (tc) => {
   const message = /nft not found at \/nonexistent\/nft: install the nftables package/;
   await assert.rejects(new NftFirewall({ nftPath: '/nonexistent/nft' }).init(), message);
   await assert.rejects(new NftFirewall({ nftPath: '/nonexistent/nft', netns: ns.name }).init(), message);
-  await assert.rejects(new NftFirewall({ netns: 'agtest-absent' }).init(),
-    /network namespace \/run\/netns\/agtest-absent does not exist/);
+  await assert.rejects(new NftFirewall({ netns: 'agtest-absent' }).init(), /network namespace \/run\/netns\/agtest-absent does not exist/);
   assert.throws(() => new NftFirewall({ netns: '../etc' }), /invalid network namespace/);
   assert.throws(() => new NftFirewall({ table: 'x; flush ruleset' }), /invalid nft table name/);
 });
@@ -459,7 +481,13 @@ test('into a table it has just created, a reconciliation loads in slices, one tr
   // the next one replaces the sets atomically: one transaction that flushes them first
   runner.applies = 0;
   assert.deepEqual(summary(await fw.reconcile(bans.slice(0, 2))), {
-    added: 0, removed: 24_998, total: 2, removedTargets: bans.slice(2).map((b) => b.target.text).sort(),
+    added: 0,
+    removed: 24_998,
+    total: 2,
+    removedTargets: bans
+      .slice(2)
+      .map((b) => b.target.text)
+      .sort(),
   });
   assert.equal(runner.applies, 1);
   assert.match(runner.scripts.at(-1)!, /^flush set inet ami_guard banned_v4$/m);

@@ -9,7 +9,10 @@ import { NftError } from '../../src/firewall/nft-runner.js';
 import { createLogger } from '../../src/log.js';
 
 const t = (text: string): IpTarget => parseTarget(text)!;
-const busy = (): Error => new Error('nft could not ban 198.51.100.7: busy', { cause: new NftError('nft failed (exit 1): busy', 'script', 'Device or resource busy') });
+const busy = (): Error =>
+  new Error('nft could not ban 198.51.100.7: busy', {
+    cause: new NftError('nft failed (exit 1): busy', 'script', 'Device or resource busy'),
+  });
 
 type Call = { op: 'add'; bans: FirewallBan[] } | { op: 'delete'; targets: IpTarget[] };
 
@@ -87,13 +90,20 @@ test('nft failing every time: given up after the configured tries with the last 
 test('a retried ban gives way to a later unban of the same address, and the rest of its batch goes on', async () => {
   const { inner, fw } = setup({ firstDelayMs: 50 });
   inner.failures = 1;
-  const add = fw.add([{ target: t('198.51.100.7'), timeoutMs: 60_000 }, { target: t('203.0.113.9'), timeoutMs: 60_000 }]);
+  const add = fw.add([
+    { target: t('198.51.100.7'), timeoutMs: 60_000 },
+    { target: t('203.0.113.9'), timeoutMs: 60_000 },
+  ]);
   await new Promise((r) => setTimeout(r, 10));
   await fw.delete([t('198.51.100.7')]);
   await add;
   assert.deepEqual(
     inner.calls.map((c) => [c.op, (c.op === 'add' ? c.bans.map((b) => b.target) : c.targets).map((x) => x.text)]),
-    [['add', ['198.51.100.7', '203.0.113.9']], ['delete', ['198.51.100.7']], ['add', ['203.0.113.9']]],
+    [
+      ['add', ['198.51.100.7', '203.0.113.9']],
+      ['delete', ['198.51.100.7']],
+      ['add', ['203.0.113.9']],
+    ],
   );
 });
 

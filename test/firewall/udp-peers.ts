@@ -16,7 +16,10 @@ export class LineProcess {
   private stderr = '';
   private readonly waiters = new Set<() => void>();
 
-  constructor(private readonly child: ChildProcessWithoutNullStreams, private readonly label: string) {
+  constructor(
+    private readonly child: ChildProcessWithoutNullStreams,
+    private readonly label: string,
+  ) {
     createInterface({ input: child.stdout }).on('line', (line) => {
       this.events.push(JSON.parse(line) as PeerEvent);
       for (const wake of this.waiters) wake();
@@ -104,10 +107,7 @@ export function startSender(ns: Netns, sources: readonly string[], port: number)
 }
 
 /** sends one datagram and resolves once the sender's socket has handed it to the kernel */
-export async function sendDatagram(
-  sender: LineProcess,
-  cmd: { from: string; to: string; port: number; msg: string },
-): Promise<void> {
+export async function sendDatagram(sender: LineProcess, cmd: { from: string; to: string; port: number; msg: string }): Promise<void> {
   sender.send(cmd);
   const sent = await sender.waitFor((e) => e.event === 'sent' && e.msg === cmd.msg, `sent ${cmd.msg}`);
   if (sent.err) throw new Error(`sending ${cmd.msg} failed: ${sent.err}`);

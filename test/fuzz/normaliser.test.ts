@@ -103,7 +103,11 @@ const policies: Array<{ policy: Policy; ignore: Net[] }> = [
   { policy: widePolicy, ignore: IGNORE.map(net) },
 ];
 // every kind that counts by default
-const FAILURES = new Set(Object.entries(DEFAULT_WEIGHTS).filter(([, w]) => w > 0).map(([k]) => k));
+const FAILURES = new Set(
+  Object.entries(DEFAULT_WEIGHTS)
+    .filter(([, w]) => w > 0)
+    .map(([k]) => k),
+);
 
 /** Everything an accepted event must satisfy, checked against the oracle's reading of `candidate`. */
 function checkAccepted(event: SecurityEvent, candidate: string | undefined, familyTag: string | undefined): void {
@@ -140,10 +144,21 @@ type Message = Array<readonly [string, string]>;
 
 /** A value of each header for events built here, in the format Asterisk writes. */
 const VALUES: Record<string, string> = {
-  EventTV: '2026-11-21T19:15:48.554+0000', Severity: 'Error', Service: 'PJSIP', EventVersion: '1', AccountID: '6001',
-  SessionID: 'call-1', LocalAddress: 'IPV4/UDP/198.18.0.1/5060', UsingPassword: '1', Challenge: '1/abc',
-  Response: '0123456789abcdef0123456789abcdef', ExpectedResponse: '', RequestType: 'REGISTER', AuthMethod: 'plain',
-  ExpectedAddress: 'IPV4/UDP/198.18.0.2/5060', AttemptedTransport: 'TCP',
+  EventTV: '2026-11-21T19:15:48.554+0000',
+  Severity: 'Error',
+  Service: 'PJSIP',
+  EventVersion: '1',
+  AccountID: '6001',
+  SessionID: 'call-1',
+  LocalAddress: 'IPV4/UDP/198.18.0.1/5060',
+  UsingPassword: '1',
+  Challenge: '1/abc',
+  Response: '0123456789abcdef0123456789abcdef',
+  ExpectedResponse: '',
+  RequestType: 'REGISTER',
+  AuthMethod: 'plain',
+  ExpectedAddress: 'IPV4/UDP/198.18.0.2/5060',
+  AttemptedTransport: 'TCP',
 };
 
 function serialise(msg: Message): Buffer {
@@ -182,15 +197,38 @@ function mappedSpellings(a: string): string[] {
   const o = a.split('.').map(Number);
   const hi = hex4((o[0]! << 8) | o[1]!);
   const lo = hex4((o[2]! << 8) | o[3]!);
-  return [`::ffff:${a}`, `::FFFF:${a}`, `0:0:0:0:0:ffff:${a}`, `0000:0000:0000:0000:0000:FFFF:${a}`, `::ffff:${hi}:${lo}`,
-    `0::ffff:${hi.toUpperCase()}:${lo}`, `0:0:0:0:0:ffff:${hi}:${lo}`];
+  return [
+    `::ffff:${a}`,
+    `::FFFF:${a}`,
+    `0:0:0:0:0:ffff:${a}`,
+    `0000:0000:0000:0000:0000:FFFF:${a}`,
+    `::ffff:${hi}:${lo}`,
+    `0::ffff:${hi.toUpperCase()}:${lo}`,
+    `0:0:0:0:0:ffff:${hi}:${lo}`,
+  ];
 }
 
 const ipv6 = fc.oneof(
   fc.ipV6(),
-  fc.constantFrom('::', '::1', '0:0:0:0:0:0:0:1', '0000::0001', 'ff02::1', 'FF05::1:3', 'fd00::66', 'fd00::67', '2001:db8:aa::1',
-    '2001:db8:ab::1', '::1.2.3.4', '::127.0.0.1', '::0.0.0.1', '64:ff9b::7f00:1', '::ffff:0:127.0.0.1'),
-  fc.tuple(fc.integer({ min: 0xff00, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 1, maxLength: 3 }))
+  fc.constantFrom(
+    '::',
+    '::1',
+    '0:0:0:0:0:0:0:1',
+    '0000::0001',
+    'ff02::1',
+    'FF05::1:3',
+    'fd00::66',
+    'fd00::67',
+    '2001:db8:aa::1',
+    '2001:db8:ab::1',
+    '::1.2.3.4',
+    '::127.0.0.1',
+    '::0.0.0.1',
+    '64:ff9b::7f00:1',
+    '::ffff:0:127.0.0.1',
+  ),
+  fc
+    .tuple(fc.integer({ min: 0xff00, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 1, maxLength: 3 }))
     .map(([first, rest]) => `${hex4(first)}::${rest.map(hex4).join(':')}`),
   ipv4.chain((a) => fc.constantFrom(...mappedSpellings(a))),
 );
@@ -198,10 +236,38 @@ const ipv6 = fc.oneof(
 /** Text that is not an address, or only almost: every one must be refused (or, if the oracle reads it, agree). */
 const hostile = fc.oneof(
   fc.constantFrom(
-    '999.1.1.1', '1.2.3', '1.2.3.4.5', '01.2.3.4', '1.2.3.04', '0x7f.0.0.1', '127.1', '0177.0.0.1', '2130706433', ' 1.2.3.4',
-    '1.2.3.4 ', '[::1]', '[2001:db8::1]', 'fe80::1%eth0', 'fe80::1%25eth0', '::ffff:01.2.3.4', '::ffff:999.0.0.1', '::ffff:1.2.3',
-    '::ffff:010.0.0.1', '1::2::3', ':::', '1:2:3:4:5:6:7:8:9', '12345::1', 'localhost', '', '1.2.3.4; flush ruleset',
-    '198.51.100.7"; delete table inet ami_guard; "', '\u0000127.0.0.1', '１.２.３.４', '1.2.3.4\u0000', 'g::1', '::ffff:1.2.3.4.5',
+    '999.1.1.1',
+    '1.2.3',
+    '1.2.3.4.5',
+    '01.2.3.4',
+    '1.2.3.04',
+    '0x7f.0.0.1',
+    '127.1',
+    '0177.0.0.1',
+    '2130706433',
+    ' 1.2.3.4',
+    '1.2.3.4 ',
+    '[::1]',
+    '[2001:db8::1]',
+    'fe80::1%eth0',
+    'fe80::1%25eth0',
+    '::ffff:01.2.3.4',
+    '::ffff:999.0.0.1',
+    '::ffff:1.2.3',
+    '::ffff:010.0.0.1',
+    '1::2::3',
+    ':::',
+    '1:2:3:4:5:6:7:8:9',
+    '12345::1',
+    'localhost',
+    '',
+    '1.2.3.4; flush ruleset',
+    '198.51.100.7"; delete table inet ami_guard; "',
+    '\u0000127.0.0.1',
+    '１.２.３.４',
+    '1.2.3.4\u0000',
+    'g::1',
+    '::ffff:1.2.3.4.5',
   ),
   fc.string({ unit: 'binary', maxLength: 50 }),
   fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF:.'.split('')), maxLength: 45 }),
@@ -227,7 +293,8 @@ const kind = fc.oneof(
 function eventMessage(remote: string, k: string): Buffer {
   const schema = Object.hasOwn(SECURITY_KINDS, k) ? SECURITY_KINDS[k]! : UNKNOWN_KIND;
   return serialise([
-    ['Event', k], ['Privilege', 'security,all'],
+    ['Event', k],
+    ['Privilege', 'security,all'],
     ...schema.required.map((h) => [h, h === 'RemoteAddress' ? remote : VALUES[h]!] as const),
   ]);
 }
@@ -240,10 +307,15 @@ const recorded: Message[] = readdirSync('test/fixtures/ami')
   .filter((l) => l.trim() !== '')
   .map((l) => (JSON.parse(l) as { raw: string }).raw)
   .filter((raw) => raw.startsWith('Event: ') && /^Privilege: security/m.test(raw))
-  .map((raw) => raw.split('\r\n').filter((line) => line !== '').map((line) => {
-    const c = line.indexOf(': ');
-    return [line.slice(0, c), line.slice(c + 2)] as const;
-  }));
+  .map((raw) =>
+    raw
+      .split('\r\n')
+      .filter((line) => line !== '')
+      .map((line) => {
+        const c = line.indexOf(': ');
+        return [line.slice(0, c), line.slice(c + 2)] as const;
+      }),
+  );
 
 // ---- properties ----
 
@@ -260,11 +332,20 @@ test('every RemoteAddress: never throws; accepted means the oracle reads the sam
       const e = eventOf(r);
       const { candidate, tag, wellFormed } = candidateOf(remote);
       if (e) checkAccepted(e, candidate, tag);
-      else if (r?.type === 'invalid' && /^[A-Za-z][A-Za-z0-9]{0,63}$/.test(k) && remote.length <= 128 && wellFormed && (tag === 'IPV4' || tag === 'IPV6')) {
+      else if (
+        r?.type === 'invalid' &&
+        /^[A-Za-z][A-Za-z0-9]{0,63}$/.test(k) &&
+        remote.length <= 128 &&
+        wellFormed &&
+        (tag === 'IPV4' || tag === 'IPV6')
+      ) {
         // refused although well formed: only when the oracle also refuses, or the tag lies about the family
         // (Asterisk writes an IPv4 source as a dotted quad under IPV4, never in an IPv6 spelling)
         const o = candidate === undefined ? null : oracle(candidate);
-        assert.ok(o === null || (tag === 'IPV4' && (o.family === 6 || candidate!.includes(':'))), `${JSON.stringify(remote)} refused (${r.reason})`);
+        assert.ok(
+          o === null || (tag === 'IPV4' && (o.family === 6 || candidate!.includes(':'))),
+          `${JSON.stringify(remote)} refused (${r.reason})`,
+        );
       }
     }),
     { numRuns: 40_000 },
@@ -272,13 +353,22 @@ test('every RemoteAddress: never throws; accepted means the oracle reads the sam
 });
 
 test('real recorded events with a mutated RemoteAddress', () => {
-  const edit = fc.tuple(fc.nat(), fc.constantFrom('insert', 'delete', 'replace'), fc.constantFrom(...'/:.0123456789abcdefF% []\u0000\r;"x'.split('')));
+  const edit = fc.tuple(
+    fc.nat(),
+    fc.constantFrom('insert', 'delete', 'replace'),
+    fc.constantFrom(...'/:.0123456789abcdefF% []\u0000\r;"x'.split('')),
+  );
   const mutation = fc.oneof(
     fc.array(edit, { minLength: 1, maxLength: 4 }).map((edits) => (value: string) => {
       let s = value;
       for (const [at, op, ch] of edits) {
         const i = s.length === 0 ? 0 : at % (s.length + (op === 'insert' ? 1 : 0));
-        s = op === 'insert' ? s.slice(0, i) + ch + s.slice(i) : op === 'delete' ? s.slice(0, i) + s.slice(i + 1) : s.slice(0, i) + ch + s.slice(i + 1);
+        s =
+          op === 'insert'
+            ? s.slice(0, i) + ch + s.slice(i)
+            : op === 'delete'
+              ? s.slice(0, i) + s.slice(i + 1)
+              : s.slice(0, i) + ch + s.slice(i + 1);
       }
       return s;
     }),
@@ -319,8 +409,12 @@ test('addresses that must never be counted: loopback, unspecified, multicast, br
     fc.tuple(fc.integer({ min: 0xff00, max: 0xffff }), fc.integer({ min: 0, max: 0xffff })).map(([a, b]) => `${hex4(a)}::${hex4(b)}`),
     quad(fc.constantFrom(127, 0, 224, 239)).chain((a) => fc.constantFrom(...mappedSpellings(a))),
   );
-  const ignored = fc.oneof(quad(fc.constant(10)), fc.constantFrom('192.168.1.7', 'fd00::66', 'FD00:0::66', '::ffff:192.168.1.7'),
-    fc.tuple(octet).map(([o]) => `198.51.100.${o}`), fc.integer({ min: 0, max: 0xffff }).map((g) => `2001:db8:aa:${hex4(g)}::1`));
+  const ignored = fc.oneof(
+    quad(fc.constant(10)),
+    fc.constantFrom('192.168.1.7', 'fd00::66', 'FD00:0::66', '::ffff:192.168.1.7'),
+    fc.tuple(octet).map(([o]) => `198.51.100.${o}`),
+    fc.integer({ min: 0, max: 0xffff }).map((g) => `2001:db8:aa:${hex4(g)}::1`),
+  );
   fc.assert(
     fc.property(fc.oneof(never, ignored), transport, port, fc.constantFrom(...FAILURES), (a, t, p, k) => {
       cases++;
@@ -333,9 +427,20 @@ test('addresses that must never be counted: loopback, unspecified, multicast, br
     }),
     { numRuns: 10_000 },
   );
-  const fixed = ['IPV4/UDP/999.1.1.1/5060', 'IPV6/UDP/::ffff:127.0.0.1/5060', 'IPV4/UDP/0.0.0.0/0', 'IPV4/UDP/224.0.0.1/5060',
-    'IPV4/UDP/255.255.255.255/5060', 'IPV6/UDP/::1/5060', 'IPV6/UDP/::/5060', 'IPV6/UDP/ff02::1/5060', 'IPV6/TCP/::ffff:7f00:1/40000',
-    'IPV4/UDP/127.0.0.1/5060', 'IPV6/UDP/::ffff:0.0.0.0/5060', 'IPV6/UDP/::ffff:224.0.0.251/5353'];
+  const fixed = [
+    'IPV4/UDP/999.1.1.1/5060',
+    'IPV6/UDP/::ffff:127.0.0.1/5060',
+    'IPV4/UDP/0.0.0.0/0',
+    'IPV4/UDP/224.0.0.1/5060',
+    'IPV4/UDP/255.255.255.255/5060',
+    'IPV6/UDP/::1/5060',
+    'IPV6/UDP/::/5060',
+    'IPV6/UDP/ff02::1/5060',
+    'IPV6/TCP/::ffff:7f00:1/40000',
+    'IPV4/UDP/127.0.0.1/5060',
+    'IPV6/UDP/::ffff:0.0.0.0/5060',
+    'IPV6/UDP/::ffff:224.0.0.251/5353',
+  ];
   for (const remote of fixed) {
     const e = eventOf(normalise(eventMessage(remote, 'InvalidPassword')));
     assert.ok(!e || defaultPolicy.decide(e).action === 'skip', `${remote} would be counted`);
@@ -365,17 +470,43 @@ test('IPv4-mapped IPv6 normalises to the same address as the IPv4 it maps, and g
   assert.deepEqual(a.address, b.address);
 });
 
-test('whole messages of random lines: never throws, whatever is accepted is sound and in Asterisk\'s order', () => {
+test("whole messages of random lines: never throws, whatever is accepted is sound and in Asterisk's order", () => {
   const key = fc.oneof(
-    fc.constantFrom('Event', 'Privilege', 'RemoteAddress', 'LocalAddress', 'Service', 'AccountID', 'EventTV', 'Severity', 'UsingPassword',
-      'SessionID', 'EventVersion', 'Challenge', '__proto__', 'constructor', 'toString', ''),
+    fc.constantFrom(
+      'Event',
+      'Privilege',
+      'RemoteAddress',
+      'LocalAddress',
+      'Service',
+      'AccountID',
+      'EventTV',
+      'Severity',
+      'UsingPassword',
+      'SessionID',
+      'EventVersion',
+      'Challenge',
+      '__proto__',
+      'constructor',
+      'toString',
+      '',
+    ),
     fc.string({ maxLength: 12 }),
   );
   const value = fc.oneof(
     fc.string({ unit: 'binary', maxLength: 80 }),
     remoteAddress,
-    fc.constantFrom('security,all', 'security', 'system,all', 'SECURITY', ' security ', 'InvalidPassword', '', 'Error', 'PJSIP',
-      '2026-11-21T19:15:48.554+0000'),
+    fc.constantFrom(
+      'security,all',
+      'security',
+      'system,all',
+      'SECURITY',
+      ' security ',
+      'InvalidPassword',
+      '',
+      'Error',
+      'PJSIP',
+      '2026-11-21T19:15:48.554+0000',
+    ),
   );
   const message = fc.oneof(
     fc.array(fc.tuple(key, value), { maxLength: 14 }),
@@ -394,8 +525,10 @@ test('whole messages of random lines: never throws, whatever is accepted is soun
       if (!e) return;
       // accepted: the genuine RemoteAddress line is the one right after LocalAddress, which follows SessionID
       const lines = bytes.toString('utf8').split('\r\n');
-      const at = lines.findIndex((l, i) => l.startsWith('RemoteAddress: ') && lines[i - 1]?.startsWith('LocalAddress: ') && lines[i - 2]?.startsWith('SessionID: '));
-      assert.ok(at > 0, 'accepted without Asterisk\'s address lines');
+      const at = lines.findIndex(
+        (l, i) => l.startsWith('RemoteAddress: ') && lines[i - 1]?.startsWith('LocalAddress: ') && lines[i - 2]?.startsWith('SessionID: '),
+      );
+      assert.ok(at > 0, "accepted without Asterisk's address lines");
       assert.equal(lines.filter((l) => l.startsWith('RemoteAddress: ')).length, 1, 'accepted with a second RemoteAddress');
       const { candidate, tag } = candidateOf(lines[at]!.slice('RemoteAddress: '.length));
       checkAccepted(e, candidate, tag);

@@ -18,8 +18,22 @@ const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1');
 /** Pieces that matter to a framer: line ends alone and doubled, CR without LF, NUL, broken UTF-8, the banner. */
 const special = fc.constantFrom(
   ...[
-    '\r\n', '\n', '\r', '\r\n\r\n', '\n\n', '\r\r\n', '\n\r\n', '\0', '\0\r\n', ': ', ':', 'Event: ', 'Privilege: security,all\r\n',
-    'RemoteAddress: IPV4/UDP/198.18.0.11/5060\r\n', 'Asterisk Call Manager/', 'Asterisk Call Manager/11.0.0\r\n',
+    '\r\n',
+    '\n',
+    '\r',
+    '\r\n\r\n',
+    '\n\n',
+    '\r\r\n',
+    '\n\r\n',
+    '\0',
+    '\0\r\n',
+    ': ',
+    ':',
+    'Event: ',
+    'Privilege: security,all\r\n',
+    'RemoteAddress: IPV4/UDP/198.18.0.11/5060\r\n',
+    'Asterisk Call Manager/',
+    'Asterisk Call Manager/11.0.0\r\n',
   ].map(latin1),
   ...[[0x80], [0xc3], [0xe2, 0x82], [0xf0, 0x9f, 0x98, 0x80], [0xed, 0xa0, 0x80], [0xc0, 0x80], [0xfe], [0xff]].map((b) => Buffer.from(b)),
 );
@@ -29,7 +43,9 @@ const headerLine = fc
   .map(([k, v, end]) => Buffer.from(`${k}: ${v}${end}`, 'utf8'));
 
 /** Longer than the small bounds used below, so oversized lines and messages come up in most streams. */
-const run = fc.tuple(fc.integer({ min: 1, max: 4000 }), fc.constantFrom(0x41, 0x00, 0x0d, 0xff, 0x3a)).map(([n, byte]) => Buffer.alloc(n, byte));
+const run = fc
+  .tuple(fc.integer({ min: 1, max: 4000 }), fc.constantFrom(0x41, 0x00, 0x0d, 0xff, 0x3a))
+  .map(([n, byte]) => Buffer.alloc(n, byte));
 
 const piece = fc.oneof(
   { weight: 4, arbitrary: special },
@@ -40,7 +56,11 @@ const piece = fc.oneof(
 
 const stream = fc.array(piece, { maxLength: 50 }).map((pieces) => Buffer.concat(pieces));
 const bounds = fc.oneof(
-  fc.record({ maxFrameBytes: fc.integer({ min: 16, max: 600 }), maxLineBytes: fc.integer({ min: 8, max: 300 }), maxLines: fc.integer({ min: 1, max: 12 }) }),
+  fc.record({
+    maxFrameBytes: fc.integer({ min: 16, max: 600 }),
+    maxLineBytes: fc.integer({ min: 8, max: 300 }),
+    maxLines: fc.integer({ min: 1, max: 12 }),
+  }),
   fc.constant({}),
 );
 const cuts = fc.array(fc.nat(), { maxLength: 30 });
@@ -114,24 +134,37 @@ const banner = fc.stringMatching(/^[0-9.]{1,12}$/).map((v): Item => ({ kind: 'ba
 const blank = fc.constant<Item>({ kind: 'blank', bytes: CRLF });
 
 test('well-formed messages come out exactly, oversized ones are counted and do not disturb their neighbours', () => {
-  const items = fc.array(fc.oneof({ weight: 6, arbitrary: message }, { weight: 1, arbitrary: banner }, { weight: 1, arbitrary: blank }), { maxLength: 25 });
+  const items = fc.array(fc.oneof({ weight: 6, arbitrary: message }, { weight: 1, arbitrary: banner }, { weight: 1, arbitrary: blank }), {
+    maxLength: 25,
+  });
   fc.assert(
-    fc.property(items, fc.integer({ min: 64, max: 3000 }), fc.integer({ min: 40, max: 1600 }), fc.integer({ min: 1, max: 9 }), cuts, (list, maxFrameBytes, maxLineBytes, maxLines, at) => {
-      cases++;
-      const expected: Array<{ raw: string; banner: boolean }> = [];
-      let oversized = 0;
-      for (const item of list) {
-        if (item.kind === 'blank') continue;
-        const tooBig = item.bytes.length > maxFrameBytes
-          || (item.kind === 'message' && (item.lines.length > maxLines || item.lines.some((l) => l.length > maxLineBytes)));
-        if (tooBig) oversized++;
-        else expected.push({ raw: item.bytes.toString('utf8'), banner: item.kind === 'banner' });
-      }
-      const out = feed(chunk(Buffer.concat(list.map((i) => i.bytes)), at), { maxFrameBytes, maxLineBytes, maxLines, banner: 'any' });
-      assert.deepEqual(out.frames.map((f) => ({ raw: f.raw, banner: f.banner })), expected);
-      assert.equal(out.oversized, oversized);
-      assert.equal(out.buffered, 0);
-    }),
+    fc.property(
+      items,
+      fc.integer({ min: 64, max: 3000 }),
+      fc.integer({ min: 40, max: 1600 }),
+      fc.integer({ min: 1, max: 9 }),
+      cuts,
+      (list, maxFrameBytes, maxLineBytes, maxLines, at) => {
+        cases++;
+        const expected: Array<{ raw: string; banner: boolean }> = [];
+        let oversized = 0;
+        for (const item of list) {
+          if (item.kind === 'blank') continue;
+          const tooBig =
+            item.bytes.length > maxFrameBytes ||
+            (item.kind === 'message' && (item.lines.length > maxLines || item.lines.some((l) => l.length > maxLineBytes)));
+          if (tooBig) oversized++;
+          else expected.push({ raw: item.bytes.toString('utf8'), banner: item.kind === 'banner' });
+        }
+        const out = feed(chunk(Buffer.concat(list.map((i) => i.bytes)), at), { maxFrameBytes, maxLineBytes, maxLines, banner: 'any' });
+        assert.deepEqual(
+          out.frames.map((f) => ({ raw: f.raw, banner: f.banner })),
+          expected,
+        );
+        assert.equal(out.oversized, oversized);
+        assert.equal(out.buffered, 0);
+      },
+    ),
     { numRuns: 8_000 },
   );
 });

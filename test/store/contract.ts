@@ -3,7 +3,12 @@ import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { isParsedTarget, parseAddress, parseTarget, type IpAddress, type IpPrefix, type IpTarget } from '../../src/net/ip.js';
 import {
-  DEFAULT_RULES, type ActiveBan, type FailureInput, type PolicyParams, type Store, type TargetActivity,
+  DEFAULT_RULES,
+  type ActiveBan,
+  type FailureInput,
+  type PolicyParams,
+  type Store,
+  type TargetActivity,
 } from '../../src/store/store.js';
 
 export const POLICY: PolicyParams = {
@@ -56,10 +61,12 @@ export function failures(target: string, at: number, n: number, kind = 'InvalidP
 export async function collect(bans: AsyncIterable<ActiveBan[]>): Promise<Array<Array<{ address: string; until: number }>>> {
   const pages: Array<Array<{ address: string; until: number }>> = [];
   for await (const page of bans) {
-    pages.push(page.map((b) => {
-      assert.ok(isParsedTarget(b.target) && b.target.text === b.address, b.address);
-      return { address: b.address, until: b.until };
-    }));
+    pages.push(
+      page.map((b) => {
+        assert.ok(isParsedTarget(b.target) && b.target.text === b.address, b.address);
+        return { address: b.address, until: b.until };
+      }),
+    );
   }
   return pages;
 }
@@ -86,17 +93,23 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const at = T0 + 4_000;
       const v = await store.recordFailure(failure('198.51.100.7', at, { kind: kinds[4]! }));
       const expected = {
-        address: '198.51.100.7', reason: 'failures',
+        address: '198.51.100.7',
+        reason: 'failures',
         kinds: { InvalidPassword: 3, ChallengeResponseFailed: 1, InvalidAccountID: 1 },
-        count: 5, firstSeen: T0, lastSeen: at, bannedAt: at, until: at + POLICY.bantimeMs, node: NODE, previousBans: 0,
+        count: 5,
+        firstSeen: T0,
+        lastSeen: at,
+        bannedAt: at,
+        until: at + POLICY.bantimeMs,
+        node: NODE,
+        previousBans: 0,
         account: '6001',
       };
       assert.deepEqual(v, { type: 'banned', ban: expected });
       assert.deepEqual(await store.getBan(target('198.51.100.7'), at + 1), expected);
 
       for (const now of [at + 1, at + POLICY.bantimeMs - 1]) {
-        assert.deepEqual(await store.recordFailure(failure('198.51.100.7', now)),
-          { type: 'already-banned', until: at + POLICY.bantimeMs });
+        assert.deepEqual(await store.recordFailure(failure('198.51.100.7', now)), { type: 'already-banned', until: at + POLICY.bantimeMs });
       }
       // other addresses have windows of their own
       assert.deepEqual(await store.recordFailure(failure('198.51.100.8', at)), { type: 'counted', count: 1 });
@@ -138,7 +151,10 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
     it('counts a failure of weight w as w failures; the record counts the events by kind', async () => {
       const store = await make();
-      assert.deepEqual(await store.recordFailure(failure('192.0.2.10', T0, { weight: 3, kind: 'InvalidPassword' })), { type: 'counted', count: 3 });
+      assert.deepEqual(await store.recordFailure(failure('192.0.2.10', T0, { weight: 3, kind: 'InvalidPassword' })), {
+        type: 'counted',
+        count: 3,
+      });
       const v = await store.recordFailure(failure('192.0.2.10', T0 + 10, { weight: 2, kind: 'FailedACL' }));
       assert.equal(v.type, 'banned');
       assert.ok(v.type === 'banned');
@@ -162,8 +178,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(await store.unban(target(ip), T0 + 10), true);
       assert.equal(await store.unban(target(ip), T0 + 10), false);
       assert.equal(await store.getBan(target(ip), T0 + 10), null);
-      assert.deepEqual(await store.history(target(ip)),
-        [{ at: T0 + 4, until: T0 + 4 + POLICY.bantimeMs, reason: 'failures', node: NODE }]);
+      assert.deepEqual(await store.history(target(ip)), [{ at: T0 + 4, until: T0 + 4 + POLICY.bantimeMs, reason: 'failures', node: NODE }]);
 
       // now a known offender: offenderMaxretry failures ban it
       const again = POLICY.offenderMaxretry;
@@ -179,10 +194,15 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.ok(v?.type === 'banned');
       assert.equal(v.ban.previousBans, 1);
       const hist = await store.history(target(ip));
-      assert.deepEqual(hist.map((h) => h.at), [t1 + 10 + again - 1, T0 + 4], 'newest first');
+      assert.deepEqual(
+        hist.map((h) => h.at),
+        [t1 + 10 + again - 1, T0 + 4],
+        'newest first',
+      );
       // the second ban lasts bantime x factor
-      assert.deepEqual(await collect(store.activeBans(t1 + 100)),
-        [[{ address: ip, until: t1 + 10 + again - 1 + POLICY.bantimeMs * POLICY.increment.factor }]]);
+      assert.deepEqual(await collect(store.activeBans(t1 + 100)), [
+        [{ address: ip, until: t1 + 10 + again - 1 + POLICY.bantimeMs * POLICY.increment.factor }],
+      ]);
       await store.unban(target(ip), t1 + 100);
       assert.deepEqual(await collect(store.activeBans(t1 + 100)), [], 'unban leaves the index');
     });
@@ -192,8 +212,16 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       for (let i = 0; i < 3; i++) await store.recordFailure(failure('198.51.100.20', T0 + i));
       const manual = await store.ban({ target: target('198.51.100.20'), reason: 'operator', durationMs: 60_000, now: T0 + 10 });
       assert.deepEqual(manual, {
-        address: '198.51.100.20', reason: 'operator', kinds: {}, count: 0, firstSeen: T0 + 10, lastSeen: T0 + 10,
-        bannedAt: T0 + 10, until: T0 + 60_010, node: NODE, previousBans: 0,
+        address: '198.51.100.20',
+        reason: 'operator',
+        kinds: {},
+        count: 0,
+        firstSeen: T0 + 10,
+        lastSeen: T0 + 10,
+        bannedAt: T0 + 10,
+        until: T0 + 60_010,
+        node: NODE,
+        previousBans: 0,
       });
       assert.deepEqual(await store.getBan(target('198.51.100.20'), T0 + 11), manual);
       assert.deepEqual(await store.recordFailure(failure('198.51.100.20', T0 + 20)), { type: 'already-banned', until: T0 + 60_010 });
@@ -208,9 +236,15 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       // it replaced the ban in force: no second offence
       assert.equal(second.previousBans, 0);
       assert.deepEqual(await store.getBan(net, T0 + 6), second);
-      assert.deepEqual((await store.history(net)).map((h) => h.reason), ['shorter']);
+      assert.deepEqual(
+        (await store.history(net)).map((h) => h.reason),
+        ['shorter'],
+      );
       const active = (await collect(store.activeBans(T0 + 6))).flat();
-      assert.deepEqual(active.find((b) => b.address === '2001:db8:aa::/48'), { address: '2001:db8:aa::/48', until: T0 + 1_005 });
+      assert.deepEqual(
+        active.find((b) => b.address === '2001:db8:aa::/48'),
+        { address: '2001:db8:aa::/48', until: T0 + 1_005 },
+      );
 
       await store.ban({ target: target('192.0.2.0/24'), reason: 'manual', durationMs: 1_000, now: T0 });
       assert.equal((await store.getBan(target('192.0.2.0/24'), T0))?.address, '192.0.2.0/24');
@@ -277,7 +311,8 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const now = T0 + 10_000;
       await store.recordActivity([failures('198.51.100.4', T0 + 4_000, 4)], T0 + 4_000);
       await store.recordActivity([failures('198.51.100.2', T0 + 3_000, 3)], T0 + 3_000);
-      for (let i = 0; i < 3; i++) await store.recordFailure(failure('198.51.100.1', T0 + i * 1_000, { account: i === 2 ? 'acct-x' : '6001' }));
+      for (let i = 0; i < 3; i++)
+        await store.recordFailure(failure('198.51.100.1', T0 + i * 1_000, { account: i === 2 ? 'acct-x' : '6001' }));
       await store.recordActivity([failures('2001:db8:1::/64', T0 + 100, 2)], T0 + 100);
       // trusted: counted against trust.maxretry
       await store.recordSuccess({ address: addr('198.51.100.8'), now: T0, trust: true });
@@ -296,14 +331,17 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
       const all = await store.failing(now, 20);
       assert.equal(all.total, 6);
-      assert.deepEqual(all.top.map((f) => [f.target.text, f.failures, f.threshold, f.last, f.account]), [
-        ['198.51.100.4', 4, 5, T0 + 4_000, '6001'],
-        ['198.51.100.2', 3, 5, T0 + 3_000, '6001'],
-        ['198.51.100.1', 3, 5, T0 + 2_000, 'acct-x'],
-        ['198.51.100.8', 2, POLICY.trust.maxretry, T0 + 200, '6001'],
-        ['2001:db8:1::/64', 2, 5, T0 + 100, '6001'],
-        ['198.51.100.9', 1, POLICY.offenderMaxretry, T0 + 50, '6001'],
-      ]);
+      assert.deepEqual(
+        all.top.map((f) => [f.target.text, f.failures, f.threshold, f.last, f.account]),
+        [
+          ['198.51.100.4', 4, 5, T0 + 4_000, '6001'],
+          ['198.51.100.2', 3, 5, T0 + 3_000, '6001'],
+          ['198.51.100.1', 3, 5, T0 + 2_000, 'acct-x'],
+          ['198.51.100.8', 2, POLICY.trust.maxretry, T0 + 200, '6001'],
+          ['2001:db8:1::/64', 2, 5, T0 + 100, '6001'],
+          ['198.51.100.9', 1, POLICY.offenderMaxretry, T0 + 50, '6001'],
+        ],
+      );
       assert.ok(all.top.every((f) => isParsedTarget(f.target)));
       assert.equal(all.local, undefined);
       // bounded: the best few, the total still of all
@@ -312,12 +350,21 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(await store.failing(now, 0), { total: 6, top: [] });
       // findtime later, only the failures after the cut count
       const later = await store.failing(T0 + 2_500 + POLICY.findtimeMs, 20);
-      assert.deepEqual([later.total, later.top.map((f) => [f.target.text, f.failures])], [2, [['198.51.100.4', 4], ['198.51.100.2', 3]]]);
+      assert.deepEqual(
+        [later.total, later.top.map((f) => [f.target.text, f.failures])],
+        [
+          2,
+          [
+            ['198.51.100.4', 4],
+            ['198.51.100.2', 3],
+          ],
+        ],
+      );
       await assert.rejects(store.failing(now, -1), RangeError);
       await assert.rejects(store.failing(now, 1.5), RangeError);
     });
 
-    it('keeps the operator\'s note with a manual ban', async () => {
+    it("keeps the operator's note with a manual ban", async () => {
       const store = await make();
       const rec = await store.ban({ target: target('203.0.113.0/24'), reason: 'manual', durationMs: 60_000, now: T0, note: 'ticket 7' });
       assert.equal(rec.note, 'ticket 7');
@@ -400,8 +447,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(durations[4], Math.max(POLICY.recidive.bantimeMs, Math.min(16 * b, POLICY.increment.maxtimeMs)));
     });
 
-
-    it('recordActivity: one verdict per entry in the batch\'s order; each entry counted once', async () => {
+    it("recordActivity: one verdict per entry in the batch's order; each entry counted once", async () => {
       const store = await make();
       assert.deepEqual(await store.recordActivity([], T0), []);
       const n = 1_000;
@@ -409,42 +455,75 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
         const batch = Array.from({ length: n }, (_, i) => failures(hostAddress(i), T0 + round, 1));
         const verdicts = await store.recordActivity(batch, T0 + round);
         assert.equal(verdicts.length, n);
-        assert.ok(verdicts.every((v) => v.type === 'counted' && v.count === round), `round ${round}`);
+        assert.ok(
+          verdicts.every((v) => v.type === 'counted' && v.count === round),
+          `round ${round}`,
+        );
       }
       // the crossing round: every target banned in the same call, the ban index written with it
-      const last = await store.recordActivity(Array.from({ length: n }, (_, i) => failures(hostAddress(i), T0 + 9, 1)), T0 + 9);
+      const last = await store.recordActivity(
+        Array.from({ length: n }, (_, i) => failures(hostAddress(i), T0 + 9, 1)),
+        T0 + 9,
+      );
       assert.ok(last.every((v, i) => v.type === 'banned' && v.ban.address === hostAddress(i) && v.ban.count === POLICY.maxretry));
       const active = (await collect(store.activeBans(T0 + 10))).flat();
       assert.equal(active.length, n);
       assert.ok(active.every((b) => b.until === T0 + 9 + POLICY.bantimeMs));
       const again = await store.recordActivity([failures(hostAddress(7), T0 + 11, 3), failures('192.0.2.200', T0 + 11, 1)], T0 + 11);
-      assert.deepEqual(again, [{ type: 'already-banned', until: T0 + 9 + POLICY.bantimeMs }, { type: 'counted', count: 1 }]);
+      assert.deepEqual(again, [
+        { type: 'already-banned', until: T0 + 9 + POLICY.bantimeMs },
+        { type: 'counted', count: 1 },
+      ]);
     });
 
     it('recordActivity: folded failures count as many; the record has their kinds, span and last account', async () => {
       const store = await make();
       const a = activity('198.51.100.90', T0 + 50, {
-        failures: 5, kinds: { ChallengeResponseFailed: 3, InvalidAccountID: 2 }, account: '6002', first: T0, last: T0 + 50,
+        failures: 5,
+        kinds: { ChallengeResponseFailed: 3, InvalidAccountID: 2 },
+        account: '6002',
+        first: T0,
+        last: T0 + 50,
       });
       const [v] = await store.recordActivity([a], T0 + 60);
       assert.ok(v?.type === 'banned', JSON.stringify(v));
       assert.deepEqual(v.ban, {
-        address: '198.51.100.90', reason: 'failures', kinds: { ChallengeResponseFailed: 3, InvalidAccountID: 2 }, count: 5,
-        firstSeen: T0, lastSeen: T0 + 50, bannedAt: T0 + 60, until: T0 + 60 + POLICY.bantimeMs, node: NODE, previousBans: 0,
+        address: '198.51.100.90',
+        reason: 'failures',
+        kinds: { ChallengeResponseFailed: 3, InvalidAccountID: 2 },
+        count: 5,
+        firstSeen: T0,
+        lastSeen: T0 + 50,
+        bannedAt: T0 + 60,
+        until: T0 + 60 + POLICY.bantimeMs,
+        node: NODE,
+        previousBans: 0,
         account: '6002',
       });
       assert.deepEqual(await store.getBan(target('198.51.100.90'), T0 + 61), v.ban);
       // more failures in one batch than it takes: the ban falls at the one that crosses the threshold, as one event
       // at a time would have it, and the rest of the batch came after the ban
       await store.recordActivity([failures('198.51.100.97', T0, 3, 'InvalidAccountID')], T0);
-      const [x] = await store.recordActivity([activity('198.51.100.97', T0 + 9, {
-        failures: 12, kinds: { InvalidPassword: 12 }, account: '6003', first: T0 + 1, last: T0 + 9,
-      })], T0 + 9);
+      const [x] = await store.recordActivity(
+        [
+          activity('198.51.100.97', T0 + 9, {
+            failures: 12,
+            kinds: { InvalidPassword: 12 },
+            account: '6003',
+            first: T0 + 1,
+            last: T0 + 9,
+          }),
+        ],
+        T0 + 9,
+      );
       assert.ok(x?.type === 'banned', JSON.stringify(x));
       assert.deepEqual([x.ban.count, x.ban.kinds], [POLICY.maxretry, { InvalidAccountID: 3, InvalidPassword: 2 }]);
       // the same target twice in one batch: applied in order
       const twice = await store.recordActivity([failures('198.51.100.91', T0, 3), failures('198.51.100.91', T0 + 1, 2)], T0 + 1);
-      assert.deepEqual(twice.map((x) => x.type), ['counted', 'banned']);
+      assert.deepEqual(
+        twice.map((x) => x.type),
+        ['counted', 'banned'],
+      );
     });
 
     it('recordActivity: challenges, then logins, then failures; a login answers one challenge and may trust', async () => {
@@ -456,7 +535,10 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.equal(await store.trustedUntil(target(phone), T0 + 1), T0 + POLICY.trust.ttlMs);
       // a login in the same batch as failures raises the threshold before they are counted
       const other = '198.51.100.93';
-      [v] = await store.recordActivity([activity(other, T0, { successes: 1, trust: true, failures: POLICY.maxretry, kinds: { InvalidPassword: POLICY.maxretry } })], T0);
+      [v] = await store.recordActivity(
+        [activity(other, T0, { successes: 1, trust: true, failures: POLICY.maxretry, kinds: { InvalidPassword: POLICY.maxretry } })],
+        T0,
+      );
       assert.deepEqual(v, { type: 'counted', count: POLICY.maxretry });
       [v] = await store.recordActivity([failures(other, T0 + 1, POLICY.trust.maxretry - POLICY.maxretry)], T0 + 1);
       assert.ok(v?.type === 'banned' && v.ban.count === POLICY.trust.maxretry, JSON.stringify(v));
@@ -465,10 +547,16 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(v, { type: 'counted', count: 2 });
       [v] = await store.recordActivity([activity('198.51.100.95', T0, { challenges: POLICY.scanner.maxretry, first: T0 - 5 })], T0);
       assert.ok(v?.type === 'banned', JSON.stringify(v));
-      assert.deepEqual([v.ban.reason, v.ban.kinds, v.ban.count], ['scanner', { ChallengeSent: POLICY.scanner.maxretry }, POLICY.scanner.maxretry]);
+      assert.deepEqual(
+        [v.ban.reason, v.ban.kinds, v.ban.count],
+        ['scanner', { ChallengeSent: POLICY.scanner.maxretry }, POLICY.scanner.maxretry],
+      );
       // challenges older than scanner.findtime are forgotten
       await store.recordActivity([activity('198.51.100.96', T0, { challenges: POLICY.scanner.maxretry - 1 })], T0);
-      [v] = await store.recordActivity([activity('198.51.100.96', T0 + POLICY.scanner.findtimeMs, { challenges: 1 })], T0 + POLICY.scanner.findtimeMs);
+      [v] = await store.recordActivity(
+        [activity('198.51.100.96', T0 + POLICY.scanner.findtimeMs, { challenges: 1 })],
+        T0 + POLICY.scanner.findtimeMs,
+      );
       assert.deepEqual(v, { type: 'counted', count: 1 });
     });
 
@@ -480,7 +568,10 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(await store.recordActivity(batch(T0 + 1), T0 + 1), [{ type: 'counted', count: 4 }]);
       const [v] = await store.recordActivity(batch(T0 + 2), T0 + 2);
       assert.ok(v?.type === 'banned' && v.ban.address === '2001:db8:1:2::/64', JSON.stringify(v));
-      assert.deepEqual((await collect(store.activeBans(T0 + 3))).flat().map((b) => b.address), ['2001:db8:1:2::/64']);
+      assert.deepEqual(
+        (await collect(store.activeBans(T0 + 3))).flat().map((b) => b.address),
+        ['2001:db8:1:2::/64'],
+      );
       assert.equal(await store.getBan(target('2001:db8:1:2::1'), T0 + 3), null, 'an address of the network is another key');
     });
 
@@ -492,24 +583,51 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       // the phone logs in from inside the prefix: the prefix now holds a trusted address
       await store.recordActivity([from('2001:db8:5:6::20', T0, { challenges: 1, successes: 1, trust: true })], T0);
       assert.ok((await store.trustedUntil(net, T0 + 1))! > T0);
-      const [v] = await store.recordActivity([from('2001:db8:5:6::66', T0 + 1, { failures: POLICY.trust.maxretry, kinds: { ChallengeResponseFailed: POLICY.trust.maxretry }, account: '6002' })], T0 + 1);
+      const [v] = await store.recordActivity(
+        [
+          from('2001:db8:5:6::66', T0 + 1, {
+            failures: POLICY.trust.maxretry,
+            kinds: { ChallengeResponseFailed: POLICY.trust.maxretry },
+            account: '6002',
+          }),
+        ],
+        T0 + 1,
+      );
       assert.ok(v?.type === 'banned', JSON.stringify(v));
       assert.equal(v.target?.text, '2001:db8:5:6::66');
-      assert.deepEqual([v.ban.address, v.ban.reason, v.ban.count, v.ban.kinds, v.ban.account], ['2001:db8:5:6::66', 'failures', POLICY.trust.maxretry, { ChallengeResponseFailed: POLICY.trust.maxretry }, '6002']);
+      assert.deepEqual(
+        [v.ban.address, v.ban.reason, v.ban.count, v.ban.kinds, v.ban.account],
+        ['2001:db8:5:6::66', 'failures', POLICY.trust.maxretry, { ChallengeResponseFailed: POLICY.trust.maxretry }, '6002'],
+      );
       assert.equal(await store.getBan(net, T0 + 2), null, 'the prefix is not banned');
       assert.equal((await store.getBan(target('2001:db8:5:6::66'), T0 + 2))?.until, v.ban.until);
-      assert.deepEqual((await collect(store.activeBans(T0 + 2))).flat().map((b) => b.address), ['2001:db8:5:6::66']);
+      assert.deepEqual(
+        (await collect(store.activeBans(T0 + 2))).flat().map((b) => b.address),
+        ['2001:db8:5:6::66'],
+      );
       // the prefix counts afresh; a crossing by an address banned already reports its ban in force
       const [w] = await store.recordActivity([from('2001:db8:5:6::77', T0 + 3, { failures: 1, kinds: { InvalidAccountID: 1 } })], T0 + 3);
       assert.deepEqual(w, { type: 'counted', count: 1 });
-      const [x] = await store.recordActivity([from('2001:db8:5:6::66', T0 + 4, { failures: POLICY.trust.maxretry, kinds: { InvalidAccountID: POLICY.trust.maxretry } })], T0 + 4);
+      const [x] = await store.recordActivity(
+        [from('2001:db8:5:6::66', T0 + 4, { failures: POLICY.trust.maxretry, kinds: { InvalidAccountID: POLICY.trust.maxretry } })],
+        T0 + 4,
+      );
       assert.ok(x?.type === 'already-banned' && x.until === v.ban.until && x.target?.text === '2001:db8:5:6::66', JSON.stringify(x));
       // without trust a prefix is banned whole, at maxretry
-      const [y] = await store.recordActivity([activity('2001:db8:7:8::/64', T0, { source: addr('2001:db8:7:8::9'), failures: POLICY.maxretry, kinds: { InvalidPassword: POLICY.maxretry } })], T0);
+      const [y] = await store.recordActivity(
+        [
+          activity('2001:db8:7:8::/64', T0, {
+            source: addr('2001:db8:7:8::9'),
+            failures: POLICY.maxretry,
+            kinds: { InvalidPassword: POLICY.maxretry },
+          }),
+        ],
+        T0,
+      );
       assert.ok(y?.type === 'banned' && y.ban.address === '2001:db8:7:8::/64' && y.target === undefined, JSON.stringify(y));
     });
 
-    it('subnet escalation: the maxbans-th ban of a subnet\'s addresses within findtime bans the subnet, naming them', async () => {
+    it("subnet escalation: the maxbans-th ban of a subnet's addresses within findtime bans the subnet, naming them", async () => {
       const store = await make({ ...POLICY, subnet: { maxbans: 3, bantimeMs: 86_400_000 } });
       const subnet = target('198.51.100.0/24') as IpPrefix;
       const crossing = (a: string, at: number): TargetActivity => ({ ...failures(a, at, POLICY.maxretry), subnet });
@@ -526,8 +644,17 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.ok(v?.type === 'banned' && v.subnet, JSON.stringify(v));
       assert.equal(v.subnet.target.text, '198.51.100.0/24');
       const expected = {
-        address: '198.51.100.0/24', reason: 'subnet', kinds: {}, count: 3, firstSeen: T0, lastSeen: T0 + 5, bannedAt: T0 + 5,
-        until: T0 + 5 + 86_400_000, node: NODE, previousBans: 0, members: [members[0], members[1], members[2]],
+        address: '198.51.100.0/24',
+        reason: 'subnet',
+        kinds: {},
+        count: 3,
+        firstSeen: T0,
+        lastSeen: T0 + 5,
+        bannedAt: T0 + 5,
+        until: T0 + 5 + 86_400_000,
+        node: NODE,
+        previousBans: 0,
+        members: [members[0], members[1], members[2]],
       };
       assert.deepEqual(v.subnet.ban, expected);
       assert.deepEqual(await store.getBan(subnet, T0 + 6), expected);
@@ -541,18 +668,27 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       for (let i = 0; i < 3; i++) {
         [last] = await store.recordActivity([{ ...failures(`2001:db8:9:${i}::/64`, T0 + i, POLICY.maxretry), subnet: s6 }], T0 + i);
       }
-      assert.ok(last?.type === 'banned' && last.subnet?.ban.members?.join() === '2001:db8:9::/64,2001:db8:9:1::/64,2001:db8:9:2::/64', JSON.stringify(last));
+      assert.ok(
+        last?.type === 'banned' && last.subnet?.ban.members?.join() === '2001:db8:9::/64,2001:db8:9:1::/64,2001:db8:9:2::/64',
+        JSON.stringify(last),
+      );
     });
 
     it('subnet escalation: bans further apart than findtime, a subnet holding a trusted address, or escalation off ban no subnet', async () => {
       const policy = { ...POLICY, subnet: { maxbans: 2, bantimeMs: 86_400_000 } };
       const store = await make(policy);
-      const crossing = (a: string, subnet: string, at: number): TargetActivity => ({ ...failures(a, at, POLICY.maxretry), subnet: target(subnet) as IpPrefix });
+      const crossing = (a: string, subnet: string, at: number): TargetActivity => ({
+        ...failures(a, at, POLICY.maxretry),
+        subnet: target(subnet) as IpPrefix,
+      });
       const [a] = await store.recordActivity([crossing('203.0.113.1', '203.0.113.0/24', T0)], T0);
       const [b] = await store.recordActivity([crossing('203.0.113.2', '203.0.113.0/24', T0 + POLICY.findtimeMs)], T0 + POLICY.findtimeMs);
       assert.ok(a?.type === 'banned' && !a.subnet && b?.type === 'banned' && !b.subnet, 'findtime apart');
       // a phone logged in from the subnet: it is never banned whole while that trust lasts
-      await store.recordActivity([{ ...activity('192.0.2.20', T0, { successes: 1, trust: true }), subnet: target('192.0.2.0/24') as IpPrefix }], T0);
+      await store.recordActivity(
+        [{ ...activity('192.0.2.20', T0, { successes: 1, trust: true }), subnet: target('192.0.2.0/24') as IpPrefix }],
+        T0,
+      );
       for (const [i, x] of ['192.0.2.1', '192.0.2.2', '192.0.2.3'].entries()) {
         const [v] = await store.recordActivity([crossing(x, '192.0.2.0/24', T0 + i)], T0 + i);
         assert.ok(v?.type === 'banned' && !v.subnet, `${x}: ${JSON.stringify(v)}`);
@@ -568,9 +704,16 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
     it('failures and challenges of one entry both crossing: banned for its failures, as one event at a time would have it', async () => {
       const store = await make();
-      const [v] = await store.recordActivity([activity('198.51.100.98', T0, {
-        challenges: POLICY.scanner.maxretry, failures: POLICY.scanner.maxretry, kinds: { ChallengeResponseFailed: POLICY.scanner.maxretry },
-      })], T0);
+      const [v] = await store.recordActivity(
+        [
+          activity('198.51.100.98', T0, {
+            challenges: POLICY.scanner.maxretry,
+            failures: POLICY.scanner.maxretry,
+            kinds: { ChallengeResponseFailed: POLICY.scanner.maxretry },
+          }),
+        ],
+        T0,
+      );
       assert.ok(v?.type === 'banned', JSON.stringify(v));
       assert.deepEqual([v.ban.reason, v.ban.count], ['failures', POLICY.maxretry]);
     });
@@ -588,7 +731,10 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
     it('recordActivity refuses a batch it cannot trust, before counting any of it', async () => {
       const store = await make();
-      const forged = { ...failures('192.0.2.50', T0, 1), target: { kind: 'address', family: 4, text: '192.0.2.50', bits: 32, words: [0] } } as unknown as TargetActivity;
+      const forged = {
+        ...failures('192.0.2.50', T0, 1),
+        target: { kind: 'address', family: 4, text: '192.0.2.50', bits: 32, words: [0] },
+      } as unknown as TargetActivity;
       const bad: TargetActivity[] = [
         forged,
         failures('192.0.2.51', T0, -1),
@@ -632,10 +778,14 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       // every node of a fleet re-seeds the same bans: nothing more happens
       assert.deepEqual(await store.restoreBans(bans, 'restored', now + 10), { written: 0, extended: 0, covered: 4 });
       for (const t of [fresh, failed, manual, net]) assert.equal((await store.history(t)).length, 1, t.text);
-      const active = (await collect(store.activeBans(now))).flat().map((b) => b.address).sort();
+      const active = (await collect(store.activeBans(now)))
+        .flat()
+        .map((b) => b.address)
+        .sort();
       assert.deepEqual(active, ['192.0.2.70', '192.0.2.71', '2001:db8::70', '203.0.113.0/24']);
-      assert.deepEqual(await store.recordActivity([failures('192.0.2.70', now + 20, 1)], now + 20),
-        [{ type: 'already-banned', until: now + 7_200_000 }]);
+      assert.deepEqual(await store.recordActivity([failures('192.0.2.70', now + 20, 1)], now + 20), [
+        { type: 'already-banned', until: now + 7_200_000 },
+      ]);
     });
 
     it('has an identity that stays the same while it keeps its data', async () => {

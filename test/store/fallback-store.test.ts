@@ -57,7 +57,11 @@ function rig(t: { after(fn: () => Promise<void>): void }, commandTimeoutMs = 5_0
   store.on('recovered', (r) => recoveries.push(r));
   t.after(() => store.close());
   return {
-    store, primary, client, metrics, recoveries,
+    store,
+    primary,
+    client,
+    metrics,
+    recoveries,
     logs: () => out,
     async metric(name) {
       const { values } = await metrics[name].get();
@@ -108,7 +112,8 @@ describe('FallbackStore on a real redis-server', () => {
     assert.equal((await failures(r.store, '198.51.100.3', POLICY.maxretry)).type, 'counted');
     // a challenge-only scanner is caught locally as well
     let scan: FailureVerdict | undefined;
-    for (let i = 0; i < POLICY.scanner.maxretry; i++) scan = await r.store.recordChallenge({ address: addr('198.51.100.4'), now: Date.now() });
+    for (let i = 0; i < POLICY.scanner.maxretry; i++)
+      scan = await r.store.recordChallenge({ address: addr('198.51.100.4'), now: Date.now() });
     const scanner = banned(scan!);
     assert.equal(scanner.reason, 'scanner');
 
@@ -121,7 +126,10 @@ describe('FallbackStore on a real redis-server', () => {
     await server.restart();
     await waitFor('the write-back', () => (r.recoveries.length > 0 ? true : undefined), 15_000);
     const recovery = r.recoveries[0]!;
-    assert.deepEqual(recovery.written.map((b) => b.address), ['198.51.100.1', '2001:db8::66', '198.51.100.4']);
+    assert.deepEqual(
+      recovery.written.map((b) => b.address),
+      ['198.51.100.1', '2001:db8::66', '198.51.100.4'],
+    );
     assert.equal(recovery.covered, 0);
     assert.ok(recovery.outageMs > 0);
     assert.equal(await r.metric('storeFallbackActive'), 0);
@@ -163,7 +171,12 @@ describe('FallbackStore on a real redis-server', () => {
     const local = banned(await failures(r.store, '203.0.113.7', POLICY.maxretry));
     // another PBX reaches Redis first and bans the same address for longer
     await server.restart();
-    const other = new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: `fb${prefixes}:`, nodeId: 'pbx-other', policy: POLICY });
+    const other = new RedisStore({
+      client: createRedisClient({ url: server.url }),
+      keyPrefix: `fb${prefixes}:`,
+      nodeId: 'pbx-other',
+      policy: POLICY,
+    });
     t.after(() => other.close());
     const longer = await other.ban({ target: target('203.0.113.7'), reason: 'manual', durationMs: 7_200_000, now: Date.now() });
     await waitFor('the write-back', () => (r.recoveries.length > 0 ? true : undefined), 15_000);
@@ -184,7 +197,8 @@ describe('FallbackStore on a real redis-server', () => {
     t.after(async () => server.resume());
     // the connection stays up, so the first events go to Redis and time out; they are then counted here
     const verdicts = await Promise.all(
-      Array.from({ length: POLICY.maxretry }, () => r.store.recordFailure(failure('192.0.2.77', Date.now()))));
+      Array.from({ length: POLICY.maxretry }, () => r.store.recordFailure(failure('192.0.2.77', Date.now()))),
+    );
     assert.equal(verdicts.filter((v) => v.type === 'banned').length, 1, JSON.stringify(verdicts));
     assert.equal(await r.metric('storeFallbackActive'), 1);
     assert.match(r.logs(), /"why":"no answer in time \(a hung or paused server\?\)"/);
@@ -216,7 +230,7 @@ describe('FallbackStore on a real redis-server', () => {
     assert.equal(isUnavailable(new Error('Connection is closed.')), true);
   });
 
-  it('an operator\'s ban during an outage is written back; an unban waits for Redis, hides the ban meanwhile, and lands before the bans', async (t) => {
+  it("an operator's ban during an outage is written back; an unban waits for Redis, hides the ban meanwhile, and lands before the bans", async (t) => {
     const r = rig(t);
     await r.client.ping();
     const old = await r.store.ban({ target: target('203.0.113.70'), reason: 'manual', durationMs: 3_600_000, now: Date.now() });
@@ -226,7 +240,13 @@ describe('FallbackStore on a real redis-server', () => {
     await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
     assert.equal(r.store.reachable(), false);
 
-    const during = await r.store.ban({ target: target('198.51.100.70'), reason: 'manual', durationMs: 3_600_000, now: Date.now(), note: 'outage' });
+    const during = await r.store.ban({
+      target: target('198.51.100.70'),
+      reason: 'manual',
+      durationMs: 3_600_000,
+      now: Date.now(),
+      note: 'outage',
+    });
     assert.ok(r.store.decidedLocally(during), 'the fleet hears of it with the write-back');
     assert.equal(r.store.state.pendingWriteback, 1);
     // lifted during the outage: one made before it (in Redis), one made during it (never to reach Redis), and one

@@ -15,7 +15,7 @@ function t(text: string): IpTarget {
 describe('KeySpace', () => {
   const keys = new KeySpace('ami-guard:');
 
-  it('builds keys hash-tagged by the target\'s bucket from parsed addresses and networks', () => {
+  it("builds keys hash-tagged by the target's bucket from parsed addresses and networks", () => {
     const a = t('198.51.100.7');
     const tag = tagOf(bucketOf(a));
     assert.match(tag, /^[0-9a-f]{3}$/);
@@ -56,7 +56,7 @@ describe('KeySpace', () => {
     assert.ok(v6.size > 800, `${v6.size} buckets for 1,000 IPv6 addresses`);
   });
 
-  it('knows each bucket\'s Cluster slot as ioredis computes it', () => {
+  it("knows each bucket's Cluster slot as ioredis computes it", () => {
     for (const b of [0, 1, 0xa3f, BUCKETS - 1]) assert.equal(slotOf(b), calculateSlot(`ami-guard:{${tagOf(b)}}bans`));
   });
 });

@@ -19,7 +19,10 @@ after(async () => {
 });
 
 function client(): Cluster {
-  return createClusterClient(cluster.nodes.map((n) => parseHostPort(n)!), {});
+  return createClusterClient(
+    cluster.nodes.map((n) => parseHostPort(n)!),
+    {},
+  );
 }
 
 let prefixes = 0;
@@ -34,17 +37,19 @@ storeContract('RedisStore on Cluster', () => async (policy) => {
 });
 
 async function evalshaCalls(): Promise<number[]> {
-  return Promise.all(cluster.nodes.map(async (n) => {
-    const node = new Redis(`redis://${n}`);
-    try {
-      // the first call on a connection is an EVAL (ioredis sends the script once), the others EVALSHA
-      const stats = await node.info('commandstats');
-      const calls = (cmd: string): number => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-      return calls('evalsha') + calls('eval');
-    } finally {
-      node.disconnect();
-    }
-  }));
+  return Promise.all(
+    cluster.nodes.map(async (n) => {
+      const node = new Redis(`redis://${n}`);
+      try {
+        // the first call on a connection is an EVAL (ioredis sends the script once), the others EVALSHA
+        const stats = await node.info('commandstats');
+        const calls = (cmd: string): number => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+        return calls('evalsha') + calls('eval');
+      } finally {
+        node.disconnect();
+      }
+    }),
+  );
 }
 
 describe('RedisStore on a real Redis Cluster', () => {
@@ -78,7 +83,11 @@ describe('RedisStore on a real Redis Cluster', () => {
       const masters = [...new Set(right.map((keys) => keys[0]!))].sort();
       c.slots = right.map((_, slot) => [masters[slot % masters.length]!]);
       const verdicts = await store.recordActivity(batch(2), T0 + 2);
-      assert.deepEqual(verdicts.filter((v) => !(v.type === 'counted' && v.count === 2)), [], 'each counted once, none lost');
+      assert.deepEqual(
+        verdicts.filter((v) => !(v.type === 'counted' && v.count === 2)),
+        [],
+        'each counted once, none lost',
+      );
       assert.deepEqual(c.slots, right, 'the map was read again');
     } finally {
       await store.close();

@@ -54,7 +54,7 @@ describe('RedisStore on a real redis-server', () => {
   const open = (prefix: string, policy = POLICY): RedisStore =>
     new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: prefix, nodeId: NODE, policy });
 
-  it('gives every key a TTL under a flood of 20,000 distinct addresses, and keeps each target in its bucket\'s slot', async () => {
+  it("gives every key a TTL under a flood of 20,000 distinct addresses, and keeps each target in its bucket's slot", async () => {
     const store = open('flood:');
     try {
       // every tenth address is banned at once, so records and index parts are part of the flood too
@@ -73,7 +73,11 @@ describe('RedisStore on a real redis-server', () => {
       const pipeline = raw.pipeline();
       for (const k of keys) pipeline.pttl(k);
       const ttls = (await pipeline.exec())!.map(([err, ttl]) => (assert.ifError(err), ttl as number));
-      assert.deepEqual(keys.filter((_, i) => !(ttls[i]! > 0)), [], 'keys without a TTL');
+      assert.deepEqual(
+        keys.filter((_, i) => !(ttls[i]! > 0)),
+        [],
+        'keys without a TTL',
+      );
 
       for (const k of records) {
         const { tag, rest } = keyPart('flood:', k);
@@ -101,7 +105,8 @@ describe('RedisStore on a real redis-server', () => {
       for (const k of keys) {
         for (const bad of ['6001', 'flush', '{x}', '"', '\r', '\n', ' ', '|', ';', '#']) assert.ok(!k.includes(bad), JSON.stringify(k));
       }
-      for (const k of keys.filter((k) => k.startsWith('inj:'))) assert.match(k, /^inj:\{[0-9a-f]{3}\}(bans|w\d+|198\.51\.100\.66|2001:db8::66)$/);
+      for (const k of keys.filter((k) => k.startsWith('inj:')))
+        assert.match(k, /^inj:\{[0-9a-f]{3}\}(bans|w\d+|198\.51\.100\.66|2001:db8::66)$/);
       // a value that did not come from the parser never reaches a key
       const forged = { kind: 'address', family: 4, text: '1.2.3.4}:x', bits: 32, words: [0] } as unknown as IpAddress;
       await assert.rejects(store.recordFailure({ ...failure('1.2.3.4', T0), address: forged }), RangeError);
@@ -111,7 +116,7 @@ describe('RedisStore on a real redis-server', () => {
     }
   });
 
-  it('lays out the documented record, window and index, with TTLs from the policy whatever the caller\'s clock says', async () => {
+  it("lays out the documented record, window and index, with TTLs from the policy whatever the caller's clock says", async () => {
     const store = open('layout:');
     const keys = new KeySpace('layout:');
     try {
@@ -120,22 +125,36 @@ describe('RedisStore on a real redis-server', () => {
       // T0 lies years in the past of the Redis clock: an absolute PEXPIREAT would have dropped these keys at once
       await store.recordActivity([failures('192.0.2.77', T0, 2, 'InvalidPassword', '7001')], T0);
       await store.recordActivity([activity('192.0.2.77', T0 + 1, { failures: 1, kinds: { FailedACL: 1 }, account: '' })], T0 + 1);
-      const windows = (await scanKeys(raw, `layout:{${tagOf(bucket)}}w*`));
+      const windows = await scanKeys(raw, `layout:{${tagOf(bucket)}}w*`);
       assert.equal(windows.length, 1);
       assert.equal(await raw.hget(windows[0]!, '192.0.2.77'), `3:${T0.toString(36)}CC,${(T0 + 1).toString(36)}D#7001`);
       const epochMs = Math.max(POLICY.findtimeMs, POLICY.scanner.findtimeMs);
       const wttl = await raw.pttl(windows[0]!);
       assert.ok(wttl > epochMs && wttl <= 2 * epochMs, `window TTL ${wttl}`);
 
-      await store.recordActivity([activity('192.0.2.77', T0 + 2, { failures: 2, kinds: { ChallengeResponseFailed: 1, InvalidPassword: 1 }, account: '7002' })], T0 + 2);
+      await store.recordActivity(
+        [activity('192.0.2.77', T0 + 2, { failures: 2, kinds: { ChallengeResponseFailed: 1, InvalidPassword: 1 }, account: '7002' })],
+        T0 + 2,
+      );
       assert.equal(await raw.hget(windows[0]!, '192.0.2.77'), null, 'the window starts afresh after the ban');
       const until = T0 + 2 + POLICY.bantimeMs;
       const rec = await raw.get(keys.record(a));
-      assert.equal(rec, [
-        `u=${until.toString(36)}`, `a=${(T0 + 2).toString(36)}`, 'r=failures', 'c=5', `f=${T0.toString(36)}`,
-        `l=${(T0 + 2).toString(36)}`, 'k=CCDBC', `n=${NODE}`, 'p=0', 'x=7002',
-        `h=${(T0 + 2).toString(36)}:${until.toString(36)}:failures:${NODE}`,
-      ].join(';'));
+      assert.equal(
+        rec,
+        [
+          `u=${until.toString(36)}`,
+          `a=${(T0 + 2).toString(36)}`,
+          'r=failures',
+          'c=5',
+          `f=${T0.toString(36)}`,
+          `l=${(T0 + 2).toString(36)}`,
+          'k=CCDBC',
+          `n=${NODE}`,
+          'p=0',
+          'x=7002',
+          `h=${(T0 + 2).toString(36)}:${until.toString(36)}:failures:${NODE}`,
+        ].join(';'),
+      );
       assert.deepEqual(await raw.zrange(keys.index(bucket), 0, -1, 'WITHSCORES'), ['192.0.2.77', String(until)]);
       const within = (ttl: number, ms: number): boolean => ttl > ms - 10_000 && ttl <= ms;
       assert.ok(within(await raw.pttl(keys.record(a)), POLICY.historyTtlMs), 'the record lives as long as its history');
@@ -159,7 +178,7 @@ describe('RedisStore on a real redis-server', () => {
     }
   });
 
-  it('lays out a subnet\'s count and its ban, with TTLs; member lists written by someone else are read as what parses', async () => {
+  it("lays out a subnet's count and its ban, with TTLs; member lists written by someone else are read as what parses", async () => {
     const policy = { ...POLICY, subnet: { maxbans: 3, bantimeMs: 86_400_000 } };
     const store = open('subnet:', policy);
     const keys = new KeySpace('subnet:');
@@ -175,16 +194,31 @@ describe('RedisStore on a real redis-server', () => {
       const [v] = await store.recordActivity([crossing('198.51.100.3', T0 + 2)], T0 + 2);
       assert.ok(v?.type === 'banned' && v.subnet, JSON.stringify(v));
       const until = T0 + 2 + 86_400_000;
-      assert.equal(await raw.get(keys.record(subnet)), [
-        `u=${until.toString(36)}`, `a=${(T0 + 2).toString(36)}`, 'r=subnet', 'c=3', `f=${T0.toString(36)}`, `l=${(T0 + 2).toString(36)}`,
-        `n=${NODE}`, 'p=0', 'm=198.51.100.1,198.51.100.2,198.51.100.3', `h=${(T0 + 2).toString(36)}:${until.toString(36)}:subnet:${NODE}`,
-      ].join(';'));
+      assert.equal(
+        await raw.get(keys.record(subnet)),
+        [
+          `u=${until.toString(36)}`,
+          `a=${(T0 + 2).toString(36)}`,
+          'r=subnet',
+          'c=3',
+          `f=${T0.toString(36)}`,
+          `l=${(T0 + 2).toString(36)}`,
+          `n=${NODE}`,
+          'p=0',
+          'm=198.51.100.1,198.51.100.2,198.51.100.3',
+          `h=${(T0 + 2).toString(36)}:${until.toString(36)}:subnet:${NODE}`,
+        ].join(';'),
+      );
       assert.deepEqual(await raw.zrange(keys.index(bucketOf(subnet)), 0, -1, 'WITHSCORES'), ['198.51.100.0/24', String(until)]);
       const keysNow = await scanKeys(raw, 'subnet:*');
       const pipeline = raw.pipeline();
       for (const k of keysNow) pipeline.pttl(k);
       const ttls = (await pipeline.exec())!.map(([, ttl]) => ttl as number);
-      assert.deepEqual(keysNow.filter((_, i) => !(ttls[i]! > 0)), [], 'keys without a TTL');
+      assert.deepEqual(
+        keysNow.filter((_, i) => !(ttls[i]! > 0)),
+        [],
+        'keys without a TTL',
+      );
 
       // whatever Redis holds is input: members that are not canonical targets are left out, and a count that
       // does not parse is a count of none
@@ -227,7 +261,10 @@ describe('RedisStore on a real redis-server', () => {
       await store.recordFailure(failure('192.0.2.5', T0));
       await raw.script('FLUSH');
       const verdicts = await Promise.all([1, 2, 3].map((i) => store.recordFailure(failure('192.0.2.5', T0 + i))));
-      assert.deepEqual(verdicts.map((v) => v.type === 'counted' && v.count), [2, 3, 4]);
+      assert.deepEqual(
+        verdicts.map((v) => v.type === 'counted' && v.count),
+        [2, 3, 4],
+      );
       await raw.script('FLUSH');
       assert.equal((await store.ban({ target: target('192.0.2.6'), reason: 'r', durationMs: 1_000, now: Date.now() })).reason, 'r');
       await raw.script('FLUSH');
@@ -251,7 +288,7 @@ describe('RedisStore on a real redis-server', () => {
       await raw.set(keys.index(bucket), 'not a zset');
       const [v] = await store.recordActivity([failures('192.0.2.99', Date.now(), POLICY.maxretry)], Date.now());
       assert.equal(v?.type, 'banned', JSON.stringify(v));
-      assert.deepEqual((await raw.zrange(keys.index(bucket), 0, -1)), ['192.0.2.99']);
+      assert.deepEqual(await raw.zrange(keys.index(bucket), 0, -1), ['192.0.2.99']);
       assert.equal((await store.getBan(a, Date.now()))?.count, POLICY.maxretry);
     } finally {
       await store.close();
@@ -295,8 +332,16 @@ describe('RedisStore on a real redis-server', () => {
       await raw.hset(keys.window(bucketOf(over), epoch), '192.0.2.16', `1:${at(T0 - 1)}B`);
       await raw.zadd(keys.index(bucketOf(over)), now - 1, '192.0.2.16');
       const f = await store.failing(now, 20);
-      assert.deepEqual([f.total, f.top.map((x) => [x.target.text, x.failures, x.threshold, x.last, x.account])],
-        [2, [['192.0.2.10', 2, POLICY.maxretry, T0 + 5, '6001 x'], ['192.0.2.16', 1, POLICY.maxretry, T0 - 1, '']]]);
+      assert.deepEqual(
+        [f.total, f.top.map((x) => [x.target.text, x.failures, x.threshold, x.last, x.account])],
+        [
+          2,
+          [
+            ['192.0.2.10', 2, POLICY.maxretry, T0 + 5, '6001 x'],
+            ['192.0.2.16', 1, POLICY.maxretry, T0 - 1, ''],
+          ],
+        ],
+      );
     } finally {
       await store.close();
     }
@@ -344,10 +389,21 @@ describe('Redis client', () => {
 
       const wrong = 'Wr0ng-Pa55word-4711';
       const logs: string[] = [];
-      const logger = createLogger('info', new Writable({ write(chunk, _enc, cb) { logs.push(String(chunk)); cb(); } }));
+      const logger = createLogger(
+        'info',
+        new Writable({
+          write(chunk, _enc, cb) {
+            logs.push(String(chunk));
+            cb();
+          },
+        }),
+      );
       const client = createRedisClient({ url: `redis://:${wrong}@127.0.0.1:${secured.port}`, logger });
       try {
-        const err: unknown = await client.ping().then(() => null, (e: unknown) => e);
+        const err: unknown = await client.ping().then(
+          () => null,
+          (e: unknown) => e,
+        );
         assert.ok(err instanceof Error, 'ping with a wrong password must fail');
         assert.match(err.message, /WRONGPASS|NOAUTH/);
         assert.ok(!inspect(err, { depth: 10, showHidden: true }).includes(wrong), inspect(err, { depth: 10 }));
@@ -393,12 +449,21 @@ describe('Redis client', () => {
     const delays = Array.from({ length: 1_000 }, (_, i) => reconnectDelay(i + 1, 5_000));
     assert.ok(delays[0]! >= 80 && delays[0]! <= 120, String(delays[0]));
     assert.ok(delays.every((d) => Number.isInteger(d) && d >= 80 && d <= 6_000));
-    assert.ok(delays.slice(10).every((d) => d >= 4_000), 'capped, not reset');
+    assert.ok(
+      delays.slice(10).every((d) => d >= 4_000),
+      'capped, not reset',
+    );
     assert.ok(new Set(delays.slice(10)).size > 1, 'jittered');
   });
 
   it('refuses URLs it cannot use without echoing their secrets', () => {
-    assert.throws(() => createRedisClient({ url: 'http://u:topsecret@host' }), (e: Error) => !e.message.includes('topsecret'));
-    assert.throws(() => createRedisClient({ url: 'not a url topsecret' }), (e: Error) => !e.message.includes('topsecret'));
+    assert.throws(
+      () => createRedisClient({ url: 'http://u:topsecret@host' }),
+      (e: Error) => !e.message.includes('topsecret'),
+    );
+    assert.throws(
+      () => createRedisClient({ url: 'not a url topsecret' }),
+      (e: Error) => !e.message.includes('topsecret'),
+    );
   });
 });

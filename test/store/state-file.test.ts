@@ -59,9 +59,18 @@ describe('the embedded store in its state directory', () => {
     const writer = await persistEmbeddedStore({ store: first, dir, nodeId: NODE, logger });
     assert.ok(writer);
     const id = (await first.identity()).id;
-    const [banned] = await first.recordActivity([failures('198.51.100.7', now, POLICY.maxretry, 'ChallengeResponseFailed', '6001\u001b[2J')], now);
+    const [banned] = await first.recordActivity(
+      [failures('198.51.100.7', now, POLICY.maxretry, 'ChallengeResponseFailed', '6001\u001b[2J')],
+      now,
+    );
     assert.equal(banned?.type, 'banned');
-    const manual = await first.ban({ target: target('203.0.113.0/24'), reason: 'manual', durationMs: 86_400_000, now, note: 'scanner net; "quoted"\n' });
+    const manual = await first.ban({
+      target: target('203.0.113.0/24'),
+      reason: 'manual',
+      durationMs: 86_400_000,
+      now,
+      note: 'scanner net; "quoted"\n',
+    });
     await first.recordActivity([activity('2001:db8::5', now, { successes: 1, trust: true })], now);
     // a ban lifted keeps its history; one over by now is not carried over
     await first.ban({ target: target('198.51.100.8'), reason: 'manual', durationMs: 60_000, now });
@@ -223,7 +232,11 @@ describe('the embedded store in its state directory', () => {
     await writer!.flush();
     assert.equal(failed, 1);
     assert.ok((await settled(logs)).some((l) => l.level === 50 && l.msg === 'could not write the state file; retrying'));
-    assert.deepEqual(readdirSync(path).filter((f) => f.endsWith('.tmp')), [], 'the temp file is removed');
+    assert.deepEqual(
+      readdirSync(path).filter((f) => f.endsWith('.tmp')),
+      [],
+      'the temp file is removed',
+    );
     rmSync(blocker, { recursive: true });
     await writer!.close();
     assert.ok(readFileSync(blocker, 'utf8').includes('"192.0.2.9"'));

@@ -13,7 +13,8 @@ export interface EventFields {
 }
 
 const EXTRA: Record<string, string> = {
-  ChallengeResponseFailed: 'Challenge: 1795288548/4ac4432ad3c4d8473bce8eae5a85bd0f\r\nResponse: 75279d66fe34f244c2f9d576db4fb5c9\r\nExpectedResponse: \r\n',
+  ChallengeResponseFailed:
+    'Challenge: 1795288548/4ac4432ad3c4d8473bce8eae5a85bd0f\r\nResponse: 75279d66fe34f244c2f9d576db4fb5c9\r\nExpectedResponse: \r\n',
   ChallengeSent: 'Challenge: \r\n',
   SuccessfulAuth: 'UsingPassword: 1\r\n',
   FailedACL: 'ACLName: not_match_endpoint_acl\r\n',
@@ -25,10 +26,12 @@ export function pjsipEvent(kind: string, f: EventFields = {}): string {
   const family = remote.includes(':') ? 'IPV6' : 'IPV4';
   const local = family === 'IPV6' ? 'fd00::1' : '198.18.0.1';
   const transport = f.transport ?? 'UDP';
-  return `Event: ${kind}\r\nPrivilege: security,all\r\nEventTV: ${f.eventTv ?? '2026-11-21T19:15:48.554+0000'}\r\nSeverity: ${kind === 'ChallengeSent' || kind === 'SuccessfulAuth' ? 'Informational' : 'Error'}\r\n`
-    + `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: ${f.account ?? (kind === 'InvalidAccountID' ? '3673391824' : '6001')}\r\n`
-    + `SessionID: ${f.session ?? `1-4574@${remote}`}\r\nLocalAddress: ${family}/${transport}/${local}/5060\r\n`
-    + `RemoteAddress: ${family}/${transport}/${remote}/5060\r\n${EXTRA[kind] ?? ''}\r\n`;
+  return (
+    `Event: ${kind}\r\nPrivilege: security,all\r\nEventTV: ${f.eventTv ?? '2026-11-21T19:15:48.554+0000'}\r\nSeverity: ${kind === 'ChallengeSent' || kind === 'SuccessfulAuth' ? 'Informational' : 'Error'}\r\n` +
+    `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: ${f.account ?? (kind === 'InvalidAccountID' ? '3673391824' : '6001')}\r\n` +
+    `SessionID: ${f.session ?? `1-4574@${remote}`}\r\nLocalAddress: ${family}/${transport}/${local}/5060\r\n` +
+    `RemoteAddress: ${family}/${transport}/${remote}/5060\r\n${EXTRA[kind] ?? ''}\r\n`
+  );
 }
 
 /**

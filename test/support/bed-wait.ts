@@ -11,7 +11,12 @@ export async function played(bed: Bed): Promise<void> {
 }
 
 /** Waits until `address` is in our sets; a timeout's error carries the daemon's log. */
-export async function bannedInKernel(bed: Bed, address: string, timeoutMs: number, what = `${address} banned in the kernel`): Promise<void> {
+export async function bannedInKernel(
+  bed: Bed,
+  address: string,
+  timeoutMs: number,
+  what = `${address} banned in the kernel`,
+): Promise<void> {
   try {
     await waitFor(what, async () => ((await bed.elements()).includes(address) ? true : undefined), timeoutMs);
   } catch (err) {

@@ -13,7 +13,10 @@ export interface CliResult {
 export function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000, input?: string | Buffer): Promise<CliResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, ...env },
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     if (input !== undefined) child.stdin!.end(input);
     let stdout = '';
     let stderr = '';

@@ -47,9 +47,10 @@ export function writeConfig(config: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'ag-cfg-'));
   configDirs.push(dir);
   const file = join(dir, 'config.json');
-  const withSocket = typeof config === 'object' && config !== null && !('control' in config)
-    ? { ...config, control: { socket: join(dir, 'control.sock') } }
-    : config;
+  const withSocket =
+    typeof config === 'object' && config !== null && !('control' in config)
+      ? { ...config, control: { socket: join(dir, 'control.sock') } }
+      : config;
   writeFileSync(file, JSON.stringify(withStateDir(withSocket, join(dir, 'state')), null, 2));
   return file;
 }
@@ -107,7 +108,10 @@ export function startDaemon(configFile: string, env: NodeJS.ProcessEnv = {}, arg
       const seen = logs.find(pred);
       if (seen) return Promise.resolve(seen);
       return new Promise<LogLine>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line; output so far:\n${raw.slice(-4000)}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`timed out waiting for a log line; output so far:\n${raw.slice(-4000)}`)),
+          timeoutMs,
+        );
         waiters.push({
           pred,
           resolve: (l) => {

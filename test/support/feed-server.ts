@@ -144,9 +144,10 @@ export async function startFeedServer(opts: { apibanKey?: string } = {}): Promis
     listUrl: (name) => `${base}lists/${name}`,
     listRequests: (name) => listHits.get(name) ?? 0,
     redirectUrl: (hops, name) => `${base}redirect/${hops}/${name}`,
-    stop: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -36,8 +36,12 @@ export async function startReceiver(answer: (req: ReceivedRequest, index: number
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const r: ReceivedRequest = {
-        method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8'),
-        closed: false, answered: false,
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        closed: false,
+        answered: false,
       };
       res.on('close', () => {
         r.closed = true;

@@ -14,7 +14,10 @@ interface Recorded {
 }
 
 function recording(scenario: string): Recorded[] {
-  return readFileSync(join(FIXTURES, `${scenario}.jsonl`), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Recorded);
+  return readFileSync(join(FIXTURES, `${scenario}.jsonl`), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Recorded);
 }
 
 const REMOTE = /\r\nRemoteAddress: IPV[46]\/([A-Z]+)\/([0-9a-fA-F:.]+)\/(\d+)\r\n/;
@@ -38,11 +41,17 @@ export function readdress(raw: string, to: string, shiftMs = 0): string {
   const from = m[2]!;
   const v6 = to.includes(':');
   let out = raw.split(from).join(to);
-  out = out.replace(/\r\nLocalAddress: IPV[46]\/([A-Z]+)\/[0-9a-fA-F:.]+\/(\d+)\r\n/, (_, transport: string, port: string) =>
-    `\r\nLocalAddress: ${v6 ? 'IPV6' : 'IPV4'}/${transport}/${v6 ? 'fd00::1' : '198.18.0.1'}/${port}\r\n`);
+  out = out.replace(
+    /\r\nLocalAddress: IPV[46]\/([A-Z]+)\/[0-9a-fA-F:.]+\/(\d+)\r\n/,
+    (_, transport: string, port: string) =>
+      `\r\nLocalAddress: ${v6 ? 'IPV6' : 'IPV4'}/${transport}/${v6 ? 'fd00::1' : '198.18.0.1'}/${port}\r\n`,
+  );
   out = out.replace(/\r\nRemoteAddress: IPV[46]\//, `\r\nRemoteAddress: ${v6 ? 'IPV6' : 'IPV4'}/`);
   if (shiftMs !== 0) {
-    out = out.replace(EVENT_TV, (_, tv: string) => `\r\nEventTV: ${new Date(Date.parse(`${tv}Z`) + shiftMs).toISOString().slice(0, 23)}+0000\r\n`);
+    out = out.replace(
+      EVENT_TV,
+      (_, tv: string) => `\r\nEventTV: ${new Date(Date.parse(`${tv}Z`) + shiftMs).toISOString().slice(0, 23)}+0000\r\n`,
+    );
   }
   return out;
 }
@@ -50,7 +59,9 @@ export function readdress(raw: string, to: string, shiftMs = 0): string {
 /** A recording (.jsonl, as the replay server plays it) of `scenario` with `from`'s events sent from `to`. */
 export function readdressedRecording(scenario: string, from: string, to: string): string {
   const file = join(tmpdir(), `ag-readdressed-${randomBytes(4).toString('hex')}.jsonl`);
-  const lines = recording(scenario).map((r) => JSON.stringify({ ...r, raw: REMOTE.exec(r.raw)?.[2] === from ? readdress(r.raw, to) : r.raw }));
+  const lines = recording(scenario).map((r) =>
+    JSON.stringify({ ...r, raw: REMOTE.exec(r.raw)?.[2] === from ? readdress(r.raw, to) : r.raw }),
+  );
   writeFileSync(file, `${lines.join('\n')}\n`);
   return file;
 }

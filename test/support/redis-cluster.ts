@@ -58,7 +58,9 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
   const ports: number[] = [];
   const stop = async (): Promise<void> => {
     for (const c of children) c.kill('SIGKILL');
-    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : Promise.resolve())));
+    await Promise.all(
+      children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : Promise.resolve())),
+    );
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', () => children.forEach((c) => c.kill('SIGKILL')));
@@ -69,14 +71,37 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
       const nodeDir = join(dir, String(port));
       spawnSync('mkdir', ['-p', nodeDir]);
       children.push(
-        spawn('redis-server', [
-          '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
-          '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--dir', nodeDir, '--logfile', '',
-        ], { stdio: 'ignore' }),
+        spawn(
+          'redis-server',
+          [
+            '--port',
+            String(port),
+            '--bind',
+            '127.0.0.1',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            'nodes.conf',
+            '--cluster-node-timeout',
+            '2000',
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+            '--dir',
+            nodeDir,
+            '--logfile',
+            '',
+          ],
+          { stdio: 'ignore' },
+        ),
       );
     }
     for (const port of ports) {
-      await until(`redis-server on ${port}`, () => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG');
+      await until(
+        `redis-server on ${port}`,
+        () => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG',
+      );
     }
     const nodes = ports.map((p) => `127.0.0.1:${p}`);
     run('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes']);

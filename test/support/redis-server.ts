@@ -51,7 +51,18 @@ export async function startRedisServer(opts: RedisServerOptions = {}): Promise<R
 async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), 'ami-guard-redis-'));
   const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--daemonize', 'no', '--logfile', '',
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--dir',
+    dir,
+    '--daemonize',
+    'no',
+    '--logfile',
+    '',
     ...(opts.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
     ...(opts.password === undefined ? [] : ['--requirepass', opts.password]),
     ...(opts.args ?? []),
@@ -59,12 +70,18 @@ async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisS
   let output = '';
   let child: ChildProcess;
   // a test that crashes before its after hook must not leave a server behind
-  const killOnExit = (): void => { child.kill('SIGKILL'); };
+  const killOnExit = (): void => {
+    child.kill('SIGKILL');
+  };
   process.once('exit', killOnExit);
   const launch = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout!.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4_000); });
-    child.stderr!.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4_000); });
+    child.stdout!.on('data', (d: Buffer) => {
+      output = (output + d.toString()).slice(-4_000);
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      output = (output + d.toString()).slice(-4_000);
+    });
     try {
       await waitForPing(port, child);
     } catch (err) {
@@ -114,7 +131,6 @@ async function startOnce(port: number, opts: RedisServerOptions): Promise<RedisS
   };
 }
 
-
 /** Resolves once the server answers PING (+PONG, or -NOAUTH when it wants a password: it is up either way). */
 async function waitForPing(port: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
@@ -132,7 +148,10 @@ function pingOnce(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = connect({ port, host: '127.0.0.1' });
     let reply = '';
-    const done = (ok: boolean): void => { sock.destroy(); resolve(ok); };
+    const done = (ok: boolean): void => {
+      sock.destroy();
+      resolve(ok);
+    };
     sock.setTimeout(1_000, () => done(false));
     sock.once('error', () => done(false));
     sock.once('connect', () => sock.write('PING\r\n'));
@@ -147,7 +166,10 @@ function kill(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    child.once('exit', () => { clearTimeout(force); resolve(); });
+    child.once('exit', () => {
+      clearTimeout(force);
+      resolve();
+    });
     child.kill('SIGTERM');
   });
 }

@@ -17,25 +17,37 @@ function file(name: string, content: string): string {
 }
 
 test('the secret fields are the sensitive ones of the schema, each with a _FILE variable', () => {
-  assert.deepEqual(secretFields().map((f) => `${f.path} ${f.env}`), [
-    'ami.secret AMI_GUARD_AMI_SECRET', 'redis.url AMI_GUARD_REDIS_URL', 'redis.password AMI_GUARD_REDIS_PASSWORD',
-    'blocklists.apiban.key AMI_GUARD_BLOCKLISTS_APIBAN_KEY',
-    'notify.webhook.url AMI_GUARD_NOTIFY_WEBHOOK_URL',
-  ]);
+  assert.deepEqual(
+    secretFields().map((f) => `${f.path} ${f.env}`),
+    [
+      'ami.secret AMI_GUARD_AMI_SECRET',
+      'redis.url AMI_GUARD_REDIS_URL',
+      'redis.password AMI_GUARD_REDIS_PASSWORD',
+      'blocklists.apiban.key AMI_GUARD_BLOCKLISTS_APIBAN_KEY',
+      'notify.webhook.url AMI_GUARD_NOTIFY_WEBHOOK_URL',
+    ],
+  );
 });
 
 test('AMI_GUARD_<PATH>_FILE: the file holds the value, a trailing newline dropped; both ways at once is refused', () => {
   const secret = file('ami-secret', 'fr0m-a-f1le\n');
   const warnings: string[] = [];
-  const c = loadConfig({ env: { AMI_GUARD_AMI_SECRET_FILE: secret, AMI_GUARD_REDIS_PASSWORD_FILE: file('pw', 'p@ss\r\n') }, secretsDir: none, warn: (m) => warnings.push(m) });
+  const c = loadConfig({
+    env: { AMI_GUARD_AMI_SECRET_FILE: secret, AMI_GUARD_REDIS_PASSWORD_FILE: file('pw', 'p@ss\r\n') },
+    secretsDir: none,
+    warn: (m) => warnings.push(m),
+  });
   assert.equal(c.ami.secret, 'fr0m-a-f1le');
   assert.equal(c.redis.password, 'p@ss');
   assert.deepEqual(warnings, [], 'the _FILE variables are known');
-  assert.throws(() => loadConfig({ env: { AMI_GUARD_AMI_SECRET: 'x', AMI_GUARD_AMI_SECRET_FILE: secret }, secretsDir: none }), (err: unknown) => {
-    assert.ok(err instanceof ConfigError);
-    assert.equal(err.message, 'AMI_GUARD_AMI_SECRET and AMI_GUARD_AMI_SECRET_FILE are both set: give the secret one way');
-    return true;
-  });
+  assert.throws(
+    () => loadConfig({ env: { AMI_GUARD_AMI_SECRET: 'x', AMI_GUARD_AMI_SECRET_FILE: secret }, secretsDir: none }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.message, 'AMI_GUARD_AMI_SECRET and AMI_GUARD_AMI_SECRET_FILE are both set: give the secret one way');
+      return true;
+    },
+  );
 });
 
 test('a secret file that is missing, empty, a directory or unreadable is named, never its content', () => {
@@ -51,13 +63,17 @@ test('a secret file that is missing, empty, a directory or unreadable is named, 
   const locked = file('locked', 'top-s3cret');
   chmodSync(locked, 0o000);
   // root reads it anyway; as anyone else the message names the file, not what is in it
-  if (process.getuid?.() !== 0) assert.throws(() => loadConfig({ env: { AMI_GUARD_AMI_SECRET_FILE: locked }, secretsDir: none }), /cannot read/);
+  if (process.getuid?.() !== 0)
+    assert.throws(() => loadConfig({ env: { AMI_GUARD_AMI_SECRET_FILE: locked }, secretsDir: none }), /cannot read/);
   // a value that fails validation is refused without being shown
-  assert.throws(() => loadConfig({ env: { AMI_GUARD_REDIS_URL_FILE: file('bad-url', 'http://u:leaked-pw@x') }, secretsDir: none }), (err: unknown) => {
-    assert.match((err as Error).message, /redis\.url/);
-    assert.doesNotMatch((err as Error).message, /leaked-pw/);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig({ env: { AMI_GUARD_REDIS_URL_FILE: file('bad-url', 'http://u:leaked-pw@x') }, secretsDir: none }),
+    (err: unknown) => {
+      assert.match((err as Error).message, /redis\.url/);
+      assert.doesNotMatch((err as Error).message, /leaked-pw/);
+      return true;
+    },
+  );
 });
 
 test('systemd credentials ($CREDENTIALS_DIRECTORY/<field>) and Docker secrets (/run/secrets/<field>), in that order, under the variables', () => {
@@ -73,8 +89,14 @@ test('systemd credentials ($CREDENTIALS_DIRECTORY/<field>) and Docker secrets (/
   assert.equal(c.ami.secret, 'from-systemd', 'a credential wins over the file and over a Docker secret');
   assert.equal(c.redis.password, 'docker-pw');
   assert.equal(loadConfig({ env: {}, secretsDir: docker }).ami.secret, 'from-docker');
-  assert.equal(loadConfig({ env: { CREDENTIALS_DIRECTORY: creds, AMI_GUARD_AMI_SECRET: 'from-env' }, secretsDir: docker }).ami.secret, 'from-env');
-  assert.equal(loadConfig({ env: { CREDENTIALS_DIRECTORY: creds, AMI_GUARD_AMI_SECRET_FILE: file('s2', 'named') }, secretsDir: docker }).ami.secret, 'named');
+  assert.equal(
+    loadConfig({ env: { CREDENTIALS_DIRECTORY: creds, AMI_GUARD_AMI_SECRET: 'from-env' }, secretsDir: docker }).ami.secret,
+    'from-env',
+  );
+  assert.equal(
+    loadConfig({ env: { CREDENTIALS_DIRECTORY: creds, AMI_GUARD_AMI_SECRET_FILE: file('s2', 'named') }, secretsDir: docker }).ami.secret,
+    'named',
+  );
   assert.equal(loadConfig({ file: configFile, env: {}, secretsDir: none }).ami.secret, 'from-the-file');
 });
 
@@ -87,7 +109,12 @@ test('a _FILE variable for a field that is not a secret is ignored with a warnin
 });
 
 test('takeSecretEnv: the secret variables leave the environment, a snapshot keeps them for a reload', () => {
-  const env: NodeJS.ProcessEnv = { AMI_GUARD_AMI_SECRET: 's', AMI_GUARD_REDIS_URL: 'redis://:pw@h:1/0', AMI_GUARD_POLICY_MAXRETRY: '3', PATH: '/bin' };
+  const env: NodeJS.ProcessEnv = {
+    AMI_GUARD_AMI_SECRET: 's',
+    AMI_GUARD_REDIS_URL: 'redis://:pw@h:1/0',
+    AMI_GUARD_POLICY_MAXRETRY: '3',
+    PATH: '/bin',
+  };
   const snapshot = takeSecretEnv(env);
   assert.deepEqual(env, { AMI_GUARD_POLICY_MAXRETRY: '3', PATH: '/bin' });
   assert.equal(snapshot.AMI_GUARD_AMI_SECRET, 's');
@@ -109,7 +136,10 @@ test('control.socket: an absolute path that fits a socket address, or empty', ()
   assert.equal(loadConfig({ env: {}, secretsDir: none }).control.socket, '/run/ami-guard/control.sock');
   assert.equal(loadConfig({ env: { AMI_GUARD_CONTROL_SOCKET: '' }, secretsDir: none }).control.socket, '');
   for (const bad of ['relative/control.sock', `/${'x'.repeat(120)}`]) {
-    assert.throws(() => loadConfig({ env: { AMI_GUARD_CONTROL_SOCKET: bad }, secretsDir: none }), /control\.socket: must be empty or an absolute path/);
+    assert.throws(
+      () => loadConfig({ env: { AMI_GUARD_CONTROL_SOCKET: bad }, secretsDir: none }),
+      /control\.socket: must be empty or an absolute path/,
+    );
   }
 });
 
@@ -117,8 +147,12 @@ test('a reload takes the policy and the log level, and names what only a restart
   const running = loadConfig({ env: { AMI_GUARD_AMI_SECRET: 'old' }, secretsDir: none });
   const loaded = loadConfig({
     env: {
-      AMI_GUARD_AMI_SECRET: 'new', AMI_GUARD_AMI_HOST: '10.0.0.9', AMI_GUARD_POLICY_MAXRETRY: '3', AMI_GUARD_POLICY_IGNOREIP: '127.0.0.0/8,::1,198.51.100.0/24',
-      AMI_GUARD_LOG_LEVEL: 'debug', AMI_GUARD_REDIS_URL: 'redis://10.0.0.1:6379/0',
+      AMI_GUARD_AMI_SECRET: 'new',
+      AMI_GUARD_AMI_HOST: '10.0.0.9',
+      AMI_GUARD_POLICY_MAXRETRY: '3',
+      AMI_GUARD_POLICY_IGNOREIP: '127.0.0.0/8,::1,198.51.100.0/24',
+      AMI_GUARD_LOG_LEVEL: 'debug',
+      AMI_GUARD_REDIS_URL: 'redis://10.0.0.1:6379/0',
     },
     secretsDir: none,
   });

@@ -50,7 +50,12 @@ test('config/example.json is valid and documents every field', () => {
 test('env vars AMI_GUARD_<PATH> override the file', () => {
   const c = loadConfig({
     file: file('{"policy":{"maxretry":7}}'),
-    env: { AMI_GUARD_POLICY_MAXRETRY: '3', AMI_GUARD_POLICY_BANTIME: '3d', AMI_GUARD_POLICY_IGNOREIP: '10.0.0.0/8, fd00::20', AMI_GUARD_AMI_SECRET: 's3cr3t' },
+    env: {
+      AMI_GUARD_POLICY_MAXRETRY: '3',
+      AMI_GUARD_POLICY_BANTIME: '3d',
+      AMI_GUARD_POLICY_IGNOREIP: '10.0.0.0/8, fd00::20',
+      AMI_GUARD_AMI_SECRET: 's3cr3t',
+    },
   });
   assert.equal(c.policy.maxretry, 3);
   assert.equal(c.policy.bantime, 259_200_000);
@@ -72,22 +77,28 @@ test('a broken config names the field and never shows a secret', () => {
     ['{"ami":{"secret": 12}}', {}, /ami\.secret/],
   ];
   for (const [content, env, re] of cases) {
-    assert.throws(() => loadConfig({ file: file(content), env }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, re);
-      assert.doesNotMatch(err.message, /hunter2/);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ file: file(content), env }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, re);
+        assert.doesNotMatch(err.message, /hunter2/);
+        return true;
+      },
+    );
   }
 });
 
 test('invalid JSON is reported by position, without quoting the file', () => {
   const p = file('{"ami": {"secret": "hunter2"\n "x": 1}}');
-  assert.throws(() => loadConfig({ file: p, env: {} }), (err: unknown) => {
-    assert.match((err as Error).message, /not valid JSON at line 2/);
-    assert.doesNotMatch((err as Error).message, /hunter2/);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig({ file: p, env: {} }),
+    (err: unknown) => {
+      assert.match((err as Error).message, /not valid JSON at line 2/);
+      assert.doesNotMatch((err as Error).message, /hunter2/);
+      return true;
+    },
+  );
   assert.throws(() => loadConfig({ file: join(dir, 'missing.json'), env: {} }), /config file .*missing\.json does not exist/);
 });
 
@@ -107,22 +118,34 @@ test('an unknown field names the nearest known one', () => {
     ['{"redis":{"URL":"redis://h"}}', /unknown field redis\.URL \(did you mean redis\.url\?\)/],
   ];
   for (const [content, re] of cases) {
-    assert.throws(() => loadConfig({ file: file(content), env: {} }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, re);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ file: file(content), env: {} }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, re);
+        return true;
+      },
+    );
   }
   // nothing near: no guess
-  assert.throws(() => loadConfig({ file: file('{"frobnicate":1}'), env: {} }), (err: unknown) => {
-    assert.match((err as Error).message, /unknown field frobnicate$/);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig({ file: file('{"frobnicate":1}'), env: {} }),
+    (err: unknown) => {
+      assert.match((err as Error).message, /unknown field frobnicate$/);
+      return true;
+    },
+  );
   // every unknown field at once, so one run shows them all
-  assert.throws(() => loadConfig({ file: file('{"ami":{"hots":"x"},"policy":{"findtme":"1m"}}'), env: {} }), (err: unknown) => {
-    assert.match((err as Error).message, /ami\.hots \(did you mean ami\.host\?\); unknown field policy\.findtme \(did you mean policy\.findtime\?\)/);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig({ file: file('{"ami":{"hots":"x"},"policy":{"findtme":"1m"}}'), env: {} }),
+    (err: unknown) => {
+      assert.match(
+        (err as Error).message,
+        /ami\.hots \(did you mean ami\.host\?\); unknown field policy\.findtme \(did you mean policy\.findtime\?\)/,
+      );
+      return true;
+    },
+  );
 });
 
 test('a misspelled event kind in policy.weights is refused with the known kinds', () => {
@@ -130,12 +153,18 @@ test('a misspelled event kind in policy.weights is refused with the known kinds'
     ['{"policy":{"weights":{"ChallengeResponseFailled":2}}}', {}],
     ['{}', { AMI_GUARD_POLICY_WEIGHTS: 'ChallengeResponseFailled=2' }],
   ] as const) {
-    assert.throws(() => loadConfig({ file: file(content), env }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, /policy\.weights: "ChallengeResponseFailled" is not a security event kind \(did you mean ChallengeResponseFailed\?\); known kinds: InvalidAccountID, ChallengeResponseFailed, /);
-      assert.match(err.message, /ChallengeSent/);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ file: file(content), env }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(
+          err.message,
+          /policy\.weights: "ChallengeResponseFailled" is not a security event kind \(did you mean ChallengeResponseFailed\?\); known kinds: InvalidAccountID, ChallengeResponseFailed, /,
+        );
+        assert.match(err.message, /ChallengeSent/);
+        return true;
+      },
+    );
   }
   const ok = loadConfig({ env: { AMI_GUARD_POLICY_WEIGHTS: 'RequestBadFormat=2,SessionLimit=0' } });
   assert.deepEqual(ok.policy.weights, { RequestBadFormat: 2, SessionLimit: 0 });
@@ -143,15 +172,24 @@ test('a misspelled event kind in policy.weights is refused with the known kinds'
 
 test('a missing, unreadable or directory config file is named', () => {
   const missing = join(dir, 'missing.json');
-  assert.throws(() => loadConfig({ file: missing, env: {} }), (err: unknown) => {
-    assert.ok(err instanceof ConfigError);
-    assert.equal(err.message, `config file ${missing} does not exist`);
-    return true;
-  });
-  assert.throws(() => loadConfig({ file: 'no/such/config.json', env: {} }), (err: unknown) => {
-    assert.equal((err as Error).message, `config file no/such/config.json (${join(process.cwd(), 'no/such/config.json')}) does not exist`);
-    return true;
-  });
+  assert.throws(
+    () => loadConfig({ file: missing, env: {} }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.message, `config file ${missing} does not exist`);
+      return true;
+    },
+  );
+  assert.throws(
+    () => loadConfig({ file: 'no/such/config.json', env: {} }),
+    (err: unknown) => {
+      assert.equal(
+        (err as Error).message,
+        `config file no/such/config.json (${join(process.cwd(), 'no/such/config.json')}) does not exist`,
+      );
+      return true;
+    },
+  );
   assert.throws(() => loadConfig({ file: dir, env: {} }), /config file .* is a directory, not a JSON file/);
 });
 
@@ -172,11 +210,14 @@ test('redis.password completes redis.url, escaped; a password given twice is ref
   assert.equal(decodeURIComponent(new URL(url).password), 'p@ss:w/rd%41');
   assert.equal(withCredentials('redis://h:1/0', 'amiguard', ''), 'redis://amiguard@h:1/0');
   for (const url of ['redis://:pw@h:6379/0', 'redis://h:6379/0?password=pw']) {
-    assert.throws(() => loadConfig({ env: { AMI_GUARD_REDIS_URL: url, AMI_GUARD_REDIS_PASSWORD: 'other' } }), (err: unknown) => {
-      assert.match((err as Error).message, /redis\.password is set and redis\.url carries a password too/);
-      assert.doesNotMatch((err as Error).message, /pw|other/);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ env: { AMI_GUARD_REDIS_URL: url, AMI_GUARD_REDIS_PASSWORD: 'other' } }),
+      (err: unknown) => {
+        assert.match((err as Error).message, /redis\.password is set and redis\.url carries a password too/);
+        assert.doesNotMatch((err as Error).message, /pw|other/);
+        return true;
+      },
+    );
   }
 });
 

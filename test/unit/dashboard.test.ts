@@ -7,9 +7,23 @@ import { parser } from '@prometheus-io/lezer-promql';
 import { Metrics } from '../../src/metrics.js';
 import { parseMetrics } from '../support/http.js';
 
-interface Target { expr: string; refId: string }
-interface Panel { id: number; type: string; title: string; gridPos: { x: number; y: number; w: number; h: number }; targets?: Target[] }
-interface Dashboard { uid: string; title: string; panels: Panel[]; templating: { list: Array<{ name: string; query: unknown }> } }
+interface Target {
+  expr: string;
+  refId: string;
+}
+interface Panel {
+  id: number;
+  type: string;
+  title: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  targets?: Target[];
+}
+interface Dashboard {
+  uid: string;
+  title: string;
+  panels: Panel[];
+  templating: { list: Array<{ name: string; query: unknown }> };
+}
 
 const dashboard = JSON.parse(readFileSync('deploy/grafana/ami-guard.json', 'utf8')) as Dashboard;
 /** labels Prometheus adds to every series it scrapes */
@@ -26,7 +40,11 @@ async function exported(): Promise<Map<string, Map<string, Set<string>>>> {
   return out;
 }
 
-interface Query { metrics: Array<{ name: string; matchers: Array<[string, string, string]> }>; grouping: string[]; errors: string[] }
+interface Query {
+  metrics: Array<{ name: string; matchers: Array<[string, string, string]> }>;
+  grouping: string[];
+  errors: string[];
+}
 
 /** Metric names with their matchers, grouping labels and syntax errors of one PromQL expression. */
 function analyse(expr: string): Query {
@@ -43,7 +61,8 @@ function analyse(expr: string): Query {
           const label = m.getChild('LabelName');
           const op = m.getChild('MatchOp');
           const value = m.getChild('StringLiteral');
-          if (label && op && value) matchers.push([text(label.from, label.to), text(op.from, op.to), JSON.parse(text(value.from, value.to)) as string]);
+          if (label && op && value)
+            matchers.push([text(label.from, label.to), text(op.from, op.to), JSON.parse(text(value.from, value.to)) as string]);
         }
         if (name) q.metrics.push({ name: text(name.from, name.to), matchers });
       }
@@ -75,7 +94,10 @@ test('every query parses and reads only exported metrics, labels and label value
     }
     for (const g of q.grouping) {
       if (TARGET_LABELS.has(g)) continue;
-      assert.ok(q.metrics.some((m) => known.get(m.name)?.has(g)), `${panel}: grouping by ${g}, which ${q.metrics.map((m) => m.name).join(', ')} lack`);
+      assert.ok(
+        q.metrics.some((m) => known.get(m.name)?.has(g)),
+        `${panel}: grouping by ${g}, which ${q.metrics.map((m) => m.name).join(', ')} lack`,
+      );
     }
   }
 });
@@ -91,7 +113,10 @@ test('the checker itself catches a typo, an unknown label and broken syntax', as
 test('bans over time, events by kind, ban latency and the fallback state, on a grid without overlaps', () => {
   const titles = dashboard.panels.map((p) => p.title.toLowerCase());
   for (const want of ['bans over time', 'security events by kind', 'ban latency', 'local fallback']) {
-    assert.ok(titles.some((t) => t.includes(want)), `no panel about ${want}`);
+    assert.ok(
+      titles.some((t) => t.includes(want)),
+      `no panel about ${want}`,
+    );
   }
   const exprs = queries().map((q) => q.expr);
   assert.ok(exprs.some((e) => /ami_guard_nft_apply_seconds_bucket\{op="add"/.test(e)));
@@ -107,5 +132,8 @@ test('bans over time, events by kind, ban latency and the fallback state, on a g
     }
   }
   assert.equal(new Set(dashboard.panels.map((p) => p.id)).size, dashboard.panels.length, 'panel ids are unique');
-  assert.deepEqual(dashboard.templating.list.map((v) => v.name), ['datasource', 'instance']);
+  assert.deepEqual(
+    dashboard.templating.list.map((v) => v.name),
+    ['datasource', 'instance'],
+  );
 });

@@ -69,9 +69,12 @@ test('docker-compose.yml: Redis with AOF on a volume, the sidecar on the host ne
 
 test('docker-compose config accepts the file, and refuses it without the AMI secret or the node id', (t) => {
   // HOSTNAME set as bash sets it (unexported in a real shell): the file must not depend on it either way
-  const run = (env: NodeJS.ProcessEnv) => spawnSync('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], {
-    encoding: 'utf8', timeout: 60_000, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-  });
+  const run = (env: NodeJS.ProcessEnv) =>
+    spawnSync('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    });
   const ok = run({ AMI_GUARD_AMI_SECRET: 'x', AMI_GUARD_NODE_ID: 'pbx7' });
   if ((ok.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
     assert.fail('docker-compose not found: apt-get install -y docker-compose');
@@ -132,7 +135,9 @@ test('Dockerfile: a current Node LTS (even major past 20), while package.json st
 test('Dockerfile: multi-stage, production dependencies only, nftables, a HEALTHCHECK on /healthz', () => {
   const stages = dockerfile.split(/^FROM /m).slice(1);
   assert.ok(stages.length >= 2, 'multi-stage');
-  const runtime = stages[stages.length - 1]!.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
+  const runtime = stages[stages.length - 1]!.split('\n')
+    .filter((l) => !l.trim().startsWith('#'))
+    .join('\n');
   assert.match(stages[0]!, /npm ci/);
   assert.match(runtime, /npm ci --omit=dev/);
   assert.match(runtime, /apt-get install[^\n]*nftables/);
@@ -166,10 +171,11 @@ test('the HEALTHCHECK command exits 0 on a 200 from /healthz on the configured p
     res.writeHead(status, { 'Content-Type': 'application/json' }).end('{}');
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const stop = (): Promise<void> => new Promise((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  });
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
   t.after(() => (server.listening ? stop() : undefined));
   const port = String((server.address() as { port: number }).port);
   const [node, ...args] = healthcheckCommand();
@@ -199,11 +205,15 @@ test('ami-guard.service: hardened, CAP_NET_ADMIN only, and systemd-analyze has n
   // the control socket's home: writable under ProtectSystem=strict, reachable by root only
   assert.equal(one('RuntimeDirectory'), 'ami-guard');
   assert.equal(one('RuntimeDirectoryMode'), '0700');
-  assert.equal(defaults.control.socket, '/run/ami-guard/control.sock', 'the daemon\'s default socket is in the RuntimeDirectory');
+  assert.equal(defaults.control.socket, '/run/ami-guard/control.sock', "the daemon's default socket is in the RuntimeDirectory");
   // LoadCredential= examples name secret fields the loader looks for in $CREDENTIALS_DIRECTORY
   const credentials = [...unit.matchAll(/^#?LoadCredential=([^:]+):/gm)].map((m) => m[1]);
   assert.deepEqual(credentials, ['ami.secret', 'redis.password', 'notify.webhook.url']);
-  for (const c of credentials) assert.ok(secretFields().some((f) => f.path === c), `${c} is a secret field`);
+  for (const c of credentials)
+    assert.ok(
+      secretFields().some((f) => f.path === c),
+      `${c} is a secret field`,
+    );
   assert.equal(one('DynamicUser'), 'yes');
   assert.equal(one('CapabilityBoundingSet'), 'CAP_NET_ADMIN');
   assert.equal(one('AmbientCapabilities'), 'CAP_NET_ADMIN');
@@ -226,7 +236,10 @@ test('ami-guard.service: hardened, CAP_NET_ADMIN only, and systemd-analyze has n
   assert.equal(verify.status, 0, verify.stderr);
   assert.equal(verify.stderr.trim(), '', 'systemd-analyze verify warnings');
   // the exposure score systemd computes from the sandboxing options: 0 (locked down) to 100
-  const security = spawnSync('systemd-analyze', ['security', '--offline=true', '--threshold=40', 'scripts/ami-guard.service'], { encoding: 'utf8', timeout: 60_000 });
+  const security = spawnSync('systemd-analyze', ['security', '--offline=true', '--threshold=40', 'scripts/ami-guard.service'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   assert.equal(security.status, 0, security.stdout.split('\n').slice(-3).join('\n'));
   t.diagnostic(security.stdout.trim().split('\n').pop() ?? '');
 });
@@ -243,12 +256,32 @@ test('nft works for an unprivileged user holding only CAP_NET_ADMIN (what the un
     const elements = (await fw.list()).map((e) => e.address).sort();
     await fw.shutdown();
     console.log(JSON.stringify({ uid: process.getuid(), elements }));`;
-  const setpriv = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin',
-    '--ambient-caps=-all,+net_admin', '--bounding-set=-all,+net_admin', '--no-new-privs'];
-  const granted = await ns.exec(setpriv[0]!, [...setpriv.slice(1), process.execPath, '--input-type=module', '-e', script(false, '198.51.100.9')]);
+  const setpriv = [
+    'setpriv',
+    '--reuid=65534',
+    '--regid=65534',
+    '--clear-groups',
+    '--inh-caps=-all,+net_admin',
+    '--ambient-caps=-all,+net_admin',
+    '--bounding-set=-all,+net_admin',
+    '--no-new-privs',
+  ];
+  const granted = await ns.exec(setpriv[0]!, [
+    ...setpriv.slice(1),
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    script(false, '198.51.100.9'),
+  ]);
   assert.equal(granted.code, 0, granted.stderr);
   assert.deepEqual(JSON.parse(granted.stdout), { uid: 65534, elements: ['198.51.100.9'] });
-  const writer = await ns.exec(setpriv[0]!, [...setpriv.slice(1), process.execPath, '--input-type=module', '-e', script(true, '198.51.100.10')]);
+  const writer = await ns.exec(setpriv[0]!, [
+    ...setpriv.slice(1),
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    script(true, '198.51.100.10'),
+  ]);
   assert.equal(writer.code, 0, writer.stderr);
   assert.deepEqual(JSON.parse(writer.stdout), { uid: 65534, elements: ['198.51.100.10', '198.51.100.9'] });
 

@@ -13,7 +13,16 @@ import { MemoryStore } from '../../src/store/memory-store.js';
 import { parseAddress } from '../../src/net/ip.js';
 import type { SecurityEvent } from '../../src/events/types.js';
 
-const SCENARIOS = ['register-bruteforce', 'chansip-register-bruteforce', 'extension-scan', 'acl-violation', 'ipv6-attacker', 'ami-bruteforce', 'legit-phone', 'chansip-legit-phone'];
+const SCENARIOS = [
+  'register-bruteforce',
+  'chansip-register-bruteforce',
+  'extension-scan',
+  'acl-violation',
+  'ipv6-attacker',
+  'ami-bruteforce',
+  'legit-phone',
+  'chansip-legit-phone',
+];
 const FAILURE_KINDS = new Set(['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword', 'FailedACL']);
 
 /**
@@ -62,10 +71,30 @@ test('no double counting: each request counts once however many events Asterisk 
   }
 });
 
-const KINDS = ['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword', 'FailedACL', 'RequestBadFormat', 'ChallengeSent', 'SuccessfulAuth', 'MemoryLimit'];
+const KINDS = [
+  'InvalidAccountID',
+  'ChallengeResponseFailed',
+  'InvalidPassword',
+  'FailedACL',
+  'RequestBadFormat',
+  'ChallengeSent',
+  'SuccessfulAuth',
+  'MemoryLimit',
+];
 
 function event(kind: string, address: string, t: number, session: string, service = 'PJSIP'): SecurityEvent {
-  return { kind, service, address: parseAddress(address)!, accountId: '6001', eventTime: t, receivedAt: t, severity: 'Error', usingPassword: true, sessionId: session, eventTv: String(t) };
+  return {
+    kind,
+    service,
+    address: parseAddress(address)!,
+    accountId: '6001',
+    eventTime: t,
+    receivedAt: t,
+    severity: 'Error',
+    usingPassword: true,
+    sessionId: session,
+    eventTv: String(t),
+  };
 }
 
 async function run(policy: Policy, events: SecurityEvent[]): Promise<Set<string>> {
@@ -104,7 +133,11 @@ test('property: an ignore-listed address is never banned, whatever the event seq
 test('property: an address with no failures and no unanswered challenges is never banned', async () => {
   const policy = new Policy(loadConfig({ env: {} }).policy);
   // a phone: challenges each answered by a login, informational events, nothing that counts
-  const step = fc.record({ answered: fc.boolean(), extra: fc.constantFrom('MemoryLimit', 'SuccessfulAuth', 'LoadAverageLimit'), dt: fc.integer({ min: 0, max: 3000 }) });
+  const step = fc.record({
+    answered: fc.boolean(),
+    extra: fc.constantFrom('MemoryLimit', 'SuccessfulAuth', 'LoadAverageLimit'),
+    dt: fc.integer({ min: 0, max: 3000 }),
+  });
   await fc.assert(
     fc.asyncProperty(fc.array(step, { maxLength: 120 }), async (steps) => {
       let t = 1_800_000_000_000;

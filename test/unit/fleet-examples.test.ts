@@ -13,7 +13,14 @@ import { createNetns, waitFor } from '../support/netns.js';
 
 const FILES = ['examples/fleet/pbx1.docker-compose.yml', 'examples/fleet/pbx2.docker-compose.yml'];
 const PASSWORD = 'fleet-pw-7d1c9e';
-const ENV = { PATH: process.env.PATH, HOME: process.env.HOME, AMI_GUARD_AMI_SECRET: 'x', AMI_GUARD_REDIS_PASSWORD: PASSWORD, AMI_GUARD_NODE_ID: 'pbx9', PBX1_ADDRESS: '127.0.0.2' };
+const ENV = {
+  PATH: process.env.PATH,
+  HOME: process.env.HOME,
+  AMI_GUARD_AMI_SECRET: 'x',
+  AMI_GUARD_REDIS_PASSWORD: PASSWORD,
+  AMI_GUARD_NODE_ID: 'pbx9',
+  PBX1_ADDRESS: '127.0.0.2',
+};
 
 interface Service {
   environment?: Record<string, string>;
@@ -110,7 +117,9 @@ test('pbx1: its Redis command, run for real, requires the password and never sho
   // the image's healthcheck, as docker runs it (a shell, with the container's environment)
   const health = () => inNs(['sh', '-c', redis!.healthcheck!.test[1]!]);
   await waitFor('Redis to pass its healthcheck', () => (health().status === 0 ? true : undefined), 15_000);
-  await waitFor('its log', () => (/Ready to accept connections/.test(log) ? true : undefined), 5_000).catch(() => assert.fail(`redis log: ${log}`));
+  await waitFor('its log', () => (/Ready to accept connections/.test(log) ? true : undefined), 5_000).catch(() =>
+    assert.fail(`redis log: ${log}`),
+  );
   assert.match(log, /Reading config from stdin/);
 
   for (const host of ['127.0.0.1', '127.0.0.2']) {

@@ -8,10 +8,17 @@ import { Metrics } from '../../src/metrics.js';
 import type { HealthReport } from '../../src/http/health.js';
 import { getText, metric, parseMetrics } from '../support/http.js';
 
-test('/healthz: the fallback\'s since as ISO 8601; /metrics: store_up and firewall_up follow the report', async (t) => {
+test("/healthz: the fallback's since as ISO 8601; /metrics: store_up and firewall_up follow the report", async (t) => {
   let report: HealthReport = {
-    status: 'down', down: ['store'], ami: { connected: true },
-    store: { kind: 'redis', ok: false, rttMs: null, fallback: { active: true, since: Date.UTC(2026, 10, 21, 20, 36, 37, 387), pendingWriteback: 2 } },
+    status: 'down',
+    down: ['store'],
+    ami: { connected: true },
+    store: {
+      kind: 'redis',
+      ok: false,
+      rttMs: null,
+      fallback: { active: true, since: Date.UTC(2026, 10, 21, 20, 36, 37, 387), pendingWriteback: 2 },
+    },
     firewall: { present: true },
   };
   const metrics = new Metrics();
@@ -27,7 +34,13 @@ test('/healthz: the fallback\'s since as ISO 8601; /metrics: store_up and firewa
   assert.equal(metric(m, 'ami_guard_store_up'), 0);
   assert.equal(metric(m, 'ami_guard_firewall_up'), 1);
 
-  report = { ...report, status: 'down', down: ['firewall'], store: { kind: 'redis', ok: true, rttMs: 0.4, fallback: { active: false, since: null, pendingWriteback: 0 } }, firewall: { present: false } };
+  report = {
+    ...report,
+    status: 'down',
+    down: ['firewall'],
+    store: { kind: 'redis', ok: true, rttMs: 0.4, fallback: { active: false, since: null, pendingWriteback: 0 } },
+    firewall: { present: false },
+  };
   const back = JSON.parse((await getText(`${base}/healthz`)).body) as { store: { fallback: { since: unknown } } };
   assert.equal(back.store.fallback.since, null);
   m = parseMetrics((await getText(`${base}/metrics`)).body);

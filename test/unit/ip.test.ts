@@ -46,7 +46,7 @@ test('CIDR targets are normalised, /32 and /128 are addresses', () => {
   }
 });
 
-test('isCanonicalTarget accepts only the parser\'s own output', () => {
+test("isCanonicalTarget accepts only the parser's own output", () => {
   assert.ok(isCanonicalTarget('198.18.0.11'));
   assert.ok(isCanonicalTarget('203.0.113.0/24'));
   assert.ok(!isCanonicalTarget('203.0.113.7/24'));
@@ -69,7 +69,15 @@ test('RemoteAddress: the address lies between the second and the last slash', ()
   assert.equal(parseRemoteAddress('IPV6/UDP/::ffff:198.18.0.11/5060')?.text, '198.18.0.11');
   assert.equal(parseRemoteAddress('IPV4//198.18.0.11/5060')?.text, '198.18.0.11');
   assert.equal(parseRemoteAddress('IPV4/198.18.0.11/5060')?.text, '198.18.0.11');
-  for (const bad of ['IPV4/UDP/999.1.1.1/5060', 'IPV4/UDP/fd00::66/5060', 'IPX/UDP/1.2.3.4/5060', '198.18.0.11', 'IPV4/UDP/[fd00::66]/5060', '', 'IPV6/UDP/fd00::66; flush ruleset/5060']) {
+  for (const bad of [
+    'IPV4/UDP/999.1.1.1/5060',
+    'IPV4/UDP/fd00::66/5060',
+    'IPX/UDP/1.2.3.4/5060',
+    '198.18.0.11',
+    'IPV4/UDP/[fd00::66]/5060',
+    '',
+    'IPV6/UDP/fd00::66; flush ruleset/5060',
+  ]) {
     assert.equal(parseRemoteAddress(bad), null, bad);
   }
 });

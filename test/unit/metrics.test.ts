@@ -14,9 +14,18 @@ function types(text: string): Map<string, string> {
 test('process and Node.js metrics under their usual names, and ami_guard_build_info', async () => {
   const text = await new Metrics({ processMetrics: true, build: { version: '1.2.3', node: 'pbx-7' } }).scrape();
   const t = types(text);
-  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'process_open_fds',
-    'nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_gc_duration_seconds',
-    'nodejs_version_info', 'nodejs_active_handles']) {
+  for (const name of [
+    'process_cpu_seconds_total',
+    'process_resident_memory_bytes',
+    'process_start_time_seconds',
+    'process_open_fds',
+    'nodejs_heap_size_used_bytes',
+    'nodejs_heap_size_total_bytes',
+    'nodejs_eventloop_lag_seconds',
+    'nodejs_gc_duration_seconds',
+    'nodejs_version_info',
+    'nodejs_active_handles',
+  ]) {
     assert.ok(t.has(name), `${name} missing`);
   }
   assert.ok(![...t.keys()].some((n) => n.startsWith('ami_guard_process_') || n.startsWith('ami_guard_nodejs_')));

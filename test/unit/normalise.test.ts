@@ -10,7 +10,9 @@ import type { Injection, SecurityEvent } from '../../src/events/types.js';
 import { injectedEvent, pjsipEvent } from '../support/ami-events.js';
 
 const FIXTURES = 'test/fixtures/ami';
-const scenarios = readdirSync(FIXTURES).filter((f) => f.endsWith('.truth.json')).map((f) => f.replace('.truth.json', ''));
+const scenarios = readdirSync(FIXTURES)
+  .filter((f) => f.endsWith('.truth.json'))
+  .map((f) => f.replace('.truth.json', ''));
 
 interface Truth {
   sources: Array<{ ip: string; ami_events: Record<string, number>; injections?: number }>;
@@ -68,7 +70,15 @@ for (const s of scenarios) {
     // injections by genuine source, exactly as the ground truth sent them (none in a recording of plain attacks)
     const bySource = new Map<string, number>();
     for (const x of injections) bySource.set(x.source?.text ?? 'unknown', (bySource.get(x.source?.text ?? 'unknown') ?? 0) + 1);
-    assert.deepEqual(new Map([...bySource].sort()), new Map(truth.sources.filter((src) => src.injections).map((src) => [src.ip, src.injections!] as [string, number]).sort()));
+    assert.deepEqual(
+      new Map([...bySource].sort()),
+      new Map(
+        truth.sources
+          .filter((src) => src.injections)
+          .map((src) => [src.ip, src.injections!] as [string, number])
+          .sort(),
+      ),
+    );
     for (const forged of truth.forged ?? []) assert.ok(!seen.has(forged), `${forged} was read as a source`);
     assert.deepEqual(i.counters.invalid, { 'bad-kind': 0, 'bad-address': 0, 'bad-value': 0 });
     const expected = new Map(truth.sources.map((src) => [src.ip, src.ami_events]));
@@ -86,8 +96,16 @@ test('pjsip ChallengeResponseFailed with its Response: header is an event, not a
 });
 
 test('an address that does not parse makes the event invalid, never an event', () => {
-  for (const remote of ['IPV4/UDP/999.1.1.1/5060', 'IPV4/UDP/198.18.0.11; flush ruleset/5060', 'garbage', '', 'ipv4/UDP/198.18.0.11/5060',
-    'IPV4/UDP/198.18.0.11/', 'IPV4/U-P/198.18.0.11/5060', 'IPV4/UDP/fd00::66/5060']) {
+  for (const remote of [
+    'IPV4/UDP/999.1.1.1/5060',
+    'IPV4/UDP/198.18.0.11; flush ruleset/5060',
+    'garbage',
+    '',
+    'ipv4/UDP/198.18.0.11/5060',
+    'IPV4/UDP/198.18.0.11/',
+    'IPV4/U-P/198.18.0.11/5060',
+    'IPV4/UDP/fd00::66/5060',
+  ]) {
     const raw = pjsipEvent('InvalidAccountID', {}).replace('RemoteAddress: IPV4/UDP/198.18.0.11/5060', `RemoteAddress: ${remote}`);
     assert.deepEqual(reading(raw), { type: 'invalid', kind: 'InvalidAccountID', reason: 'bad-address' }, remote);
   }
@@ -97,7 +115,10 @@ test('action replies and system events are told apart from security events', () 
   assert.equal(reading('Response: Success\r\nActionID: 1\r\nPing: Pong\r\n\r\n').type, 'response');
   assert.deepEqual(reading('Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 1\r\n\r\n'), { type: 'system', name: 'FullyBooted' });
   // two UserEvent lines killed asterisk-manager (toLowerCase of an array); here it is just a system event
-  assert.deepEqual(reading('Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: a\r\nUserEvent: b\r\n\r\n'), { type: 'system', name: 'UserEvent' });
+  assert.deepEqual(reading('Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: a\r\nUserEvent: b\r\n\r\n'), {
+    type: 'system',
+    name: 'UserEvent',
+  });
   assert.equal(reading('Event: rawevent\r\nSessionID: x\r\n\r\n').type, 'fragment');
 });
 
@@ -130,20 +151,41 @@ test('a forged RemoteAddress line (CR LF in AccountID) is never read; the genuin
 });
 
 test('an injected empty line splits the event: the head is cut short, the genuine tail arrives as a fragment', () => {
-  for (const payload of ['\r\n\r\nEvent: rawevent', '\r\n\r\nResponse: Follows', '\r\n\r\nEvent: close', '\r\n\r\n',
-    '\r\n\r\nRemoteAddress: IPV4/UDP/10.9.9.9/1\r\n\r\n', '\r\n\r\nEvent: X\r\nPrivilege: security,all']) {
+  for (const payload of [
+    '\r\n\r\nEvent: rawevent',
+    '\r\n\r\nResponse: Follows',
+    '\r\n\r\nEvent: close',
+    '\r\n\r\n',
+    '\r\n\r\nRemoteAddress: IPV4/UDP/10.9.9.9/1\r\n\r\n',
+    '\r\n\r\nEvent: X\r\nPrivilege: security,all',
+  ]) {
     const { events, injections } = intake(injectedEvent(payload), pjsipEvent('ChallengeSent', { remote: '198.18.0.50' }));
-    assert.deepEqual(injections.map((i) => [i.source?.text, i.sign]), [[GENUINE, 'cut-short']], JSON.stringify(payload));
+    assert.deepEqual(
+      injections.map((i) => [i.source?.text, i.sign]),
+      [[GENUINE, 'cut-short']],
+      JSON.stringify(payload),
+    );
     // the next genuine event is read as usual
-    assert.deepEqual(events.map((e) => e.address.text), ['198.18.0.50'], JSON.stringify(payload));
+    assert.deepEqual(
+      events.map((e) => e.address.text),
+      ['198.18.0.50'],
+      JSON.stringify(payload),
+    );
   }
 });
 
 test('split across reads at every byte, the split-frame injection still names the genuine source', () => {
-  const bytes = Buffer.from(injectedEvent('\r\n\r\nRemoteAddress: IPV4/UDP/10.9.9.9/1\r\n\r\nEvent: x') + pjsipEvent('ChallengeSent', {}), 'utf8');
+  const bytes = Buffer.from(
+    injectedEvent('\r\n\r\nRemoteAddress: IPV4/UDP/10.9.9.9/1\r\n\r\nEvent: x') + pjsipEvent('ChallengeSent', {}),
+    'utf8',
+  );
   for (let cut = 1; cut < bytes.length; cut++) {
     const { injections } = intake(bytes.subarray(0, cut), bytes.subarray(cut));
-    assert.deepEqual(injections.map((i) => i.source?.text), [GENUINE], `cut at ${cut}`);
+    assert.deepEqual(
+      injections.map((i) => i.source?.text),
+      [GENUINE],
+      `cut at ${cut}`,
+    );
   }
 });
 
@@ -158,44 +200,67 @@ test('an episode stays open until Asterisk speaks again: a reply to our Ping, th
   i.boundary(); // the client got the reply to its Ping
   i.flush();
   assert.equal(i.awaitingBoundary, false);
-  assert.deepEqual(batches.flatMap((b) => b.injections).map((x) => x.source?.text), [GENUINE]);
+  assert.deepEqual(
+    batches.flatMap((b) => b.injections).map((x) => x.source?.text),
+    [GENUINE],
+  );
 });
 
 test('a bare LF or CR in AccountID does not split a line, and still counts as an attempt with a known source', () => {
   for (const payload of ['\nRemoteAddress: IPV4/203.0.113.99/', '\rEvent: x', '\n\nEvent: rawevent']) {
     const { events, injections } = intake(injectedEvent(payload));
     assert.deepEqual(events, []);
-    assert.deepEqual(injections.map((i) => [i.source?.text, i.sign]), [[GENUINE, 'control-characters']], JSON.stringify(payload));
+    assert.deepEqual(
+      injections.map((i) => [i.source?.text, i.sign]),
+      [[GENUINE, 'control-characters']],
+      JSON.stringify(payload),
+    );
   }
 });
 
 test('header names of Object.prototype are only foreign lines', () => {
   const { events, injections } = intake(injectedEvent('\r\n__proto__: x\r\nconstructor: y'));
   assert.deepEqual(events, []);
-  assert.deepEqual(injections.map((i) => [i.source?.text, i.sign]), [[GENUINE, 'foreign-line']]);
+  assert.deepEqual(
+    injections.map((i) => [i.source?.text, i.sign]),
+    [[GENUINE, 'foreign-line']],
+  );
 });
 
 test('RequestBadFormat writes AccountID after the address lines: there the first address run is the genuine one', () => {
-  const raw = 'Event: RequestBadFormat\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:15:48.554+0000\r\nSeverity: Error\r\n'
-    + 'Service: PJSIP\r\nEventVersion: 2\r\nSessionID: c1\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\n'
-    + `RemoteAddress: IPV4/UDP/${GENUINE}/5060\r\nRequestType: REGISTER\r\n`
-    + 'AccountID: \r\nSessionID: x\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/203.0.113.99/5060\r\n\r\n';
+  const raw =
+    'Event: RequestBadFormat\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:15:48.554+0000\r\nSeverity: Error\r\n' +
+    'Service: PJSIP\r\nEventVersion: 2\r\nSessionID: c1\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\n' +
+    `RemoteAddress: IPV4/UDP/${GENUINE}/5060\r\nRequestType: REGISTER\r\n` +
+    'AccountID: \r\nSessionID: x\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\nRemoteAddress: IPV4/UDP/203.0.113.99/5060\r\n\r\n';
   const { events, injections } = intake(raw);
   assert.deepEqual(events, []);
-  assert.deepEqual(injections.map((i) => i.source?.text), [GENUINE]);
+  assert.deepEqual(
+    injections.map((i) => i.source?.text),
+    [GENUINE],
+  );
 });
 
 test('an injection in a trailing value splits off a fragment: it is blamed on the event before it', () => {
-  const raw = 'Event: RequestBadFormat\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:15:48.554+0000\r\nSeverity: Error\r\n'
-    + 'Service: PJSIP\r\nEventVersion: 2\r\nSessionID: c1\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\n'
-    + `RemoteAddress: IPV4/UDP/${GENUINE}/5060\r\nRequestType: REGISTER\r\nAccountID: \r\n\r\nEvent: forged\r\nRequestParams: x\r\n\r\n`;
+  const raw =
+    'Event: RequestBadFormat\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T19:15:48.554+0000\r\nSeverity: Error\r\n' +
+    'Service: PJSIP\r\nEventVersion: 2\r\nSessionID: c1\r\nLocalAddress: IPV4/UDP/198.18.0.1/5060\r\n' +
+    `RemoteAddress: IPV4/UDP/${GENUINE}/5060\r\nRequestType: REGISTER\r\nAccountID: \r\n\r\nEvent: forged\r\nRequestParams: x\r\n\r\n`;
   const { events, injections } = intake(raw);
-  assert.deepEqual(events.map((e) => e.address.text), [GENUINE]);
-  assert.deepEqual(injections.map((i) => [i.source?.text, i.sign]), [[GENUINE, 'fragment']]);
+  assert.deepEqual(
+    events.map((e) => e.address.text),
+    [GENUINE],
+  );
+  assert.deepEqual(
+    injections.map((i) => [i.source?.text, i.sign]),
+    [[GENUINE, 'fragment']],
+  );
 });
 
 test('a kind Asterisk does not have yet is read with the common headers; unknown names never become more than data', () => {
-  const raw = pjsipEvent('InvalidAccountID', {}).replace('Event: InvalidAccountID', 'Event: BrandNewKind').replace('\r\n\r\n', '\r\nNewField: 1\r\n\r\n');
+  const raw = pjsipEvent('InvalidAccountID', {})
+    .replace('Event: InvalidAccountID', 'Event: BrandNewKind')
+    .replace('\r\n\r\n', '\r\nNewField: 1\r\n\r\n');
   const r = reading(raw);
   assert.ok(r.type === 'event');
   assert.equal(r.event.kind, 'BrandNewKind');

@@ -22,8 +22,19 @@ const ev = (kind: string, address: string): SecurityEvent => ({
 
 test('every kind has a weight: the Error kinds count 1, informational ones feed their own rules', () => {
   const p = new Policy(loadConfig({ env: {} }).policy);
-  for (const k of ['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword', 'FailedACL', 'RequestNotSupported',
-    'RequestNotAllowed', 'RequestBadFormat', 'AuthMethodNotAllowed', 'UnexpectedAddress', 'InvalidTransport', 'SessionLimit']) {
+  for (const k of [
+    'InvalidAccountID',
+    'ChallengeResponseFailed',
+    'InvalidPassword',
+    'FailedACL',
+    'RequestNotSupported',
+    'RequestNotAllowed',
+    'RequestBadFormat',
+    'AuthMethodNotAllowed',
+    'UnexpectedAddress',
+    'InvalidTransport',
+    'SessionLimit',
+  ]) {
     assert.deepEqual(p.decide(ev(k, '198.18.0.11')), { action: 'count', weight: 1 }, k);
   }
   for (const k of ['MemoryLimit', 'LoadAverageLimit', 'FullyBooted', 'SomethingNew']) {
@@ -38,7 +49,11 @@ test('every kind has a weight: the Error kinds count 1, informational ones feed 
 });
 
 test('a successful login with a password trusts a phone; an AMI login only when configured', () => {
-  const success = (service: string, usingPassword: boolean): SecurityEvent => ({ ...ev('SuccessfulAuth', '198.18.0.20'), service, usingPassword });
+  const success = (service: string, usingPassword: boolean): SecurityEvent => ({
+    ...ev('SuccessfulAuth', '198.18.0.20'),
+    service,
+    usingPassword,
+  });
   const p = new Policy(loadConfig({ env: {} }).policy);
   assert.deepEqual(p.decide(success('PJSIP', true)), { action: 'success', trust: true });
   assert.deepEqual(p.decide(success('SIP', true)), { action: 'success', trust: true });
@@ -47,9 +62,13 @@ test('a successful login with a password trusts a phone; an AMI login only when 
   assert.deepEqual(ami.decide(success('AMI', false)), { action: 'success', trust: true });
 });
 
-test('pjsip\'s double report of one request (FailedACL, then ChallengeResponseFailed: same session, same time) counts once', () => {
+test("pjsip's double report of one request (FailedACL, then ChallengeResponseFailed: same session, same time) counts once", () => {
   const p = new StreamDecider(new Policy(loadConfig({ env: {} }).policy));
-  const at = (kind: string, session: string, t: number): SecurityEvent => ({ ...ev(kind, '198.18.0.13'), sessionId: session, eventTime: t });
+  const at = (kind: string, session: string, t: number): SecurityEvent => ({
+    ...ev(kind, '198.18.0.13'),
+    sessionId: session,
+    eventTime: t,
+  });
   assert.equal(p.decide(at('FailedACL', '1-4574@x', 1000)).action, 'count');
   assert.deepEqual(p.decide(at('ChallengeResponseFailed', '1-4574@x', 1000)), { action: 'skip', why: 'same-request' });
   // the pair is used up: the next guess on that Call-ID, even at the same millisecond, counts
@@ -64,7 +83,11 @@ test('60 wrong passwords in a burst on one Call-ID and one nonce, within one mil
   const p = new StreamDecider(new Policy(loadConfig({ env: {} }).policy));
   let counted = 0;
   for (let i = 0; i < 60; i++) {
-    const e: SecurityEvent = { ...ev('ChallengeResponseFailed', '198.18.0.11'), sessionId: 'same-call-id', eventTv: '2026-11-21T19:15:48.554+0000' };
+    const e: SecurityEvent = {
+      ...ev('ChallengeResponseFailed', '198.18.0.11'),
+      sessionId: 'same-call-id',
+      eventTv: '2026-11-21T19:15:48.554+0000',
+    };
     if (p.decide(e).action === 'count') counted++;
   }
   assert.equal(counted, 60);
@@ -90,5 +113,8 @@ test('property: an ignore-listed or unbannable address is never counted, whateve
     fc.tuple(fc.nat(255), fc.nat(255)).map(([a, b]) => `::ffff:10.1.${a}.${b}`),
     fc.constantFrom('127.0.0.1', '0.0.0.0', '224.0.0.5', '::', 'ff02::1', '255.255.255.255'),
   );
-  fc.assert(fc.property(kinds, ignored, (k, a) => p.decide(ev(k, a)).action === 'skip'), { numRuns: 5000 });
+  fc.assert(
+    fc.property(kinds, ignored, (k, a) => p.decide(ev(k, a)).action === 'skip'),
+    { numRuns: 5000 },
+  );
 });

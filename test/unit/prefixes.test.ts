@@ -55,8 +55,14 @@ test('the subnet of a ban: off by default; /24 and /48 when on; refused ones and
 test('the configuration refuses prefix lengths that do not nest', () => {
   const bad: Array<[NodeJS.ProcessEnv, RegExp]> = [
     [{ AMI_GUARD_POLICY_IPV6PREFIX: '24' }, /policy\.ipv6prefix \/24 is wider than policy\.widest\.ipv6/],
-    [{ AMI_GUARD_POLICY_SUBNET_MAXBANS: '3', AMI_GUARD_POLICY_SUBNET_IPV6: '64' }, /policy\.subnet\.ipv6 \/64 must be shorter than policy\.ipv6prefix/],
-    [{ AMI_GUARD_POLICY_SUBNET_MAXBANS: '3', AMI_GUARD_POLICY_SUBNET_IPV4: '4' }, /policy\.subnet\.ipv4 \/4 is wider than policy\.widest\.ipv4/],
+    [
+      { AMI_GUARD_POLICY_SUBNET_MAXBANS: '3', AMI_GUARD_POLICY_SUBNET_IPV6: '64' },
+      /policy\.subnet\.ipv6 \/64 must be shorter than policy\.ipv6prefix/,
+    ],
+    [
+      { AMI_GUARD_POLICY_SUBNET_MAXBANS: '3', AMI_GUARD_POLICY_SUBNET_IPV4: '4' },
+      /policy\.subnet\.ipv4 \/4 is wider than policy\.widest\.ipv4/,
+    ],
     [{ AMI_GUARD_POLICY_SUBNET_MAXBANS: '3', AMI_GUARD_POLICY_SUBNET_IPV4: '32' }, /shorter than \/32/],
     [{ AMI_GUARD_POLICY_SUBNET_MAXBANS: '1000' }, /at most 256/],
   ];

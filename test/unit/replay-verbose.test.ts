@@ -40,7 +40,10 @@ test('a brute force: counted 1/5 to 4/5, banned at the 5th and why, then skipped
   const own = list.find((d) => d.type === 'event' && d.address === '127.0.0.1');
   assert.deepEqual(own && { decision: own.decision, why: (own as EventDecision).why }, { decision: 'skipped', why: 'in policy.ignoreip' });
   const attacker = about(list, '198.18.0.11').filter((d) => d.kind === 'ChallengeResponseFailed');
-  assert.deepEqual(attacker.slice(0, 4).map((d) => [d.decision, d.count, d.threshold]), [1, 2, 3, 4].map((n) => ['counted', n, 5]));
+  assert.deepEqual(
+    attacker.slice(0, 4).map((d) => [d.decision, d.count, d.threshold]),
+    [1, 2, 3, 4].map((n) => ['counted', n, 5]),
+  );
   const ban = attacker[4]!;
   assert.equal(ban.decision, 'banned');
   assert.equal(ban.reason, 'failures');
@@ -54,7 +57,10 @@ test('a phone that logged in is trusted: its typo counts against the higher thre
   const phone = about((await decisions(join(FIXTURES, 'legit-phone.security.log'))).list, '198.18.0.20');
   assert.ok(phone.some((d) => d.decision === 'login' && d.trusted));
   assert.ok(phone.some((d) => d.decision === 'challenge' && d.threshold === 10));
-  assert.deepEqual(phone.filter((d) => d.decision === 'counted').map((d) => [d.count, d.threshold, d.why]), [[1, 10, 'trusted']]);
+  assert.deepEqual(
+    phone.filter((d) => d.decision === 'counted').map((d) => [d.count, d.threshold, d.why]),
+    [[1, 10, 'trusted']],
+  );
   assert.ok(!phone.some((d) => d.decision === 'banned'));
 
   const acl = about((await decisions(join(FIXTURES, 'acl-violation.security.log'))).list, '198.18.0.13');
@@ -70,15 +76,22 @@ test('injections: the source banned at once for policy.injection.bantime, then a
   assert.equal(first.decision, 'banned');
   assert.equal(first.bantime, 7 * 86_400_000);
   assert.equal(first.sign, 'control-characters');
-  assert.ok(injections.filter((d) => d.address === '198.18.0.11').slice(1).every((d) => d.decision === 'skipped' && d.why === 'already banned'));
+  assert.ok(
+    injections
+      .filter((d) => d.address === '198.18.0.11')
+      .slice(1)
+      .every((d) => d.decision === 'skipped' && d.why === 'already banned'),
+  );
   assert.ok(!injections.some((d) => d.decision === 'unattributed'));
 });
 
 function line(tv: string, kind: string, remote: string, account: string): string {
   const severity = kind === 'ChallengeSent' ? 'Informational' : 'Error';
-  return `[2026-11-21 19:15:09] SECURITY[3977] res_security_log.c: SecurityEvent="${kind}",EventTV="${tv}",Severity="${severity}",Service="SIP",`
-    + `EventVersion="2",AccountID="${account}",SessionID="0x7f6bc40${tv.slice(14, 16)}${tv.slice(17, 19)}",LocalAddress="IPV4/UDP/198.18.0.1/5060",`
-    + `RemoteAddress="IPV4/UDP/${remote}/5060",Challenge="54fab602",ReceivedChallenge="54fab602",ReceivedHash="b9dd22c3"\n`;
+  return (
+    `[2026-11-21 19:15:09] SECURITY[3977] res_security_log.c: SecurityEvent="${kind}",EventTV="${tv}",Severity="${severity}",Service="SIP",` +
+    `EventVersion="2",AccountID="${account}",SessionID="0x7f6bc40${tv.slice(14, 16)}${tv.slice(17, 19)}",LocalAddress="IPV4/UDP/198.18.0.1/5060",` +
+    `RemoteAddress="IPV4/UDP/${remote}/5060",Challenge="54fab602",ReceivedChallenge="54fab602",ReceivedHash="b9dd22c3"\n`
+  );
 }
 
 test('a known offender, back after its ban ran out, is banned at policy.offender.maxretry; the account is shown escaped', async () => {
@@ -89,11 +102,14 @@ test('a known offender, back after its ban ran out, is banned at policy.offender
   for (let i = 0; i < 3; i++) log += line(`2026-11-21T12:00:0${i}.000+0000`, 'InvalidPassword', '192.0.2.7', `\u202eadmin\u001b[2J`);
   writeFileSync(file, log);
   const later = about((await decisions(file)).list, '192.0.2.7').slice(5);
-  assert.deepEqual(later.map((d) => [d.decision, d.count, d.threshold ?? null, d.why ?? null]), [
-    ['counted', 1, 3, 'known offender'],
-    ['counted', 2, 3, 'known offender'],
-    ['banned', 3, null, null],
-  ]);
+  assert.deepEqual(
+    later.map((d) => [d.decision, d.count, d.threshold ?? null, d.why ?? null]),
+    [
+      ['counted', 1, 3, 'known offender'],
+      ['counted', 2, 3, 'known offender'],
+      ['banned', 3, null, null],
+    ],
+  );
   // escalation: the second ban lasts twice the first
   assert.equal(later[2]!.bantime, 2 * 3_600_000);
 
@@ -112,7 +128,10 @@ test('a known offender, back after its ban ran out, is banned at policy.offender
 test('--verbose --json: one JSON object per line, the decisions then the report', async () => {
   const r = await cli(['replay', '--verbose', '--json', join(FIXTURES, 'lab-injection.security.log')]);
   assert.equal(r.code, 0, r.stderr);
-  const rows = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { type: string; decision?: string; addresses?: unknown[] });
+  const rows = r.stdout
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; decision?: string; addresses?: unknown[] });
   assert.deepEqual([...new Set(rows.map((x) => x.type))].sort(), ['event', 'injection', 'report']);
   assert.equal(rows.at(-1)!.type, 'report');
   assert.equal(rows.filter((x) => x.type === 'report').length, 1);
@@ -123,9 +142,10 @@ test('--verbose --json: one JSON object per line, the decisions then the report'
 test('an attacker rotating through a /64, and over a /24 with escalation on: the dry run counts and bans as the daemon does', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ag-verbose-'));
   const file = join(dir, 'security.log');
-  const v6 = (tv: string, remote: string): string => line(tv, 'InvalidPassword', '192.0.2.1', '6001')
-    .replace('LocalAddress="IPV4/UDP/198.18.0.1/5060"', 'LocalAddress="IPV6/UDP/fd00::1/5060"')
-    .replace('RemoteAddress="IPV4/UDP/192.0.2.1/5060"', `RemoteAddress="IPV6/UDP/${remote}/5060"`);
+  const v6 = (tv: string, remote: string): string =>
+    line(tv, 'InvalidPassword', '192.0.2.1', '6001')
+      .replace('LocalAddress="IPV4/UDP/198.18.0.1/5060"', 'LocalAddress="IPV6/UDP/fd00::1/5060"')
+      .replace('RemoteAddress="IPV4/UDP/192.0.2.1/5060"', `RemoteAddress="IPV6/UDP/${remote}/5060"`);
   let log = '';
   // eight addresses of one /64, one guess each
   for (let i = 0; i < 8; i++) log += v6(`2026-11-21T10:00:0${i}.000+0000`, `2001:db8:aa:1::${i + 1}`);
@@ -145,25 +165,44 @@ test('an attacker rotating through a /64, and over a /24 with escalation on: the
     delete process.env.AMI_GUARD_POLICY_SUBNET_MAXBANS;
   }
   const rotating = list.filter((d): d is EventDecision => d.type === 'event' && d.address.startsWith('2001:db8:aa:1::'));
-  assert.deepEqual(rotating.map((d) => [d.decision, d.target, d.count ?? null]), [
-    ['counted', '2001:db8:aa:1::/64', 1], ['counted', '2001:db8:aa:1::/64', 2], ['counted', '2001:db8:aa:1::/64', 3],
-    ['counted', '2001:db8:aa:1::/64', 4], ['banned', '2001:db8:aa:1::/64', 5],
-    ['skipped', '2001:db8:aa:1::/64', null], ['skipped', '2001:db8:aa:1::/64', null], ['skipped', '2001:db8:aa:1::/64', null],
-  ]);
+  assert.deepEqual(
+    rotating.map((d) => [d.decision, d.target, d.count ?? null]),
+    [
+      ['counted', '2001:db8:aa:1::/64', 1],
+      ['counted', '2001:db8:aa:1::/64', 2],
+      ['counted', '2001:db8:aa:1::/64', 3],
+      ['counted', '2001:db8:aa:1::/64', 4],
+      ['banned', '2001:db8:aa:1::/64', 5],
+      ['skipped', '2001:db8:aa:1::/64', null],
+      ['skipped', '2001:db8:aa:1::/64', null],
+      ['skipped', '2001:db8:aa:1::/64', null],
+    ],
+  );
   // every address of the prefix is reported banned, as the prefix
   const reported = report.addresses.filter((a) => a.address.startsWith('2001:db8:aa:1::'));
   assert.equal(reported.length, 8);
-  assert.ok(reported.every((a) => a.verdict === 'banned' && a.countedAs === '2001:db8:aa:1::/64' && a.reason === 'failures'), JSON.stringify(reported));
-  assert.deepEqual(reported.map((a) => a.counted), [1, 1, 1, 1, 1, 0, 0, 0]);
+  assert.ok(
+    reported.every((a) => a.verdict === 'banned' && a.countedAs === '2001:db8:aa:1::/64' && a.reason === 'failures'),
+    JSON.stringify(reported),
+  );
+  assert.deepEqual(
+    reported.map((a) => a.counted),
+    [1, 1, 1, 1, 1, 0, 0, 0],
+  );
   // the third host's ban escalates to the /24; each host is reported with its own ban
   const third = list.find((d): d is EventDecision => d.type === 'event' && d.address === '203.0.113.201' && d.decision === 'banned');
   assert.deepEqual([third?.subnet, third?.members], ['203.0.113.0/24', ['203.0.113.7', '203.0.113.80', '203.0.113.201']]);
-  assert.ok(report.addresses.filter((a) => a.address.startsWith('203.0.113.')).every((a) => a.verdict === 'banned' && a.reason === 'failures'));
+  assert.ok(
+    report.addresses.filter((a) => a.address.startsWith('203.0.113.')).every((a) => a.verdict === 'banned' && a.reason === 'failures'),
+  );
 
   const text = await cli(['replay', '--verbose', file], { AMI_GUARD_POLICY_SUBNET_MAXBANS: '3' });
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /2001:db8:aa:1::1 +"6001" +counted 1\/5 as 2001:db8:aa:1::\/64\n/);
   assert.match(text.stdout, /BANNED 2001:db8:aa:1::\/64 for 1h: 5 failures until \S+\n/);
-  assert.match(text.stdout, /BANNED for 1h: 5 failures until \S+; subnet 203\.0\.113\.0\/24 banned after 3 bans \(203\.0\.113\.7, 203\.0\.113\.80, 203\.0\.113\.201\)\n/);
+  assert.match(
+    text.stdout,
+    /BANNED for 1h: 5 failures until \S+; subnet 203\.0\.113\.0\/24 banned after 3 bans \(203\.0\.113\.7, 203\.0\.113\.80, 203\.0\.113\.201\)\n/,
+  );
   assert.match(text.stdout, /2001:db8:aa:1::8 +1 +0 +banned as 2001:db8:aa:1::\/64 at 10:00:04\.000 after 5 failures \(failures\)\n/);
 });

@@ -12,8 +12,12 @@ test('http and notify defaults: listener on loopback port 9538, no webhook', () 
 test('the environment sets them, port 0 and retries 0 included', () => {
   const c = loadConfig({
     env: {
-      AMI_GUARD_HTTP_HOST: '::1', AMI_GUARD_HTTP_PORT: '0', AMI_GUARD_NOTIFY_WEBHOOK_URL: 'https://u:tok@hooks.example/x?k=1',
-      AMI_GUARD_NOTIFY_WEBHOOK_TIMEOUT: '2s', AMI_GUARD_NOTIFY_WEBHOOK_RETRIES: '0', AMI_GUARD_NOTIFY_WEBHOOK_QUEUE: '10',
+      AMI_GUARD_HTTP_HOST: '::1',
+      AMI_GUARD_HTTP_PORT: '0',
+      AMI_GUARD_NOTIFY_WEBHOOK_URL: 'https://u:tok@hooks.example/x?k=1',
+      AMI_GUARD_NOTIFY_WEBHOOK_TIMEOUT: '2s',
+      AMI_GUARD_NOTIFY_WEBHOOK_RETRIES: '0',
+      AMI_GUARD_NOTIFY_WEBHOOK_QUEUE: '10',
     },
   });
   assert.deepEqual(c.http, { host: '::1', port: 0 });
@@ -30,11 +34,14 @@ test('bad values name the field and never show the webhook URL', () => {
     [{ AMI_GUARD_NOTIFY_WEBHOOK_QUEUE: '0' }, /notify\.webhook\.queue/],
   ];
   for (const [env, re] of cases) {
-    assert.throws(() => loadConfig({ env }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, re);
-      assert.doesNotMatch(err.message, /tok3n|s3cret/);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ env }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, re);
+        assert.doesNotMatch(err.message, /tok3n|s3cret/);
+        return true;
+      },
+    );
   }
 });

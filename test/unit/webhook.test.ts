@@ -15,8 +15,16 @@ import { startReceiver, type Receiver } from '../support/http.js';
 function ban(address: string): BanRecord {
   const now = Date.parse('2026-11-21T19:15:10.000Z');
   return {
-    address, reason: 'failures', kinds: { InvalidAccountID: 3, FailedACL: 2 }, count: 5, firstSeen: now - 4_000,
-    lastSeen: now, bannedAt: now, until: now + 5_400_000, node: 'pbx<1>', previousBans: 2,
+    address,
+    reason: 'failures',
+    kinds: { InvalidAccountID: 3, FailedACL: 2 },
+    count: 5,
+    firstSeen: now - 4_000,
+    lastSeen: now,
+    bannedAt: now,
+    until: now + 5_400_000,
+    node: 'pbx<1>',
+    previousBans: 2,
   };
 }
 
@@ -33,8 +41,15 @@ function harness(t: { after(fn: () => Promise<void>): void }, receiver: Receiver
   let out = '';
   sink.on('data', (d: Buffer) => (out += d.toString()));
   const notifier = new WebhookNotifier({
-    url: `http://127.0.0.1:${receiver.port}/hook`, timeoutMs: 10_000, retries: 3, queueSize: 100, nodeId: 'pbx1',
-    logger: createLogger('debug', sink), metrics, backoffMs: 10, ...o,
+    url: `http://127.0.0.1:${receiver.port}/hook`,
+    timeoutMs: 10_000,
+    retries: 3,
+    queueSize: 100,
+    nodeId: 'pbx1',
+    logger: createLogger('debug', sink),
+    metrics,
+    backoffMs: 10,
+    ...o,
   });
   t.after(() => notifier.close(0));
   return {
@@ -57,12 +72,25 @@ test('5xx is retried with backoff until it succeeds; the payload carries the ban
   assert.equal(receiver.requests.length, 3);
   assert.equal(await h.count('failed'), 0);
   const bodies = receiver.requests.map((r) => r.body);
-  assert.ok(bodies.every((b) => b === bodies[0]), 'every attempt sends the same payload');
+  assert.ok(
+    bodies.every((b) => b === bodies[0]),
+    'every attempt sends the same payload',
+  );
   const p = JSON.parse(bodies[0]!) as Record<string, unknown>;
   assert.deepEqual(p, {
-    event: 'ban', address: '203.0.113.9', reason: 'failures', count: 5, kinds: { InvalidAccountID: 3, FailedACL: 2 },
-    duration: '1h30m', durationSeconds: 5400, bannedAt: '2026-11-21T19:15:10.000Z', until: '2026-11-21T20:45:10.000Z',
-    firstSeen: '2026-11-21T19:15:06.000Z', lastSeen: '2026-11-21T19:15:10.000Z', previousBans: 2, node: 'pbx<1>',
+    event: 'ban',
+    address: '203.0.113.9',
+    reason: 'failures',
+    count: 5,
+    kinds: { InvalidAccountID: 3, FailedACL: 2 },
+    duration: '1h30m',
+    durationSeconds: 5400,
+    bannedAt: '2026-11-21T19:15:10.000Z',
+    until: '2026-11-21T20:45:10.000Z',
+    firstSeen: '2026-11-21T19:15:06.000Z',
+    lastSeen: '2026-11-21T19:15:10.000Z',
+    previousBans: 2,
+    node: 'pbx<1>',
     text: 'ami-guard on pbx&lt;1&gt;: banned 203.0.113.9 for 1h30m (5 failures: InvalidAccountID ×3, FailedACL ×2)',
   });
 });
@@ -114,7 +142,10 @@ test('a hanging webhook: the queue drops its oldest, the timeout ends an attempt
   const o = harness(t, once, { queueSize: 2, timeoutMs: 200, retries: 0 });
   for (let i = 1; i <= 5; i++) o.notifier.notifyBan(ban(`203.0.113.${i}`));
   const received = await once.waitFor(3);
-  assert.deepEqual(received.map((r) => (JSON.parse(r.body) as { address: string }).address), ['203.0.113.1', '203.0.113.4', '203.0.113.5']);
+  assert.deepEqual(
+    received.map((r) => (JSON.parse(r.body) as { address: string }).address),
+    ['203.0.113.1', '203.0.113.4', '203.0.113.5'],
+  );
 
   const timing = await startReceiver(() => 'hang');
   t.after(() => timing.stop());
@@ -148,7 +179,8 @@ test('credentials in the URL become a basic-auth header and never reach the logs
   // https against a plain HTTP server fails in the TLS handshake: a network error, logged by code only
   await waitFor('the failure', async () => ((await h.count('failed')) === 1 ? true : undefined));
   const logs = h.logs();
-  for (const secret of ['us%40er', 'us@er', 'p%3Ass', 'p:ss', 'tok3n', 's3cret']) assert.ok(!logs.includes(secret), `${secret} in the logs`);
+  for (const secret of ['us%40er', 'us@er', 'p%3Ass', 'p:ss', 'tok3n', 's3cret'])
+    assert.ok(!logs.includes(secret), `${secret} in the logs`);
   assert.match(logs, new RegExp(`"webhook":"https://127\\.0\\.0\\.1:${receiver.port}"`));
 
   const plain = await startReceiver();

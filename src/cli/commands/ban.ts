@@ -25,7 +25,10 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
   // permanent: the longest a kernel set's timeout holds (an element without one would outlive every record of it)
   const durationMs = opts.permanent ? MAX_BAN_MS : opts.for === undefined ? null : parseDuration(opts.for);
   if (opts.for !== undefined && (durationMs === null || durationMs < 1000 || durationMs > MAX_BAN_MS)) {
-    throw new CliError(EXIT_USAGE, `invalid --for ${JSON.stringify(opts.for)}: a duration such as 90s, 10m, 1h, 3d (at least 1s, at most 3 years; --permanent for the longest)`);
+    throw new CliError(
+      EXIT_USAGE,
+      `invalid --for ${JSON.stringify(opts.for)}: a duration such as 90s, 10m, 1h, 3d (at least 1s, at most 3 years; --permanent for the longest)`,
+    );
   }
   const note = inert(opts.reason ?? '').slice(0, MAX_NOTE);
 
@@ -45,7 +48,8 @@ export async function ban(args: string[], opts: BanOptions): Promise<number> {
     const now = Date.now();
     await print(`${jsonText(result.bans.map((r) => toJson(r, now)))}\n`);
   } else {
-    const how = (r: { until: number; bannedAt: number }) => (r.until - r.bannedAt >= MAX_BAN_MS ? 'permanently (3 years, until unbanned)' : `for ${formatDuration(r.until - r.bannedAt)}`);
+    const how = (r: { until: number; bannedAt: number }) =>
+      r.until - r.bannedAt >= MAX_BAN_MS ? 'permanently (3 years, until unbanned)' : `for ${formatDuration(r.until - r.bannedAt)}`;
     await print(result.bans.map((r) => `banned ${printable(r.address)} ${how(r)}${r.note ? ` (${printable(r.note)})` : ''}\n`).join(''));
   }
   return 0;

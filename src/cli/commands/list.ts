@@ -68,15 +68,19 @@ export async function list(opts: ListOptions): Promise<number> {
     await print(query.filtered ? 'no active bans match\n' : 'no active bans\n');
     return 0;
   }
-  const rows = kept.map(({ target, record: r, known, feed }) => known === false
-    ? [target.text, '?', '?', left(r.until, now), '?', '?']
-    : [
-      target.text, r.reason,
-      // a plain list's entry has no start of its own and no end: it stays while listed
-      feed && feed.seenAt === null ? '-' : age(r.bannedAt, now),
-      feed && feed.until === null ? 'listed' : left(r.until, now),
-      r.node, feed ? '-' : String(r.previousBans),
-    ]);
+  const rows = kept.map(({ target, record: r, known, feed }) =>
+    known === false
+      ? [target.text, '?', '?', left(r.until, now), '?', '?']
+      : [
+          target.text,
+          r.reason,
+          // a plain list's entry has no start of its own and no end: it stays while listed
+          feed && feed.seenAt === null ? '-' : age(r.bannedAt, now),
+          feed && feed.until === null ? 'listed' : left(r.until, now),
+          r.node,
+          feed ? '-' : String(r.previousBans),
+        ],
+  );
   await print(renderTable(TITLES, rows));
   return 0;
 }
@@ -104,7 +108,12 @@ export function toJson(r: BanRecord, now: number): Record<string, unknown> {
 /** the record under the address it was found by (parsed from the index), not the one its fields claim */
 function entryJson(e: ActiveBanEntry, now: number): Record<string, unknown> {
   if (e.known === false) {
-    return { address: e.target.text, known: false, until: isoTime(e.record.until), remainingSeconds: Math.max(0, Math.floor((e.record.until - now) / 1000)) };
+    return {
+      address: e.target.text,
+      known: false,
+      until: isoTime(e.record.until),
+      remainingSeconds: Math.max(0, Math.floor((e.record.until - now) / 1000)),
+    };
   }
   if (e.feed) return feedJson(e.feed, now);
   return toJson({ ...e.record, address: e.target.text }, now);

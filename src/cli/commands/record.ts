@@ -39,17 +39,20 @@ export async function record(args: string[], opts: RecordOptions): Promise<numbe
   const out = await openNew(file);
   // the client's own log lines are for a daemon's log; here they only tell why a connection failed
   let lastError: string | null = null;
-  const logger = pino({ level: 'warn' }, new Writable({
-    write(line: Buffer, _encoding, done) {
-      try {
-        const error = (JSON.parse(line.toString('utf8')) as { error?: unknown }).error;
-        if (typeof error === 'string') lastError = error;
-      } catch {
-        // not ours to judge
-      }
-      done();
-    },
-  }));
+  const logger = pino(
+    { level: 'warn' },
+    new Writable({
+      write(line: Buffer, _encoding, done) {
+        try {
+          const error = (JSON.parse(line.toString('utf8')) as { error?: unknown }).error;
+          if (typeof error === 'string') lastError = error;
+        } catch {
+          // not ours to judge
+        }
+        done();
+      },
+    }),
+  );
 
   const started = performance.now();
   const tally = { messages: 0, connections: 0, events: 0, injections: 0 };
@@ -84,22 +87,29 @@ export async function record(args: string[], opts: RecordOptions): Promise<numbe
       if (f.banner) tally.connections++;
       tally.messages++;
       out.write(recordOf(kind, f, performance.now() - started, tally.connections));
-      if (out.writableLength > MAX_BACKLOG_BYTES) fail(`${file}: the disk fell ${MAX_BACKLOG_BYTES >> 20} MiB behind the AMI stream; stopped`);
+      if (out.writableLength > MAX_BACKLOG_BYTES)
+        fail(`${file}: the disk fell ${MAX_BACKLOG_BYTES >> 20} MiB behind the AMI stream; stopped`);
     },
   });
   const where = `${cfg.ami.host}:${cfg.ami.port}`;
   client.once('connected', () => {
-    process.stderr.write(`recording AMI at ${where} (user ${printable(cfg.ami.username)}) to ${printable(file)}`
-      + `${durationMs ? ` for ${formatDuration(durationMs)}` : ''}; Ctrl-C stops\n`);
+    process.stderr.write(
+      `recording AMI at ${where} (user ${printable(cfg.ami.username)}) to ${printable(file)}` +
+        `${durationMs ? ` for ${formatDuration(durationMs)}` : ''}; Ctrl-C stops\n`,
+    );
   });
   client.on('disconnected', (info) => {
     if (info.reason !== 'stopped') process.stderr.write(`ami-guard: AMI connection lost (${info.reason}); reconnecting\n`);
   });
   client.on('reconnected', (gapMs) => {
-    process.stderr.write(`ami-guard: AMI reconnected after ${formatDuration(gapMs)}; the recording goes on with connection ${tally.connections}\n`);
+    process.stderr.write(
+      `ami-guard: AMI reconnected after ${formatDuration(gapMs)}; the recording goes on with connection ${tally.connections}\n`,
+    );
   });
   client.on('auth-failed', (info) => {
-    fail(`AMI login rejected for user ${printable(info.username)} at ${where}: ${printable(info.message)} (check ami.username and ami.secret against manager.conf)`);
+    fail(
+      `AMI login rejected for user ${printable(info.username)} at ${where}: ${printable(info.message)} (check ami.username and ami.secret against manager.conf)`,
+    );
   });
   out.on('error', (err) => fail(`${file}: ${err.message}`));
 
@@ -108,9 +118,12 @@ export async function record(args: string[], opts: RecordOptions): Promise<numbe
   process.once('SIGTERM', onSignal);
   const timers: NodeJS.Timeout[] = [];
   if (durationMs) timers.push(setTimeout(stop, durationMs));
-  timers.push(setTimeout(() => {
-    if (client.stats.connects === 0) fail(`no AMI session with ${where} within ${FIRST_LOGIN_DEADLINE_MS / 1000} s${lastError ? `: ${printable(lastError)}` : ''}`);
-  }, FIRST_LOGIN_DEADLINE_MS));
+  timers.push(
+    setTimeout(() => {
+      if (client.stats.connects === 0)
+        fail(`no AMI session with ${where} within ${FIRST_LOGIN_DEADLINE_MS / 1000} s${lastError ? `: ${printable(lastError)}` : ''}`);
+    }, FIRST_LOGIN_DEADLINE_MS),
+  );
 
   client.start();
   try {
@@ -124,8 +137,10 @@ export async function record(args: string[], opts: RecordOptions): Promise<numbe
     await close(out);
   }
   const took = formatDuration(performance.now() - started);
-  process.stderr.write(`${printable(file)}: ${tally.messages} messages (${tally.events} security events, ${tally.injections} injections)`
-    + ` from ${tally.connections} connection${tally.connections === 1 ? '' : 's'} in ${took}\n`);
+  process.stderr.write(
+    `${printable(file)}: ${tally.messages} messages (${tally.events} security events, ${tally.injections} injections)` +
+      ` from ${tally.connections} connection${tally.connections === 1 ? '' : 's'} in ${took}\n`,
+  );
   if (failure) {
     process.stderr.write(`ami-guard: ${failure}\n`);
     return EXIT_FAILURE;
@@ -142,9 +157,12 @@ function openNew(file: string): Promise<WriteStream> {
       resolve(out);
     });
     const failed = (err: NodeJS.ErrnoException): void => {
-      reject(new CliError(err.code === 'EEXIST' ? EXIT_USAGE : EXIT_FAILURE, err.code === 'EEXIST'
-        ? `${file} exists; record writes a new file (remove it or choose another name)`
-        : `${file}: ${err.message}`));
+      reject(
+        new CliError(
+          err.code === 'EEXIST' ? EXIT_USAGE : EXIT_FAILURE,
+          err.code === 'EEXIST' ? `${file} exists; record writes a new file (remove it or choose another name)` : `${file}: ${err.message}`,
+        ),
+      );
     };
     out.once('error', failed);
   });

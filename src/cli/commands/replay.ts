@@ -41,7 +41,15 @@ export async function replayFile(file: string, opts: ConfigOption, show?: (d: De
   if (file !== '-' && !existsSync(file)) throw new CliError(EXIT_USAGE, `${file}: no such file`);
   const cfg = loadCliConfig(opts);
   const run = new DryRun(cfg, show);
-  const report: ReplayReport = { file, source: ami ? 'ami' : 'security-log', messages: 0, securityEvents: 0, invalid: 0, injections: 0, addresses: [] };
+  const report: ReplayReport = {
+    file,
+    source: ami ? 'ami' : 'security-log',
+    messages: 0,
+    securityEvents: 0,
+    invalid: 0,
+    injections: 0,
+    addresses: [],
+  };
   try {
     if (ami) {
       const r = await replayRecording(file, run);
@@ -99,7 +107,10 @@ async function replayLog(file: string, run: DryRun): Promise<{ lines: number; in
       if (first) {
         first = false;
         if (!looksLikeLog(bytes)) {
-          throw new CliError(EXIT_USAGE, `${file}: not an Asterisk log (its lines start with "[date] LEVEL[thread]"), nor a recording (.ami, .jsonl)`);
+          throw new CliError(
+            EXIT_USAGE,
+            `${file}: not an Asterisk log (its lines start with "[date] LEVEL[thread]"), nor a recording (.ami, .jsonl)`,
+          );
         }
       }
       intake.push(bytes);
@@ -151,7 +162,9 @@ export async function replay(args: string[], opts: ReplayOptions): Promise<numbe
   }
   if (opts.verbose) process.stdout.write('\n');
   const unit = report.source === 'ami' ? 'messages' : 'lines';
-  process.stdout.write(`${printable(report.file)}: ${report.messages} ${unit}, ${report.securityEvents} security events, ${report.invalid} invalid, ${report.injections} injections\n\n`);
+  process.stdout.write(
+    `${printable(report.file)}: ${report.messages} ${unit}, ${report.securityEvents} security events, ${report.invalid} invalid, ${report.injections} injections\n\n`,
+  );
   const table = new Table([
     { title: 'ADDRESS', width: 24 },
     { title: 'EVENTS', width: 7 },
@@ -161,14 +174,19 @@ export async function replay(args: string[], opts: ReplayOptions): Promise<numbe
   table.header();
   for (const a of report.addresses) {
     const total = Object.values(a.events).reduce((x, y) => x + y, 0);
-    const verdict = a.verdict === 'banned'
-      ? `banned${a.bannedAs ? ` as ${a.bannedAs}` : ''} at ${a.bannedAt!.slice(11, 23)}${a.countAtBan !== null ? ` after ${a.countAtBan} ${a.reason === 'subnet' ? 'bans' : 'failures'}` : ''} (${a.reason})`
-      : a.verdict === 'not banned' && a.countedAs ? `not banned (counted as ${a.countedAs})` : a.verdict;
+    const verdict =
+      a.verdict === 'banned'
+        ? `banned${a.bannedAs ? ` as ${a.bannedAs}` : ''} at ${a.bannedAt!.slice(11, 23)}${a.countAtBan !== null ? ` after ${a.countAtBan} ${a.reason === 'subnet' ? 'bans' : 'failures'}` : ''} (${a.reason})`
+        : a.verdict === 'not banned' && a.countedAs
+          ? `not banned (counted as ${a.countedAs})`
+          : a.verdict;
     table.row([a.address, String(total), String(a.counted), verdict]);
   }
   const kinds = new Set(report.addresses.flatMap((a) => Object.keys(a.events)));
   process.stdout.write(`\nkinds seen: ${[...kinds].sort().join(', ') || 'none'}\n`);
-  process.stdout.write(`${report.addresses.filter((a) => a.verdict === 'banned').length} of ${report.addresses.length} addresses would be banned\n`);
+  process.stdout.write(
+    `${report.addresses.filter((a) => a.verdict === 'banned').length} of ${report.addresses.length} addresses would be banned\n`,
+  );
   return 0;
 }
 
@@ -198,8 +216,12 @@ function verdictText(d: Decision): string {
     case 'skipped':
       return `skipped: ${d.why}${until}`;
     case 'banned': {
-      const why = d.reason === 'scanner' ? `${d.count} unanswered challenges (scanner)`
-        : d.reason === 'recidive' ? `${d.count} failures (recidive)` : `${d.count} failures`;
+      const why =
+        d.reason === 'scanner'
+          ? `${d.count} unanswered challenges (scanner)`
+          : d.reason === 'recidive'
+            ? `${d.count} failures (recidive)`
+            : `${d.count} failures`;
       // the prefix, or the address alone when its network holds a trusted one
       const what = d.banned ? ` ${d.banned} (its network holds a trusted address)` : as ? ` ${d.target}` : '';
       const subnet = d.subnet ? `; subnet ${d.subnet} banned after ${d.members?.length ?? 0} bans (${(d.members ?? []).join(', ')})` : '';

@@ -38,7 +38,10 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const { ban, failures, history, trustedUntil, coveredBy, ignored, enforcedUntil } = facts;
   const unbannable = unbannableReason(target!);
   // what its events count toward when that is not itself (where the daemon refuses the prefix, the address itself)
-  const countedAs = target!.kind === 'address' && target!.family === 6 && cfg.policy.ipv6prefix < 128 ? prefixOf(target!, cfg.policy.ipv6prefix).text : undefined;
+  const countedAs =
+    target!.kind === 'address' && target!.family === 6 && cfg.policy.ipv6prefix < 128
+      ? prefixOf(target!, cfg.policy.ipv6prefix).text
+      : undefined;
   const banned = ban !== null || enforcedUntil !== null || coveredBy.length > 0;
   if (facts.note) say(facts.note);
   if (feedNote) say(feedNote);
@@ -68,28 +71,39 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   const lines: string[] = [target!.text];
   if (ban) {
     const note = ban.note ? ` "${ban.note}"` : '';
-    lines.push(`  banned:    yes, ${ban.reason}${note}, by ${ban.node} ${ago(ban.bannedAt, now)}, ${left(ban.until, now)} left (until ${isoTime(ban.until)})`);
+    lines.push(
+      `  banned:    yes, ${ban.reason}${note}, by ${ban.node} ${ago(ban.bannedAt, now)}, ${left(ban.until, now)} left (until ${isoTime(ban.until)})`,
+    );
     if (ban.members?.length) {
-      lines.push(`  why:       ${ban.members.length} of its addresses or prefixes banned from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${ban.members.join(', ')}`);
+      lines.push(
+        `  why:       ${ban.members.length} of its addresses or prefixes banned from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${ban.members.join(', ')}`,
+      );
     } else if (ban.count > 0) {
-      const kinds = Object.entries(ban.kinds).map(([k, n]) => `${n} ${k}`).join(', ');
+      const kinds = Object.entries(ban.kinds)
+        .map(([k, n]) => `${n} ${k}`)
+        .join(', ');
       lines.push(`  why:       ${ban.count} failures from ${isoTime(ban.firstSeen)} to ${isoTime(ban.lastSeen)}: ${kinds}`);
     }
   } else if (enforcedUntil !== null) {
-    lines.push(`  banned:    yes, enforced here until ${isoTime(enforcedUntil)} (${left(enforcedUntil, now)} left); its record cannot be read now`);
+    lines.push(
+      `  banned:    yes, enforced here until ${isoTime(enforcedUntil)} (${left(enforcedUntil, now)} left); its record cannot be read now`,
+    );
   } else if (coveredBy.length > 0) {
     lines.push(`  banned:    yes, by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
   } else {
     lines.push('  banned:    no');
   }
-  if ((ban || enforcedUntil !== null) && coveredBy.length > 0) lines.push(`  also:      covered by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
-  if (coveredBy.length > 0) lines.push(`  lift:      ami-guard unban ${coveredBy.map((c) => c.network).join(' ')} (lifts the whole network)`);
+  if ((ban || enforcedUntil !== null) && coveredBy.length > 0)
+    lines.push(`  also:      covered by the network ban ${coveredBy.map((c) => covering(c, now)).join(' and ')}`);
+  if (coveredBy.length > 0)
+    lines.push(`  lift:      ami-guard unban ${coveredBy.map((c) => c.network).join(' ')} (lifts the whole network)`);
   if (countedAs) lines.push(`  counted:   as ${countedAs} (policy.ipv6prefix): \`ami-guard show ${countedAs}\` has its failures and trust`);
   for (const [i, row] of listed.entries()) {
     const entry = row.target.text === target!.text ? '' : ` as ${row.target.text}`;
-    const held = row.until === null
-      ? `listed, pulled ${ago(row.pulledAt, now)} by ${row.node}`
-      : `last listed ${ago(row.seenAt!, now)}, ${left(row.until, now)} left (until ${isoTime(row.until)})`;
+    const held =
+      row.until === null
+        ? `listed, pulled ${ago(row.pulledAt, now)} by ${row.node}`
+        : `last listed ${ago(row.seenAt!, now)}, ${left(row.until, now)} left (until ${isoTime(row.until)})`;
     lines.push(`  ${i === 0 ? 'feeds:    ' : '          '} ${row.feed}${entry}: ${held}`);
   }
   if (feedNames(cfg.blocklists).length > 0 && listed.length === 0 && !feedNote) lines.push('  feeds:     not listed');
@@ -105,7 +119,8 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
   }
   if (history.length) {
     lines.push(`  ban history (${history.length}, newest first):`);
-    for (const h of history) lines.push(`    ${isoTime(h.at)}  ${h.reason.padEnd(9)} ${formatDuration(h.until - h.at).padEnd(7)} by ${h.node}`);
+    for (const h of history)
+      lines.push(`    ${isoTime(h.at)}  ${h.reason.padEnd(9)} ${formatDuration(h.until - h.at).padEnd(7)} by ${h.node}`);
   } else {
     lines.push('  ban history: none');
   }
@@ -116,6 +131,10 @@ export async function show(args: string[], opts: ShowOptions): Promise<number> {
 
 /** `203.0.113.0/24 (manual "abuse #42", by pbx2, 1h59m left)` */
 function covering(c: Covering, now: number): string {
-  const what = [c.reason ? `${c.reason}${c.note ? ` "${c.note}"` : ''}` : '', c.node ? `by ${c.node}` : '', `${left(c.until, now)} left`].filter(Boolean);
+  const what = [
+    c.reason ? `${c.reason}${c.note ? ` "${c.note}"` : ''}` : '',
+    c.node ? `by ${c.node}` : '',
+    `${left(c.until, now)} left`,
+  ].filter(Boolean);
   return `${c.network} (${what.join(', ')})`;
 }

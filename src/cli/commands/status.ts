@@ -27,11 +27,20 @@ function state(n: NodeStatus, now: number): NodeState {
 /** Status records come from Redis, which every node and admin box writes to: one of the wrong shape is skipped. */
 function wellFormed(n: unknown): n is NodeStatus {
   const r = n as Partial<NodeStatus> | null;
-  return typeof r === 'object' && r !== null && typeof r.node === 'string' && typeof r.version === 'string'
-    && typeof r.pid === 'number' && typeof r.startedAt === 'number' && typeof r.updatedAt === 'number'
-    && typeof r.stopped === 'boolean' && typeof r.ami?.connected === 'boolean' && typeof r.ami.reconnects === 'number'
-    && typeof r.firewall?.present === 'boolean'
-    && [r.events, r.failures, r.invalid, r.bans].every((x) => typeof x === 'number');
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.node === 'string' &&
+    typeof r.version === 'string' &&
+    typeof r.pid === 'number' &&
+    typeof r.startedAt === 'number' &&
+    typeof r.updatedAt === 'number' &&
+    typeof r.stopped === 'boolean' &&
+    typeof r.ami?.connected === 'boolean' &&
+    typeof r.ami.reconnects === 'number' &&
+    typeof r.firewall?.present === 'boolean' &&
+    [r.events, r.failures, r.invalid, r.bans].every((x) => typeof x === 'number')
+  );
 }
 
 /**
@@ -61,7 +70,7 @@ function feedJson(r: FeedReading): Record<string, unknown> {
   const rec = r.record;
   let stats: unknown = null;
   try {
-    stats = rec?.stats ? JSON.parse(rec.stats) as unknown : null;
+    stats = rec?.stats ? (JSON.parse(rec.stats) as unknown) : null;
   } catch {
     // counts we cannot read are left out
   }
@@ -87,7 +96,13 @@ const FAILING_TEXT = 5;
 function failingJson(f: FailingView): Record<string, unknown> {
   return {
     total: f.total,
-    top: f.top.map((e) => ({ address: e.address, failures: e.failures, threshold: e.threshold, lastFailure: isoTime(e.last), account: e.account })),
+    top: f.top.map((e) => ({
+      address: e.address,
+      failures: e.failures,
+      threshold: e.threshold,
+      lastFailure: isoTime(e.last),
+      account: e.account,
+    })),
     ...(f.note ? { note: f.note } : {}),
   };
 }
@@ -98,11 +113,16 @@ function failingLines(f: FailingView | null, now: number): string[] {
   const note = f.note ? ` (${f.note})` : '';
   if (f.total === 0) return [`failing none counting toward a ban${note}`];
   const shown = f.top.slice(0, FAILING_TEXT);
-  const lines = [`failing ${f.total} ${f.total === 1 ? 'address' : 'addresses'} counting toward a ban${note}${shown.length ? `; most:` : ''}`];
+  const lines = [
+    `failing ${f.total} ${f.total === 1 ? 'address' : 'addresses'} counting toward a ban${note}${shown.length ? `; most:` : ''}`,
+  ];
   for (const e of shown) {
-    lines.push(`        ${e.address} ${e.failures}/${e.threshold} (last ${ago(e.last, now)}${e.account ? `, account ${printable(e.account)}` : ''})`);
+    lines.push(
+      `        ${e.address} ${e.failures}/${e.threshold} (last ${ago(e.last, now)}${e.account ? `, account ${printable(e.account)}` : ''})`,
+    );
   }
-  if (f.total > shown.length) lines.push(`        … and ${f.total - shown.length} more (status --json lists ${Math.min(f.total, f.top.length)})`);
+  if (f.total > shown.length)
+    lines.push(`        … and ${f.total - shown.length} more (status --json lists ${Math.min(f.total, f.top.length)})`);
   return lines;
 }
 
@@ -130,7 +150,9 @@ export async function status(opts: StatusOptions): Promise<number> {
     await print(
       `${jsonText({
         version: version(),
-        ...(d ? { daemon: { ...d, startedAt: isoTime(d.startedAt), reload: d.reload ? { ...d.reload, at: isoTime(d.reload.at) } : null } } : {}),
+        ...(d
+          ? { daemon: { ...d, startedAt: isoTime(d.startedAt), reload: d.reload ? { ...d.reload, at: isoTime(d.reload.at) } : null } }
+          : {}),
         store: { kind: view.store.kind, ...(view.store.fallback ? { fallback: view.store.fallback } : {}) },
         redis,
         bans: view.bans,
@@ -148,29 +170,47 @@ export async function status(opts: StatusOptions): Promise<number> {
   }
   const lines = [`ami-guard ${version()}`];
   if (d) {
-    lines.push(`daemon  ${d.node}, pid ${d.pid}, version ${d.version}, up ${age(d.startedAt, now)}, config ${d.configFile ?? '(none: defaults and AMI_GUARD_* variables)'}`);
+    lines.push(
+      `daemon  ${d.node}, pid ${d.pid}, version ${d.version}, up ${age(d.startedAt, now)}, config ${d.configFile ?? '(none: defaults and AMI_GUARD_* variables)'}`,
+    );
     lines.push(`        AMI ${d.ami.connected ? 'connected' : 'not connected'} (${d.ami.reconnects} reconnects)`);
     if (d.mode === 'detect-only') lines.push('        DETECT-ONLY: bans are decided and logged, none is enforced');
     if (d.reload) {
-      lines.push(d.reload.ok
-        ? `        last reload ${ago(d.reload.at, now)}: applied${d.reload.restartNeeded?.length ? `; needs a restart to apply ${d.reload.restartNeeded.join(', ')}` : ''}`
-        : `        last reload ${ago(d.reload.at, now)}: FAILED, the configuration in force is the one before: ${d.reload.error ?? ''}`);
+      lines.push(
+        d.reload.ok
+          ? `        last reload ${ago(d.reload.at, now)}: applied${d.reload.restartNeeded?.length ? `; needs a restart to apply ${d.reload.restartNeeded.join(', ')}` : ''}`
+          : `        last reload ${ago(d.reload.at, now)}: FAILED, the configuration in force is the one before: ${d.reload.error ?? ''}`,
+      );
     }
   }
   if (redis) {
-    const fallback = view.store.fallback?.active ? `; counting and banning in the local fallback since ${ago(view.store.fallback.since ?? now, now)}, ${view.store.fallback.pendingWriteback} bans to write back` : '';
+    const fallback = view.store.fallback?.active
+      ? `; counting and banning in the local fallback since ${ago(view.store.fallback.since ?? now, now)}, ${view.store.fallback.pendingWriteback} bans to write back`
+      : '';
     lines.push(`redis   ${redis.url}: ${redis.reachable ? 'reachable' : 'UNREACHABLE'}${fallback}`);
   } else {
     lines.push('store   embedded (in the daemon process; nothing shared with other PBXs)');
   }
-  const reasons = view.bans ? Object.entries(view.bans.byReason).map(([r, n]) => `${printable(r)} ${n}`).join(', ') : '';
-  if (view.bans) lines.push(`bans    ${view.bans.active} active${reasons ? `: ${reasons}` : ''}${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`);
-  else lines.push(`bans    unknown (the store cannot be read)${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`);
+  const reasons = view.bans
+    ? Object.entries(view.bans.byReason)
+        .map(([r, n]) => `${printable(r)} ${n}`)
+        .join(', ')
+    : '';
+  if (view.bans)
+    lines.push(
+      `bans    ${view.bans.active} active${reasons ? `: ${reasons}` : ''}${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`,
+    );
+  else
+    lines.push(
+      `bans    unknown (the store cannot be read)${view.enforced !== undefined ? `; ${view.enforced} enforced by this daemon` : ''}`,
+    );
   lines.push(...failingLines(view.failing, now));
   const fw = view.firewall;
-  lines.push(fw
-    ? `nft     table ${fw.table} ${fw.present ? 'present' : 'MISSING'} on this host: ${fw.elements.v4} IPv4, ${fw.elements.v6} IPv6 elements`
-    : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`);
+  lines.push(
+    fw
+      ? `nft     table ${fw.table} ${fw.present ? 'present' : 'MISSING'} on this host: ${fw.elements.v4} IPv4, ${fw.elements.v6} IPv6 elements`
+      : `nft     no table inet ${cfg.nft.table} on this host (or nft not usable here)`,
+  );
   if (view.note) lines.push(`note    ${view.note}`);
   if (unreadable) lines.push(`        ${unreadable} node status record(s) in Redis could not be read and are not shown`);
   if (feeds.note) lines.push(`feeds   ${feeds.note}`);
@@ -180,10 +220,23 @@ export async function status(opts: StatusOptions): Promise<number> {
       const rec = r.record;
       const next = r.nextPullMs === null ? 'now' : `in ${formatDuration(r.nextPullMs)}`;
       const error = rec?.failures ? `${rec.error}${rec.errorAt ? ` (${ago(rec.errorAt, now)})` : ''}` : '';
-      return [r.feed.name, String(r.count), rec?.pulledAt ? ago(rec.pulledAt, now) : 'never', rec?.pulledAt ? rec.node : '-', next, String(rec?.failures ?? 0), error];
+      return [
+        r.feed.name,
+        String(r.count),
+        rec?.pulledAt ? ago(rec.pulledAt, now) : 'never',
+        rec?.pulledAt ? rec.node : '-',
+        next,
+        String(rec?.failures ?? 0),
+        error,
+      ];
     });
     // a line each: every line is escaped for the terminal below (the cells already are)
-    lines.push(...renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows).replace(/^/gm, '  ').trimEnd().split('\n'));
+    lines.push(
+      ...renderTable(['FEED', 'ENTRIES', 'PULLED', 'BY', 'NEXT', 'FAILURES', 'LAST ERROR'], rows)
+        .replace(/^/gm, '  ')
+        .trimEnd()
+        .split('\n'),
+    );
   }
   if (view.nodes === null) {
     await print(`${lines.map((l) => printable(l)).join('\n')}\n`);

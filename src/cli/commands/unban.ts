@@ -25,7 +25,10 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
   const loaded = readCliConfig(opts);
   const filters = banQuery(opts);
   if (opts.origin?.includes('feed')) {
-    throw new CliError(EXIT_USAGE, 'a feed\'s entries are not lifted with unban: they leave when their list drops them; to let one through, add it to policy.ignoreip');
+    throw new CliError(
+      EXIT_USAGE,
+      "a feed's entries are not lifted with unban: they leave when their list drops them; to let one through, add it to policy.ignoreip",
+    );
   }
   if (opts.all && args.length > 0) throw new CliError(EXIT_USAGE, 'give addresses or --all, not both');
   if (!opts.all && filters.filtered) throw new CliError(EXIT_USAGE, '--reason, --node and --origin choose bans for --all');
@@ -39,7 +42,10 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
       targets.push(...(await matching(op, filters)));
       if (targets.length > 0 && !opts.yes) {
         const where = usesRedis(loaded.cfg) ? 'on every PBX sharing this Redis' : 'on this PBX';
-        throw new CliError(EXIT_USAGE, `unban --all would lift ${targets.length} ban${targets.length === 1 ? '' : 's'} ${where}; add --yes to do it`);
+        throw new CliError(
+          EXIT_USAGE,
+          `unban --all would lift ${targets.length} ban${targets.length === 1 ? '' : 's'} ${where}; add --yes to do it`,
+        );
       }
     }
     if (targets.length > 0) ({ results, note } = await op.unban(targets));
@@ -59,9 +65,12 @@ export async function unban(args: string[], opts: UnbanOptions): Promise<number>
   const lifted = results.filter((r) => r.wasBanned);
   // a ban that expired between the listing and its unban is simply not there any more
   const gone = results.length - lifted.length;
-  const summary = results.length === 0
-    ? filters.filtered ? 'no active bans match' : 'no active bans'
-    : `${lifted.length} ban${lifted.length === 1 ? '' : 's'} lifted${gone ? ` (${gone} expired meanwhile)` : ''}`;
+  const summary =
+    results.length === 0
+      ? filters.filtered
+        ? 'no active bans match'
+        : 'no active bans'
+      : `${lifted.length} ban${lifted.length === 1 ? '' : 's'} lifted${gone ? ` (${gone} expired meanwhile)` : ''}`;
   await print(`${[...lifted.map((r) => `unbanned ${r.address}`), summary].join('\n')}\n`);
   return 0;
 }
