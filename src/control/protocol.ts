@@ -26,8 +26,10 @@ export type ControlRequest =
   | { readonly verb: 'status' }
   | { readonly verb: 'list' }
   | { readonly verb: 'show'; readonly target: IpTarget }
-  /** durationMs null: the daemon's policy.bantime */
-  /** `user`: who ran the CLI, as it says (only root may connect), for the audit log; '' when not said */
+  /**
+   * durationMs null: the daemon's policy.bantime. `user` (here and in unban): who ran the CLI, as it says (only root
+   * may connect), for the audit log; '' when not said
+   */
   | {
       readonly verb: 'ban';
       readonly targets: readonly IpTarget[];
