@@ -60,15 +60,7 @@ export class PrefixChoice {
   countingTarget(address: IpAddress): IpTarget {
     const bits = this.rules.ipv6prefix;
     if (address.family === 4 || bits >= 128) return address;
-    this.fresh();
-    const key = networkKey(address, bits);
-    let prefix = this.counting.get(key);
-    if (prefix === undefined) {
-      const p = prefixOf(address, bits) as IpPrefix;
-      prefix = this.refusal(p) === null ? p : null;
-      remember(this.counting, key, prefix);
-    }
-    return prefix ?? address;
+    return this.network(this.counting, address, bits) ?? address;
   }
 
   /** The subnet a ban of `target` counts toward, or null: escalation off, the target not narrower, or refused here. */
@@ -77,15 +69,20 @@ export class PrefixChoice {
     if (s.maxbans === 0) return null;
     const bits = target.family === 4 ? s.ipv4 : s.ipv6;
     if (target.bits <= bits) return null;
+    return this.network(this.subnets, target, bits);
+  }
+
+  /** The /bits network around `target`, or null when a ban of it is refused here; remembered in `cache`. */
+  private network(cache: Map<string, IpPrefix | null>, target: IpTarget, bits: number): IpPrefix | null {
     this.fresh();
     const key = networkKey(target, bits);
-    let subnet = this.subnets.get(key);
-    if (subnet === undefined) {
+    let net = cache.get(key);
+    if (net === undefined) {
       const p = prefixOf(target, bits) as IpPrefix;
-      subnet = this.refusal(p) === null ? p : null;
-      remember(this.subnets, key, subnet);
+      net = this.refusal(p) === null ? p : null;
+      remember(cache, key, net);
     }
-    return subnet;
+    return net;
   }
 
   private fresh(): void {
