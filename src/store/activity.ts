@@ -1,7 +1,7 @@
 // What every store checks of a batch before it counts anything, and the single-event calls expressed as batches of
 // one, so the three stores share one implementation of each rule.
 import { contains, isParsedTarget } from '../net/ip.js';
-import type { ActivityVerdict, ChallengeInput, FailureInput, SuccessInput, TargetActivity } from './store.js';
+import type { ActivityVerdict, ChallengeInput, FailureInput, FailureVerdict, Store, SuccessInput, TargetActivity } from './store.js';
 
 /** characters of an account id kept (the normaliser truncates to 64 and marks the cut; this bounds memory anyway) */
 export const ACCOUNT_MAX = 80;
@@ -97,4 +97,21 @@ const COUNTED: readonly ActivityVerdict[] = Array.from({ length: 256 }, (_, coun
 /** A `counted` verdict without an allocation for the common counts (verdicts are read, never changed). */
 export function counted(count: number): ActivityVerdict {
   return COUNTED[count] ?? { type: 'counted', count };
+}
+
+// Single events as batches of one, for any store: the daemon batches, tests and one-off callers need not.
+
+/** One failure event. */
+export async function recordFailure(store: Pick<Store, 'recordActivity'>, input: FailureInput): Promise<FailureVerdict> {
+  return (await store.recordActivity([failureActivity(input)], input.now))[0]!;
+}
+
+/** One ChallengeSent. */
+export async function recordChallenge(store: Pick<Store, 'recordActivity'>, input: ChallengeInput): Promise<FailureVerdict> {
+  return (await store.recordActivity([challengeActivity(input)], input.now))[0]!;
+}
+
+/** One SuccessfulAuth. */
+export async function recordSuccess(store: Pick<Store, 'recordActivity'>, input: SuccessInput): Promise<void> {
+  await store.recordActivity([successActivity(input)], input.now);
 }

@@ -15,16 +15,13 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { MemoryStore } from './memory-store.js';
 import type { RedisStore } from './redis-store.js';
-import { challengeActivity, checkBatch, failureActivity, successActivity } from './activity.js';
+import { checkBatch } from './activity.js';
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
   ActiveBan,
   ActivityVerdict,
   BanRecord,
-  ChallengeInput,
   Failing,
-  FailureInput,
-  FailureVerdict,
   HistoryEntry,
   ManualBanInput,
   PolicyParams,
@@ -33,7 +30,6 @@ import type {
   RestoreResult,
   Store,
   StoreIdentity,
-  SuccessInput,
   TargetActivity,
 } from './store.js';
 
@@ -231,18 +227,6 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
       out[i] = v;
     });
     return out as ActivityVerdict[];
-  }
-
-  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
-    return (await this.recordActivity([failureActivity(input)], input.now))[0]!;
-  }
-
-  async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
-    return (await this.recordActivity([challengeActivity(input)], input.now))[0]!;
-  }
-
-  async recordSuccess(input: SuccessInput): Promise<void> {
-    await this.recordActivity([successActivity(input)], input.now);
   }
 
   private serving(): boolean {

@@ -6,17 +6,7 @@
 // back at the next start (load; memory-state.ts). Failure windows are not kept: they last minutes.
 import { randomBytes } from 'node:crypto';
 import { isParsedTarget, parseTarget, type IpPrefix, type IpTarget } from '../net/ip.js';
-import {
-  HISTORY_CAP,
-  REASON_MAX,
-  challengeActivity,
-  checkBatch,
-  checkTime,
-  counted,
-  failureActivity,
-  storedAccount,
-  successActivity,
-} from './activity.js';
+import { HISTORY_CAP, REASON_MAX, checkBatch, checkTime, counted, storedAccount } from './activity.js';
 import { recentOf, type WindowFailure } from './codec.js';
 import { TopFailing, checkLimit, countWithin, thresholdOf } from './failing.js';
 import { CHALLENGE_CODE, codesOf, tallyCodes } from './kinds.js';
@@ -25,10 +15,7 @@ import type {
   ActiveBan,
   ActivityVerdict,
   BanRecord,
-  ChallengeInput,
   Failing,
-  FailureInput,
-  FailureVerdict,
   HistoryEntry,
   ManualBanInput,
   PolicyParams,
@@ -38,7 +25,6 @@ import type {
   Store,
   StoreIdentity,
   SubnetBan,
-  SuccessInput,
   TargetActivity,
 } from './store.js';
 
@@ -349,18 +335,6 @@ export class MemoryStore implements Store {
       members: members.map((m) => m.member),
     });
     return { target: subnet, ban };
-  }
-
-  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
-    return (await this.recordActivity([failureActivity(input)], input.now))[0]!;
-  }
-
-  async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
-    return (await this.recordActivity([challengeActivity(input)], input.now))[0]!;
-  }
-
-  async recordSuccess(input: SuccessInput): Promise<void> {
-    await this.recordActivity([successActivity(input)], input.now);
   }
 
   async trustedUntil(target: IpTarget, now: number): Promise<number | null> {

@@ -4,18 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
 import { parseTarget, type IpAddress, type IpPrefix, type IpTarget } from '../net/ip.js';
 import type { Logger } from '../log.js';
-import {
-  ACCOUNT_MAX,
-  HISTORY_CAP,
-  REASON_MAX,
-  challengeActivity,
-  checkBatch,
-  checkTime,
-  counted,
-  failureActivity,
-  storedAccount,
-  successActivity,
-} from './activity.js';
+import { ACCOUNT_MAX, HISTORY_CAP, REASON_MAX, checkBatch, checkTime, counted, storedAccount } from './activity.js';
 import {
   b36,
   banOf,
@@ -38,10 +27,7 @@ import type {
   ActiveBan,
   ActivityVerdict,
   BanRecord,
-  ChallengeInput,
   Failing,
-  FailureInput,
-  FailureVerdict,
   HistoryEntry,
   ManualBanInput,
   PolicyParams,
@@ -50,7 +36,6 @@ import type {
   RestoreResult,
   Store,
   StoreIdentity,
-  SuccessInput,
   TargetActivity,
 } from './store.js';
 
@@ -470,18 +455,6 @@ export class RedisStore implements Store {
     if (failed.length > 0) {
       this.log?.warn({ err: (failed[0]!.error as Error).message }, 'subnet escalation not recorded for a batch; its bans stand');
     }
-  }
-
-  async recordFailure(input: FailureInput): Promise<FailureVerdict> {
-    return (await this.recordActivity([failureActivity(input)], input.now))[0]!;
-  }
-
-  async recordChallenge(input: ChallengeInput): Promise<FailureVerdict> {
-    return (await this.recordActivity([challengeActivity(input)], input.now))[0]!;
-  }
-
-  async recordSuccess(input: SuccessInput): Promise<void> {
-    await this.recordActivity([successActivity(input)], input.now);
   }
 
   async trustedUntil(target: IpTarget, now: number): Promise<number | null> {

@@ -230,12 +230,6 @@ export interface Store {
    * `now` is the batch's clock (the receiving node's, or the recording's for replay).
    */
   recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]>;
-  /** One failure event: recordActivity with a batch of one (kept for callers that do not batch yet). */
-  recordFailure(input: FailureInput): Promise<FailureVerdict>;
-  /** One ChallengeSent: recordActivity with a batch of one (kept for callers that do not batch yet). */
-  recordChallenge(input: ChallengeInput): Promise<FailureVerdict>;
-  /** One SuccessfulAuth: recordActivity with a batch of one (kept for callers that do not batch yet). */
-  recordSuccess(input: SuccessInput): Promise<void>;
   /**
    * Who this store is: a random id written once, the first time the store is used, and never expiring. It stays the
    * same for as long as the store keeps its data; a different answer than the one seen before means the data is gone

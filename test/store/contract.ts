@@ -1,4 +1,5 @@
 // The behaviour every Store must have, run against each implementation by its own test file.
+import { recordChallenge, recordFailure, recordSuccess } from '../../src/store/activity.js';
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { isParsedTarget, parseAddress, parseTarget, type IpAddress, type IpPrefix, type IpTarget } from '../../src/net/ip.js';
@@ -87,11 +88,11 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const store = await make();
       const kinds = ['InvalidPassword', 'InvalidPassword', 'ChallengeResponseFailed', 'InvalidPassword', 'InvalidAccountID'];
       for (let i = 0; i < 4; i++) {
-        const v = await store.recordFailure(failure('198.51.100.7', T0 + i * 1_000, { kind: kinds[i]! }));
+        const v = await recordFailure(store, failure('198.51.100.7', T0 + i * 1_000, { kind: kinds[i]! }));
         assert.deepEqual(v, { type: 'counted', count: i + 1 });
       }
       const at = T0 + 4_000;
-      const v = await store.recordFailure(failure('198.51.100.7', at, { kind: kinds[4]! }));
+      const v = await recordFailure(store, failure('198.51.100.7', at, { kind: kinds[4]! }));
       const expected = {
         address: '198.51.100.7',
         reason: 'failures',
@@ -109,10 +110,13 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       assert.deepEqual(await store.getBan(target('198.51.100.7'), at + 1), expected);
 
       for (const now of [at + 1, at + POLICY.bantimeMs - 1]) {
-        assert.deepEqual(await store.recordFailure(failure('198.51.100.7', now)), { type: 'already-banned', until: at + POLICY.bantimeMs });
+        assert.deepEqual(await recordFailure(store, failure('198.51.100.7', now)), {
+          type: 'already-banned',
+          until: at + POLICY.bantimeMs,
+        });
       }
       // other addresses have windows of their own
-      assert.deepEqual(await store.recordFailure(failure('198.51.100.8', at)), { type: 'counted', count: 1 });
+      assert.deepEqual(await recordFailure(store, failure('198.51.100.8', at)), { type: 'counted', count: 1 });
     });
 
     it('refuses a policy that is not positive whole milliseconds and counts', async () => {
@@ -122,8 +126,8 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
     it('counts IPv6 addresses under their canonical form', async () => {
       const store = await make();
-      for (let i = 0; i < 4; i++) await store.recordFailure(failure('2001:db8::1', T0 + i));
-      const v = await store.recordFailure(failure('2001:0DB8:0:0:0:0:0:1', T0 + 4));
+      for (let i = 0; i < 4; i++) await recordFailure(store, failure('2001:db8::1', T0 + i));
+      const v = await recordFailure(store, failure('2001:0DB8:0:0:0:0:0:1', T0 + 4));
       assert.equal(v.type, 'banned');
       assert.equal(v.type === 'banned' && v.ban.address, '2001:db8::1');
     });
@@ -131,48 +135,48 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
     it('slides the window: failures more than findtime apart never ban, the same failures closer together do', async () => {
       const store = await make();
       for (let i = 0; i < 20; i++) {
-        const v = await store.recordFailure(failure('192.0.2.1', T0 + i * (POLICY.findtimeMs + 1)));
+        const v = await recordFailure(store, failure('192.0.2.1', T0 + i * (POLICY.findtimeMs + 1)));
         assert.deepEqual(v, { type: 'counted', count: 1 });
       }
       // maxretry failures that never fit in one window: at most maxretry-1 are ever counted together
       const spread = Math.floor(POLICY.findtimeMs / (POLICY.maxretry - 1)) + 1;
       for (let i = 0; i < 3 * POLICY.maxretry; i++) {
-        const v = await store.recordFailure(failure('192.0.2.2', T0 + i * spread));
+        const v = await recordFailure(store, failure('192.0.2.2', T0 + i * spread));
         assert.equal(v.type, 'counted');
         assert.ok(v.type === 'counted' && v.count <= POLICY.maxretry - 1, JSON.stringify(v));
       }
       // the same count squeezed just inside one window bans
       const tight = Math.floor((POLICY.findtimeMs - 1) / (POLICY.maxretry - 1));
       let last;
-      for (let i = 0; i < POLICY.maxretry; i++) last = await store.recordFailure(failure('192.0.2.3', T0 + i * tight));
+      for (let i = 0; i < POLICY.maxretry; i++) last = await recordFailure(store, failure('192.0.2.3', T0 + i * tight));
       assert.equal(last?.type, 'banned');
       assert.equal(last?.type === 'banned' && last.ban.firstSeen, T0);
     });
 
     it('counts a failure of weight w as w failures; the record counts the events by kind', async () => {
       const store = await make();
-      assert.deepEqual(await store.recordFailure(failure('192.0.2.10', T0, { weight: 3, kind: 'InvalidPassword' })), {
+      assert.deepEqual(await recordFailure(store, failure('192.0.2.10', T0, { weight: 3, kind: 'InvalidPassword' })), {
         type: 'counted',
         count: 3,
       });
-      const v = await store.recordFailure(failure('192.0.2.10', T0 + 10, { weight: 2, kind: 'FailedACL' }));
+      const v = await recordFailure(store, failure('192.0.2.10', T0 + 10, { weight: 2, kind: 'FailedACL' }));
       assert.equal(v.type, 'banned');
       assert.ok(v.type === 'banned');
       assert.deepEqual([v.ban.count, v.ban.kinds, v.ban.firstSeen, v.ban.lastSeen], [5, { InvalidPassword: 1, FailedACL: 1 }, T0, T0 + 10]);
       // a weight beyond maxretry bans at once and counts maxretry
-      const big = await store.recordFailure(failure('192.0.2.11', T0, { weight: 50 }));
+      const big = await recordFailure(store, failure('192.0.2.11', T0, { weight: 50 }));
       assert.ok(big.type === 'banned');
       // the window keeps as many entries as the highest threshold (a trusted address's)
       assert.equal(big.ban.count, Math.max(POLICY.maxretry, POLICY.trust.maxretry));
-      await assert.rejects(store.recordFailure(failure('192.0.2.12', T0, { weight: 0 })), RangeError);
-      await assert.rejects(store.recordFailure(failure('192.0.2.12', T0, { weight: 1.5 })), RangeError);
-      await assert.rejects(store.recordFailure(failure('192.0.2.12', T0 + 0.5)), RangeError);
+      await assert.rejects(recordFailure(store, failure('192.0.2.12', T0, { weight: 0 })), RangeError);
+      await assert.rejects(recordFailure(store, failure('192.0.2.12', T0, { weight: 1.5 })), RangeError);
+      await assert.rejects(recordFailure(store, failure('192.0.2.12', T0 + 0.5)), RangeError);
     });
 
     it('keeps history across unban; unban lifts the ban, resets the window and says whether a ban existed', async () => {
       const store = await make();
       const ip = '203.0.113.50';
-      for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i));
+      for (let i = 0; i < POLICY.maxretry; i++) await recordFailure(store, failure(ip, T0 + i));
       assert.equal((await store.history(target(ip))).length, 1);
 
       assert.equal(await store.unban(target(ip), T0 + 10), true);
@@ -184,13 +188,13 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const again = POLICY.offenderMaxretry;
       const t1 = T0 + 100;
       for (let i = 0; i < again - 1; i++) {
-        assert.deepEqual(await store.recordFailure(failure(ip, t1 + i)), { type: 'counted', count: i + 1 });
+        assert.deepEqual(await recordFailure(store, failure(ip, t1 + i)), { type: 'counted', count: i + 1 });
       }
       // unban without a ban still resets the window
       assert.equal(await store.unban(target(ip), t1 + 5), false);
-      assert.deepEqual(await store.recordFailure(failure(ip, t1 + 10)), { type: 'counted', count: 1 });
+      assert.deepEqual(await recordFailure(store, failure(ip, t1 + 10)), { type: 'counted', count: 1 });
       let v;
-      for (let i = 1; i < again; i++) v = await store.recordFailure(failure(ip, t1 + 10 + i));
+      for (let i = 1; i < again; i++) v = await recordFailure(store, failure(ip, t1 + 10 + i));
       assert.ok(v?.type === 'banned');
       assert.equal(v.ban.previousBans, 1);
       const hist = await store.history(target(ip));
@@ -209,7 +213,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
     it('bans an address or a network by hand, replacing an earlier ban', async () => {
       const store = await make();
-      for (let i = 0; i < 3; i++) await store.recordFailure(failure('198.51.100.20', T0 + i));
+      for (let i = 0; i < 3; i++) await recordFailure(store, failure('198.51.100.20', T0 + i));
       const manual = await store.ban({ target: target('198.51.100.20'), reason: 'operator', durationMs: 60_000, now: T0 + 10 });
       assert.deepEqual(manual, {
         address: '198.51.100.20',
@@ -224,9 +228,9 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
         previousBans: 0,
       });
       assert.deepEqual(await store.getBan(target('198.51.100.20'), T0 + 11), manual);
-      assert.deepEqual(await store.recordFailure(failure('198.51.100.20', T0 + 20)), { type: 'already-banned', until: T0 + 60_010 });
+      assert.deepEqual(await recordFailure(store, failure('198.51.100.20', T0 + 20)), { type: 'already-banned', until: T0 + 60_010 });
       // the window was reset by the ban: after it, counting starts from one
-      assert.deepEqual(await store.recordFailure(failure('198.51.100.20', T0 + 60_010)), { type: 'counted', count: 1 });
+      assert.deepEqual(await recordFailure(store, failure('198.51.100.20', T0 + 60_010)), { type: 'counted', count: 1 });
 
       const net = target('2001:db8:aa::77/48');
       assert.equal(net.text, '2001:db8:aa::/48');
@@ -253,11 +257,11 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
 
     it('forgets a ban whose until has passed: getBan is null and failures count again', async () => {
       const store = await make();
-      for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure('198.51.100.30', T0));
+      for (let i = 0; i < POLICY.maxretry; i++) await recordFailure(store, failure('198.51.100.30', T0));
       const until = T0 + POLICY.bantimeMs;
       assert.ok(await store.getBan(target('198.51.100.30'), until - 1));
       assert.equal(await store.getBan(target('198.51.100.30'), until), null);
-      assert.deepEqual(await store.recordFailure(failure('198.51.100.30', until)), { type: 'counted', count: 1 });
+      assert.deepEqual(await recordFailure(store, failure('198.51.100.30', until)), { type: 'counted', count: 1 });
       assert.deepEqual(await collect(store.activeBans(until)), []);
     });
 
@@ -293,10 +297,10 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
     it('keeps the failures of the current window, newest first, with the last account id as inert data', async () => {
       const store = await make();
       const evil = 'a|b{c}#;=%,:~ 6001"';
-      await store.recordFailure(failure('198.51.100.20', T0, { kind: 'InvalidAccountID', account: evil }));
+      await recordFailure(store, failure('198.51.100.20', T0, { kind: 'InvalidAccountID', account: evil }));
       assert.deepEqual(await store.recentFailures(target('198.51.100.20')), [{ at: T0, kind: 'InvalidAccountID', account: evil }]);
-      await store.recordFailure(failure('198.51.100.20', T0 + 1000, { kind: 'ChallengeResponseFailed', account: '' }));
-      await store.recordFailure(failure('198.51.100.20', T0 + 2000, { kind: 'UnknownToAsterisk', account: '6001' }));
+      await recordFailure(store, failure('198.51.100.20', T0 + 1000, { kind: 'ChallengeResponseFailed', account: '' }));
+      await recordFailure(store, failure('198.51.100.20', T0 + 2000, { kind: 'UnknownToAsterisk', account: '6001' }));
       // the account of the newest failure only: a batch folds its failures and keeps its last account
       assert.deepEqual(await store.recentFailures(target('198.51.100.20')), [
         { at: T0 + 2000, kind: 'other', account: '6001' },
@@ -312,17 +316,17 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       await store.recordActivity([failures('198.51.100.4', T0 + 4_000, 4)], T0 + 4_000);
       await store.recordActivity([failures('198.51.100.2', T0 + 3_000, 3)], T0 + 3_000);
       for (let i = 0; i < 3; i++)
-        await store.recordFailure(failure('198.51.100.1', T0 + i * 1_000, { account: i === 2 ? 'acct-x' : '6001' }));
+        await recordFailure(store, failure('198.51.100.1', T0 + i * 1_000, { account: i === 2 ? 'acct-x' : '6001' }));
       await store.recordActivity([failures('2001:db8:1::/64', T0 + 100, 2)], T0 + 100);
       // trusted: counted against trust.maxretry
-      await store.recordSuccess({ address: addr('198.51.100.8'), now: T0, trust: true });
+      await recordSuccess(store, { address: addr('198.51.100.8'), now: T0, trust: true });
       await store.recordActivity([failures('198.51.100.8', T0 + 200, 2)], T0 + 200);
       // a known offender (a ban in its history): offender.maxretry
       await store.ban({ target: target('198.51.100.9'), reason: 'manual', durationMs: 60_000, now: T0 - 5_000 });
       assert.equal(await store.unban(target('198.51.100.9'), T0 - 4_000), true);
-      assert.deepEqual(await store.recordFailure(failure('198.51.100.9', T0 + 50)), { type: 'counted', count: 1 });
+      assert.deepEqual(await recordFailure(store, failure('198.51.100.9', T0 + 50)), { type: 'counted', count: 1 });
       // not counting: failures older than findtime, banned by failures, banned by hand, challenges alone
-      await store.recordFailure(failure('198.51.100.3', T0 - POLICY.findtimeMs - 100_000));
+      await recordFailure(store, failure('198.51.100.3', T0 - POLICY.findtimeMs - 100_000));
       const banned = await store.recordActivity([failures('198.51.100.5', T0 + 500, 5)], T0 + 500);
       assert.equal(banned[0]!.type, 'banned');
       await store.recordActivity([failures('198.51.100.6', T0 + 600, 2)], T0 + 600);
@@ -394,16 +398,16 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
     it('a trusted address survives mistyped passwords and is banned past the trusted threshold', async () => {
       const store = await make();
       const a = '198.51.100.60';
-      await store.recordSuccess({ address: addr(a), now: T0, trust: true });
+      await recordSuccess(store, { address: addr(a), now: T0, trust: true });
       assert.ok((await store.trustedUntil(target(a), T0 + 1))! > T0);
       for (let i = 1; i < POLICY.trust.maxretry; i++) {
-        assert.equal((await store.recordFailure(failure(a, T0 + i))).type, 'counted', `failure ${i}`);
+        assert.equal((await recordFailure(store, failure(a, T0 + i))).type, 'counted', `failure ${i}`);
       }
-      const v = await store.recordFailure(failure(a, T0 + 100));
+      const v = await recordFailure(store, failure(a, T0 + 100));
       assert.equal(v.type, 'banned');
       assert.equal(v.type === 'banned' && v.ban.count, POLICY.trust.maxretry);
       // a login without the trust flag (AMI, by default) trusts nothing
-      await store.recordSuccess({ address: addr('198.51.100.61'), now: T0, trust: false });
+      await recordSuccess(store, { address: addr('198.51.100.61'), now: T0, trust: false });
       assert.equal(await store.trustedUntil(target('198.51.100.61'), T0 + 1), null);
     });
 
@@ -411,12 +415,12 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const store = await make();
       const phone = '198.51.100.70';
       for (let i = 0; i < 3 * POLICY.scanner.maxretry; i++) {
-        assert.equal((await store.recordChallenge({ address: addr(phone), now: T0 + i * 10 })).type, 'counted');
-        await store.recordSuccess({ address: addr(phone), now: T0 + i * 10 + 1, trust: true });
+        assert.equal((await recordChallenge(store, { address: addr(phone), now: T0 + i * 10 })).type, 'counted');
+        await recordSuccess(store, { address: addr(phone), now: T0 + i * 10 + 1, trust: true });
       }
       const scanner = '198.51.100.71';
       let v;
-      for (let i = 0; i < POLICY.scanner.maxretry; i++) v = await store.recordChallenge({ address: addr(scanner), now: T0 + i });
+      for (let i = 0; i < POLICY.scanner.maxretry; i++) v = await recordChallenge(store, { address: addr(scanner), now: T0 + i });
       assert.equal(v!.type, 'banned');
       if (v!.type === 'banned') {
         assert.equal(v!.ban.reason, 'scanner');
@@ -433,7 +437,7 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       for (let ban = 0; ban < POLICY.recidive.maxretry; ban++) {
         const needed = ban === 0 ? POLICY.maxretry : POLICY.offenderMaxretry;
         let v;
-        for (let i = 0; i < needed; i++) v = await store.recordFailure(failure(a, (now += 1000)));
+        for (let i = 0; i < needed; i++) v = await recordFailure(store, failure(a, (now += 1000)));
         assert.equal(v!.type, 'banned', `ban ${ban + 1} after ${needed} failures`);
         if (v!.type !== 'banned') return;
         durations.push(v!.ban.until - v!.ban.bannedAt);

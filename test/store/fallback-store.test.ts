@@ -1,6 +1,7 @@
 // Redis with the local fallback, against a real redis-server that is killed, restarted and paused: events are
 // counted locally while it is away, the bans decided meanwhile are written back once (ban record, history, index)
 // when it returns, and a phone trusted before the outage keeps its higher threshold during it.
+import { recordChallenge, recordFailure, recordSuccess } from '../../src/store/activity.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
@@ -76,7 +77,7 @@ function rig(t: { after(fn: () => Promise<void>): void }, commandTimeoutMs = 5_0
 
 async function failures(store: FallbackStore, address: string, n: number): Promise<FailureVerdict> {
   let last: FailureVerdict | undefined;
-  for (let i = 0; i < n; i++) last = await store.recordFailure(failure(address, Date.now()));
+  for (let i = 0; i < n; i++) last = await recordFailure(store, failure(address, Date.now()));
   return last!;
 }
 
@@ -90,30 +91,30 @@ describe('FallbackStore on a real redis-server', () => {
     const r = rig(t);
     await r.client.ping();
     // before the outage: Redis counts, and a ban decided there stays there
-    assert.deepEqual(await r.store.recordFailure(failure('198.51.100.1', Date.now())), { type: 'counted', count: 1 });
+    assert.deepEqual(await recordFailure(r.store, failure('198.51.100.1', Date.now())), { type: 'counted', count: 1 });
     assert.equal((await r.primary.recentFailures(target('198.51.100.1'))).length, 1);
     const before = banned(await failures(r.store, '198.51.100.2', POLICY.maxretry));
     // a phone logs in before the outage: trusted in Redis, and mirrored locally
-    await r.store.recordSuccess({ address: addr('198.51.100.3'), now: Date.now(), trust: true });
+    await recordSuccess(r.store, { address: addr('198.51.100.3'), now: Date.now(), trust: true });
     assert.ok(await r.primary.trustedUntil(target('198.51.100.3'), Date.now()));
     assert.equal(await r.metric('storeFallbacks'), 0);
 
     await server.crash();
     await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
     // the attack goes on during the outage: still counted, still banned, with the same policy
-    assert.deepEqual(await r.store.recordFailure(failure('198.51.100.1', Date.now())), { type: 'counted', count: 1 });
+    assert.deepEqual(await recordFailure(r.store, failure('198.51.100.1', Date.now())), { type: 'counted', count: 1 });
     const during = banned(await failures(r.store, '198.51.100.1', POLICY.maxretry - 1));
     assert.equal(during.node, NODE);
     assert.equal(during.reason, 'failures');
     assert.equal(during.count, POLICY.maxretry);
     const v6 = banned(await failures(r.store, '2001:db8::66', POLICY.maxretry));
-    assert.equal((await r.store.recordFailure(failure('2001:db8::66', Date.now()))).type, 'already-banned');
+    assert.equal((await recordFailure(r.store, failure('2001:db8::66', Date.now()))).type, 'already-banned');
     // the trusted phone mistypes its password maxretry times: the trusted threshold holds during the outage too
     assert.equal((await failures(r.store, '198.51.100.3', POLICY.maxretry)).type, 'counted');
     // a challenge-only scanner is caught locally as well
     let scan: FailureVerdict | undefined;
     for (let i = 0; i < POLICY.scanner.maxretry; i++)
-      scan = await r.store.recordChallenge({ address: addr('198.51.100.4'), now: Date.now() });
+      scan = await recordChallenge(r.store, { address: addr('198.51.100.4'), now: Date.now() });
     const scanner = banned(scan!);
     assert.equal(scanner.reason, 'scanner');
 
@@ -158,7 +159,7 @@ describe('FallbackStore on a real redis-server', () => {
     assert.equal((await r.primary.history(target(during.address))).length, 1);
 
     // new events go to Redis again
-    await r.store.recordFailure(failure('198.51.100.9', Date.now()));
+    await recordFailure(r.store, failure('198.51.100.9', Date.now()));
     assert.equal((await r.primary.recentFailures(target('198.51.100.9'))).length, 1);
     assert.match(r.logs(), /"written":3.*"msg":"redis reachable again: bans decided meanwhile written back"/);
   });
@@ -197,7 +198,7 @@ describe('FallbackStore on a real redis-server', () => {
     t.after(async () => server.resume());
     // the connection stays up, so the first events go to Redis and time out; they are then counted here
     const verdicts = await Promise.all(
-      Array.from({ length: POLICY.maxretry }, () => r.store.recordFailure(failure('192.0.2.77', Date.now()))),
+      Array.from({ length: POLICY.maxretry }, () => recordFailure(r.store, failure('192.0.2.77', Date.now()))),
     );
     assert.equal(verdicts.filter((v) => v.type === 'banned').length, 1, JSON.stringify(verdicts));
     assert.equal(await r.metric('storeFallbackActive'), 1);
@@ -222,7 +223,7 @@ describe('FallbackStore on a real redis-server', () => {
   it('a wrong argument is a bug, not an outage: it is thrown and the store stays on Redis', async (t) => {
     const r = rig(t);
     await r.client.ping();
-    await assert.rejects(r.store.recordFailure(failure('192.0.2.8', Date.now(), { weight: 0 })), /invalid weight 0/);
+    await assert.rejects(recordFailure(r.store, failure('192.0.2.8', Date.now(), { weight: 0 })), /invalid weight 0/);
     assert.equal(await r.metric('storeFallbacks'), 0);
     assert.equal(isUnavailable(new RangeError('x')), false);
     assert.equal(isUnavailable(Object.assign(new Error('ERR Error running script'), { name: 'ReplyError' })), false);

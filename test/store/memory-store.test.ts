@@ -1,3 +1,4 @@
+import { recordFailure } from '../../src/store/activity.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryStore } from '../../src/store/memory-store.js';
@@ -12,11 +13,11 @@ describe('MemoryStore bounds', () => {
       for (let i = 0; i < 10; i++) {
         await store.ban({ target: target(`198.51.100.${i}`), reason: 'keep', durationMs: 60_000, now: T0 });
       }
-      for (let i = 0; i < 5_000; i++) await store.recordFailure(failure(hostAddress(i), T0));
+      for (let i = 0; i < 5_000; i++) await recordFailure(store, failure(hostAddress(i), T0));
       assert.equal(store.sizes().windows, 1_000);
       // the newest windows are the ones kept
-      assert.deepEqual(await store.recordFailure(failure(hostAddress(4_999), T0 + 1)), { type: 'counted', count: 2 });
-      assert.deepEqual(await store.recordFailure(failure(hostAddress(0), T0 + 1)), { type: 'counted', count: 1 });
+      assert.deepEqual(await recordFailure(store, failure(hostAddress(4_999), T0 + 1)), { type: 'counted', count: 2 });
+      assert.deepEqual(await recordFailure(store, failure(hostAddress(0), T0 + 1)), { type: 'counted', count: 1 });
       for (let i = 0; i < 10; i++) assert.ok(await store.getBan(target(`198.51.100.${i}`), T0 + 1));
 
       for (let i = 0; i < 1_500; i++) {
@@ -36,7 +37,7 @@ describe('MemoryStore bounds', () => {
     let clock = Date.now();
     const store = new MemoryStore({ nodeId: NODE, policy: POLICY, sweepIntervalMs: 10, clock: () => clock });
     try {
-      for (let i = 0; i < 100; i++) await store.recordFailure(failure(hostAddress(i), T0));
+      for (let i = 0; i < 100; i++) await recordFailure(store, failure(hostAddress(i), T0));
       await store.ban({ target: target('192.0.2.1'), reason: 'r', durationMs: POLICY.bantimeMs, now: T0 });
       assert.deepEqual(store.sizes(), { windows: 100, bans: 1, histories: 1 });
       clock += POLICY.findtimeMs;

@@ -1,3 +1,4 @@
+import { recordFailure, recordSuccess } from '../../src/store/activity.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -96,7 +97,7 @@ describe('RedisStore on a real redis-server', () => {
     const store = open('inj:');
     try {
       for (const ip of ['198.51.100.66', '2001:db8::66']) {
-        for (let i = 0; i < POLICY.maxretry; i++) await store.recordFailure(failure(ip, T0 + i, { account: evil }));
+        for (let i = 0; i < POLICY.maxretry; i++) await recordFailure(store, failure(ip, T0 + i, { account: evil }));
         // data, kept as it is (whatever prints it escapes it)
         assert.equal((await store.getBan(target(ip), T0 + 10))?.account, evil);
       }
@@ -109,7 +110,7 @@ describe('RedisStore on a real redis-server', () => {
         assert.match(k, /^inj:\{[0-9a-f]{3}\}(bans|w\d+|198\.51\.100\.66|2001:db8::66)$/);
       // a value that did not come from the parser never reaches a key
       const forged = { kind: 'address', family: 4, text: '1.2.3.4}:x', bits: 32, words: [0] } as unknown as IpAddress;
-      await assert.rejects(store.recordFailure({ ...failure('1.2.3.4', T0), address: forged }), RangeError);
+      await assert.rejects(recordFailure(store, { ...failure('1.2.3.4', T0), address: forged }), RangeError);
       await assert.rejects(store.ban({ target: forged, reason: 'r', durationMs: 1_000, now: T0 }), RangeError);
     } finally {
       await store.close();
@@ -161,11 +162,11 @@ describe('RedisStore on a real redis-server', () => {
       assert.ok(within(await raw.pttl(keys.index(bucket)), POLICY.bantimeMs), 'the index part as long as its longest ban');
 
       // trust lives in the record; a login refreshes it without shortening the history's life
-      await store.recordSuccess({ address: a, now: T0 + 3, trust: true });
+      await recordSuccess(store, { address: a, now: T0 + 3, trust: true });
       assert.equal(parseRecord(await raw.get(keys.record(a))).t, (T0 + 3 + POLICY.trust.ttlMs).toString(36));
       assert.ok(within(await raw.pttl(keys.record(a)), POLICY.historyTtlMs));
       const phone = addr('192.0.2.78');
-      await store.recordSuccess({ address: phone, now: T0, trust: true });
+      await recordSuccess(store, { address: phone, now: T0, trust: true });
       assert.ok(within(await raw.pttl(keys.record(phone)), POLICY.trust.ttlMs));
 
       // unban lifts the ban, keeps history and trust
@@ -258,9 +259,9 @@ describe('RedisStore on a real redis-server', () => {
   it('reloads its scripts after Redis forgot them (restart, SCRIPT FLUSH)', async () => {
     const store = open('flush:');
     try {
-      await store.recordFailure(failure('192.0.2.5', T0));
+      await recordFailure(store, failure('192.0.2.5', T0));
       await raw.script('FLUSH');
-      const verdicts = await Promise.all([1, 2, 3].map((i) => store.recordFailure(failure('192.0.2.5', T0 + i))));
+      const verdicts = await Promise.all([1, 2, 3].map((i) => recordFailure(store, failure('192.0.2.5', T0 + i))));
       assert.deepEqual(
         verdicts.map((v) => v.type === 'counted' && v.count),
         [2, 3, 4],
@@ -382,7 +383,7 @@ describe('Redis client', () => {
       assert.ok(secured.url.includes(encodeURIComponent(password)));
       const store = new RedisStore({ client: createRedisClient({ url: secured.url }), keyPrefix: 'pw:', nodeId: NODE, policy: POLICY });
       try {
-        assert.deepEqual(await store.recordFailure(failure('192.0.2.1', T0)), { type: 'counted', count: 1 });
+        assert.deepEqual(await recordFailure(store, failure('192.0.2.1', T0)), { type: 'counted', count: 1 });
       } finally {
         await store.close();
       }
