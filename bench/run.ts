@@ -134,6 +134,14 @@ async function runOne(b: Benchmark, opts: Options, earlier: Record<string, Bench
   };
   const background = await waitForQuiet(log);
   const la = loadavg();
+  const entry = () => ({
+    title: b.title,
+    ranAt: new Date(started).toISOString(),
+    seconds: round((Date.now() - started) / 1000, 1),
+    loadavg: la,
+    backgroundCores: background,
+    options: opts,
+  });
   let timer: NodeJS.Timeout | undefined;
   try {
     if (NEEDS_NETNS.has(b.name)) requireNetnsTools();
@@ -148,12 +156,7 @@ async function runOne(b: Benchmark, opts: Options, earlier: Record<string, Bench
     const r = await Promise.race([run, limit]);
     earlier[b.name] = r;
     return {
-      title: b.title,
-      ranAt: new Date(started).toISOString(),
-      seconds: round((Date.now() - started) / 1000, 1),
-      loadavg: la,
-      backgroundCores: background,
-      options: opts,
+      ...entry(),
       status: 'ok',
       rows: r.rows,
       data: r.data,
@@ -162,12 +165,7 @@ async function runOne(b: Benchmark, opts: Options, earlier: Record<string, Bench
     const message = (err as Error).message;
     log(`FAILED: ${message}`);
     return {
-      title: b.title,
-      ranAt: new Date(started).toISOString(),
-      seconds: round((Date.now() - started) / 1000, 1),
-      loadavg: la,
-      backgroundCores: background,
-      options: opts,
+      ...entry(),
       status: 'failed',
       error: message,
       data: {},
