@@ -223,7 +223,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       );
       return;
     }
-    const r = await this.o.firewall.reconcile(bans);
+    const r = await this.o.firewall.reconcile(bans, started);
     // what the kernel no longer holds is no longer banned here either: a stale entry would skip the address's events
     // as already banned, and the control socket would report it enforced
     for (const t of r.removedTargets) this.cache.delete(t);

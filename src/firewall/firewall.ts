@@ -32,8 +32,11 @@ export interface Firewall {
   add(bans: readonly FirewallBan[]): Promise<void>;
   /** removes elements; absent ones are not an error */
   delete(targets: readonly IpTarget[]): Promise<void>;
-  /** makes the sets hold exactly these bans, with refreshed timeouts, in one atomic transaction */
-  reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult>;
+  /**
+   * makes the sets hold exactly these bans, with refreshed timeouts, in one atomic transaction; `at` is when the
+   * bans' timeouts were counted from (default: now), so an element ending in time can be told apart
+   */
+  reconcile(bans: readonly FirewallBan[], at?: number): Promise<ReconcileResult>;
   /** resolves when everything queued so far has been applied */
   commit(): Promise<void>;
   /** what the kernel sets hold now */

@@ -41,6 +41,14 @@ export interface NftRunner {
   list(command: readonly string[], output?: NftOutput): Promise<string>;
   /** ends what the runner keeps running; a no-op for runners that keep nothing */
   close(): Promise<void>;
+  /**
+   * One set's elements as the kernel's netlink dump sends them, each datagram stamped (set-dump.ts reads it): only a
+   * runner that speaks netlink itself has this (the persistent writer). Rejects with NftError, `No such file or
+   * directory` when the set is not there.
+   */
+  dumpSet?(table: string, set: string): Promise<Buffer>;
+  /** the ruleset generation, which every committed transaction moves on by one */
+  generation?(): Promise<number>;
 }
 
 export interface SpawnNftRunnerOptions {
