@@ -37,6 +37,11 @@ export interface Firewall {
    * bans' timeouts were counted from (default: now), so an element ending in time can be told apart
    */
   reconcile(bans: readonly FirewallBan[], at?: number): Promise<ReconcileResult>;
+  /**
+   * bans the reconciliation that follows will be given, handed over while the store is still being read, so that a
+   * firewall whose sets are known to be empty can start writing them; the reconciliation still decides what stays
+   */
+  preload?(bans: readonly FirewallBan[]): void;
   /** resolves when everything queued so far has been applied */
   commit(): Promise<void>;
   /** what the kernel sets hold now */

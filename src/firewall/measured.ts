@@ -27,6 +27,10 @@ export class MeasuredFirewall implements Firewall {
     return this.timed('reconcile', () => this.inner.reconcile(bans, at));
   }
 
+  preload(bans: readonly FirewallBan[]): void {
+    this.inner.preload?.(bans);
+  }
+
   commit(): Promise<void> {
     return this.inner.commit();
   }

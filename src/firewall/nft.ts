@@ -9,6 +9,7 @@ import { contains, parseTarget, unbannableReason, type IpFamily, type IpPrefix, 
 import type { ActiveBanCount } from '../metrics.js';
 import type { Firewall, FirewallBan, FirewallElement, ReconcileResult } from './firewall.js';
 import { KernelBans } from './kernel-bans.js';
+import { TargetMap } from '../net/target-map.js';
 import { parseSetListing, type SetEntry } from './nft-listing.js';
 import { NftError, SpawnNftRunner, type NftRunner } from './nft-runner.js';
 import { NftWriter } from './nft-writer.js';
@@ -106,6 +107,8 @@ export class NftFirewall implements Firewall {
   private picture: Promise<ReadPicture> | undefined;
   /** init() has just created our table: until the next reconciliation, its sets hold only what we add */
   private fresh = false;
+  /** host bans written ahead of the reconciliation into fresh sets (preload), and their transactions */
+  private preloaded: { readonly bans: Set<FirewallBan>; readonly sent: Array<Promise<void>> } | undefined;
 
   constructor(options: NftFirewallOptions = {}) {
     this.script = new NftScript(options.table ?? 'ami_guard');
@@ -182,10 +185,11 @@ export class NftFirewall implements Firewall {
       this.picture = undefined;
       const fresh = this.fresh;
       this.fresh = false;
-      if (fresh && this.kernel.size === 0) {
-        await this.load(kept);
-        return this.reconciled(kept, folded.length, undefined);
-      }
+      const preloaded = this.preloaded;
+      this.preloaded = undefined;
+      if (fresh && this.kernel.size === 0) return this.loadFresh(kept, folded.length, preloaded);
+      // a write since init() (or a failed reconciliation) makes this a flush and load, which the preload came before
+      if (preloaded) await Promise.allSettled(preloaded.sent);
       if (picture !== undefined) {
         const read = await picture.catch((e: unknown) => {
           this.log.warn({ err: (e as Error).message }, 'could not read the nft sets by netlink; listing them instead');
@@ -201,16 +205,73 @@ export class NftFirewall implements Firewall {
   }
 
   /**
+   * Bans the reconciliation will be given, as the daemon reads them from the store: into the sets of a table init()
+   * has just created they go at once, hosts only (networks are folded at the reconciliation), one transaction per
+   * call, so the writer loads them while the rest is read. The reconciliation loads what was not preloaded and
+   * deletes what was but is not among its bans.
+   */
+  preload(bans: readonly FirewallBan[]): void {
+    if (!this.fresh || this.kernel.size > 0 || this.closed) return;
+    const hosts = bans.filter((b) => b.target.kind === 'address');
+    if (hosts.length === 0) return;
+    this.preloaded ??= { bans: new Set(), sent: [] };
+    for (const b of hosts) this.preloaded.bans.add(b);
+    let sent: Promise<void>;
+    try {
+      sent = this.runner.apply(this.script.add(hosts, false)); // validates each ban first
+    } catch (e) {
+      sent = Promise.reject(e as Error);
+    }
+    sent.catch(() => undefined); // the reconciliation reports it
+    this.preloaded.sent.push(sent);
+  }
+
+  /**
+   * A reconciliation into the sets of a table init() has just created: what was preloaded is there once its
+   * transactions are; the rest is loaded in slices, and a preloaded ban that is not among `kept` (the store read
+   * again after a loss, a feed's longer timeout for the same target) is deleted or written again.
+   */
+  private async loadFresh(
+    kept: readonly FirewallBan[],
+    folded: number,
+    preloaded: { readonly bans: Set<FirewallBan>; readonly sent: Array<Promise<void>> } | undefined,
+  ): Promise<ReconcileResult> {
+    if (!preloaded) {
+      await this.load(kept, false);
+      return this.reconciled(kept, folded, undefined);
+    }
+    await Promise.all(preloaded.sent);
+    const rest: FirewallBan[] = [];
+    let inKept = 0;
+    for (const b of kept) {
+      if (preloaded.bans.has(b)) inKept++;
+      else rest.push(b);
+    }
+    let stale: SetEntry[] | undefined;
+    if (inKept < preloaded.bans.size) {
+      const keptTargets = new TargetMap();
+      for (const b of kept) keptTargets.set(b.target, 0);
+      const gone = new Map<string, IpTarget>();
+      for (const b of preloaded.bans) if (!keptTargets.has(b.target)) gone.set(b.target.text, b.target);
+      stale = [...gone.values()].map((target) => ({ target, expiresMs: null }));
+      if (stale.length > 0) await this.runner.apply(this.script.delete(stale.map((e) => e.target)));
+    }
+    // a target of `rest` may be there already, preloaded with another timeout
+    await this.load(rest, inKept < preloaded.bans.size && this.timeoutUpdate !== true);
+    return this.reconciled(kept, folded, stale);
+  }
+
+  /**
    * Into the sets of a table we have just created (a first start, or one someone deleted) no flush is
    * needed and nothing has to be replaced at once, so the bans go in slices, each its own transaction: the writer
    * child parses one while this thread writes the next, instead of one after the other. Should a slice be refused,
    * the reconciliation fails with the slices before it in place: bans the store holds, in sets that held none.
    */
-  private async load(bans: readonly FirewallBan[]): Promise<void> {
+  private async load(bans: readonly FirewallBan[], replaceTimeouts: boolean): Promise<void> {
     const sent: Promise<void>[] = [];
     try {
       for (let i = 0; i < bans.length; i += LOAD_SLICE) {
-        sent.push(this.runner.apply(this.script.add(bans.slice(i, i + LOAD_SLICE), false)));
+        sent.push(this.runner.apply(this.script.add(bans.slice(i, i + LOAD_SLICE), replaceTimeouts)));
         // let the slice reach the writer before building the next one
         await new Promise((r) => setImmediate(r));
       }

@@ -215,3 +215,45 @@ test('a network that differs is replaced by flushing and loading its set only', 
   const els = await listed(ns);
   assert.ok(els.has('203.0.113.0/25') && !els.has('203.0.113.0/24'));
 });
+
+test('into a table just created, bans preloaded as the store is read are there; the reconciliation settles the rest', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new RecordingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  tc.after(() => fw.shutdown());
+  await fw.init();
+  const first = [
+    { target: t('198.51.100.1'), timeoutMs: HOUR },
+    { target: t('198.51.100.2'), timeoutMs: HOUR },
+  ];
+  const second = [
+    { target: t('2001:db8::1'), timeoutMs: HOUR },
+    { target: t('203.0.113.0/24'), timeoutMs: HOUR },
+  ];
+  const applied = runner.scripts.length;
+  fw.preload(first);
+  fw.preload(second);
+  // the hosts went at once, one transaction per call; the network waits for the reconciliation
+  assert.equal(runner.scripts.length - applied, 2);
+  assert.doesNotMatch(runner.scripts.slice(applied).join(''), /203\.0\.113/);
+  // the store read again (it lost its data meanwhile): 198.51.100.2 is no longer among the bans, .1 has a new end
+  const bans = [{ target: t('198.51.100.1'), timeoutMs: HOUR / 2 }, second[0]!, second[1]!, { target: t('198.51.100.3'), timeoutMs: HOUR }];
+  const r = await fw.reconcile(bans);
+  assert.deepEqual(summary(r), { added: 4, removed: 1, total: 4, removedTargets: ['198.51.100.2'] });
+  const els = await listed(ns);
+  assert.deepEqual([...els.keys()].sort(), ['198.51.100.1', '198.51.100.3', '2001:db8::1', '203.0.113.0/24']);
+  endsBetween(els.get('198.51.100.1'), HOUR / 2 - 10_000, HOUR / 2 + 1_000);
+  endsBetween(els.get('198.51.100.3'), HOUR - 10_000, HOUR + 1_000);
+});
+
+test('preloading into a table that was already there does nothing before the reconciliation', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  await previousRun(ns);
+  const runner = new RecordingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  tc.after(() => fw.shutdown());
+  await fw.init();
+  const applied = runner.scripts.length;
+  fw.preload(storeBans());
+  assert.equal(runner.scripts.length, applied);
+});
