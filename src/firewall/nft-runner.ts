@@ -49,6 +49,8 @@ export interface NftRunner {
   dumpSet?(table: string, set: string): Promise<Buffer>;
   /** the ruleset generation, which every committed transaction moves on by one */
   generation?(): Promise<number>;
+  /** one nf_tables netlink batch as encoded by netlink-batch.ts, committed whole or not at all */
+  applyBatch?(batch: Buffer): Promise<void>;
 }
 
 export interface SpawnNftRunnerOptions {

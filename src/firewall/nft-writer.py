@@ -3,10 +3,11 @@
 # stdin/stdout with length-prefixed frames, one request at a time:
 #   request:  b"<output flags> <length>\n" + the script (one nft transaction, exactly as `nft -f` reads it)
 #   response: b"<rc> <output length> <error length>\n" + what nft printed + nft's error text
-# and prints b"ready\n" once the library is loaded. Two requests bypass libnftables and speak netlink directly (flags
-# with DUMP_ELEMENTS or GENERATION set, below): a raw dump of one set's elements, which libnftables reads and prints
-# for ~1 s at 100k elements while the kernel's part is ~0.13 s, and the ruleset generation, which tells whether anyone
-# committed anything between two moments. libnftables itself rather than `nft -i`: a whole multi-line script
+# and prints b"ready\n" once the library is loaded. Three requests bypass libnftables and speak netlink directly (flags
+# with DUMP_ELEMENTS, GENERATION or RAW_BATCH set, below): a raw dump of one set's elements, which libnftables reads
+# and prints for ~1 s at 100k elements while the kernel's part is ~0.13 s; the ruleset generation, which tells
+# whether anyone committed anything between two moments; and a batch ami-guard encoded itself (netlink-batch.ts: bans
+# loaded into empty sets, where libnftables would spend ~0.4 s parsing the script text of 100k). libnftables itself rather than `nft -i`: a whole multi-line script
 # is one transaction with a real return code and error text, and there is no line history kept in memory or on disk.
 # Only the standard library (ctypes) is used, so the one run-time dependency beyond nftables' own libnftables1 is
 # python3. It keeps no state between requests except the library's cache, and drops the context after a large
@@ -28,12 +29,16 @@ MAX_REQUEST = 1 << 30
 # request flags of our own, above libnftables' output flags (NFT_CTX_OUTPUT_*, 1 << 0 to 1 << 11)
 DUMP_ELEMENTS = 1 << 24
 GENERATION = 1 << 25
+RAW_BATCH = 1 << 26
 
 NETLINK_NETFILTER = 12
 NFPROTO_INET = 1
 NFT_MSG_GETSETELEM = (10 << 8) | 13  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM
 NFT_MSG_GETGEN = (10 << 8) | 16
 NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
 NLM_F_DUMP = 0x300
 NLM_F_DUMP_INTR = 0x10
 NLMSG_ERROR = 2
@@ -181,9 +186,41 @@ def generation():
     raise NetlinkError("Error: no generation in the kernel's answer")
 
 
+def raw_batch(batch):
+    """Sends one nf_tables batch as it is; the kernel runs it inside the send, so every answer is queued when send
+    returns. Each of its messages asks for an acknowledgement: all of them and no error means it was committed."""
+    wanted = sum(1 for _, flags, _, _ in messages(batch) if flags & NLM_F_ACK)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(batch) + (1 << 16))
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 22)
+        sock.send(batch)
+        sock.setblocking(False)
+        acks = 0
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                break
+            for kind, _, start, end in messages(data):
+                if kind == NLMSG_ERROR:
+                    check_error(data, start, end)
+                    acks += 1
+    finally:
+        sock.close()
+    if acks != wanted:
+        raise NetlinkError("Error: the kernel acknowledged %d of %d messages" % (acks, wanted))
+    return b""
+
+
 def direct(flags, request):
     try:
-        out = dump_elements(request) if flags & DUMP_ELEMENTS else generation()
+        if flags & DUMP_ELEMENTS:
+            out = dump_elements(request)
+        elif flags & RAW_BATCH:
+            out = raw_batch(request)
+        else:
+            out = generation()
         return 0, out, b""
     except (NetlinkError, OSError) as e:
         return 1, b"", str(e).encode()
@@ -208,7 +245,7 @@ def main():
         script = stdin.read(length)
         if len(script) != length:
             return
-        if flags & (DUMP_ELEMENTS | GENERATION):
+        if flags & (DUMP_ELEMENTS | GENERATION | RAW_BATCH):
             rc, out, err = direct(flags, script)
         else:
             lib.nft_ctx_output_set_flags(ctx, flags)

@@ -33,6 +33,7 @@ const OUTPUT_TERSE = 1 << 11;
 /** requests the helper answers by netlink itself (nft-writer.py) */
 const DUMP_ELEMENTS = 1 << 24;
 const GENERATION = 1 << 25;
+const RAW_BATCH = 1 << 26;
 
 /** a child that lived less than this before dying makes the next start wait (a crash loop must not spin) */
 const EARLY_DEATH_MS = 1_000;
@@ -110,6 +111,10 @@ export class NftWriter implements NftRunner {
   dumpSet(table: string, set: string): Promise<Buffer> {
     checkCommand([table, set]);
     return this.request(Buffer.from(`${table}\n${set}`, 'utf8'), DUMP_ELEMENTS);
+  }
+
+  async applyBatch(batch: Buffer): Promise<void> {
+    await this.request(batch, RAW_BATCH);
   }
 
   async generation(): Promise<number> {

@@ -14,6 +14,7 @@ import { parseSetListing, type SetEntry } from './nft-listing.js';
 import { NftError, SpawnNftRunner, type NftRunner } from './nft-runner.js';
 import { NftWriter } from './nft-writer.js';
 import { assertBans, CHAIN_NAME, CHAIN_PRIORITY, elementText, netSet, NftScript, SETS, type SetSpec } from './nft-script.js';
+import { hostLoadBatch } from './netlink-batch.js';
 import { diffSets, type KernelPicture, type SetChanges } from './set-diff.js';
 import { NO_END, readHostSetDump, type HostSetDump } from './set-dump.js';
 
@@ -218,7 +219,7 @@ export class NftFirewall implements Firewall {
     for (const b of hosts) this.preloaded.bans.add(b);
     let sent: Promise<void>;
     try {
-      sent = this.runner.apply(this.script.add(hosts, false)); // validates each ban first
+      sent = this.loadHosts(hosts); // validates each ban first
     } catch (e) {
       sent = Promise.reject(e as Error);
     }
@@ -269,12 +270,18 @@ export class NftFirewall implements Firewall {
    */
   private async load(bans: readonly FirewallBan[], replaceTimeouts: boolean): Promise<void> {
     const sent: Promise<void>[] = [];
+    // hosts by netlink batch where the runner takes one (nothing to replace): networks as a script of their own
+    const batched = !replaceTimeouts && typeof this.runner.applyBatch === 'function';
+    const hosts = batched ? bans.filter((b) => b.target.kind === 'address') : bans;
+    const nets = batched ? bans.filter((b) => b.target.kind === 'prefix') : [];
     try {
-      for (let i = 0; i < bans.length; i += LOAD_SLICE) {
-        sent.push(this.runner.apply(this.script.add(bans.slice(i, i + LOAD_SLICE), replaceTimeouts)));
+      for (let i = 0; i < hosts.length; i += LOAD_SLICE) {
+        const slice = hosts.slice(i, i + LOAD_SLICE);
+        sent.push(batched ? this.loadHosts(slice) : this.runner.apply(this.script.add(slice, replaceTimeouts)));
         // let the slice reach the writer before building the next one
         await new Promise((r) => setImmediate(r));
       }
+      if (nets.length > 0) sent.push(this.runner.apply(this.script.add(nets, false)));
     } finally {
       await Promise.allSettled(sent);
     }
@@ -328,6 +335,16 @@ export class NftFirewall implements Firewall {
       'nft sets reconciled',
     );
     return result;
+  }
+
+  /**
+   * Host bans into sets known not to hold them, as one transaction: a netlink batch of our own encoding when the
+   * runner takes one (the writer: ~0.2 s of kernel work at 100k, where libnftables spends ~0.4 s more parsing script
+   * text), else a script. Throws before anything is sent if a ban could not be written.
+   */
+  private loadHosts(bans: readonly FirewallBan[]): Promise<void> {
+    if (typeof this.runner.applyBatch === 'function') return this.runner.applyBatch(hostLoadBatch(this.script.table, bans));
+    return this.runner.apply(this.script.add(bans, false));
   }
 
   /** Records what the sets now hold, and counts what changed against what they held (known, and listed if so). */

@@ -45,8 +45,10 @@ export { checkFailure } from './activity.js';
 const PAGE_SIZE = 5_000;
 /** event letters sent per entry at most: the script needs the count of events to cut a batch at the threshold */
 const MAX_CODES = 1_000;
-/** index parts read at once while listing the active bans */
+/** index buckets per active-bans.lua call */
 const INDEX_READ_WIDTH = 256;
+/** calls sent ahead of the part being read */
+const INDEX_READ_AHEAD = 2;
 /** bans re-seeded at once (restoreBans) */
 const RESTORE_WIDTH = 1_000;
 
@@ -707,23 +709,29 @@ export class RedisStore implements Store {
   }
 
   /**
-   * The index read in parts of INDEX_READ_WIDTH buckets, all asked for at once so that Redis answers one while this
-   * thread reads the one before; each part is one active-bans.lua call per node, which sends a bucket's members and
-   * ends as one string (at 100k bans, two replies per ban were most of the reading's cost here). Every member is
-   * checked as it would be read alone.
+   * The index read in parts of INDEX_READ_WIDTH buckets, each one active-bans.lua call per node, which sends a
+   * bucket's members and ends as one string (at 100k bans, two replies per ban were most of the reading's cost here).
+   * INDEX_READ_AHEAD parts are asked for ahead of the one being read: Redis answers all the calls it has been sent
+   * before it writes any reply, so sending all of them at once would hold the first page until the last was done,
+   * while a few ahead keep Redis busy and let the reader start on the first page at once. Every member is checked as
+   * it would be read alone.
    */
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
     const skipped = { count: 0, sample: '' };
     const parts: Array<Promise<ActiveBan[]>> = [];
-    for (let from = 0; from < BUCKETS; from += INDEX_READ_WIDTH) {
+    const ask = (k: number): void => {
+      const from = k * INDEX_READ_WIDTH;
+      if (from >= BUCKETS) return;
       const part = this.readIndexPart(from, Math.min(BUCKETS, from + INDEX_READ_WIDTH), now, skipped);
       part.catch(() => undefined); // rethrown where it is awaited, in order
-      parts.push(part);
-    }
+      parts[k] = part;
+    };
+    for (let k = 0; k < INDEX_READ_AHEAD; k++) ask(k);
     // Bans added or lifted while this runs may be missed or seen in this pass; reconciliation runs periodically
     // and catches them on the next one.
-    for (const part of parts) {
-      const bans = await part;
+    for (let k = 0; k * INDEX_READ_WIDTH < BUCKETS; k++) {
+      const bans = await parts[k]!;
+      ask(k + INDEX_READ_AHEAD);
       if (bans.length > 0) yield bans;
     }
     if (skipped.count > 0) {

@@ -17,6 +17,8 @@ const HOUR = 3_600_000;
 /** The persistent writer, recording the scripts it applies, with a hook before each generation it reads. */
 class RecordingRunner implements NftRunner {
   readonly scripts: string[] = [];
+  /** netlink batches applied (hosts loaded into sets known empty) */
+  batches = 0;
   generations = 0;
   beforeGeneration: ((n: number) => Promise<void>) | undefined;
   private readonly inner: NftWriter;
@@ -33,6 +35,11 @@ class RecordingRunner implements NftRunner {
 
   list(command: readonly string[], output?: NftOutput): Promise<string> {
     return this.inner.list(command, output);
+  }
+
+  applyBatch(batch: Buffer): Promise<void> {
+    this.batches++;
+    return this.inner.applyBatch(batch);
   }
 
   dumpSet(table: string, set: string): Promise<Buffer> {
@@ -233,9 +240,9 @@ test('into a table just created, bans preloaded as the store is read are there; 
   const applied = runner.scripts.length;
   fw.preload(first);
   fw.preload(second);
-  // the hosts went at once, one transaction per call; the network waits for the reconciliation
-  assert.equal(runner.scripts.length - applied, 2);
-  assert.doesNotMatch(runner.scripts.slice(applied).join(''), /203\.0\.113/);
+  // the hosts went at once, one netlink batch per call; the network waits for the reconciliation
+  assert.equal(runner.batches, 2);
+  assert.equal(runner.scripts.length, applied);
   // the store read again (it lost its data meanwhile): 198.51.100.2 is no longer among the bans, .1 has a new end
   const bans = [{ target: t('198.51.100.1'), timeoutMs: HOUR / 2 }, second[0]!, second[1]!, { target: t('198.51.100.3'), timeoutMs: HOUR }];
   const r = await fw.reconcile(bans);
@@ -256,4 +263,43 @@ test('preloading into a table that was already there does nothing before the rec
   const applied = runner.scripts.length;
   fw.preload(storeBans());
   assert.equal(runner.scripts.length, applied);
+});
+
+test('a fresh load of 20,000 hosts and networks by netlink batch holds exactly them, each with its timeout', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new RecordingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  tc.after(() => fw.shutdown());
+  await fw.init();
+  const bans: FirewallBan[] = [];
+  for (let i = 0; i < 15_000; i++) bans.push({ target: t(`100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`), timeoutMs: HOUR + i });
+  for (let i = 0; i < 5_000; i++) bans.push({ target: t(`2001:db8::${i.toString(16)}`), timeoutMs: HOUR / 2 });
+  bans.push({ target: t('203.0.113.0/24'), timeoutMs: HOUR }, { target: t('2001:db8:1::/48'), timeoutMs: HOUR });
+  fw.preload(bans.slice(0, 6_000));
+  const r = await fw.reconcile(bans);
+  assert.deepEqual(summary(r), { added: 20_002, removed: 0, total: 20_002, removedTargets: [] });
+  assert.ok(runner.batches >= 3, `${runner.batches} batches`);
+  assert.ok(!runner.scripts.some((s) => /100\.64\./.test(s)), 'no host went as script text');
+  const els = await listed(ns);
+  assert.equal(els.size, 20_002);
+  endsBetween(els.get('100.64.0.0'), HOUR - 10_000, HOUR + 1_000);
+  endsBetween(els.get('100.64.58.151'), HOUR + 14_999 - 10_000, HOUR + 14_999 + 1_000);
+  endsBetween(els.get('2001:db8::1387'), HOUR / 2 - 10_000, HOUR / 2 + 1_000);
+  endsBetween(els.get('2001:db8:1::/48'), HOUR - 10_000, HOUR + 1_000);
+});
+
+test('a netlink batch the kernel refuses fails the reconciliation with its reason and loads nothing of it', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new RecordingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  tc.after(() => fw.shutdown());
+  await fw.init();
+  // gone under it (its drop rule with it): the kernel refuses an element for it
+  await ns.nft('flush chain inet ami_guard prerouting\ndelete set inet ami_guard banned_v6\n');
+  const bans = [
+    { target: t('198.51.100.1'), timeoutMs: HOUR },
+    { target: t('2001:db8::1'), timeoutMs: HOUR },
+  ];
+  await assert.rejects(fw.reconcile(bans), /No such file or directory/);
+  assert.equal((await listed(ns)).size, 0, 'the batch was one transaction: the IPv4 host is not there either');
 });
