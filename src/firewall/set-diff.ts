@@ -17,7 +17,7 @@ export const LATE_MS = 6_000;
 
 /** what the sets held when read; every end in ms since the epoch, never later than the kernel's own */
 export interface KernelPicture {
-  /** IPv4 hosts (uint32) → end */
+  /** IPv4 hosts (uint32 `| 0`) → end */
   readonly v4: Map<number, number>;
   /** IPv6 hosts by hostKey() */
   readonly v6: Map<string, { readonly target: IpTarget; readonly end: number }>;
@@ -65,7 +65,7 @@ export function diffSets(picture: KernelPicture, bans: readonly FirewallBan[], a
     }
     let end: number | undefined;
     if (t.family === 4) {
-      const key = t.words[0]!;
+      const key = t.words[0]! | 0;
       end = picture.v4.get(key);
       if (end !== undefined) picture.v4.delete(key);
     } else {
@@ -77,7 +77,7 @@ export function diffSets(picture: KernelPicture, bans: readonly FirewallBan[], a
     else if (!endsInTime(end, at, ban.timeoutMs)) refresh.push(ban);
   }
   const remove: IpTarget[] = [];
-  for (const n of picture.v4.keys()) remove.push(ipv4(n));
+  for (const n of picture.v4.keys()) remove.push(ipv4(n >>> 0));
   for (const { target } of picture.v6.values()) remove.push(target);
   const removed = [...remove];
   let added = add.length;

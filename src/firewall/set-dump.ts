@@ -11,7 +11,10 @@ import { targetFromWords, type IpFamily, type IpTarget } from '../net/ip.js';
 export const NO_END = Number.POSITIVE_INFINITY;
 
 export interface HostSetDump {
-  /** IPv4 host (uint32) → when the kernel drops it, ms since the epoch (never later than in truth), or NO_END */
+  /**
+   * IPv4 host, its uint32 `| 0` (a small integer to V8, which hashes it faster than a uint32 past 2^31) → when the
+   * kernel drops it, ms since the epoch (never later than in truth), or NO_END
+   */
   readonly v4: Map<number, number>;
   /** IPv6 host, by hostKey() → its target and end */
   readonly v6: Map<string, { readonly target: IpTarget; readonly end: number }>;
@@ -125,7 +128,7 @@ function readElement(b: Buffer, start: number, end: number, stamp: number, famil
   // a timeout without time left: an element lapsing as it was read
   const ends = expiresMs >= 0 ? stamp + expiresMs : timeout ? stamp : NO_END;
   if (family === 4) {
-    out.v4.set(b.readUInt32BE(keyAt), ends);
+    out.v4.set(b.readInt32BE(keyAt), ends);
     return;
   }
   const words = [b.readUInt32BE(keyAt), b.readUInt32BE(keyAt + 4), b.readUInt32BE(keyAt + 8), b.readUInt32BE(keyAt + 12)];

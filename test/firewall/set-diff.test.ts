@@ -81,9 +81,9 @@ test('a host set dump: each element with its end from its datagram stamp; what i
   assert.deepEqual(
     [...d.v4],
     [
-      [t('198.51.100.1').words[0], 1_005_000],
-      [t('198.51.100.2').words[0], NO_END],
-      [t('198.51.100.3').words[0], 1_000_410],
+      [t('198.51.100.1').words[0]! | 0, 1_005_000],
+      [t('198.51.100.2').words[0]! | 0, NO_END],
+      [t('198.51.100.3').words[0]! | 0, 1_000_410],
     ],
   );
   assert.deepEqual(d.skipped, ['key of 4 bytes, flags 1', 'key of 16 bytes', 'no key']);
@@ -126,9 +126,9 @@ test('the difference: removals, additions, refreshes, and a network set reloaded
   const at = 1_000_000;
   const picture = (): KernelPicture => ({
     v4: new Map([
-      [t('198.51.100.1').words[0]!, at + 60_000],
-      [t('198.51.100.2').words[0]!, at + 60_000],
-      [t('198.51.100.3').words[0]!, at + 1_000],
+      [t('198.51.100.1').words[0]! | 0, at + 60_000],
+      [t('198.51.100.2').words[0]! | 0, at + 60_000],
+      [t('198.51.100.3').words[0]! | 0, at + 1_000],
     ]),
     v6: new Map([[hostKey(t('2001:db8::2').words), { target: t('2001:db8::2'), end: at + 60_000 }]]),
     nets: new Map([[4, [{ target: t('203.0.113.0/24'), end: at + 60_000 }]]]),
