@@ -47,8 +47,10 @@ class Entry {
   }
 
   activity(base: number): TargetActivity {
-    const kinds: Record<string, number> = this.otherKinds ?? {};
+    // in the order they came, as the ban record lists them
+    const kinds: Record<string, number> = {};
     if (this.kindCount > 0) kinds[this.kind] = this.kindCount;
+    if (this.otherKinds) Object.assign(kinds, this.otherKinds);
     return {
       target: this.target,
       failures: this.failures,

@@ -36,7 +36,10 @@ test('the failures of one address fold into one entry, by kind, without a source
   assert.equal(fold.size, 0);
   assert.equal(activity!.target, a);
   assert.equal(activity!.failures, 4);
-  assert.deepEqual({ ...activity!.kinds }, { ChallengeResponseFailed: 2, InvalidAccountID: 1 });
+  assert.deepEqual(Object.entries(activity!.kinds), [
+    ['ChallengeResponseFailed', 2],
+    ['InvalidAccountID', 1],
+  ]);
   assert.equal(activity!.account, 'carol', 'the account of the last failure folded');
   assert.equal(activity!.challenges, 1);
   assert.equal(activity!.first, 1000);
