@@ -5,6 +5,7 @@ import { Metrics, counterTotal } from '../metrics.js';
 import { Policy } from '../policy/policy.js';
 import { learnHost } from '../policy/never-ban.js';
 import { serviceHosts } from '../config/services.js';
+import { rehearseBan } from '../daemon/rehearsal.js';
 import { Daemon } from '../daemon/daemon.js';
 import { AmiClient } from '../ami/client.js';
 import { Intake } from '../events/intake.js';
@@ -429,6 +430,7 @@ export async function runDaemon(
     await edges.listen();
     await control?.listen();
     await feeds?.load();
+    await rehearse(policy, cfg.nft.table, logger);
     await daemon.start();
     feeds?.start();
     edges.startChecks();
@@ -483,4 +485,14 @@ export async function runDaemon(
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/** The ban path compiled before the first attacker needs it (rehearsal.ts); a failed rehearsal only costs that. */
+async function rehearse(policy: Policy, table: string, logger: Logger): Promise<void> {
+  try {
+    const r = await rehearseBan(policy, table);
+    logger.debug({ address: r.address.text, banned: r.banned, ms: Math.round(r.ms) }, 'rehearsed a ban on throwaway parts');
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'could not rehearse a ban; the first real one compiles its path');
+  }
 }

@@ -93,8 +93,15 @@ export function dottedQuad(text: string, start = 0, end = text.length): number {
   return value * 256 + part;
 }
 
+const OCTETS = Array.from({ length: 256 }, (_, i) => String(i));
+
+/**
+ * Joined rather than concatenated: a join makes one flat string, where `a + '.' + b…` makes a tree of string pieces
+ * that the first Map lookup flattens into a copy, keeping both (this text is the key of the fold, the ban cache and
+ * the store's batches, 100k at a time under a flood).
+ */
 function v4Text(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  return [OCTETS[n >>> 24], OCTETS[(n >>> 16) & 255], OCTETS[(n >>> 8) & 255], OCTETS[n & 255]].join('.');
 }
 
 /** An IPv4 address from its uint32, e.g. as read from the stream by dottedQuad. */

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { startBed, MARKER } from '../support/bed.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { createNetns, vethPair, waitFor } from '../support/netns.js';
+import { Redis } from 'ioredis';
 
 let redis: RedisServer;
 before(async () => {
@@ -34,6 +35,39 @@ test('an ignore-listed IPv6 attacker is never banned', async (t) => {
     env: { AMI_GUARD_POLICY_IGNOREIP: '127.0.0.1,::1,fd00::/64' },
   });
   assert.deepEqual(await bed.settle(), []);
+});
+
+test('the start-up rehearsal of a ban leaves nothing in the kernel, the store or the log', async (t) => {
+  const bed = await startBed({
+    cleanup: (fn) => t.after(fn),
+    recording: 'register-bruteforce',
+    redisUrl: redis.url,
+    keyPrefix: 'rehearsal:',
+    config: { log: { level: 'debug' } },
+  });
+  assert.deepEqual(await bed.settle(), ['198.18.0.11']);
+  const rehearsed = bed.daemon.logs.find((l) => l.msg === 'rehearsed a ban on throwaway parts');
+  assert.equal(rehearsed?.['banned'], true, 'the rehearsal reached its ban');
+  // the address it banned on its throwaway parts (a documentation address the policy would ban)
+  const address = String(rehearsed['address']);
+  assert.ok(!(await bed.elements()).includes(address));
+  assert.ok(!bed.daemon.logs.some((l) => l !== rehearsed && JSON.stringify(l).includes(address)));
+  const client = new Redis(redis.url);
+  t.after(() => client.quit());
+  for (const key of await client.keys('rehearsal:*')) {
+    const type = await client.type(key);
+    const dump =
+      type === 'zset'
+        ? (await client.zrange(key, 0, -1)).join(' ')
+        : type === 'hash'
+          ? JSON.stringify(await client.hgetall(key))
+          : type === 'string'
+            ? ((await client.get(key)) ?? '')
+            : type === 'stream'
+              ? JSON.stringify(await client.xrange(key, '-', '+'))
+              : '';
+    assert.ok(!dump.includes(address), `${key} (${type}) holds the rehearsal's address`);
+  }
 });
 
 test('an element leaves the kernel set when its bantime is up', async (t) => {
