@@ -223,7 +223,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       );
       return;
     }
-    const r = await this.o.firewall.reconcile(bans);
+    const r = await this.o.firewall.reconcile(bans, started);
     // what the kernel no longer holds is no longer banned here either: a stale entry would skip the address's events
     // as already banned, and the control socket would report it enforced
     for (const t of r.removedTargets) this.cache.delete(t);
@@ -346,12 +346,17 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private async readActiveBans(started: number): Promise<FirewallBan[]> {
     const bans: FirewallBan[] = [];
     for await (const page of this.o.store.activeBans(started)) {
+      const from = bans.length;
       // the store parsed and checked each entry where it left Redis (a bad one was skipped there, with a warning)
       for (const { target, until } of page) {
         if (!Number.isFinite(until) || !this.mayBlock(target)) continue;
         bans.push({ target, timeoutMs: until - started });
         this.cache.set(target, until);
       }
+      // sets known to be empty (a table just created) start taking them while the rest is read
+      this.o.firewall.preload?.(bans.slice(from));
+      // and the writer's answer is read, so that it is handed the next slice while the rest is parsed
+      await new Promise((resolve) => setImmediate(resolve));
     }
     return bans;
   }

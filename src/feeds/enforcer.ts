@@ -93,27 +93,35 @@ export class FeedEnforcer implements Firewall {
     if (kept.length > 0) await this.inner.add(kept);
   }
 
-  reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
+  reconcile(bans: readonly FirewallBan[], at?: number): Promise<ReconcileResult> {
     this.o.beforeReconcile?.();
     const now = this.now();
+    // the daemon's timeouts count from `at`; the feeds' are made to count from it too
+    const base = at ?? now;
     this.own.clear();
     this.ownNets.clear();
     const merged = new Map<string, FirewallBan>();
     for (const ban of bans) {
-      this.remember(ban.target, now + ban.timeoutMs);
+      this.remember(ban.target, base + ban.timeoutMs);
       merged.set(ban.target.text, ban);
     }
     for (const view of this.views.values()) {
       for (const ref of view.entries.refs()) {
-        const timeoutMs = view.untilOf(view.entries.seen(ref.family, ref.index), now) - now;
-        if (timeoutMs <= 0) continue;
+        const until = view.untilOf(view.entries.seen(ref.family, ref.index), now);
+        if (until <= now) continue;
+        const timeoutMs = until - base;
         const target = view.entries.target(ref.family, ref.index);
         const there = merged.get(target.text);
         if (!there || there.timeoutMs < timeoutMs) merged.set(target.text, { target, timeoutMs });
       }
     }
     this.reconciledSinceInit = true;
-    return this.inner.reconcile([...merged.values()]);
+    return this.inner.reconcile([...merged.values()], at);
+  }
+
+  /** the daemon's bans as the store is read; the feeds' entries join them at the reconciliation */
+  preload(bans: readonly FirewallBan[]): void {
+    this.inner.preload?.(bans);
   }
 
   commit(): Promise<void> {

@@ -32,8 +32,16 @@ export interface Firewall {
   add(bans: readonly FirewallBan[]): Promise<void>;
   /** removes elements; absent ones are not an error */
   delete(targets: readonly IpTarget[]): Promise<void>;
-  /** makes the sets hold exactly these bans, with refreshed timeouts, in one atomic transaction */
-  reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult>;
+  /**
+   * makes the sets hold exactly these bans, with refreshed timeouts, in one atomic transaction; `at` is when the
+   * bans' timeouts were counted from (default: now), so an element ending in time can be told apart
+   */
+  reconcile(bans: readonly FirewallBan[], at?: number): Promise<ReconcileResult>;
+  /**
+   * bans the reconciliation that follows will be given, handed over while the store is still being read, so that a
+   * firewall whose sets are known to be empty can start writing them; the reconciliation still decides what stays
+   */
+  preload?(bans: readonly FirewallBan[]): void;
   /** resolves when everything queued so far has been applied */
   commit(): Promise<void>;
   /** what the kernel sets hold now */

@@ -23,8 +23,12 @@ export class MeasuredFirewall implements Firewall {
     return this.timed('delete', () => this.inner.delete(targets));
   }
 
-  reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
-    return this.timed('reconcile', () => this.inner.reconcile(bans));
+  reconcile(bans: readonly FirewallBan[], at?: number): Promise<ReconcileResult> {
+    return this.timed('reconcile', () => this.inner.reconcile(bans, at));
+  }
+
+  preload(bans: readonly FirewallBan[]): void {
+    this.inner.preload?.(bans);
   }
 
   commit(): Promise<void> {

@@ -41,6 +41,16 @@ export interface NftRunner {
   list(command: readonly string[], output?: NftOutput): Promise<string>;
   /** ends what the runner keeps running; a no-op for runners that keep nothing */
   close(): Promise<void>;
+  /**
+   * One set's elements as the kernel's netlink dump sends them, each datagram stamped (set-dump.ts reads it): only a
+   * runner that speaks netlink itself has this (the persistent writer). Rejects with NftError, `No such file or
+   * directory` when the set is not there.
+   */
+  dumpSet?(table: string, set: string): Promise<Buffer>;
+  /** the ruleset generation, which every committed transaction moves on by one */
+  generation?(): Promise<number>;
+  /** one nf_tables netlink batch as encoded by netlink-batch.ts, committed whole or not at all */
+  applyBatch?(batch: Buffer): Promise<void>;
 }
 
 export interface SpawnNftRunnerOptions {

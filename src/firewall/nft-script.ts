@@ -4,6 +4,7 @@
 // construction. Nothing else is ever interpolated into a script.
 import { isParsedTarget, unbannableReason, type IpFamily, type IpTarget } from '../net/ip.js';
 import type { FirewallBan } from './firewall.js';
+import type { SetChanges } from './set-diff.js';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
 
@@ -86,15 +87,21 @@ function setOf(element: string): SetSpec {
  * the host off from itself (a raw-prerouting drop of 127.0.0.1 or 0.0.0.0/0 also drops local traffic).
  */
 function timedElement(ban: FirewallBan): string {
+  return `${checkedElement(ban)} timeout ${timeoutSeconds(ban.timeoutMs)}s`;
+}
+
+/** The element text of a ban that may be written; throws as timedElement does, without building its statement. */
+function checkedElement(ban: FirewallBan): string {
   const text = elementText(ban.target);
   const reason = unbannableReason(ban.target);
   if (reason) throw new Error(`refusing to ban ${text}: ${reason} address`);
-  return `${text} timeout ${timeoutSeconds(ban.timeoutMs)}s`;
+  timeoutSeconds(ban.timeoutMs);
+  return text;
 }
 
 /** Throws on the first ban that could not be written; lets callers refuse a ban before queueing it. */
 export function assertBans(bans: readonly FirewallBan[]): void {
-  bans.forEach(timedElement);
+  for (const ban of bans) checkedElement(ban);
 }
 
 function chunks<T>(items: readonly T[]): T[][] {
@@ -191,6 +198,23 @@ export class NftScript {
   /** Empties all four sets and loads exactly these bans; nft applies the whole script as one transaction. */
   replaceAll(bans: readonly FirewallBan[]): string {
     return lines(SETS.map((s) => `flush set inet ${this.table} ${s.name}`)) + this.add(bans, false);
+  }
+
+  /**
+   * A reconciliation's changes to sets it has just read (set-diff.ts), as one transaction; empty when nothing changes.
+   * Hosts that go are added bare first, so one that lapsed meanwhile is no error; hosts whose end is off are added,
+   * deleted and added again, which replaces the timeout on every kernel and gives one to an element without; a
+   * network set that differs is flushed and loaded.
+   */
+  update(changes: SetChanges): string {
+    let out = '';
+    if (changes.remove.length > 0) out += this.delete(changes.remove);
+    if (changes.add.length > 0) out += this.add(changes.add, false);
+    if (changes.refresh.length > 0) out += this.add(changes.refresh, true);
+    for (const [family, bans] of changes.reload) {
+      out += `flush set inet ${this.table} ${netSet(family).name}\n${this.add(bans, false)}`;
+    }
+    return out;
   }
 
   /**

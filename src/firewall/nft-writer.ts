@@ -30,6 +30,10 @@ const HELPER = fileURLToPath(new URL('./nft-writer.py', import.meta.url));
 const OUTPUT_STATELESS = 1 << 2;
 const OUTPUT_JSON = 1 << 4;
 const OUTPUT_TERSE = 1 << 11;
+/** requests the helper answers by netlink itself (nft-writer.py) */
+const DUMP_ELEMENTS = 1 << 24;
+const GENERATION = 1 << 25;
+const RAW_BATCH = 1 << 26;
 
 /** a child that lived less than this before dying makes the next start wait (a crash loop must not spin) */
 const EARLY_DEATH_MS = 1_000;
@@ -54,14 +58,14 @@ export interface NftWriterOptions {
 interface Request {
   readonly payload: Buffer;
   readonly flags: number;
-  readonly resolve: (output: string) => void;
+  readonly resolve: (output: Buffer) => void;
   readonly reject: (e: Error) => void;
   tries: number;
 }
 
 interface Reply {
   readonly rc: number;
-  readonly output: string;
+  readonly output: Buffer;
   readonly error: string;
 }
 
@@ -101,7 +105,23 @@ export class NftWriter implements NftRunner {
   list(command: readonly string[], output: NftOutput = {}): Promise<string> {
     checkCommand(command);
     const flags = (output.json ? OUTPUT_JSON : 0) | (output.terse ? OUTPUT_TERSE : 0) | (output.stateless ? OUTPUT_STATELESS : 0);
-    return this.request(Buffer.from(`${command.join(' ')}\n`, 'utf8'), flags);
+    return this.request(Buffer.from(`${command.join(' ')}\n`, 'utf8'), flags).then((b) => b.toString('utf8'));
+  }
+
+  dumpSet(table: string, set: string): Promise<Buffer> {
+    checkCommand([table, set]);
+    return this.request(Buffer.from(`${table}\n${set}`, 'utf8'), DUMP_ELEMENTS);
+  }
+
+  async applyBatch(batch: Buffer): Promise<void> {
+    await this.request(batch, RAW_BATCH);
+  }
+
+  async generation(): Promise<number> {
+    const text = (await this.request(Buffer.alloc(0), GENERATION)).toString('latin1');
+    if (!/^\d{1,10}$/.test(text))
+      throw new NftError(`nft writer answered a generation of ${JSON.stringify(text.slice(0, 20))}`, 'crash', '');
+    return Number(text);
   }
 
   /** Answers what is queued, then ends the child (it exits when its stdin closes). */
@@ -113,7 +133,7 @@ export class NftWriter implements NftRunner {
     await child?.end();
   }
 
-  private request(payload: Buffer, flags: number): Promise<string> {
+  private request(payload: Buffer, flags: number): Promise<Buffer> {
     if (this.closed) return Promise.reject(new Error('nft writer is closed'));
     return new Promise((resolve, reject) => {
       this.queue.push({ payload, flags, resolve, reject, tries: 0 });
@@ -399,7 +419,8 @@ class WriterProcess {
     }
     const reply = {
       rc: Number(m[1]),
-      output: buf.toString('utf8', nl + 1, nl + 1 + outLen),
+      // a copy: the frame's bytes may share memory with the next frames
+      output: Buffer.from(buf.subarray(nl + 1, nl + 1 + outLen)),
       error: buf.toString('utf8', nl + 1 + outLen, end),
     };
     this.consume(buf, end);

@@ -71,8 +71,12 @@ export class RetryingFirewall implements Firewall {
     });
   }
 
-  reconcile(bans: readonly FirewallBan[]): Promise<ReconcileResult> {
-    return this.inner.reconcile(bans);
+  reconcile(bans: readonly FirewallBan[], at?: number): Promise<ReconcileResult> {
+    return this.inner.reconcile(bans, at);
+  }
+
+  preload(bans: readonly FirewallBan[]): void {
+    this.inner.preload?.(bans);
   }
 
   /** What the inner firewall holds queued; retries waiting for their next try are not waited for. */

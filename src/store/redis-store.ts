@@ -45,8 +45,10 @@ export { checkFailure } from './activity.js';
 const PAGE_SIZE = 5_000;
 /** event letters sent per entry at most: the script needs the count of events to cut a batch at the threshold */
 const MAX_CODES = 1_000;
-/** index parts read at once while listing the active bans */
+/** index buckets per active-bans.lua call */
 const INDEX_READ_WIDTH = 256;
+/** calls sent ahead of the part being read */
+const INDEX_READ_AHEAD = 2;
 /** bans re-seeded at once (restoreBans) */
 const RESTORE_WIDTH = 1_000;
 
@@ -706,44 +708,79 @@ export class RedisStore implements Store {
     return historyOf(parseRecord(await this.readRecord(target)));
   }
 
+  /**
+   * The index read in parts of INDEX_READ_WIDTH buckets, each one active-bans.lua call per node, which sends a
+   * bucket's members and ends as one string (at 100k bans, two replies per ban were most of the reading's cost here).
+   * INDEX_READ_AHEAD parts are asked for ahead of the one being read: Redis answers all the calls it has been sent
+   * before it writes any reply, so sending all of them at once would hold the first page until the last was done,
+   * while a few ahead keep Redis busy and let the reader start on the first page at once. Every member is checked as
+   * it would be read alone.
+   */
   async *activeBans(now: number): AsyncIterable<ActiveBan[]> {
-    let page: ActiveBan[] = [];
     const skipped = { count: 0, sample: '' };
-    for (let from = 0; from < BUCKETS; from += INDEX_READ_WIDTH) {
-      const parts = await Promise.all(
-        Array.from({ length: Math.min(INDEX_READ_WIDTH, BUCKETS - from) }, (_, i) => this.readIndex(from + i, now, skipped)),
-      );
-      for (const bans of parts) page.push(...bans);
-      // Bans added or lifted while this runs may be missed or seen in this pass; reconciliation runs periodically
-      // and catches them on the next one.
-      if (page.length >= PAGE_SIZE) {
-        yield page;
-        page = [];
-      }
+    const parts: Array<Promise<ActiveBan[]>> = [];
+    const ask = (k: number): void => {
+      const from = k * INDEX_READ_WIDTH;
+      if (from >= BUCKETS) return;
+      const part = this.readIndexPart(from, Math.min(BUCKETS, from + INDEX_READ_WIDTH), now, skipped);
+      part.catch(() => undefined); // rethrown where it is awaited, in order
+      parts[k] = part;
+    };
+    for (let k = 0; k < INDEX_READ_AHEAD; k++) ask(k);
+    // Bans added or lifted while this runs may be missed or seen in this pass; reconciliation runs periodically
+    // and catches them on the next one.
+    for (let k = 0; k * INDEX_READ_WIDTH < BUCKETS; k++) {
+      const bans = await parts[k]!;
+      ask(k + INDEX_READ_AHEAD);
+      if (bans.length > 0) yield bans;
     }
-    if (page.length > 0) yield page;
     if (skipped.count > 0) {
       this.log?.warn({ skipped: skipped.count, sample: skipped.sample }, 'ban index entries that are not a valid ban were skipped');
     }
   }
 
+  /** Buckets [from, to) of the index, by active-bans.lua; a bucket whose reply cannot be split is read alone. */
+  private async readIndexPart(from: number, to: number, now: number, skipped: Skipped): Promise<ActiveBan[]> {
+    const out: ActiveBan[] = [];
+    const alone: number[] = [];
+    const failed = await this.inGroups(
+      to - from,
+      (i) => ({ bucket: from + i, entry: tagOf(from + i) }),
+      (g) => this.scripts.activeBans(g.routingKey, now, g.entries),
+      (reply, g, moved) => {
+        for (let k = 0; k < g.indices.length; k++) {
+          const i = g.indices[k]!;
+          const count: unknown = reply[2 * k];
+          const text: unknown = reply[2 * k + 1];
+          if (count === -1) {
+            moved.push(i);
+          } else if (count === -2) {
+            this.log?.warn({ key: this.keys.index(from + i) }, 'a store key holds a value of another type; read as empty');
+          } else if (typeof count !== 'number' || typeof text !== 'string' || !readPacked(text, count, from + i, out, skipped)) {
+            alone.push(from + i);
+          }
+        }
+      },
+    );
+    for (const { indices, error } of failed) {
+      // a user whose ACL lacks a command of the script: the plain commands say which, in Redis's own words (NOPERM)
+      if (!(error instanceof Error && /can't run this command/.test(error.message))) throw error;
+      for (const i of indices) alone.push(from + i);
+    }
+    for (const bucket of alone) out.push(...(await this.readIndex(bucket, now, skipped)));
+    return out;
+  }
+
   /** One bucket's part of the index, its expired members removed, every member checked. */
-  private async readIndex(bucket: number, now: number, skipped: { count: number; sample: string }): Promise<ActiveBan[]> {
+  private async readIndex(bucket: number, now: number, skipped: Skipped): Promise<ActiveBan[]> {
     const key = this.keys.index(bucket);
     await this.client.zremrangebyscore(key, '-inf', now);
     const out: ActiveBan[] = [];
     for (let offset = 0; ; offset += PAGE_SIZE) {
       const flat = await this.client.zrange(key, `(${now}`, '+inf', 'BYSCORE', 'LIMIT', offset, PAGE_SIZE, 'WITHSCORES');
       for (let i = 0; i + 1 < flat.length; i += 2) {
-        const member = flat[i]!;
-        const until = Number(flat[i + 1]);
-        const target = member.length <= 64 ? parseTarget(member) : null;
-        // an index is data: `ZADD bans +inf 203.0.113.9` or a name with terminal escapes must not stop a reconciliation
-        if (!target || target.text !== member || !Number.isSafeInteger(until) || bucketOf(target) !== bucket) {
-          if (skipped.count++ === 0) skipped.sample = printable(`${member} ${flat[i + 1]}`, 100);
-          continue;
-        }
-        out.push({ address: member, target, until });
+        const ban = indexEntry(flat[i]!, flat[i + 1]!, bucket, skipped);
+        if (ban) out.push(ban);
       }
       if (flat.length < 2 * PAGE_SIZE) return out;
     }
@@ -788,6 +825,45 @@ export class RedisStore implements Store {
   private base(bucket: number): string {
     return `${this.keys.prefix}{${tagOf(bucket)}}`;
   }
+}
+
+/** index entries that are no valid ban: how many, and the first as an example */
+interface Skipped {
+  count: number;
+  sample: string;
+}
+
+/**
+ * A bucket's `<member>\n<end>\n…` from active-bans.lua into `out`; false, with nothing added, when its lines are not
+ * the `count` pairs announced (a member holding a newline), so that the bucket is read member by member instead.
+ */
+function readPacked(text: string, count: number, bucket: number, out: ActiveBan[], skipped: Skipped): boolean {
+  if (count === 0) return text === '';
+  let lines = 1;
+  for (let at = text.indexOf('\n'); at >= 0; at = text.indexOf('\n', at + 1)) lines++;
+  if (lines !== 2 * count) return false;
+  let at = 0;
+  for (let k = 0; k < count; k++) {
+    const nl = text.indexOf('\n', at);
+    const next = text.indexOf('\n', nl + 1);
+    const end = next < 0 ? text.length : next;
+    const ban = indexEntry(text.slice(at, nl), text.slice(nl + 1, end), bucket, skipped);
+    if (ban) out.push(ban);
+    at = end + 1;
+  }
+  return true;
+}
+
+/** An index member and its score as a ban, or null (counted in `skipped`) when they are not one of this bucket. */
+function indexEntry(member: string, score: string, bucket: number, skipped: Skipped): ActiveBan | null {
+  const until = Number(score);
+  const target = member.length <= 64 ? parseTarget(member) : null;
+  // an index is data: `ZADD bans +inf 203.0.113.9` or a name with terminal escapes must not stop a reconciliation
+  if (!target || target.text !== member || !Number.isSafeInteger(until) || bucketOf(target) !== bucket) {
+    if (skipped.count++ === 0) skipped.sample = printable(`${member} ${score}`, 100);
+    return null;
+  }
+  return { address: member, target, until };
 }
 
 /** A catch handler: a key of ours that holds another type (written by someone else) reads as `empty`. */

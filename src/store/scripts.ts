@@ -14,6 +14,7 @@ const SCRIPTS = {
   unban: { file: 'unban.lua', command: 'amiGuardUnban', keys: 2 },
   restoreBan: { file: 'restore-ban.lua', command: 'amiGuardRestoreBan', keys: 2 },
   escalate: { file: 'escalate.lua', command: 'amiGuardEscalate', keys: 1 },
+  activeBans: { file: 'active-bans.lua', command: 'amiGuardActiveBans', keys: 1 },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -35,6 +36,7 @@ function loadSources(): Record<ScriptName, string> {
       unban: read('unban'),
       restoreBan: read('restoreBan'),
       escalate: read('escalate'),
+      activeBans: read('activeBans'),
     };
   }
   return sources;
@@ -141,6 +143,8 @@ export interface StoreScripts {
   restoreBan(a: RestoreBanArgs): Promise<{ written: boolean; extended: boolean; until: number }>;
   /** escalate.lua: the reply as it comes, decoded by the caller */
   escalate(call: ActivityCall): Promise<unknown[]>;
+  /** active-bans.lua: two items per bucket of `tags`, decoded by the caller */
+  activeBans(routingKey: string, now: number, tags: readonly string[]): Promise<unknown[]>;
 }
 
 /** Registers the scripts on `client` (once per client) and returns typed wrappers. */
@@ -202,6 +206,13 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
       if (b.rndtimeMs > 0) args[ESCALATE_SEED] = Math.floor(Math.random() * 2 ** 31);
       const reply = await c.amiGuardEscalate(...args);
       if (!Array.isArray(reply)) throw new TypeError(`unexpected reply from escalate.lua: ${JSON.stringify(reply)?.slice(0, 200)}`);
+      return reply;
+    },
+    async activeBans(routingKey, now, tags) {
+      const reply = await c.amiGuardActiveBans(routingKey, prefix, now, ...tags);
+      if (!Array.isArray(reply) || reply.length !== 2 * tags.length) {
+        throw new TypeError(`unexpected reply from active-bans.lua: ${JSON.stringify(reply)?.slice(0, 200)}`);
+      }
       return reply;
     },
     async ban(a) {

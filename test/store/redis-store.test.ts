@@ -55,6 +55,55 @@ describe('RedisStore on a real redis-server', () => {
   const open = (prefix: string, policy = POLICY): RedisStore =>
     new RedisStore({ client: createRedisClient({ url: server.url }), keyPrefix: prefix, nodeId: NODE, policy });
 
+  it('reads the ban index in packed parts: a member holding a newline has its bucket read alone, a key of another type reads as empty', async () => {
+    const logs: Array<Record<string, unknown>> = [];
+    const logger = createLogger(
+      'info',
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+          cb();
+        },
+      }),
+    );
+    const prefix = 'packed:';
+    const keys = new KeySpace(prefix);
+    const store = new RedisStore({
+      client: createRedisClient({ url: server.url }),
+      keyPrefix: prefix,
+      nodeId: NODE,
+      policy: POLICY,
+      logger,
+    });
+    try {
+      const now = Date.now();
+      const later = now + 3_600_000;
+      const good = Array.from({ length: 300 }, (_, i) => `198.51.${100 + (i >> 8)}.${i & 255}`);
+      for (const a of good) await raw.zadd(keys.index(bucketOf(target(a))), later, a);
+      await raw.zadd(keys.index(bucketOf(target(good[0]!))), now - 1, '192.0.2.200'); // ended: dropped from the index
+      // a member with a newline would read as two entries if the packed string were split blindly
+      const forged = `${good[1]!}\n${later}\n203.0.113.66`;
+      await raw.zadd(keys.index(bucketOf(target(good[1]!))), later, forged);
+      const other = bucketOf(target('203.0.113.77'));
+      await raw.del(keys.index(other));
+      await raw.set(keys.index(other), 'not a zset');
+      const read: string[] = [];
+      for await (const page of store.activeBans(now)) for (const b of page) read.push(`${b.address} ${b.until}`);
+      assert.deepEqual(
+        read.sort(),
+        good
+          .filter((a) => bucketOf(target(a)) !== other)
+          .map((a) => `${a} ${later}`)
+          .sort(),
+      );
+      assert.equal(await raw.zscore(keys.index(bucketOf(target(good[0]!))), '192.0.2.200'), null);
+      assert.ok(logs.some((l) => l['msg'] === 'ban index entries that are not a valid ban were skipped' && l['skipped'] === 1));
+      assert.ok(logs.some((l) => l['msg'] === 'a store key holds a value of another type; read as empty'));
+    } finally {
+      await store.close();
+    }
+  });
+
   it("gives every key a TTL under a flood of 20,000 distinct addresses, and keeps each target in its bucket's slot", async () => {
     const store = open('flood:');
     try {
