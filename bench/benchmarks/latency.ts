@@ -141,6 +141,15 @@ export const latency: Benchmark = {
       if (t1 !== null) interactive.push(t1 - t0);
       if (t2 !== null) interactiveStamped.push(t2 - t0);
     }
+    // one Redis round trip from a Node process, paced like the bans: every Redis-backed ban makes one
+    const pings: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      signal.throwIfAborted();
+      await sleep(2);
+      const t0 = now();
+      await redis.client.ping();
+      pings.push(now() - t0);
+    }
     // spawned nft, from a small child process (see spawn-floor.ts): start stamps converted to this process's clock
     const toLocal = (epochMs: number): number => epochMs - performance.timeOrigin;
     const els = Array.from({ length: 100 }, () => mon.nextCanary());
@@ -177,6 +186,7 @@ export const latency: Benchmark = {
       floors: {
         nftInteractiveToMonitorMs: roundSummary(summarise(interactive)),
         nftInteractiveToAnnouncedMs: roundSummary(summarise(interactiveStamped)),
+        redisPingMs: roundSummary(summarise(pings)),
         nftSpawnToMonitorMs: roundSummary(summarise(spawned)),
         nftSpawnToExitMs: roundSummary(summarise(spawnedExit)),
         listSetMs: { elements: opts.bans, ...roundSummary(summarise(listing)) },
@@ -227,6 +237,9 @@ export const latency: Benchmark = {
           `${f.nftInteractiveToAnnouncedMs.p50} / ${f.nftInteractiveToAnnouncedMs.p99} ms`,
           { note: 'the same adds, stamped by netlink-stamps.py' },
         ),
+        measured('  floor: one Redis round trip (PING from Node) p50 / p99', `${f.redisPingMs.p50} / ${f.redisPingMs.p99} ms`, {
+          note: 'each Redis-backed ban waits for one',
+        }),
         measured('  polling floor: one nft -j list set', `${round(f.listSetMs.p50, 1)} ms`, { note: `${opts.bans} elements` }),
       ],
     };
