@@ -151,6 +151,42 @@ for (const timeoutUpdate of [undefined, false]) {
   });
 }
 
+test('on a kernel that replaces timeouts, host bans go as a netlink batch and a re-add replaces the timeout', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const writer = new NftWriter({ netns: ns.name });
+  tc.after(() => writer.close());
+  const sent = { batches: 0, scripts: [] as string[] };
+  const runner: NftRunner = {
+    apply: (script) => {
+      sent.scripts.push(script);
+      return writer.apply(script);
+    },
+    list: (command, output) => writer.list(command, output),
+    close: () => writer.close(),
+    applyBatch: (batch) => {
+      sent.batches++;
+      return writer.applyBatch(batch);
+    },
+  };
+  const fw = new NftFirewall({ runner, timeoutUpdate: true });
+  await fw.init();
+  const scriptsAtStart = sent.scripts.length;
+  await fw.add([ban('198.51.100.9', 60_000), ban('2001:db8::9', 60_000)]);
+  await fw.add([ban('198.51.100.9', 3_600_000), ban('2001:db8::9', 3_600_000)]);
+  let els = byAddress(await fw.list());
+  for (const a of ['198.51.100.9', '2001:db8::9']) assertExpiresWithin(els.get(a), 3_600_000);
+  await fw.add([ban('198.51.100.9', 30_000)]);
+  els = byAddress(await fw.list());
+  assertExpiresWithin(els.get('198.51.100.9'), 30_000);
+  assert.equal(sent.batches, 3);
+  assert.ok(!sent.scripts.slice(scriptsAtStart).some((s) => s.includes('add element')), 'no host ban went as a script');
+  // a network goes to its interval set as a script, where nft checks overlaps
+  await fw.add([ban('203.0.113.0/24', 60_000)]);
+  assert.equal(sent.batches, 3);
+  assert.ok(sent.scripts.at(-1)?.includes('203.0.113.0/24'));
+  assertExpiresWithin(byAddress(await fw.list()).get('203.0.113.0/24'), 60_000);
+});
+
 test('delete removes hosts and networks; absent ones and networks inside a banned one are not an error', async (tc) => {
   const { fw } = await setup(tc);
   await fw.add([
