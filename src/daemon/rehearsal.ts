@@ -3,8 +3,8 @@
 // lab's Asterisk, the svcrack event that crossed maxretry reached the nft writer 3.0–3.7 ms after it was read, with a
 // guess every ~6 ms. So before the intake starts, the daemon rehearses one ban through the same code on throwaway
 // parts: AMI text as Asterisk writes it through the frame reader and the intake, a Daemon of its own deciding with the
-// running policy, an embedded store, and an nft firewall whose runner keeps the script instead of running it. Nothing
-// reaches the kernel, the store, the fleet, the webhook or the log.
+// running policy, an embedded store, and an nft firewall whose runner keeps what it is given instead of running it.
+// Nothing reaches the kernel, the store, the fleet, the webhook or the log.
 import { AmiFrameReader } from '../ami/frame-reader.js';
 import { Intake } from '../events/intake.js';
 import { NftFirewall } from '../firewall/nft.js';
@@ -44,16 +44,30 @@ export interface Rehearsal {
 }
 
 /**
- * Runs one ban through the daemon's code on throwaway parts. A policy that would ban none of the rehearsal's
- * addresses (an ignore list holding them all, a maxretry past MAX_FAILURES) still warms what it reaches.
+ * Runs one ban through the daemon's code on throwaway parts, once for each way the firewall may write it (a netlink
+ * batch on a kernel that replaces timeouts, an nft script on an older one: which one this kernel takes is probed
+ * later, at init). A policy that would ban none of the rehearsal's addresses (an ignore list holding them all, a
+ * maxretry past MAX_FAILURES) still warms what it reaches.
  */
 export async function rehearseBan(policy: Policy, table: string): Promise<Rehearsal> {
   const started = performance.now();
   const address = REHEARSAL_ADDRESSES.find((a) => policy.refusal(a) === null) ?? REHEARSAL_ADDRESSES[0]!;
+  let banned = true;
+  for (const timeoutUpdate of [true, false]) banned = (await rehearseOnce(policy, table, address, timeoutUpdate)) && banned;
+  return { address, banned, ms: performance.now() - started };
+}
+
+/** One rehearsal; whether its ban reached what the firewall would have written. */
+async function rehearseOnce(policy: Policy, table: string, address: IpAddress, timeoutUpdate: boolean): Promise<boolean> {
   const scripts: string[] = [];
+  const batches: Buffer[] = [];
   const runner: NftRunner = {
     apply: (script) => {
       scripts.push(script);
+      return Promise.resolve();
+    },
+    applyBatch: (batch) => {
+      batches.push(batch);
       return Promise.resolve();
     },
     list: () => Promise.resolve(''),
@@ -64,7 +78,7 @@ export async function rehearseBan(policy: Policy, table: string): Promise<Rehear
   const daemon = new Daemon({
     policy,
     store,
-    firewall: new NftFirewall({ table, runner, logger, timeoutUpdate: true }),
+    firewall: new NftFirewall({ table, runner, logger, timeoutUpdate }),
     source: { start: () => undefined, stop: () => Promise.resolve() },
     logger,
     metrics: new Metrics(),
@@ -84,5 +98,7 @@ export async function rehearseBan(policy: Policy, table: string): Promise<Rehear
   } finally {
     await daemon.stop();
   }
-  return { address, banned: scripts.some((s) => s.includes(address.text)), ms: performance.now() - started };
+  const key = Buffer.alloc(4);
+  key.writeUInt32BE(address.words[0]!);
+  return timeoutUpdate ? batches.some((b) => b.includes(key)) : scripts.some((s) => s.includes(address.text));
 }
