@@ -1,28 +1,30 @@
-// Host bans as the nf_tables netlink batch that adds them, for loading sets known to be empty (a table just created):
-// the persistent writer hands the bytes to the kernel as they are (nft-writer.py, RAW_BATCH), where libnftables would
-// parse ~3 MB of script text first. At 100k bans the kernel's part is ~0.2 s and this encoder's a few ms, against
+// Host bans as the nf_tables netlink batch that adds them: for loading sets known to be empty (a table just created),
+// and for every batch of host bans on a kernel that replaces a present element's timeout when it is added again
+// (NftFirewall.sendBans). The persistent writer hands the bytes to the kernel as they are (nft-writer.py, RAW_BATCH),
+// where libnftables would check its cache and parse script text first (~3 MB of it for a load of 100k). At 100k bans the kernel's part is ~0.2 s and this encoder's a few ms, against
 // ~0.45–0.6 s for the same load through libnftables. Only host bans of our hash sets are encoded, each checked as a
 // script would check it (assertBans: a target from the IP parser, never a loopback or other unbannable address, a
 // timeout nft takes); keys are the parsed target's own words, so no text reaches the kernel.
 import type { FirewallBan } from './firewall.js';
 import { assertBans, SETS, timeoutSeconds } from './nft-script.js';
-
-const NFNL_MSG_BATCH_BEGIN = 0x10;
-const NFNL_MSG_BATCH_END = 0x11;
-const NFT_MSG_NEWSETELEM = (10 << 8) | 12;
-const NFNL_SUBSYS_NFTABLES = 10;
-const NFPROTO_INET = 1;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
-const NLM_F_CREATE = 0x400;
-const NLA_F_NESTED = 0x8000;
-const NFTA_SET_ELEM_LIST_TABLE = 1;
-const NFTA_SET_ELEM_LIST_SET = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
-const NFTA_LIST_ELEM = 1;
-const NFTA_SET_ELEM_KEY = 1;
-const NFTA_SET_ELEM_TIMEOUT = 4;
-const NFTA_DATA_VALUE = 1;
+import {
+  NFNL_MSG_BATCH_BEGIN,
+  NFNL_MSG_BATCH_END,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO_INET,
+  NFTA_DATA_VALUE,
+  NFTA_LIST_ELEM,
+  NFTA_SET_ELEM_KEY,
+  NFTA_SET_ELEM_LIST_ELEMENTS,
+  NFTA_SET_ELEM_LIST_SET,
+  NFTA_SET_ELEM_LIST_TABLE,
+  NFTA_SET_ELEM_TIMEOUT,
+  NFT_MSG_NEWSETELEM,
+  NLA_F_NESTED,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_REQUEST,
+} from './netlink.js';
 
 /** elements per message: the elements' nested attribute has a 16-bit length (an IPv6 element takes 40 bytes) */
 const PER_MESSAGE = 1000;

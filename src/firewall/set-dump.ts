@@ -6,6 +6,19 @@
 // (the caller then replaces the sets whole). IPv4 hosts stay numbers (no object per element); the few IPv6 ones get
 // their target from the IP module's word constructor, never from text.
 import { targetFromWords, type IpFamily, type IpTarget } from '../net/ip.js';
+import {
+  NFTA_DATA_VALUE,
+  NFTA_LIST_ELEM,
+  NFTA_SET_ELEM_EXPIRATION,
+  NFTA_SET_ELEM_FLAGS,
+  NFTA_SET_ELEM_KEY,
+  NFTA_SET_ELEM_LIST_ELEMENTS,
+  NFTA_SET_ELEM_TIMEOUT,
+  NFT_MSG_NEWSETELEM,
+  NLA_TYPE_MASK,
+  NLMSG_DONE,
+  NLMSG_NOOP,
+} from './netlink.js';
 
 /** the end of an element without a timeout: it stays until deleted */
 export const NO_END = Number.POSITIVE_INFINITY;
@@ -28,18 +41,6 @@ export interface HostSetDump {
 export function hostKey(words: readonly number[]): string {
   return `${words[0]},${words[1]},${words[2]},${words[3]}`;
 }
-
-const NFT_MSG_NEWSETELEM = (10 << 8) | 12;
-const NLMSG_NOOP = 1;
-const NLMSG_DONE = 3;
-const NLA_TYPE_MASK = 0x3fff;
-const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
-const NFTA_LIST_ELEM = 1;
-const NFTA_SET_ELEM_KEY = 1;
-const NFTA_SET_ELEM_FLAGS = 3;
-const NFTA_SET_ELEM_TIMEOUT = 4;
-const NFTA_SET_ELEM_EXPIRATION = 5;
-const NFTA_DATA_VALUE = 1;
 
 class Malformed extends Error {
   override readonly name = 'MalformedDump';
