@@ -146,8 +146,6 @@ export function readAddress(text: string, s: number, e: number): IpAddress | nul
   if (from >= last) return null;
   if (!v6) {
     const n = dottedQuad(text, from, last);
-    // the text is built from the number, not sliced: a slice of 13 characters or more is a view that keeps the
-    // whole 64 KiB read alive for as long as the address is remembered (the ban cache holds 100k of them)
     return n < 0 ? null : ipv4(n);
   }
   const addr = parseAddress(text.slice(from, last));

@@ -104,10 +104,14 @@ function v4Text(n: number): string {
   return [OCTETS[n >>> 24], OCTETS[(n >>> 16) & 255], OCTETS[(n >>> 8) & 255], OCTETS[n & 255]].join('.');
 }
 
-/** An IPv4 address from its uint32, e.g. as read from the stream by dottedQuad. */
-export function ipv4(n: number, text?: string): IpAddress {
+/**
+ * An IPv4 address from its uint32, e.g. as read from the stream by dottedQuad. Its text is always built from the
+ * number, never kept from the input: text cut from a larger string (a packed Redis reply, a blocklist, a socket read)
+ * would be a view keeping all of that string alive for as long as the address is remembered.
+ */
+export function ipv4(n: number): IpAddress {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`not an IPv4 address: ${n}`);
-  return new IpAddress(MINT, 4, text ?? v4Text(n), [n]);
+  return new IpAddress(MINT, 4, v4Text(n), [n]);
 }
 
 function v6Words(parts: readonly number[]): number[] {
@@ -158,7 +162,7 @@ function parseV6(input: string): IpAddress | null {
 export function parseAddress(input: string): IpAddress | null {
   if (typeof input !== 'string' || input.length === 0 || input.length > 64) return null;
   const n = dottedQuad(input);
-  if (n >= 0) return ipv4(n, input);
+  if (n >= 0) return ipv4(n);
   return parseV6(input);
 }
 
