@@ -46,9 +46,12 @@ export class Policy {
     this.neverBan = new NeverBan({ widest: cfg.widest, ignoreself: cfg.ignoreself });
     this.weights = { ...DEFAULT_WEIGHTS, ...cfg.weights };
     this.trustAmi = cfg.trust.ami;
+    let heaviestWeight = 1;
     for (const [kind, weight] of Object.entries(this.weights)) {
-      if (weight > 0 && kind !== 'ChallengeSent' && kind !== 'SuccessfulAuth')
+      if (weight > 0 && kind !== 'ChallengeSent' && kind !== 'SuccessfulAuth') {
         this.counts.set(kind, Object.freeze({ action: 'count', weight }));
+        heaviestWeight = Math.max(heaviestWeight, weight);
+      }
     }
     this.params = {
       maxretry: cfg.maxretry,
@@ -61,6 +64,7 @@ export class Policy {
       trust: { ttlMs: cfg.trust.ttl, maxretry: cfg.trust.maxretry },
       recidive: { maxretry: cfg.recidive.maxretry, findtimeMs: cfg.recidive.findtime, bantimeMs: cfg.recidive.bantime },
       subnet: { maxbans: cfg.subnet.maxbans, bantimeMs: cfg.subnet.bantime },
+      heaviestWeight,
     };
     this.prefixes = new PrefixChoice(
       { ipv6prefix: cfg.ipv6prefix, subnet: cfg.subnet },

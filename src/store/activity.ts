@@ -1,7 +1,7 @@
 // What every store checks of a batch before it counts anything, and the single-event calls expressed as batches of
 // one, so the three stores share one implementation of each rule.
 import { contains, isParsedTarget } from '../net/ip.js';
-import type { ActivityVerdict, ChallengeInput, FailureInput, FailureVerdict, Store, SuccessInput, TargetActivity } from './store.js';
+import type { ActivityVerdict, Brink, ChallengeInput, FailureInput, FailureVerdict, Store, SuccessInput, TargetActivity } from './store.js';
 
 /** characters of an account id kept (the normaliser truncates to 64 and marks the cut; this bounds memory anyway) */
 export const ACCOUNT_MAX = 80;
@@ -95,7 +95,8 @@ export function successActivity(i: SuccessInput): TargetActivity {
 const COUNTED: readonly ActivityVerdict[] = Array.from({ length: 256 }, (_, count) => Object.freeze({ type: 'counted', count }));
 
 /** A `counted` verdict without an allocation for the common counts (verdicts are read, never changed). */
-export function counted(count: number): ActivityVerdict {
+export function counted(count: number, brink?: Brink): ActivityVerdict {
+  if (brink) return { type: 'counted', count, brink };
   return COUNTED[count] ?? { type: 'counted', count };
 }
 

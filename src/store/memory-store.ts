@@ -247,9 +247,9 @@ export class MemoryStore implements Store {
 
     let count = 0;
     let crossed: { reason: string; codes: string; count: number; first: number; last: number } | undefined;
+    let threshold = p.maxretry;
     if (a.failures > 0) {
       // the same thresholds as record-activity.lua: trusted higher, known offender lower
-      let threshold = p.maxretry;
       if (trusted) threshold = p.trust.maxretry;
       else if ((this.histories.get(t) ?? []).length > 0) threshold = Math.min(p.maxretry, p.offenderMaxretry);
       let codes = codesOf(a.kinds, 1_000);
@@ -302,6 +302,12 @@ export class MemoryStore implements Store {
     }
     if (failures.length > 0 || challenges.length > 0) this.windows.set(t, { failures, challenges, account }, this.windowTtl);
     else this.windows.delete(t);
+    const remaining = threshold - count;
+    if (a.failures > 0 && !trusted && remaining <= (p.heaviestWeight ?? 1)) {
+      let oldest = a.last;
+      for (const f of failures) oldest = Math.min(oldest, f.at);
+      return counted(count, { remaining, until: oldest + p.findtimeMs });
+    }
     return counted(count);
   }
 

@@ -268,7 +268,7 @@ export class RedisStore implements Store {
     const script = 'record-activity.lua';
     const counts = (reply[0] as string).split(',');
     if (counts.length !== indices.length) throw new TypeError(`${script} answered ${counts.length} counts for ${indices.length} entries`);
-    for (let j = 0; j < indices.length; j++) out[indices[j]!] = counted(Number(counts[j]));
+    for (let j = 0; j < indices.length; j++) out[indices[j]!] = countOf(counts[j]!, this.rule.reach);
     for (let k = 1; k < reply.length;) {
       const j = integer(reply[k], script) - 1;
       const i = indices[j];
@@ -933,6 +933,22 @@ export function checkManualBan(input: ManualBanInput): void {
   }
 }
 
+/**
+ * One count of record-activity.lua's reply: `<count>` or `<count>:<remaining>:<until36>` (on the brink). A brink
+ * that does not parse is left out: the target is then banned when the store says so, as before there were brinks.
+ */
+function countOf(text: string, reach: number): ActivityVerdict {
+  const colon = text.indexOf(':');
+  if (colon < 0) return counted(Number(text));
+  const count = Number(text.slice(0, colon));
+  const rest = text.slice(colon + 1);
+  const second = rest.indexOf(':');
+  const remaining = Number(rest.slice(0, second));
+  const until = second > 0 ? fromB36(rest.slice(second + 1)) : undefined;
+  if (!Number.isSafeInteger(remaining) || remaining < 1 || remaining > reach || until === undefined) return counted(count);
+  return counted(count, { remaining, until });
+}
+
 function activityRule(p: PolicyParams, nodeId: string, windowEpochMs: number): ActivityRule {
   return {
     windowEpochMs,
@@ -946,5 +962,6 @@ function activityRule(p: PolicyParams, nodeId: string, windowEpochMs: number): A
     ban: banRule(p, nodeId),
     subnetMaxbans: p.subnet.maxbans,
     subnetBantimeMs: p.subnet.bantimeMs,
+    reach: p.heaviestWeight ?? 1,
   };
 }

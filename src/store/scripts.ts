@@ -70,6 +70,8 @@ export interface ActivityRule {
   /** subnet escalation (escalate.lua): maxbans 0 is off */
   readonly subnetMaxbans: number;
   readonly subnetBantimeMs: number;
+  /** what one failure may weigh at most: a counted target this close to its threshold is reported on the brink */
+  readonly reach: number;
 }
 
 /** One call of record-activity.lua: the reply as it comes, decoded by the caller (it knows the batch). */
@@ -193,7 +195,7 @@ export function storeScripts(client: Redis | Cluster, prefix: string, rule: Acti
 
   return {
     async recordActivity(call) {
-      const args: Arg[] = [call.routingKey, prefix, call.now, ...head, call.now.toString(36), ...call.entries];
+      const args: Arg[] = [call.routingKey, prefix, call.now, ...head, call.now.toString(36), rule.reach, ...call.entries];
       if (b.rndtimeMs > 0) args[3 + SEED] = Math.floor(Math.random() * 2 ** 31);
       const reply = await c.amiGuardRecordActivity(...args);
       if (!Array.isArray(reply) || typeof reply[0] !== 'string') {

@@ -25,6 +25,8 @@ export interface PolicyParams {
    * bantime (maxbans 0: off). Which subnet a target belongs to is the caller's (TargetActivity.subnet).
    */
   readonly subnet: { readonly maxbans: number; readonly bantimeMs: number };
+  /** what one failure event weighs at most (policy.weights); a target this close to its threshold is on the brink. Default 1 */
+  readonly heaviestWeight?: number;
 }
 
 /** Defaults for the rules beyond maxretry/findtime/bantime (the config's defaults; tests build on them). */
@@ -129,8 +131,19 @@ export interface SubnetBan {
   readonly ban: BanRecord;
 }
 
+/**
+ * A counted target this close to its threshold: failures weighing `remaining` more, before `until` (when the oldest
+ * failure counted leaves findtime), ban it, whatever else happens to it. Reported only when `remaining` is no more
+ * than one failure may weigh (PolicyParams.heaviestWeight), and never for a trusted target, whose ban is the store's
+ * to place; the daemon bans on it before the store has answered for that failure (src/daemon/early-bans.ts).
+ */
+export interface Brink {
+  readonly remaining: number;
+  readonly until: number;
+}
+
 export type FailureVerdict =
-  | { readonly type: 'counted'; readonly count: number }
+  | { readonly type: 'counted'; readonly count: number; readonly brink?: Brink }
   | {
       readonly type: 'banned';
       readonly ban: BanRecord;

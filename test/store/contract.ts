@@ -89,7 +89,9 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const kinds = ['InvalidPassword', 'InvalidPassword', 'ChallengeResponseFailed', 'InvalidPassword', 'InvalidAccountID'];
       for (let i = 0; i < 4; i++) {
         const v = await recordFailure(store, failure('198.51.100.7', T0 + i * 1_000, { kind: kinds[i]! }));
-        assert.deepEqual(v, { type: 'counted', count: i + 1 });
+        // one failure short: on the brink until the first one leaves findtime
+        const brink = i === 3 ? { brink: { remaining: 1, until: T0 + POLICY.findtimeMs } } : {};
+        assert.deepEqual(v, { type: 'counted', count: i + 1, ...brink });
       }
       const at = T0 + 4_000;
       const v = await recordFailure(store, failure('198.51.100.7', at, { kind: kinds[4]! }));
@@ -188,7 +190,8 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const again = POLICY.offenderMaxretry;
       const t1 = T0 + 100;
       for (let i = 0; i < again - 1; i++) {
-        assert.deepEqual(await recordFailure(store, failure(ip, t1 + i)), { type: 'counted', count: i + 1 });
+        const brink = i === again - 2 ? { brink: { remaining: 1, until: t1 + POLICY.findtimeMs } } : {};
+        assert.deepEqual(await recordFailure(store, failure(ip, t1 + i)), { type: 'counted', count: i + 1, ...brink });
       }
       // unban without a ban still resets the window
       assert.equal(await store.unban(target(ip), t1 + 5), false);
@@ -569,7 +572,9 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       const net = target('2001:db8:1:2::/64');
       const batch = (at: number): TargetActivity[] => [{ ...failures('2001:db8:1:2::/64', at, 2), target: net }];
       assert.deepEqual(await store.recordActivity(batch(T0), T0), [{ type: 'counted', count: 2 }]);
-      assert.deepEqual(await store.recordActivity(batch(T0 + 1), T0 + 1), [{ type: 'counted', count: 4 }]);
+      assert.deepEqual(await store.recordActivity(batch(T0 + 1), T0 + 1), [
+        { type: 'counted', count: 4, brink: { remaining: 1, until: T0 + POLICY.findtimeMs } },
+      ]);
       const [v] = await store.recordActivity(batch(T0 + 2), T0 + 2);
       assert.ok(v?.type === 'banned' && v.ban.address === '2001:db8:1:2::/64', JSON.stringify(v));
       assert.deepEqual(
@@ -720,6 +725,45 @@ export function storeContract(name: string, factory: () => StoreFactory): void {
       );
       assert.ok(v?.type === 'banned', JSON.stringify(v));
       assert.deepEqual([v.ban.reason, v.ban.count], ['failures', POLICY.maxretry]);
+    });
+
+    it('on the brink: a counted target within the heaviest weight of its threshold, until its oldest failure leaves findtime', async () => {
+      const store = await make();
+      const brinkOf = async (activity: TargetActivity, now: number): Promise<unknown> => {
+        const [v] = await store.recordActivity([activity], now);
+        assert.equal(v?.type, 'counted', JSON.stringify(v));
+        return v?.type === 'counted' ? v.brink : null;
+      };
+      // a stranger, then a window: nothing until one failure short, counted from the oldest failure kept
+      const a = '198.51.100.150';
+      assert.equal(await brinkOf(failures(a, T0, 3), T0), undefined);
+      assert.deepEqual(await brinkOf(failures(a, T0 + 500, 1), T0 + 500), { remaining: 1, until: T0 + POLICY.findtimeMs });
+      // and what it promises holds: the next failure bans
+      assert.equal((await store.recordActivity([failures(a, T0 + 600, 1)], T0 + 600))[0]?.type, 'banned');
+      // a brute-forcer's ChallengeSent before each guess (the general path) changes nothing
+      const b = '198.51.100.151';
+      let last: unknown;
+      for (let i = 0; i < POLICY.maxretry - 1; i++) {
+        await store.recordActivity([activity(b, T0 + i * 10, { challenges: 1 })], T0 + i * 10);
+        last = await brinkOf({ ...failures(b, T0 + i * 10 + 1, 1), first: T0 + i * 10 + 1 }, T0 + i * 10 + 1);
+      }
+      assert.deepEqual(last, { remaining: 1, until: T0 + 1 + POLICY.findtimeMs });
+      // a challenge alone says nothing of the failures
+      assert.equal(await brinkOf(activity(b, T0 + 100, { challenges: 1 }), T0 + 100), undefined);
+      // as the oldest failure leaves findtime the count drops, and the brink moves on with it
+      const c = '198.51.100.152';
+      await store.recordActivity([failures(c, T0, 1)], T0);
+      await store.recordActivity([failures(c, T0 + 1_000, 3)], T0 + 1_000);
+      const later = T0 + POLICY.findtimeMs + 10;
+      assert.deepEqual(await brinkOf(failures(c, later, 1), later), { remaining: 1, until: T0 + 1_000 + POLICY.findtimeMs });
+      // a trusted target's ban is the store's to place: never on the brink
+      const d = '198.51.100.153';
+      await recordSuccess(store, { address: addr(d), now: T0, trust: true });
+      assert.equal(await brinkOf(failures(d, T0 + 1, POLICY.trust.maxretry - 1), T0 + 1), undefined);
+      // a heavier failure reaches further
+      const heavy = await make({ ...POLICY, heaviestWeight: 3 });
+      const [v] = await heavy.recordActivity([failures('198.51.100.154', T0, 2)], T0);
+      assert.deepEqual(v, { type: 'counted', count: 2, brink: { remaining: 3, until: T0 + POLICY.findtimeMs } });
     });
 
     it('recordActivity refuses a source outside its target and a subnet not around it', async () => {

@@ -11,7 +11,8 @@
 -- ARGV[4]  maxretry          ARGV[5]  findtime (ms)       ARGV[6]  trust maxretry     ARGV[7] offender maxretry
 -- ARGV[8]  scanner maxretry  ARGV[9]  scanner findtime    ARGV[10] trust ttl (ms)
 -- ARGV[11..21] the ban rule block (include/record.lua)    ARGV[22] now in base 36
--- ARGV[23..] one entry per target:
+-- ARGV[23] reach: what one failure may weigh at most (a counted target this close to its threshold is on the brink)
+-- ARGV[24..] one entry per target:
 --   `<tag>|<target>|<failures>|<codes>|<challenges>|<successes>|<trust 0/1>|<first36>|<last36>|<account>`
 --
 -- A window is a field of HASH `<prefix>{<tag>}w<epoch>` (epochs by the server's clock; the window is moved to the
@@ -24,7 +25,9 @@
 --   account     of the last failure (percent-encoded)
 --
 -- Returns {counts, …verdicts}: counts is every entry's count joined by `,` (failures in the window, or pending
--- challenges when there were no failures); then, for each entry that is not simply counted (times in base 36),
+-- challenges when there were no failures), followed by `:<remaining>:<until36>` when the entry's failures leave it on
+-- the brink (no more than `reach` short of its threshold, not trusted; until: when its oldest failure leaves
+-- findtime): failures weighing `remaining` before `until` ban it, which the caller may act on before asking; then, for each entry that is not simply counted (times in base 36),
 --   <index>, 'a', <until>                                                                    already banned
 --   <index>, 'b', <until>, <count>, <codes>, <first>, <last>, <prev>, <reason>, <account>    banned now
 --   <index>, 't', <reason>, <count>, <codes>, <first>, <last>, <account>
@@ -43,6 +46,7 @@ local scanFindtime = tonumber(ARGV[9])
 local trustTtl = tonumber(ARGV[10])
 local p = banParams(11)
 local now36 = ARGV[22]
+local reach = tonumber(ARGV[23])
 local cap = math.max(maxretry, trustMaxretry)
 local cutoff = now - findtime
 local scanCutoff = now - scanFindtime
@@ -65,13 +69,20 @@ local function windowWritten(key)
   end
 end
 
+-- `<remaining>:<until36>` when failures `total` of a target whose threshold is `threshold` leave it on the brink
+local function brink(threshold, total, oldest)
+  local remaining = threshold - total
+  if remaining < 1 or remaining > reach then return nil end
+  return remaining .. ':' .. b36(oldest + findtime)
+end
+
 local function failureEntry(at36, codes, weight)
   if weight == string.len(codes) then return at36 .. codes end
   return at36 .. codes .. '*' .. weight
 end
 
 -- The general path: parses the window and the record, applies challenges, logins and failures in that order,
--- decides, and writes what changed. Returns the verdict (or nil: counted) and the count.
+-- decides, and writes what changed. Returns the verdict (or nil: counted), the count, and the brink (or nil).
 local function general(n, base, wcur, wold, target, state, fail, codes, chal, succ, trust, first36, last36, account)
   local rec, r = nil, nil
   local hasRec = false
@@ -127,6 +138,7 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
   local writeRec = false
   local verdict = nil
   local count = 0
+  local onBrink = nil
 
   -- logins may trust the target, banned or not
   if trust == '1' and succ > 0 then
@@ -157,9 +169,9 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
     local reason, banCount, banCodes, first, lastAt = nil, 0, '', nil, nil
     local trusted = r and n36(r.t)
     trusted = trusted ~= nil and trusted > now
+    local threshold = maxretry
     if fail > 0 then
       -- a trusted target gets a higher threshold instead of immunity; a known offender a lower one
-      local threshold = maxretry
       if trusted then
         threshold = trustMaxretry
       elseif r and r.h and r.h ~= '' then
@@ -250,6 +262,11 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
       indexBan(indexTtl, base .. 'bans', untilMs, target, duration)
       verdict = {n, 'b', until36, banCount, banCodes, first, lastAt, earlier, reason, r.x or ''}
     else
+      if fail > 0 and not trusted then
+        local oldest = fTimes[1]
+        for j = 2, #fTimes do if fTimes[j] < oldest then oldest = fTimes[j] end end
+        onBrink = brink(threshold, count, oldest)
+      end
       local parts = {}
       local ftotal = 0
       for j = 1, #fTimes do
@@ -274,11 +291,11 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
   end
 
   if writeRec then writeRecord(base .. target, r, rec, trustTtl) end
-  return verdict, count
+  return verdict, count, onBrink
 end
 
-for i = 23, #ARGV do
-  local n = i - 22
+for i = 24, #ARGV do
+  local n = i - 23
   local tag, target, failS, codes, chalS, succS, trust, first36, last36, account = string.match(ARGV[i], ENTRY)
   if not tag then return redis.error_reply('ERR ami-guard: malformed activity entry ' .. n) end
   local fail = tonumber(failS)
@@ -287,7 +304,7 @@ for i = 23, #ARGV do
   -- The first access of an entry: on a Cluster whose slots moved since the caller grouped the batch, the key is not
   -- this node's any more, and nothing of the entry has been written yet; the caller sends it again where it now is.
   local state = redis.pcall('HGET', wcur, target)
-  local verdict, count = nil, nil
+  local verdict, count, onBrink = nil, nil, nil
   if type(state) == 'table' then
     if string.find(state.err or '', 'WRONGTYPE', 1, true) then
       state = dropWrongType(state, wcur)
@@ -314,6 +331,7 @@ for i = 23, #ARGV do
           if acct ~= '' then window = window .. '#' .. acct end
           redis.call('HSET', wcur, target, window)
           count = total
+          onBrink = brink(maxretry, total, tonumber(firstAt, 36))
         end
       end
     elseif trust == '0' then
@@ -326,11 +344,12 @@ for i = 23, #ARGV do
         redis.call('HSET', wcur, target, window)
         windowWritten(wcur)
         count = fail
+        onBrink = brink(maxretry, fail, tonumber(last36, 36))
       elseif state then
-        verdict, count = general(n, base, wcur, wold, target, state, fail, codes, 0, 0, trust, first36, last36, account)
+        verdict, count, onBrink = general(n, base, wcur, wold, target, state, fail, codes, 0, 0, trust, first36, last36, account)
       else
         -- a record exists: the general path reads it (a second GET of a rare key)
-        verdict, count = general(n, base, wcur, nil, target, nil, fail, codes, 0, 0, trust, first36, last36, account)
+        verdict, count, onBrink = general(n, base, wcur, nil, target, nil, fail, codes, 0, 0, trust, first36, last36, account)
       end
     end
   end
@@ -341,11 +360,11 @@ for i = 23, #ARGV do
       state = readField(wold, target)
       if not state then wold = nil end
     end
-    verdict, count = general(n, base, wcur, wold, target, state, fail, codes, tonumber(chalS), tonumber(succS), trust,
+    verdict, count, onBrink = general(n, base, wcur, wold, target, state, fail, codes, tonumber(chalS), tonumber(succS), trust,
       first36, last36, account)
   end
 
-  counts[n] = count
+  counts[n] = onBrink and (count .. ':' .. onBrink) or count
   if verdict then
     for _, v in ipairs(verdict) do out[#out + 1] = v end
   end
