@@ -33,6 +33,8 @@ export const LABEL_VALUES = {
   notification: ['sent', 'failed', 'dropped'],
   nftOp: ['add', 'delete', 'reconcile'],
   family: ['ipv4', 'ipv6'],
+  /** how a ban placed before the store answered ended (src/daemon/early-bans.ts) */
+  earlyBan: ['confirmed', 'withdrawn'],
   /** why a feed's entries are not enforced as listed */
   feedSkip: ['garbage', 'too-wide', 'refused', 'split'],
 } as const satisfies Record<string, readonly string[]>;
@@ -193,6 +195,11 @@ export class Metrics {
     name: 'ami_guard_bans_total',
     help: 'Bans made by this node, by reason',
     labels: { reason: LABEL_VALUES.banReason },
+  });
+  readonly earlyBans = new FixedLabelCounter(this.registry, {
+    name: 'ami_guard_early_bans_total',
+    help: "Bans placed in the kernel on the store's brink before it answered for the failure that made them, by how its verdict settled them",
+    labels: { outcome: LABEL_VALUES.earlyBan },
   });
   readonly storeErrors = new Counter({
     name: 'ami_guard_store_errors_total',

@@ -16,6 +16,7 @@ import type { IpTarget } from '../net/ip.js';
 import { LABEL_VALUES, type Metrics } from '../metrics.js';
 import { BanCache } from './ban-cache.js';
 import { ActivityFold } from './fold.js';
+import { EarlyBans } from './early-bans.js';
 import { formatDuration } from '../config/duration.js';
 
 /** Where batches come from: the live AMI client, or a recording. It hands them to Daemon.onBatch. */
@@ -93,6 +94,11 @@ const REMOVED_LISTED = 50;
 const MAX_IN_FLIGHT = 4;
 /** targets per store call: one script run must stay short (~5 ms), for Redis serves the rest of the fleet meanwhile; Redis CPU per event is flat from 100 to 500 */
 const MAX_BATCH = 256;
+/**
+ * An early ban lasts this much past the bantime, so that the store's end (counted from its own, slightly later clock
+ * read) is not after it: the kernel then holds the store's ban without a second write, at most twice this late.
+ */
+const EARLY_SLACK_MS = 1_000;
 
 // tallied under the metric's own label values, so a flood of made-up kinds adds no keys
 const KIND_LABELS: ReadonlySet<string> = new Set(LABEL_VALUES.kind);
@@ -108,6 +114,11 @@ export interface DaemonEvents {
 
 export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private readonly cache = new BanCache();
+  private readonly early = new EarlyBans();
+  /** batches taken from the fold so far: what tells an early ban's verdict from the verdicts of batches before it */
+  private takes = 0;
+  /** early bans of the read being decided, handed to the firewall together once it is */
+  private earlyBatch: Array<{ target: IpTarget; until: number }> = [];
   private readonly decider: StreamDecider;
   private readonly fold: ActivityFold;
   /** store calls for folded batches in flight */
@@ -366,6 +377,12 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     if (this.stopping) return;
     const now = this.now();
     for (const e of batch.events) this.accept(e, now);
+    if (this.earlyBatch.length > 0) {
+      // the kernel first, then the store is asked (dispatch) about the failures that placed these
+      const bans = this.earlyBatch;
+      this.earlyBatch = [];
+      void this.addToFirewall(bans);
+    }
     this.flushTally();
     for (const inj of batch.injections) this.injection(inj);
     this.dispatch();
@@ -393,6 +410,37 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     }
     if (d.action === 'count') this.count(`f\u0000${kind}`);
     this.fold.add(target, d, e);
+    if (d.action === 'count') {
+      if (this.early.failure(target, d.weight, now)) this.banEarly(target, now);
+    } else if (d.action === 'success') {
+      // a login may trust the target, whose threshold then rises
+      this.early.forget(target);
+    }
+  }
+
+  /**
+   * The failure just folded makes up what the store said `target` was short of: banned in the kernel now, the store
+   * asked as usual, and its verdict settles it (verdicts). A target this node may not ban is left to that verdict.
+   */
+  private banEarly(target: IpTarget, now: number): void {
+    if (this.policy.refusal(target) !== null) return;
+    const until = now + this.policy.params.bantimeMs + EARLY_SLACK_MS;
+    this.cache.set(target, until);
+    this.journal?.push({ target, until });
+    this.early.place(target, until, this.takes);
+    this.earlyBatch.push({ target, until });
+  }
+
+  /** An early ban the store did not make after all: lifted, and said why. */
+  private withdrawEarly(target: IpTarget, why: string): void {
+    this.cache.delete(target);
+    this.journal?.push({ target, until: null });
+    void this.removeFromFirewall([target]);
+    this.o.metrics.earlyBans.inc({ outcome: 'withdrawn' });
+    this.o.logger.warn(
+      { event: 'early-ban-withdrawn', address: target.text, why },
+      `lifted the ban placed on ${target.text} before the store answered: ${why}`,
+    );
   }
 
   /**
@@ -426,14 +474,19 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private dispatch(): void {
     while (this.inFlight < MAX_IN_FLIGHT && this.fold.size > 0 && !this.stopping) {
       const now = this.now();
+      const take = ++this.takes;
       const batch = this.uncovered(this.fold.take(MAX_BATCH), now);
       this.o.metrics.pending.set(this.fold.size);
       if (batch.length === 0) continue;
       this.inFlight++;
       this.o.store
         .recordActivity(batch, now)
-        .then((verdicts) => this.verdicts(batch, verdicts))
-        .catch((err: unknown) => this.storeFailed(err))
+        .then((verdicts) => this.verdicts(batch, verdicts, take))
+        .catch((err: unknown) => {
+          this.storeFailed(err);
+          for (const a of batch)
+            if (this.early.settle(a.target, take) !== undefined) this.withdrawEarly(a.target, 'the store could not be asked');
+        })
         .finally(() => {
           this.inFlight--;
           this.dispatch();
@@ -451,6 +504,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private uncovered(batch: TargetActivity[], now: number): TargetActivity[] {
     let dropped = 0;
     const out = batch.filter((a) => {
+      // the store is yet to make (or not) the ban placed early on these
+      if (this.early.isPlaced(a.target)) return true;
       const subnet = this.policy.subnetOf(a.target);
       if (!this.cache.isBanned(a.target, now) && (subnet === null || !this.cache.isBanned(subnet, now))) return true;
       for (const n of Object.values(a.kinds)) dropped += n;
@@ -461,14 +516,23 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     return out;
   }
 
-  private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[]): void {
+  private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[], take: number): void {
     const now = this.now();
     const enforce: Array<{ target: IpTarget; until: number }> = [];
     const made: BanRecord[] = [];
-    const enforceOne = (target: IpTarget, until: number): void => {
-      if (!this.mayBlock(target)) return;
+    /** `early`: the end of the ban placed early on `target`, which this verdict confirms */
+    const enforceOne = (target: IpTarget, until: number, early?: number): void => {
+      if (!this.mayBlock(target)) {
+        if (early !== undefined) this.withdrawEarly(target, 'this node may no longer ban it');
+        return;
+      }
       this.cache.set(target, until);
       this.journal?.push({ target, until });
+      if (early !== undefined) {
+        this.o.metrics.earlyBans.inc({ outcome: 'confirmed' });
+        // the kernel holds it to the early end already, a little past the store's
+        if (until <= early && early - until <= 2 * EARLY_SLACK_MS) return;
+      }
       // inside a subnet whose ban the kernel holds at least as long (the bans of one store call after its escalation):
       // the interval set would refuse it as overlapping, at the cost of a set read per element to find that out
       const subnet = this.policy.subnetOf(target);
@@ -477,20 +541,31 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     };
     for (let i = 0; i < batch.length; i++) {
       const v = verdicts[i];
-      if (!v || v.type === 'counted') continue;
+      const entry = batch[i]!;
+      let early = this.early.settle(entry.target, take);
+      if (!v || v.type === 'counted') {
+        if (v && entry.failures > 0) this.early.counted(entry.target, v.brink, take);
+        if (early !== undefined) this.withdrawEarly(entry.target, `the store counted ${v ? v.count : 'nothing'} failure(s), no ban`);
+        continue;
+      }
+      this.early.forget(entry.target);
       // the entry's target, or the address banned instead of a network that holds a trusted one
-      const target = v.target ?? batch[i]!.target;
+      const target = v.target ?? entry.target;
+      if (early !== undefined && target !== entry.target) {
+        this.withdrawEarly(entry.target, `the store banned ${target.text} instead (the network holds a trusted address)`);
+        early = undefined;
+      }
       if (v.type === 'banned') {
         made.push(v.ban);
-        enforceOne(target, v.ban.until);
+        enforceOne(target, v.ban.until, early);
         if (v.subnet) {
           // escalated: the subnet goes to the fleet and the webhook like any ban, and into the interval set
           made.push(v.subnet.ban);
           enforceOne(v.subnet.target, v.subnet.ban.until);
         }
-      } else if (!this.cache.isBanned(target, now)) {
+      } else if (early !== undefined || !this.cache.isBanned(target, now)) {
         // banned elsewhere (another node, or before a restart) and not yet known here
-        enforceOne(target, v.until);
+        enforceOne(target, v.until, early);
       }
     }
     if (enforce.length > 0) void this.addToFirewall(enforce);
@@ -581,6 +656,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   applyUnban(target: IpTarget): void {
     this.cache.delete(target);
+    this.early.forget(target);
     this.journal?.push({ target, until: null });
     void this.removeFromFirewall([target]);
   }
@@ -593,6 +669,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   setPolicy(policy: Policy, o: { readonly injectionBantimeMs: number }): void {
     this.policy = policy;
     this.decider.policy = policy;
+    this.early.clearBrinks();
     this.injectionBantimeMs = o.injectionBantimeMs;
   }
 

@@ -44,21 +44,30 @@ export interface Rehearsal {
 }
 
 /**
- * Runs one ban through the daemon's code on throwaway parts, once for each way the firewall may write it (a netlink
- * batch on a kernel that replaces timeouts, an nft script on an older one: which one this kernel takes is probed
- * later, at init). A policy that would ban none of the rehearsal's addresses (an ignore list holding them all, a
+ * Runs one ban through the daemon's code on throwaway parts, for each way the firewall may write it (a netlink batch on
+ * a kernel that replaces timeouts, an nft script on an older one: which one this kernel takes is probed later, at
+ * init) and each way a ban is decided: failures one at a time, the last banned early on the store's brink (a
+ * password guesser waiting for each answer), and all in one read, banned on the store's verdict (a burst). A policy that would ban none of the rehearsal's addresses (an ignore list holding them all, a
  * maxretry past MAX_FAILURES) still warms what it reaches.
  */
 export async function rehearseBan(policy: Policy, table: string): Promise<Rehearsal> {
   const started = performance.now();
   const address = REHEARSAL_ADDRESSES.find((a) => policy.refusal(a) === null) ?? REHEARSAL_ADDRESSES[0]!;
   let banned = true;
-  for (const timeoutUpdate of [true, false]) banned = (await rehearseOnce(policy, table, address, timeoutUpdate)) && banned;
+  for (const timeoutUpdate of [true, false]) {
+    for (const stepwise of [true, false]) banned = (await rehearseOnce(policy, table, address, timeoutUpdate, stepwise)) && banned;
+  }
   return { address, banned, ms: performance.now() - started };
 }
 
 /** One rehearsal; whether its ban reached what the firewall would have written. */
-async function rehearseOnce(policy: Policy, table: string, address: IpAddress, timeoutUpdate: boolean): Promise<boolean> {
+async function rehearseOnce(
+  policy: Policy,
+  table: string,
+  address: IpAddress,
+  timeoutUpdate: boolean,
+  stepwise: boolean,
+): Promise<boolean> {
   const scripts: string[] = [];
   const batches: Buffer[] = [];
   const runner: NftRunner = {
@@ -92,8 +101,11 @@ async function rehearseOnce(policy: Policy, table: string, address: IpAddress, t
     const failures = Math.min(policy.params.maxretry, MAX_FAILURES);
     for (let i = 0; i < failures; i++) {
       reader.push(Buffer.from(challengeResponseFailed(address, i, new Date(now + i)), 'latin1'));
+      if (!stepwise) continue;
       intake.flush();
+      await daemon.idle();
     }
+    intake.flush();
     await daemon.idle();
   } finally {
     await daemon.stop();
