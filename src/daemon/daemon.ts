@@ -377,15 +377,18 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     if (this.stopping) return;
     const now = this.now();
     for (const e of batch.events) this.accept(e, now);
-    if (this.earlyBatch.length > 0) {
-      // the kernel first, then the store is asked (dispatch) about the failures that placed these
-      const bans = this.earlyBatch;
-      this.earlyBatch = [];
-      void this.addToFirewall(bans);
-    }
     this.flushTally();
     for (const inj of batch.injections) this.injection(inj);
-    this.dispatch();
+    if (this.earlyBatch.length === 0) {
+      this.dispatch();
+      return;
+    }
+    // The kernel first: the bans reach the nft writer in this turn's promise steps, and the store is asked about the
+    // failures that placed them in the next, so Redis does not wake up for its script while the writer needs a core.
+    const bans = this.earlyBatch;
+    this.earlyBatch = [];
+    void this.addToFirewall(bans);
+    setImmediate(() => this.dispatch());
   }
 
   private accept(e: SecurityEvent, now: number): void {
