@@ -196,7 +196,17 @@ export class NftFirewall implements Firewall {
           this.log.warn({ err: (e as Error).message }, 'could not read the nft sets by netlink; listing them instead');
           return undefined;
         });
-        if (read !== undefined) return this.reconcileByDiff(kept, folded.length, at, read);
+        if (read !== undefined) return this.reconcileByDiff(kept, folded.length, at, read, false);
+      } else if (this.kernel.complete && dumps(this.runner)) {
+        // A periodic reconciliation: the sets are read here, in the queue, so nothing of ours writes meanwhile, and only
+        // what differs is written. At 100k bans that keeps the writer ~0.2 s from the bans behind it, where a flush
+        // and load through libnftables kept it 0.5–2 s every fleet.reconcileInterval.
+        const runner = this.runner;
+        const read = await this.readPicture(runner).catch((e: unknown) => {
+          this.log.warn({ err: (e as Error).message }, 'could not read the nft sets by netlink; replacing them whole');
+          return undefined;
+        });
+        if (read !== undefined) return this.reconcileByDiff(kept, folded.length, at, read, true);
       }
       const script = this.script.replaceAll(kept); // validates kept before any nft runs
       const listed = this.kernel.complete ? undefined : await (listing ?? this.readAll(true));
@@ -295,11 +305,19 @@ export class NftFirewall implements Firewall {
    * moved by more than our own commit (or moved while the sets were read, or they held elements we cannot read), the
    * sets are flushed and loaded in one transaction as on any other reconciliation.
    */
-  private async reconcileByDiff(kept: readonly FirewallBan[], folded: number, at: number, picture: ReadPicture): Promise<ReconcileResult> {
+  /** `readHere`: the picture was read inside this reconciliation's task, not at init() with writes of ours since */
+  private async reconcileByDiff(
+    kept: readonly FirewallBan[],
+    folded: number,
+    at: number,
+    picture: ReadPicture,
+    readHere: boolean,
+  ): Promise<ReconcileResult> {
     assertBans(kept); // as replaceAll would: a ban that could not be written fails the reconciliation before nft runs
     const runner = this.runner as DumpingRunner;
-    // any write since the reading (a reconciliation that failed and a start on the kernel's bans) moved the generation
-    let whole = !picture.stable || picture.skipped > 0 || this.kernel.size > 0;
+    // any write of ours since a reading at init() (a reconciliation that failed, a start on the kernel's bans) moved
+    // the generation; one read here, in the queue, has none after it
+    let whole = !picture.stable || picture.skipped > 0 || (!readHere && this.kernel.size > 0);
     const changes = diffSets(picture, kept, at);
     if (!whole) {
       const script = this.script.update(changes);

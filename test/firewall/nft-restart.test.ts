@@ -140,11 +140,47 @@ for (const timeoutUpdate of [undefined, false]) {
     assert.match(script, /198\.51\.100\.4 timeout 3600s/);
     assert.match(script, /198\.51\.100\.9 timeout 1800s/);
     await assertExactly(ns, writtenAt);
-    // KernelBans is complete: the next reconciliation reads nothing and reports from our own writes
+    // the next (periodic) reconciliation reads the sets again and changes only what differs
     const next = await fw.reconcile(storeBans().slice(1));
     assert.deepEqual(summary(next).removedTargets, ['198.51.100.1']);
   });
 }
+
+test('a periodic reconciliation reads the sets and changes only what differs: what someone removed is back, what someone added goes', async (tc) => {
+  const ns = await createNetns((fn) => tc.after(fn));
+  const runner = new RecordingRunner(ns.name, tc);
+  const fw = new NftFirewall({ runner });
+  tc.after(() => fw.shutdown());
+  await fw.init();
+  const bans = storeBans();
+  // each ban's end stays where it is, as the store's does: the timeouts are counted from one time
+  const at = Date.now();
+  await fw.reconcile(bans, at);
+  await ns.nft(`delete element inet ami_guard banned_v4 { 198.51.100.3 }
+add element inet ami_guard banned_v4 { 198.51.100.77 timeout 3600s }
+delete element inet ami_guard banned_v6 { 2001:db8::1 }
+`);
+  const applied = runner.scripts.length;
+  const r = await fw.reconcile(bans, at);
+  assert.deepEqual(summary(r), { added: 2, removed: 1, total: 6, removedTargets: ['198.51.100.77'] });
+  const changes = runner.scripts.slice(applied);
+  assert.equal(changes.length, 1, 'one transaction');
+  assert.doesNotMatch(changes[0]!, /flush|198\.51\.100\.1\b|198\.51\.100\.4\b|203\.0\.113\.0/, 'only what differs');
+  const els = await listed(ns);
+  assert.deepEqual([...els.keys()].sort(), [
+    '198.51.100.1',
+    '198.51.100.3',
+    '198.51.100.4',
+    '198.51.100.9',
+    '2001:db8::1',
+    '203.0.113.0/24',
+  ]);
+  endsBetween(els.get('198.51.100.3'), HOUR - 60_000, HOUR);
+  // and when nothing differs, nothing is written
+  const again = runner.scripts.length;
+  assert.deepEqual(summary(await fw.reconcile(bans, at)), { added: 0, removed: 0, total: 6, removedTargets: [] });
+  assert.equal(runner.scripts.length, again, 'no transaction at all');
+});
 
 test('a restart into sets that already hold exactly the store bans changes nothing', async (tc) => {
   const ns = await createNetns((fn) => tc.after(fn));
