@@ -417,7 +417,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (this.early.failure(target, d.weight, now)) this.banEarly(target, now);
     } else if (d.action === 'success') {
       // a login may trust the target, whose threshold then rises
-      this.early.forget(target);
+      this.early.dropBrink(target);
     }
   }
 
@@ -551,7 +551,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         if (early !== undefined) this.withdrawEarly(entry.target, `the store counted ${v ? v.count : 'nothing'} failure(s), no ban`);
         continue;
       }
-      this.early.forget(entry.target);
+      this.early.dropBrink(entry.target);
       // the entry's target, or the address banned instead of a network that holds a trusted one
       const target = v.target ?? entry.target;
       if (early !== undefined && target !== entry.target) {

@@ -42,7 +42,14 @@ export class EarlyBans {
     if (held && held.take > take) return;
     if (held) this.brinks.delete(key);
     if (!brink) return;
-    if (this.brinks.size >= this.maxBrinks) this.brinks.delete(this.brinks.keys().next().value!);
+    if (this.brinks.size >= this.maxBrinks) {
+      // the older half at once: one delete at a time from the front would have each eviction walk past the ones before
+      let n = Math.max(1, this.maxBrinks >> 1);
+      for (const k of this.brinks.keys()) {
+        this.brinks.delete(k);
+        if (--n === 0) break;
+      }
+    }
     this.brinks.set(key, { remaining: brink.remaining, until: brink.until, take });
   }
 
@@ -83,7 +90,12 @@ export class EarlyBans {
     return p.until;
   }
 
-  /** What is known of `target` no longer holds: a login (its threshold may rise), an unban. */
+  /** `target` is not on the brink any more, whatever was said: a login (its threshold may rise), a ban. */
+  dropBrink(target: IpTarget): void {
+    if (this.brinks.size > 0) this.brinks.delete(target.text);
+  }
+
+  /** An unban: nothing known of `target` holds, and a verdict on a ban placed early is a verdict like any other. */
   forget(target: IpTarget): void {
     this.brinks.delete(target.text);
     this.placed.delete(target.text);

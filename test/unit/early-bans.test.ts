@@ -39,8 +39,16 @@ test("a verdict without a brink ends it; one from an earlier batch than the brin
   assert.equal(e.failure(a, 1, T0), false);
 });
 
-test('a login or an unban forgets the target; a reload forgets every brink but not the bans placed', () => {
+test('a login drops the brink, an unban everything; a reload drops every brink but not the bans placed', () => {
   const e = new EarlyBans();
+  e.counted(a, { remaining: 1, until: T0 + 600_000 }, 1);
+  e.place(t('198.51.100.8'), T0 + 3_601_000, 1);
+  e.dropBrink(a);
+  e.dropBrink(t('198.51.100.8'));
+  assert.equal(e.failure(a, 1, T0), false);
+  assert.ok(e.isPlaced(t('198.51.100.8')), 'a login does not unplace a ban');
+  e.forget(t('198.51.100.8'));
+  assert.ok(!e.isPlaced(t('198.51.100.8')));
   e.counted(a, { remaining: 1, until: T0 + 600_000 }, 1);
   e.forget(a);
   assert.equal(e.failure(a, 1, T0), false);
@@ -63,11 +71,12 @@ test('an early ban is settled by the verdict of a batch taken after it was place
   assert.ok(!e.isPlaced(a));
 });
 
-test('the brinks kept are bounded, the oldest going first', () => {
-  const e = new EarlyBans(3);
-  const targets = ['198.51.100.11', '198.51.100.12', '198.51.100.13', '198.51.100.14'].map(t);
+test('the brinks kept are bounded, the older half going when full', () => {
+  const e = new EarlyBans(4);
+  const targets = ['198.51.100.11', '198.51.100.12', '198.51.100.13', '198.51.100.14', '198.51.100.15'].map(t);
   for (const x of targets) e.counted(x, { remaining: 1, until: T0 + 600_000 }, 1);
   assert.equal(e.size.brinks, 3);
-  assert.equal(e.failure(targets[0]!, 1, T0), false, 'the oldest was let go');
-  assert.equal(e.failure(targets[3]!, 1, T0), true);
+  assert.equal(e.failure(targets[0]!, 1, T0), false, 'the oldest were let go');
+  assert.equal(e.failure(targets[1]!, 1, T0), false);
+  for (const x of targets.slice(2)) assert.equal(e.failure(x, 1, T0), true);
 });
