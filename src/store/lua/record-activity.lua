@@ -69,10 +69,11 @@ local function windowWritten(key)
   end
 end
 
--- `<remaining>:<until36>` when failures `total` of a target whose threshold is `threshold` leave it on the brink
+-- `<remaining>:<until36>`: failures `total` of a target whose threshold is `threshold` leave it on the brink (the
+-- callers ask only then, `threshold - total <= reach`, so a flood's first failures pay nothing for it)
 local function brink(threshold, total, oldest)
   local remaining = threshold - total
-  if remaining < 1 or remaining > reach then return nil end
+  if remaining < 1 then return nil end
   return remaining .. ':' .. b36(oldest + findtime)
 end
 
@@ -262,7 +263,7 @@ local function general(n, base, wcur, wold, target, state, fail, codes, chal, su
       indexBan(indexTtl, base .. 'bans', untilMs, target, duration)
       verdict = {n, 'b', until36, banCount, banCodes, first, lastAt, earlier, reason, r.x or ''}
     else
-      if fail > 0 and not trusted then
+      if fail > 0 and not trusted and threshold - count <= reach then
         local oldest = fTimes[1]
         for j = 2, #fTimes do if fTimes[j] < oldest then oldest = fTimes[j] end end
         onBrink = brink(threshold, count, oldest)
@@ -331,7 +332,7 @@ for i = 24, #ARGV do
           if acct ~= '' then window = window .. '#' .. acct end
           redis.call('HSET', wcur, target, window)
           count = total
-          onBrink = brink(maxretry, total, tonumber(firstAt, 36))
+          if maxretry - total <= reach then onBrink = brink(maxretry, total, tonumber(firstAt, 36)) end
         end
       end
     elseif trust == '0' then
@@ -344,7 +345,7 @@ for i = 24, #ARGV do
         redis.call('HSET', wcur, target, window)
         windowWritten(wcur)
         count = fail
-        onBrink = brink(maxretry, fail, tonumber(last36, 36))
+        if maxretry - fail <= reach then onBrink = brink(maxretry, fail, tonumber(last36, 36)) end
       elseif state then
         verdict, count, onBrink = general(n, base, wcur, wold, target, state, fail, codes, 0, 0, trust, first36, last36, account)
       else
