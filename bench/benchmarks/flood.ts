@@ -94,6 +94,9 @@ export const flood: Benchmark = {
         },
         nft: { table: 'ami_guard_flood' },
         http: { port: httpPort },
+        // its own, never the host's /run/ami-guard or /var/lib/ami-guard (the daemon is killed at the end)
+        control: { socket: join(dir, 'control.sock') },
+        store: { stateDir: join(dir, 'state') },
         log: { level: 'warn' },
       }),
     );
