@@ -323,8 +323,11 @@ class WriterProcess {
         clearTimeout(timer);
         reject(new Died(why));
       });
+      // one writev: written apart, the header alone would wake the child, which would then sleep again on the payload
+      this.proc.stdin.cork();
       this.proc.stdin.write(`${flags} ${payload.length}\n`);
       this.proc.stdin.write(payload);
+      this.proc.stdin.uncork();
     });
   }
 
