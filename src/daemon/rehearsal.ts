@@ -47,8 +47,9 @@ export interface Rehearsal {
  * Runs one ban through the daemon's code on throwaway parts, for each way the firewall may write it (a netlink batch on
  * a kernel that replaces timeouts, an nft script on an older one: which one this kernel takes is probed later, at
  * init) and each way a ban is decided: failures one at a time, the last banned early on the store's brink (a
- * password guesser waiting for each answer), and all in one read, banned on the store's verdict (a burst). A policy that would ban none of the rehearsal's addresses (an ignore list holding them all, a
- * maxretry past MAX_FAILURES) still warms what it reaches.
+ * password guesser waiting for each answer), and all in one read, banned on the store's verdict (a burst). A policy
+ * that would ban none of the rehearsal's addresses (an ignore list holding them all, a maxretry past MAX_FAILURES)
+ * still warms what it reaches.
  */
 export async function rehearseBan(policy: Policy, table: string): Promise<Rehearsal> {
   const started = performance.now();

@@ -299,13 +299,14 @@ export class NftFirewall implements Firewall {
   }
 
   /**
-   * A restart into sets a previous run filled: one transaction deletes what the store does not hold, adds what is
-   * missing and adds again the elements whose end is off (set-diff.ts), where a flush and load would rewrite all 100k.
+   * A restart into sets a previous run filled, or any later reconciliation: one transaction deletes what the store
+   * does not hold, adds what is missing and adds again the elements whose end is off (set-diff.ts), where a flush and
+   * load would rewrite all 100k.
    * Exact only if nobody else committed between the reading and this transaction: the generation says so, and if it
    * moved by more than our own commit (or moved while the sets were read, or they held elements we cannot read), the
-   * sets are flushed and loaded in one transaction as on any other reconciliation.
+   * sets are flushed and loaded in one transaction as on any other reconciliation. `readHere`: the picture was read
+   * inside this reconciliation's task (a periodic one), not at init() with writes of ours since.
    */
-  /** `readHere`: the picture was read inside this reconciliation's task, not at init() with writes of ours since */
   private async reconcileByDiff(
     kept: readonly FirewallBan[],
     folded: number,

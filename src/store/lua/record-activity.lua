@@ -27,7 +27,8 @@
 -- Returns {counts, …verdicts}: counts is every entry's count joined by `,` (failures in the window, or pending
 -- challenges when there were no failures), followed by `:<remaining>:<until36>` when the entry's failures leave it on
 -- the brink (no more than `reach` short of its threshold, not trusted; until: when its oldest failure leaves
--- findtime): failures weighing `remaining` before `until` ban it, which the caller may act on before asking; then, for each entry that is not simply counted (times in base 36),
+-- findtime): failures weighing `remaining` before `until` ban it, which the caller may act on before asking; then,
+-- for each entry that is not simply counted (times in base 36),
 --   <index>, 'a', <until>                                                                    already banned
 --   <index>, 'b', <until>, <count>, <codes>, <first>, <last>, <prev>, <reason>, <account>    banned now
 --   <index>, 't', <reason>, <count>, <codes>, <first>, <last>, <account>
