@@ -140,6 +140,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private policy: Policy;
   private injectionBantimeMs: number;
   private reconciling: Promise<void> | undefined;
+  /** the reconciliation asked for while one was running, which runs once it is done */
+  private followUp: Promise<void> | undefined;
   /** the store's identity as last seen, when there is no IdentityMemory */
   private seenIdentity: string | undefined;
   /** whether the fleet channel is being read: not yet while the store could not be reached since the start */
@@ -184,8 +186,19 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
 
   /** Makes the kernel sets equal the store's active bans, with their remaining time as timeouts. */
   async reconcile(why: string): Promise<void> {
-    // one at a time: a second request while one runs is served by the one that runs
-    if (this.reconciling) return this.reconciling;
+    // One at a time. A request while one runs gets one more after it, shared by every request made meanwhile: the
+    // store may have changed since the running one read it (the bans of a Redis outage written back as the fleet
+    // channel's resync reconciles: served by that resync, they were left out of the kernel until the next period).
+    if (this.reconciling) {
+      const running = this.reconciling;
+      this.followUp ??= running
+        .catch(() => undefined)
+        .then(() => {
+          this.followUp = undefined;
+          return this.stopping ? undefined : this.reconcile(why);
+        });
+      return this.followUp;
+    }
     this.journal = [];
     this.reconciling = this.reconcileOnce(why).finally(() => {
       const journal = this.journal ?? [];
