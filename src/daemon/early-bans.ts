@@ -37,6 +37,8 @@ export class EarlyBans {
 
   /** The verdict of batch `take` on failures of `target`: on the brink, or (no brink) not any more. */
   counted(target: IpTarget, brink: Brink | undefined, take: number): void {
+    // a flood's counts: nothing on the brink, nothing to look up
+    if (!brink && this.brinks.size === 0) return;
     const key = target.text;
     const held = this.brinks.get(key);
     if (held && held.take > take) return;
