@@ -1,10 +1,11 @@
 // Host bans as the nf_tables netlink batch that adds them: for loading sets known to be empty (a table just created),
 // and for every batch of host bans on a kernel that replaces a present element's timeout when it is added again
 // (NftFirewall.sendBans). The persistent writer hands the bytes to the kernel as they are (nft-writer.py, RAW_BATCH),
-// where libnftables would check its cache and parse script text first (~3 MB of it for a load of 100k). At 100k bans the kernel's part is ~0.2 s and this encoder's a few ms, against
-// ~0.45–0.6 s for the same load through libnftables. Only host bans of our hash sets are encoded, each checked as a
-// script would check it (assertBans: a target from the IP parser, never a loopback or other unbannable address, a
-// timeout nft takes); keys are the parsed target's own words, so no text reaches the kernel.
+// where libnftables would check its cache and parse script text first (~3 MB of it for a load of 100k). At 100k bans
+// the kernel's part is ~0.2 s and this encoder's a few ms, against ~0.45–0.6 s for the same load through libnftables.
+// Only host bans of our hash sets are encoded, each checked as a script would check it (assertBans: a target from the
+// IP parser, never a loopback or other unbannable address, a timeout nft takes); keys are the parsed target's own
+// words, so no text reaches the kernel.
 import type { FirewallBan } from './firewall.js';
 import { assertBans, SETS, timeoutSeconds } from './nft-script.js';
 import {

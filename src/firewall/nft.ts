@@ -191,22 +191,19 @@ export class NftFirewall implements Firewall {
       if (fresh && this.kernel.size === 0) return this.loadFresh(kept, folded.length, preloaded);
       // a write since init() (or a failed reconciliation) makes this a flush and load, which the preload came before
       if (preloaded) await Promise.allSettled(preloaded.sent);
-      if (picture !== undefined) {
-        const read = await picture.catch((e: unknown) => {
-          this.log.warn({ err: (e as Error).message }, 'could not read the nft sets by netlink; listing them instead');
+      // A restart's first reconciliation takes the picture init() started; a periodic one reads the sets here, in the
+      // queue, so nothing of ours writes meanwhile. Either way only what differs is written: at 100k bans a ban queued
+      // behind a periodic one waits 0.44–0.47 s, where a flush and load through libnftables held it 0.59–0.73 s (up to
+      // 2 s on a busy machine) every fleet.reconcileInterval.
+      const runner = this.runner;
+      const readHere = picture === undefined && this.kernel.complete && dumps(runner);
+      const reading = readHere ? this.readPicture(runner) : picture;
+      if (reading !== undefined) {
+        const read = await reading.catch((e: unknown) => {
+          this.log.warn({ err: (e as Error).message }, 'could not read the nft sets by netlink; reconciling without that reading');
           return undefined;
         });
-        if (read !== undefined) return this.reconcileByDiff(kept, folded.length, at, read, false);
-      } else if (this.kernel.complete && dumps(this.runner)) {
-        // A periodic reconciliation: the sets are read here, in the queue, so nothing of ours writes meanwhile, and only
-        // what differs is written. At 100k bans a ban queued behind it waits 0.44–0.47 s, where a flush and load
-        // through libnftables held it 0.59–0.73 s (up to 2 s on a busy machine) every fleet.reconcileInterval.
-        const runner = this.runner;
-        const read = await this.readPicture(runner).catch((e: unknown) => {
-          this.log.warn({ err: (e as Error).message }, 'could not read the nft sets by netlink; replacing them whole');
-          return undefined;
-        });
-        if (read !== undefined) return this.reconcileByDiff(kept, folded.length, at, read, true);
+        if (read !== undefined) return this.reconcileByDiff(kept, folded.length, at, read, readHere);
       }
       const script = this.script.replaceAll(kept); // validates kept before any nft runs
       const listed = this.kernel.complete ? undefined : await (listing ?? this.readAll(true));
