@@ -1,6 +1,6 @@
 // A ban placed in the kernel on the store's brink, before the store has answered for the failure that makes it, and
 // settled by the store's verdict: the real daemon, a real Redis paused so that it cannot answer, real nft.
-import { test, before, after } from 'node:test';
+import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { startBed, markerEvents, type Bed } from '../support/bed.js';
@@ -43,6 +43,17 @@ async function onTheBrink(bed: Bed, prefix: string, address: string, marker: str
   await bannedInKernel(bed, marker, 10_000);
 }
 
+/**
+ * Redis answers no write (a script is one) until unpaused: the failure that makes up the brink is sent and its element
+ * awaited in the kernel meanwhile, so whatever reached the kernel did not wait for the store. Returns with Redis paused.
+ */
+async function earlyBanWhilePaused(t: TestContext, bed: Bed, attacker: string): Promise<void> {
+  await client.call('CLIENT', 'PAUSE', '30000', 'WRITE');
+  t.after(() => client.call('CLIENT', 'UNPAUSE'));
+  bed.replay.inject(failure(attacker));
+  await bannedInKernel(bed, attacker, 10_000, 'the early ban in the kernel while Redis is paused');
+}
+
 test('the failure that crosses maxretry is in the kernel before the store has answered for it; the verdict confirms it', async (t) => {
   const prefix = 'early-ok:';
   const bed = await startBed({ cleanup: (fn) => t.after(fn), recording: 'legit-phone', redisUrl: redis.url, keyPrefix: prefix });
@@ -50,11 +61,7 @@ test('the failure that crosses maxretry is in the kernel before the store has an
   const attacker = '198.18.0.40';
   await onTheBrink(bed, prefix, attacker, '192.0.2.240');
 
-  // Redis answers no write (a script is one) until unpaused: whatever reaches the kernel now did not wait for it
-  await client.call('CLIENT', 'PAUSE', '30000', 'WRITE');
-  t.after(() => client.call('CLIENT', 'UNPAUSE'));
-  bed.replay.inject(failure(attacker));
-  await bannedInKernel(bed, attacker, 10_000, 'the early ban in the kernel while Redis is paused');
+  await earlyBanWhilePaused(t, bed, attacker);
   assert.deepEqual(Object.keys(await readRecord(client, prefix, attacker)), [], 'no ban in the store yet');
   assert.ok(!bed.daemon.logs.some((l) => l.event === 'ban' && l.address === attacker), 'no ban logged before the store made it');
 
@@ -82,10 +89,7 @@ test('an early ban the store does not make is lifted again, and said so', async 
   for (const key of await scanKeys(client, `${prefix}{${tagOf(bucketOf(target))}}w*`)) await client.hdel(key, attacker);
   assert.equal(await windowFailures(client, prefix, attacker), 0);
 
-  await client.call('CLIENT', 'PAUSE', '30000', 'WRITE');
-  t.after(() => client.call('CLIENT', 'UNPAUSE'));
-  bed.replay.inject(failure(attacker));
-  await bannedInKernel(bed, attacker, 10_000, 'the early ban in the kernel while Redis is paused');
+  await earlyBanWhilePaused(t, bed, attacker);
   await client.call('CLIENT', 'UNPAUSE');
 
   const withdrawn = await waitFor('the early ban withdrawn', () =>
