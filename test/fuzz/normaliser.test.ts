@@ -67,12 +67,14 @@ function oracle(text: string): Addr | null {
   return { family: 6, text: canonical, value: v6Value(canonical) };
 }
 
+/** never-ban.ts's fixed list: unspecified, loopback, multicast, broadcast and link-local (169.254/16, fe80::/10) */
 function neverBanned(a: Addr): boolean {
   if (a.family === 4) {
     const first = Number(a.value >> 24n);
-    return first === 0 || first === 127 || (first >= 224 && first <= 239) || a.value === 0xffffffffn;
+    const link = a.value >> 16n === 0xa9fen;
+    return first === 0 || first === 127 || (first >= 224 && first <= 239) || a.value === 0xffffffffn || link;
   }
-  return a.value === 0n || a.value === 1n || a.value >> 120n === 0xffn;
+  return a.value === 0n || a.value === 1n || a.value >> 120n === 0xffn || a.value >> 118n === 0x3fan;
 }
 
 interface Net {
