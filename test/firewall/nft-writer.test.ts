@@ -4,7 +4,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { getPriority, release, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { parseTarget, type IpTarget } from '../../src/net/ip.js';
@@ -171,6 +171,28 @@ test('the writer child gets PATH and LC_ALL only: none of our environment, no se
   assert.equal(cmdline[0], '/usr/bin/python3');
 });
 
+test('the writer asks for a short scheduler slice and keeps the nice value it was started with', async (tc) => {
+  // started from a process at nice 3, as an operator's Nice= would start the daemon (this file runs in its own process)
+  const nice = getPriority();
+  setPriority(3);
+  tc.after(() => setPriority(nice));
+  const { ns, writer, fw } = await setup(tc);
+  await fw.init();
+  setPriority(nice);
+  const pid = writer.pid!;
+  assert.equal(getPriority(pid), 3, 'the nice value it inherited');
+  const sched = await readFile(`/proc/${pid}/sched`, 'utf8');
+  const slice = /^se\.slice\s+:\s+(\d+)/m.exec(sched)?.[1];
+  const [major, minor] = release().split('.').map(Number) as [number, number];
+  if (major > 6 || (major === 6 && minor >= 12)) {
+    // EEVDF with slices a task may ask for (Linux 6.12): 0.1 ms
+    assert.equal(slice, '100000', `/proc/${pid}/sched:\n${sched.slice(0, 600)}`);
+  } else {
+    // an older kernel takes the request and ignores it: the writer runs as ever
+    await fw.add([ban('192.0.2.7')]);
+    assert.ok((await elements(ns)).has('192.0.2.7'));
+  }
+});
 test("the writer child's memory does not grow with use", async (tc) => {
   const { writer, fw } = await setup(tc);
   await fw.init();
