@@ -10,11 +10,15 @@
 // - the verdict: write → the daemon's `ban` log line read by the bench (normalise, policy, EVALSHA, ban index), which
 //   the kernel no longer waits for (a ban on the store's brink is placed first), and how many bans reached the kernel
 //   before it;
+// - firewall layer with a busy loop on every core (a flood's load): the writer with its short scheduler slice and with
+//   the kernel's default one, stamped by NetlinkStamps;
 // - nft spawn: `nsenter --net=… nft -f -` with a one-element add, as the daemon's runner does it → monitor line;
 // - nft -i: a line written to a long-lived `nft -i` → monitor line (the monitor's own floor, and what a persistent
 //   nft writer would cost);
 // - polling: one `nft -j list set` of the daemon's host set, the resolution a polling observer would have.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { createBenchNetns } from '../lib/netns.js';
 import { SyntheticAmi } from '../lib/ami-server.js';
@@ -32,6 +36,7 @@ import { countedFailures } from '../lib/src-api.js';
 const MAXRETRY = 5;
 const GOAL_P50_MS = 1;
 const GOAL_P99_MS = 2;
+const BUSY_ADDS = 500;
 
 export const latency: Benchmark = {
   name: 'latency',
@@ -130,6 +135,9 @@ export const latency: Benchmark = {
     log(`firewall layer alone: ${opts.bans} adds with the persistent writer, 200 spawning nft`);
     const layer = await firewallLayer(cleanups, opts.bans, true);
     const layerSpawn = await firewallLayer(cleanups, 200, false);
+    log(`firewall layer with every core busy: ${BUSY_ADDS} adds with the writer's short slice, ${BUSY_ADDS} with the default`);
+    const busyShort = await busyLayer(cleanups, BUSY_ADDS, false);
+    const busyDefault = await busyLayer(cleanups, BUSY_ADDS, true);
     // floors and alternatives, in the same namespace
     log('calibrating: nft -i, spawned nft, polling');
     const nfti = new NftInteractive(ns);
@@ -189,7 +197,7 @@ export const latency: Benchmark = {
       kernelAnnouncedMs: k,
       verdictMs: roundSummary(summarise(verdict)),
       kernelFirst,
-      firewallLayer: { persistent: layer, spawn: layerSpawn },
+      firewallLayer: { persistent: layer, spawn: layerSpawn, busy: { shortSlice: busyShort, defaultSlice: busyDefault } },
       floors: {
         nftInteractiveToMonitorMs: roundSummary(summarise(interactive)),
         nftInteractiveToAnnouncedMs: roundSummary(summarise(interactiveStamped)),
@@ -230,6 +238,11 @@ export const latency: Benchmark = {
             note: `${layerSpawn.toMonitorMs.n} adds`,
           },
         ),
+        measured('  same, every core busy: add() → kernel announcement p50 / p99', `${busyShort.p50} / ${busyShort.p99} ms`, {
+          note:
+            `${busyShort.n} adds, one busy loop per core; the writer with the default slice instead of its short one: ` +
+            `${busyDefault.p50} / ${busyDefault.p99} ms (${busyDefault.n} adds)`,
+        }),
         measured('  floor: spawned nft add → monitor p50 / p99', `${f.nftSpawnToMonitorMs.p50} / ${f.nftSpawnToMonitorMs.p99} ms`, {
           note: 'nsenter + nft -f -, as the daemon runs it',
         }),
@@ -287,6 +300,53 @@ async function firewallLayer(
   await fw.shutdown();
   await mon.stop();
   return { toMonitorMs: roundSummary(summarise(toMonitor)), resolvedMs: roundSummary(summarise(resolved)), missed };
+}
+
+/**
+ * NftFirewall.add() as in firewallLayer, with a busy loop on every core as a flood would keep Asterisk and the daemon
+ * busy: what the writer's short slice is for. The element is stamped by netlink-stamps.py, which takes the same short
+ * slice, or it would measure its own wait for a core. `defaultSlice`: the writer is given the kernel's default slice
+ * back once it runs, to show the difference.
+ */
+async function busyLayer(cleanups: Cleanups, n: number, defaultSlice: boolean): Promise<ReturnType<typeof roundSummary>> {
+  const ns = await createBenchNetns(cleanups);
+  const fw = nftFirewall(ns.name, true);
+  cleanups.add(() => fw.shutdown());
+  await fw.init();
+  if (defaultSlice) setSlice(fw.writerPid()!, 0);
+  const stamps = await NetlinkStamps.start(ns, false, true);
+  cleanups.add(() => stamps.stop());
+  // bounded by `timeout` too, should this process die before its cleanups run
+  const loops = Array.from({ length: availableParallelism() }, () =>
+    spawn('timeout', ['300', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }),
+  );
+  const stop = (): void => loops.forEach((c) => c.kill('SIGKILL'));
+  cleanups.add(stop);
+  const announced: number[] = [];
+  try {
+    await sleep(200);
+    for (let i = 0; i < n; i++) {
+      const text = attacker(i);
+      const seen = stamps.waitFor(text, 5000);
+      const t0 = now();
+      await fw.add(parseTargetText(text) as BenchEvent['address'], 3_600_000);
+      const t1 = await seen;
+      if (t1 !== null) announced.push(t1 - t0);
+      await sleep(5);
+    }
+  } finally {
+    stop();
+  }
+  await fw.shutdown();
+  await stamps.stop();
+  return roundSummary(summarise(announced));
+}
+
+/** Sets a task's EEVDF slice through bench/lib/slice.py (0: the kernel's default). */
+function setSlice(pid: number, ns: number): void {
+  const script = fileURLToPath(new URL('../../../bench/lib/slice.py', import.meta.url));
+  const r = spawnSync('python3', [script, String(pid), String(ns)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`slice.py ${pid} ${ns} failed: ${(r.stderr || r.error?.message || '').trim()}`);
 }
 
 /** Runs bench/lib/spawn-floor.js in a small child process and returns its timed runs. */

@@ -41,6 +41,10 @@ def keys(buf, start, end):
 
 
 def main():
+    if '--short-slice' in sys.argv:
+        from slice import set_slice
+
+        set_slice(0, 100_000)
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     sock.bind((0, 0))
     sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)

@@ -130,15 +130,18 @@ export class NetlinkStamps extends ElementWatch {
   /** CLOCK_MONOTONIC ns at this process's performance.now() zero */
   private readonly originNs: bigint;
 
-  private constructor(ns: Netns, keep: boolean) {
-    super(ns, keep, 'python3', [fileURLToPath(new URL('../../../bench/lib/netlink-stamps.py', import.meta.url))]);
+  private constructor(ns: Netns, keep: boolean, shortSlice: boolean) {
+    super(ns, keep, 'python3', [
+      fileURLToPath(new URL('../../../bench/lib/netlink-stamps.py', import.meta.url)),
+      ...(shortSlice ? ['--short-slice'] : []),
+    ]);
     const hr = process.hrtime.bigint();
     this.originNs = hr - BigInt(Math.round(now() * 1e6));
   }
 
-  /** Starts the stamper in `ns` and returns once it has subscribed. */
-  static async start(ns: Netns, keep = false): Promise<NetlinkStamps> {
-    const s = new NetlinkStamps(ns, keep);
+  /** Starts the stamper in `ns` and returns once it has subscribed; `shortSlice`: with the nft writer's short slice. */
+  static async start(ns: Netns, keep = false, shortSlice = false): Promise<NetlinkStamps> {
+    const s = new NetlinkStamps(ns, keep, shortSlice);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('netlink-stamps.py did not subscribe within 10 s (python3 missing?)')), 10_000);
       const onData = (text: string): void => {

@@ -150,6 +150,8 @@ export interface BenchFirewall {
   add(address: BenchEvent['address'], timeoutMs: number): Promise<void>;
   commit(): Promise<void>;
   shutdown(): Promise<void>;
+  /** the persistent writer's pid, once it runs */
+  writerPid(): number | undefined;
 }
 
 /**
@@ -164,6 +166,7 @@ export function nftFirewall(netns: string, persistent = false): BenchFirewall {
     add: (address, timeoutMs) => f['add']!.call(f, [{ target: address, timeoutMs }]) as Promise<void>,
     commit: () => f['commit']!.call(f) as Promise<void>,
     shutdown: () => f['shutdown']!.call(f) as Promise<void>,
+    writerPid: () => (f as unknown as { runner: { pid?: number } }).runner.pid,
   };
 }
 
