@@ -464,7 +464,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.o.metrics.earlyBans.inc({ outcome: 'withdrawn' });
     this.o.logger.warn(
       { event: 'early-ban-withdrawn', address: target.text, why },
-      `lifted the ban placed on ${target.text} before the store answered: ${why}`,
+      this.o.detectOnly
+        ? `dropped the would-be ban of ${target.text} made before the store answered (detect-only): ${why}`
+        : `lifted the ban placed on ${target.text} before the store answered: ${why}`,
     );
   }
 
