@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Policy } from '../../src/policy/policy.js';
-import { StreamDecider } from '../../src/policy/same-request.js';
+import { SameRequestFilter, StreamDecider } from '../../src/policy/same-request.js';
 import { loadConfig } from '../../src/config/load.js';
 import { parseAddress } from '../../src/net/ip.js';
 import type { SecurityEvent } from '../../src/events/types.js';
@@ -60,6 +60,31 @@ test('a successful login with a password trusts a phone; an AMI login only when 
   assert.deepEqual(p.decide(success('AMI', false)), { action: 'success', trust: false });
   const ami = new Policy(loadConfig({ env: { AMI_GUARD_POLICY_TRUST_AMI: 'true' } }).policy);
   assert.deepEqual(ami.decide(success('AMI', false)), { action: 'success', trust: true });
+});
+
+test('the same-request filter remembers at most max addresses, the latest ones, and pairs across its generations', () => {
+  const f = new SameRequestFilter(1_000);
+  const at = (kind: string, address: string, session: string): SecurityEvent => ({
+    ...ev(kind, address),
+    sessionId: session,
+    eventTime: 7,
+  });
+  const v6 = (i: number): string => `2001:db8::${i.toString(16)}`;
+  // a rotating attacker: 50,000 addresses, one FailedACL each
+  for (let i = 0; i < 50_000; i++) {
+    assert.equal(f.isRepeat(at('FailedACL', v6(i), `s${i}`)), false);
+    assert.ok(f.size <= 1_000, `${f.size} remembered after ${i + 1}`);
+  }
+  // the last 500 are remembered whatever the generation they sit in; the first is long gone
+  assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_999), 's49999')), true);
+  assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_500), 's49500')), true);
+  assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(0), 's0')), false);
+  // a newer FailedACL of an address in the older generation replaces it there: only the last one pairs
+  f.isRepeat(at('FailedACL', v6(49_600), 'newer'));
+  assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_600), 's49600')), false);
+  f.isRepeat(at('FailedACL', v6(49_601), 'newer'));
+  assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_601), 'newer')), true);
+  assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_601), 'newer')), false, 'consumed');
 });
 
 test("pjsip's double report of one request (FailedACL, then ChallengeResponseFailed: same session, same time) counts once", () => {
