@@ -6,6 +6,7 @@
 // address. The subnet (policy.subnet.*) is offered only when a ban of it would be allowed here; whether it holds a
 // trusted address is the store's to know.
 import { prefixOf, type IpAddress, type IpPrefix, type IpTarget } from '../net/ip.js';
+import { OldestFirst } from '../oldest-first.js';
 
 export interface PrefixRules {
   /** IPv6 counting prefix length; 128: per address */
@@ -34,16 +35,30 @@ function networkKey(t: IpTarget, bits: number): string {
   return key;
 }
 
-function remember<T>(map: Map<string, T>, key: string, value: T): void {
-  map.set(key, value);
-  if (map.size > CACHE_MAX) map.delete(map.keys().next().value!);
+/** network key → decision, at most CACHE_MAX of them, the oldest dropped first */
+class Decisions {
+  private readonly map = new Map<string, IpPrefix | null>();
+  private readonly oldest = new OldestFirst(this.map);
+
+  get(key: string): IpPrefix | null | undefined {
+    return this.map.get(key);
+  }
+
+  set(key: string, value: IpPrefix | null): void {
+    this.map.set(key, value);
+    if (this.map.size > CACHE_MAX) this.oldest.evict();
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
 }
 
 export class PrefixChoice {
   /** network key → the counting prefix, or null when a ban of it is refused here (count per address) */
-  private readonly counting = new Map<string, IpPrefix | null>();
+  private readonly counting = new Decisions();
   /** network key → the subnet, or null when a ban of it is refused here */
-  private readonly subnets = new Map<string, IpPrefix | null>();
+  private readonly subnets = new Decisions();
   private generation: number;
 
   constructor(
@@ -73,14 +88,14 @@ export class PrefixChoice {
   }
 
   /** The /bits network around `target`, or null when a ban of it is refused here; remembered in `cache`. */
-  private network(cache: Map<string, IpPrefix | null>, target: IpTarget, bits: number): IpPrefix | null {
+  private network(cache: Decisions, target: IpTarget, bits: number): IpPrefix | null {
     this.fresh();
     const key = networkKey(target, bits);
     let net = cache.get(key);
     if (net === undefined) {
       const p = prefixOf(target, bits) as IpPrefix;
       net = this.refusal(p) === null ? p : null;
-      remember(cache, key, net);
+      cache.set(key, net);
     }
     return net;
   }

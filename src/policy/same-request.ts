@@ -1,5 +1,6 @@
 import type { SecurityEvent } from '../events/types.js';
 import type { EventDecision, Policy } from './policy.js';
+import { OldestFirst } from '../oldest-first.js';
 
 /**
  * One request counts once. pjsip reports a REGISTER with credentials for an ACL-restricted endpoint twice: FailedACL,
@@ -10,21 +11,18 @@ import type { EventDecision, Policy } from './policy.js';
  */
 export class SameRequestFilter {
   /**
-   * address → `${sessionId}\0${eventTime}` of its last FailedACL, in two generations: when the recent one is full it
-   * becomes the older and the one before is dropped whole. Evicting one entry from the front of a Map per insertion
-   * costs V8 a walk over every entry deleted before it: 40–140 µs per FailedACL at 100k addresses (a rotating IPv6
-   * attacker behind an ACL has as many as it likes), against a constant cost here. The time as a number: EventTV's
-   * text is a view into the read it came from, which a remembered string would keep alive.
+   * address → `${sessionId}\0${eventTime}` of its last FailedACL; bounded, oldest first out (a rotating IPv6 attacker
+   * behind an ACL has as many addresses as it likes). The time as a number: EventTV's text is a view into the read it
+   * came from, which a remembered string would keep alive.
    */
-  private recent = new Map<string, string>();
-  private older = new Map<string, string>();
+  private readonly lastAcl = new Map<string, string>();
+  private readonly oldest = new OldestFirst(this.lastAcl);
 
-  /** `max`: addresses remembered at most, over both generations */
   constructor(private readonly max = 100_000) {}
 
   /** addresses remembered */
   get size(): number {
-    return this.recent.size + this.older.size;
+    return this.lastAcl.size;
   }
 
   /** For a counted event: true when this ChallengeResponseFailed reports the FailedACL just counted for its address. */
@@ -32,21 +30,16 @@ export class SameRequestFilter {
     if (event.kind === 'FailedACL') {
       if (!event.sessionId) return false;
       const key = event.address.text;
-      this.older.delete(key); // one FailedACL per address, the last
-      this.recent.set(key, `${event.sessionId}\u0000${event.eventTime}`);
-      if (this.recent.size >= Math.max(1, this.max >> 1)) {
-        this.older = this.recent;
-        this.recent = new Map();
-      }
+      this.lastAcl.delete(key);
+      this.lastAcl.set(key, `${event.sessionId}\u0000${event.eventTime}`);
+      if (this.lastAcl.size > this.max) this.oldest.evict();
       return false;
     }
-    if (event.kind !== 'ChallengeResponseFailed' || this.size === 0) return false;
+    if (event.kind !== 'ChallengeResponseFailed' || this.lastAcl.size === 0) return false;
     const key = event.address.text;
-    const last = this.recent.get(key) ?? this.older.get(key);
+    const last = this.lastAcl.get(key);
     if (last === undefined) return false;
-    // the pair is consumed: a second ChallengeResponseFailed is a second guess
-    this.recent.delete(key);
-    this.older.delete(key);
+    this.lastAcl.delete(key); // the pair is consumed: a second ChallengeResponseFailed is a second guess
     return event.sessionId !== '' && last === `${event.sessionId}\u0000${event.eventTime}`;
   }
 }

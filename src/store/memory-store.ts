@@ -27,6 +27,7 @@ import type {
   SubnetBan,
   TargetActivity,
 } from './store.js';
+import { OldestFirst } from '../oldest-first.js';
 
 const PAGE_SIZE = 5_000;
 
@@ -75,6 +76,7 @@ interface Expiring<T> {
 /** A Map bounded in size and time: insertion order is write order, so the first key is the one to evict. */
 class ExpiringTable<T> {
   private readonly map = new Map<string, Expiring<T>>();
+  private readonly oldest = new OldestFirst(this.map);
 
   constructor(
     private readonly cap: number,
@@ -102,7 +104,7 @@ class ExpiringTable<T> {
   setUntil(key: string, value: T, expiresAt: number): void {
     this.map.delete(key); // re-insert at the end: most recently written
     this.map.set(key, { value, expiresAt });
-    if (this.map.size > this.cap) this.map.delete(this.map.keys().next().value!);
+    if (this.map.size > this.cap) this.oldest.evict();
   }
 
   /** the live entries with their keys, oldest written first, copied (the caller may take its time over them) */
