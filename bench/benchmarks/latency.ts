@@ -316,11 +316,20 @@ async function busyLayer(cleanups: Cleanups, n: number, defaultSlice: boolean): 
   if (defaultSlice) setSlice(fw.writerPid()!, 0);
   const stamps = await NetlinkStamps.start(ns, false, true);
   cleanups.add(() => stamps.stop());
-  // bounded by `timeout` too, should this process die before its cleanups run
+  // each `timeout` and its loop in a process group of their own, killed as one (SIGKILL to `timeout` alone would
+  // leave its loop running); `timeout` ends the loop by itself should this process die before its cleanups run
   const loops = Array.from({ length: availableParallelism() }, () =>
-    spawn('timeout', ['300', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }),
+    spawn('timeout', ['120', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore', detached: true }),
   );
-  const stop = (): void => loops.forEach((c) => c.kill('SIGKILL'));
+  const stop = (): void => {
+    for (const c of loops) {
+      try {
+        if (c.pid !== undefined) process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
   cleanups.add(stop);
   const announced: number[] = [];
   try {
