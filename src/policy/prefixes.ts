@@ -6,7 +6,7 @@
 // address. The subnet (policy.subnet.*) is offered only when a ban of it would be allowed here; whether it holds a
 // trusted address is the store's to know.
 import { prefixOf, type IpAddress, type IpPrefix, type IpTarget } from '../net/ip.js';
-import { OldestFirst } from '../oldest-first.js';
+import { afterEviction, evictOldest } from '../evict-oldest.js';
 
 export interface PrefixRules {
   /** IPv6 counting prefix length; 128: per address */
@@ -38,7 +38,6 @@ function networkKey(t: IpTarget, bits: number): string {
 /** network key → decision, at most CACHE_MAX of them, the oldest dropped first */
 class Decisions {
   private readonly map = new Map<string, IpPrefix | null>();
-  private readonly oldest = new OldestFirst(this.map);
 
   get(key: string): IpPrefix | null | undefined {
     return this.map.get(key);
@@ -46,7 +45,7 @@ class Decisions {
 
   set(key: string, value: IpPrefix | null): void {
     this.map.set(key, value);
-    if (this.map.size > CACHE_MAX) this.oldest.evict();
+    if (this.map.size > CACHE_MAX) evictOldest(this.map, afterEviction(CACHE_MAX));
   }
 
   clear(): void {

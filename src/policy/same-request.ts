@@ -1,6 +1,6 @@
 import type { SecurityEvent } from '../events/types.js';
 import type { EventDecision, Policy } from './policy.js';
-import { OldestFirst } from '../oldest-first.js';
+import { afterEviction, evictOldest } from '../evict-oldest.js';
 
 /**
  * One request counts once. pjsip reports a REGISTER with credentials for an ACL-restricted endpoint twice: FailedACL,
@@ -16,7 +16,6 @@ export class SameRequestFilter {
    * came from, which a remembered string would keep alive.
    */
   private readonly lastAcl = new Map<string, string>();
-  private readonly oldest = new OldestFirst(this.lastAcl);
 
   constructor(private readonly max = 100_000) {}
 
@@ -32,7 +31,7 @@ export class SameRequestFilter {
       const key = event.address.text;
       this.lastAcl.delete(key);
       this.lastAcl.set(key, `${event.sessionId}\u0000${event.eventTime}`);
-      if (this.lastAcl.size > this.max) this.oldest.evict();
+      if (this.lastAcl.size > this.max) evictOldest(this.lastAcl, afterEviction(this.max));
       return false;
     }
     if (event.kind !== 'ChallengeResponseFailed' || this.lastAcl.size === 0) return false;

@@ -16,7 +16,6 @@ import type { Metrics } from '../metrics.js';
 import type { MemoryStore } from './memory-store.js';
 import type { RedisStore } from './redis-store.js';
 import { checkBatch } from './activity.js';
-import { OldestFirst } from '../oldest-first.js';
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
   ActiveBan,
@@ -107,7 +106,6 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
   private writtenBack: BanRecord[] = [];
   /** targets an operator unbanned during an outage, oldest first, not yet unbanned in Redis */
   private readonly pendingUnbans = new Map<string, IpTarget>();
-  private readonly pendingOldest = new OldestFirst(this.pendingUnbans);
   private unbannedBack: IpTarget[] = [];
 
   constructor(private readonly o: FallbackStoreOptions) {
@@ -380,7 +378,7 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     this.pendingUnbans.delete(target.text);
     this.pendingUnbans.set(target.text, target);
     if (this.pendingUnbans.size > this.o.maxWriteback) {
-      this.pendingOldest.evict();
+      this.pendingUnbans.delete(this.pendingUnbans.keys().next().value!);
       this.o.metrics.storeWriteback.inc({ result: 'dropped' });
     }
     return local || this.writeback.length < before;

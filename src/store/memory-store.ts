@@ -27,7 +27,7 @@ import type {
   SubnetBan,
   TargetActivity,
 } from './store.js';
-import { OldestFirst } from '../oldest-first.js';
+import { afterEviction, evictOldest } from '../evict-oldest.js';
 
 const PAGE_SIZE = 5_000;
 
@@ -73,10 +73,12 @@ interface Expiring<T> {
   readonly expiresAt: number;
 }
 
-/** A Map bounded in size and time: insertion order is write order, so the first key is the one to evict. */
+/**
+ * A Map bounded in size and time: insertion order is write order, so the first keys are the ones to evict, the
+ * oldest 1/64 at once when it outgrows its cap (evictOldest).
+ */
 class ExpiringTable<T> {
   private readonly map = new Map<string, Expiring<T>>();
-  private readonly oldest = new OldestFirst(this.map);
 
   constructor(
     private readonly cap: number,
@@ -104,7 +106,7 @@ class ExpiringTable<T> {
   setUntil(key: string, value: T, expiresAt: number): void {
     this.map.delete(key); // re-insert at the end: most recently written
     this.map.set(key, { value, expiresAt });
-    if (this.map.size > this.cap) this.oldest.evict();
+    if (this.map.size > this.cap) evictOldest(this.map, afterEviction(this.cap));
   }
 
   /** the live entries with their keys, oldest written first, copied (the caller may take its time over them) */

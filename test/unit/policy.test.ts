@@ -62,7 +62,7 @@ test('a successful login with a password trusts a phone; an AMI login only when 
   assert.deepEqual(ami.decide(success('AMI', false)), { action: 'success', trust: true });
 });
 
-test('the same-request filter remembers at most max addresses, the latest ones, and pairs across its generations', () => {
+test('the same-request filter remembers at most max addresses, the latest ones, and pairs only the last FailedACL', () => {
   const f = new SameRequestFilter(1_000);
   const at = (kind: string, address: string, session: string): SecurityEvent => ({
     ...ev(kind, address),
@@ -75,11 +75,11 @@ test('the same-request filter remembers at most max addresses, the latest ones, 
     assert.equal(f.isRepeat(at('FailedACL', v6(i), `s${i}`)), false);
     assert.ok(f.size <= 1_000, `${f.size} remembered after ${i + 1}`);
   }
-  // the last 500 are remembered whatever the generation they sit in; the first is long gone
+  // the latest are remembered; the first is long gone
   assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_999), 's49999')), true);
   assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_500), 's49500')), true);
   assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(0), 's0')), false);
-  // a newer FailedACL of an address in the older generation replaces it there: only the last one pairs
+  // a newer FailedACL of an address replaces its last: only that one pairs
   f.isRepeat(at('FailedACL', v6(49_600), 'newer'));
   assert.equal(f.isRepeat(at('ChallengeResponseFailed', v6(49_600), 's49600')), false);
   f.isRepeat(at('FailedACL', v6(49_601), 'newer'));
