@@ -162,7 +162,8 @@ export class NftWriter implements NftRunner {
     };
     let child: WriterProcess;
     try {
-      child = await this.running();
+      // a running child is used at once: a ban's batch then reaches it in the same turn as the read that decided it
+      child = this.child?.alive ? this.child : await this.running();
     } catch (e) {
       settle(() => req.reject(e as Error));
       return;
