@@ -2,7 +2,7 @@
  * Deletes a Map's oldest entries (insertion order) until it holds `keep`, in one walk; returns how many went.
  *
  * Evicting one entry per insertion with `map.keys().next()` walks every entry deleted before the first live one,
- * which V8 keeps as holes until it rebuilds the table: past the bound that cost 58–187 µs per insertion at 100k
+ * which V8 keeps as holes until it rebuilds the table: past the bound that cost 18–58 µs per insertion at 100k
  * entries. Evicting a slice at a time spreads one such walk over the slice. A live iterator kept between insertions
  * would avoid the walk, but V8 then keeps every table the Map has outgrown or compacted for that iterator's sake:
  * twice the memory for a Map of 200k, more after churn.

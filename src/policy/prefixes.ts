@@ -35,29 +35,16 @@ function networkKey(t: IpTarget, bits: number): string {
   return key;
 }
 
-/** network key → decision, at most CACHE_MAX of them, the oldest dropped first */
-class Decisions {
-  private readonly map = new Map<string, IpPrefix | null>();
-
-  get(key: string): IpPrefix | null | undefined {
-    return this.map.get(key);
-  }
-
-  set(key: string, value: IpPrefix | null): void {
-    this.map.set(key, value);
-    if (this.map.size > CACHE_MAX) evictOldest(this.map, afterEviction(CACHE_MAX));
-  }
-
-  clear(): void {
-    this.map.clear();
-  }
+function remember<T>(map: Map<string, T>, key: string, value: T): void {
+  map.set(key, value);
+  if (map.size > CACHE_MAX) evictOldest(map, afterEviction(CACHE_MAX));
 }
 
 export class PrefixChoice {
   /** network key → the counting prefix, or null when a ban of it is refused here (count per address) */
-  private readonly counting = new Decisions();
+  private readonly counting = new Map<string, IpPrefix | null>();
   /** network key → the subnet, or null when a ban of it is refused here */
-  private readonly subnets = new Decisions();
+  private readonly subnets = new Map<string, IpPrefix | null>();
   private generation: number;
 
   constructor(
@@ -87,14 +74,14 @@ export class PrefixChoice {
   }
 
   /** The /bits network around `target`, or null when a ban of it is refused here; remembered in `cache`. */
-  private network(cache: Decisions, target: IpTarget, bits: number): IpPrefix | null {
+  private network(cache: Map<string, IpPrefix | null>, target: IpTarget, bits: number): IpPrefix | null {
     this.fresh();
     const key = networkKey(target, bits);
     let net = cache.get(key);
     if (net === undefined) {
       const p = prefixOf(target, bits) as IpPrefix;
       net = this.refusal(p) === null ? p : null;
-      cache.set(key, net);
+      remember(cache, key, net);
     }
     return net;
   }
