@@ -16,6 +16,7 @@ import type { Metrics } from '../metrics.js';
 import type { MemoryStore } from './memory-store.js';
 import type { RedisStore } from './redis-store.js';
 import { checkBatch } from './activity.js';
+import { afterEviction } from '../evict-oldest.js';
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
   ActiveBan,
@@ -255,8 +256,10 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     this.decidedHere.add(ban);
     this.writeback.push(ban);
     if (this.writeback.length > this.o.maxWriteback) {
-      this.writeback.shift();
-      this.o.metrics.storeWriteback.inc({ result: 'dropped' });
+      // the oldest 1/64 at once: shift() moves the whole array when it is this long, ~0.1-0.25 ms per ban at 100-200k
+      const dropped = this.writeback.length - afterEviction(this.o.maxWriteback);
+      this.writeback.splice(0, dropped);
+      this.o.metrics.storeWriteback.inc({ result: 'dropped' }, dropped);
     }
   }
 

@@ -37,7 +37,7 @@ interface Rig {
 }
 
 let prefixes = 0;
-function rig(t: { after(fn: () => Promise<void>): void }, commandTimeoutMs = 5_000): Rig {
+function rig(t: { after(fn: () => Promise<void>): void }, commandTimeoutMs = 5_000, maxWriteback = 1_000): Rig {
   const client = createRedisClient({ url: server.url, commandTimeoutMs });
   const primary = new RedisStore({ client, keyPrefix: `fb${++prefixes}:`, nodeId: NODE, policy: POLICY });
   const metrics = new Metrics();
@@ -50,7 +50,7 @@ function rig(t: { after(fn: () => Promise<void>): void }, commandTimeoutMs = 5_0
     primaryReady: () => client.status === 'ready',
     logger: createLogger('info', sink),
     metrics,
-    maxWriteback: 1_000,
+    maxWriteback,
     probeIntervalMs: 100,
     probeTimeoutMs: 300,
   });
@@ -162,6 +162,25 @@ describe('FallbackStore on a real redis-server', () => {
     await recordFailure(r.store, failure('198.51.100.9', Date.now()));
     assert.equal((await r.primary.recentFailures(target('198.51.100.9'))).length, 1);
     assert.match(r.logs(), /"written":3.*"msg":"redis reachable again: bans decided meanwhile written back"/);
+  });
+
+  it('past maxWriteback the oldest bans of an outage are dropped from the write-back, counted; the newest are written', async (t) => {
+    const r = rig(t, 5_000, 64);
+    await r.client.ping();
+    await server.crash();
+    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    const addresses = Array.from({ length: 150 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    for (const a of addresses) banned(await failures(r.store, a, POLICY.maxretry));
+    const pending = r.store.state.pendingWriteback;
+    // 1/64 below the bound once it overflows, never above it
+    assert.ok(pending <= 64 && pending >= 63, `${pending} pending`);
+    assert.equal(await r.writeback('dropped'), 150 - pending);
+    await server.restart();
+    await waitFor('the write-back', () => (r.recoveries.length > 0 ? true : undefined), 15_000);
+    assert.deepEqual(
+      r.recoveries[0]!.written.map((b) => b.address),
+      addresses.slice(150 - pending),
+    );
   });
 
   it('a ban another node made meanwhile covers the one decided here: no second record, no second history entry', async (t) => {
