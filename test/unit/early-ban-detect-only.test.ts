@@ -2,16 +2,12 @@
 // "lifted": the log line says so, with the same event name operators alert on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { loadConfig } from '../../src/config/load.js';
-import { Daemon } from '../../src/daemon/daemon.js';
 import type { SecurityEvent } from '../../src/events/types.js';
-import { DetectOnlyFirewall } from '../../src/firewall/detect-only.js';
-import { createLogger } from '../../src/log.js';
-import { Metrics } from '../../src/metrics.js';
 import { parseAddress } from '../../src/net/ip.js';
 import { Policy } from '../../src/policy/policy.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
+import { memoryDaemon } from '../support/memory-daemon.js';
 
 let session = 0;
 function failure(address: string): SecurityEvent {
@@ -47,26 +43,7 @@ for (const detectOnly of [true, false]) {
     const record = store.recordActivity.bind(store);
     let calls = 0;
     store.recordActivity = (batch, now) => (++calls <= 4 ? record(batch, now) : Promise.reject(new Error('store unreachable')));
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-        done();
-      },
-    });
-    const firewall = new DetectOnlyFirewall();
-    const daemon = new Daemon({
-      policy,
-      store,
-      firewall,
-      source: { start: () => undefined, stop: () => Promise.resolve() },
-      logger: createLogger('info', sink),
-      metrics: new Metrics(),
-      maxPending: 100,
-      injectionBantimeMs: 60_000,
-      detectOnly,
-    });
-    await firewall.init();
+    const { daemon, firewall, lines } = await memoryDaemon(policy, store, { detectOnly });
     const attacker = '198.51.100.77';
     for (let i = 1; i <= 4; i++) {
       daemon.onBatch({ events: [failure(attacker)], injections: [] });

@@ -1,15 +1,11 @@
 // A reconciliation asked for while one runs: one more runs after it, on what the store holds by then.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { loadConfig } from '../../src/config/load.js';
-import { Daemon } from '../../src/daemon/daemon.js';
-import { DetectOnlyFirewall } from '../../src/firewall/detect-only.js';
-import { createLogger } from '../../src/log.js';
-import { Metrics } from '../../src/metrics.js';
 import { parseTarget } from '../../src/net/ip.js';
 import { Policy } from '../../src/policy/policy.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
+import { memoryDaemon } from '../support/memory-daemon.js';
 import type { ActiveBan } from '../../src/store/store.js';
 
 test('a reconciliation asked for while one runs is run after it, once for every request made meanwhile', async () => {
@@ -26,25 +22,7 @@ test('a reconciliation asked for while one runs is run after it, once for every 
     if (++reads === 1) await gate;
     yield* pages;
   };
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      done();
-    },
-  });
-  const firewall = new DetectOnlyFirewall();
-  const daemon = new Daemon({
-    policy,
-    store,
-    firewall,
-    source: { start: () => undefined, stop: () => Promise.resolve() },
-    logger: createLogger('info', sink),
-    metrics: new Metrics(),
-    maxPending: 100,
-    injectionBantimeMs: 60_000,
-  });
-  await firewall.init();
+  const { daemon, firewall, lines } = await memoryDaemon(policy, store);
 
   const first = daemon.reconcile('first');
   // while the first is reading, a ban reaches the store (the write-back of an outage's bans) and two more requests come

@@ -1,0 +1,40 @@
+// A Daemon in this process on a MemoryStore and the detect-only firewall, no AMI source, its log lines collected:
+// for unit tests of the daemon's own decisions.
+import { Writable } from 'node:stream';
+import { Daemon } from '../../src/daemon/daemon.js';
+import { DetectOnlyFirewall } from '../../src/firewall/detect-only.js';
+import { createLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics.js';
+import type { Policy } from '../../src/policy/policy.js';
+import type { MemoryStore } from '../../src/store/memory-store.js';
+
+export interface MemoryDaemon {
+  readonly daemon: Daemon;
+  readonly firewall: DetectOnlyFirewall;
+  /** the daemon's log lines, parsed, as they come */
+  readonly lines: Array<Record<string, unknown>>;
+}
+
+export async function memoryDaemon(policy: Policy, store: MemoryStore, options: { detectOnly?: boolean } = {}): Promise<MemoryDaemon> {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  const firewall = new DetectOnlyFirewall();
+  const daemon = new Daemon({
+    policy,
+    store,
+    firewall,
+    source: { start: () => undefined, stop: () => Promise.resolve() },
+    logger: createLogger('info', sink),
+    metrics: new Metrics(),
+    maxPending: 100,
+    injectionBantimeMs: 60_000,
+    ...(options.detectOnly === undefined ? {} : { detectOnly: options.detectOnly }),
+  });
+  await firewall.init();
+  return { daemon, firewall, lines };
+}
