@@ -1,8 +1,9 @@
 // Ban latency: the synthetic AMI server writes the threshold-crossing event of one address; the clock stops when
 // `nft monitor` in the namespace reports the address added to the kernel set. maxretry-1 failures go first (and are
 // seen counted in Redis) so that only the crossing event is timed; one address at a time, each address new. The
-// same bans are also stamped by a second observer, a small Python child reading nf_tables' netlink announcements
-// (NetlinkStamps): nft monitor's own floor is ~6 ms at p99 on a busy 2-core machine, more than the goal itself.
+// same bans are also stamped by a second observer, a small real-time Python child reading nf_tables' netlink
+// announcements (NetlinkStamps): nft monitor's own floor is ~6 ms at p99 on a busy 2-core machine, more than the goal
+// itself.
 //
 // Also measured here, to say what the figure is made of and what the floor of each method is:
 // - firewall layer alone: NftFirewall.add() called in this process, with the persistent nft writer as the daemon
@@ -11,7 +12,7 @@
 //   the kernel no longer waits for (a ban on the store's brink is placed first), and how many bans reached the kernel
 //   before it;
 // - firewall layer with a busy loop on every core (a flood's load): the writer with its short scheduler slice and with
-//   the kernel's default one, stamped by NetlinkStamps;
+//   the kernel's default one, stamped by NetlinkStamps (which, real-time, does not wait behind the loops);
 // - nft spawn: `nsenter --net=… nft -f -` with a one-element add, as the daemon's runner does it → monitor line;
 // - nft -i: a line written to a long-lived `nft -i` → monitor line (the monitor's own floor, and what a persistent
 //   nft writer would cost);
@@ -219,7 +220,7 @@ export const latency: Benchmark = {
         measured('ban latency, element stamped as the kernel announces it, p50 / p99', `${k.p50} / ${k.p99} ms`, {
           goal: `p50 ≤ ${GOAL_P50_MS} ms, p99 ≤ ${GOAL_P99_MS} ms`,
           met: k.p50 <= GOAL_P50_MS && k.p99 <= GOAL_P99_MS,
-          note: `the same bans; the observer is one recv() on nf_tables' netlink group, not nft monitor; max ${k.max} ms`,
+          note: `the same bans; the observer is one real-time recv() on nf_tables' netlink group, not nft monitor; max ${k.max} ms`,
         }),
         measured("  the store's verdict (write → ban log line) p50 / p99", `${data.verdictMs.p50} / ${data.verdictMs.p99} ms`, {
           note: `the kernel announced the element before the log line in ${kernelFirst} of ${verdict.length} bans (placed on the store's brink)`,
@@ -304,9 +305,9 @@ async function firewallLayer(
 
 /**
  * NftFirewall.add() as in firewallLayer, with a busy loop on every core as a flood would keep Asterisk and the daemon
- * busy: what the writer's short slice is for. The element is stamped by netlink-stamps.py, which takes the same short
- * slice, or it would measure its own wait for a core. `defaultSlice`: the writer is given the kernel's default slice
- * back once it runs, to show the difference.
+ * busy: what the writer's short slice is for. The element is stamped by netlink-stamps.py, real-time, so that its own
+ * wait for a core is not counted. `defaultSlice`: the writer is given the kernel's default slice back once it runs, to
+ * show the difference.
  */
 async function busyLayer(cleanups: Cleanups, n: number, defaultSlice: boolean): Promise<ReturnType<typeof roundSummary>> {
   const ns = await createBenchNetns(cleanups);
@@ -314,7 +315,7 @@ async function busyLayer(cleanups: Cleanups, n: number, defaultSlice: boolean): 
   cleanups.add(() => fw.shutdown());
   await fw.init();
   if (defaultSlice) setSlice(fw.writerPid()!, 0);
-  const stamps = await NetlinkStamps.start(ns, false, true);
+  const stamps = await NetlinkStamps.start(ns);
   cleanups.add(() => stamps.stop());
   // each `timeout` and its loop in a process group of their own, killed as one (SIGKILL to `timeout` alone would
   // leave its loop running); `timeout` ends the loop by itself should this process die before its cleanups run

@@ -17,6 +17,7 @@ const LINE = /^add element (\S+) (\S+) (\S+) \{ (\S+) /;
 abstract class ElementWatch {
   protected readonly child: ChildProcessWithoutNullStreams;
   private partial = '';
+  private errTail = '';
   private readonly waiters = new Map<string, (at: number) => void>();
   /** every element seen, with when: only kept when `keep` is set */
   readonly seen = new Map<string, number>();
@@ -31,7 +32,13 @@ abstract class ElementWatch {
     this.child = ns.spawn(file, args);
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (s: string) => this.onData(s));
-    this.child.stderr.on('data', () => undefined);
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (s: string) => (this.errTail = (this.errTail + s).slice(-500)));
+  }
+
+  /** the end of what the child wrote to stderr, for an error message */
+  protected stderrTail(): string {
+    return this.errTail;
   }
 
   /** the element a line announces and when it was added (performance.now()), or null for another line */
@@ -122,26 +129,23 @@ export class NftMonitor extends ElementWatch {
 
 /**
  * The kernel's own announcement of each added element, stamped by a small Python child (netlink-stamps.py) as its
- * recv() returns: one process waking up, where nft monitor also parses, looks the set up in its cache and prints
- * (the observation floor of `nft monitor`, p99 ~6 ms on a busy 2-core machine, is mostly that). Both clocks are
+ * recv() returns: one real-time process waking up, where nft monitor also parses, looks the set up in its cache and
+ * prints (the observation floor of `nft monitor`, p99 ~6 ms on a busy 2-core machine, is mostly that). Both clocks are
  * CLOCK_MONOTONIC, so its stamps convert to performance.now() exactly.
  */
 export class NetlinkStamps extends ElementWatch {
   /** CLOCK_MONOTONIC ns at this process's performance.now() zero */
   private readonly originNs: bigint;
 
-  private constructor(ns: Netns, keep: boolean, shortSlice: boolean) {
-    super(ns, keep, 'python3', [
-      fileURLToPath(new URL('../../../bench/lib/netlink-stamps.py', import.meta.url)),
-      ...(shortSlice ? ['--short-slice'] : []),
-    ]);
+  private constructor(ns: Netns, keep: boolean) {
+    super(ns, keep, 'python3', [fileURLToPath(new URL('../../../bench/lib/netlink-stamps.py', import.meta.url))]);
     const hr = process.hrtime.bigint();
     this.originNs = hr - BigInt(Math.round(now() * 1e6));
   }
 
-  /** Starts the stamper in `ns` and returns once it has subscribed; `shortSlice`: with the nft writer's short slice. */
-  static async start(ns: Netns, keep = false, shortSlice = false): Promise<NetlinkStamps> {
-    const s = new NetlinkStamps(ns, keep, shortSlice);
+  /** Starts the stamper in `ns` and returns once it has subscribed. */
+  static async start(ns: Netns, keep = false): Promise<NetlinkStamps> {
+    const s = new NetlinkStamps(ns, keep);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('netlink-stamps.py did not subscribe within 10 s (python3 missing?)')), 10_000);
       const onData = (text: string): void => {
@@ -151,9 +155,9 @@ export class NetlinkStamps extends ElementWatch {
         resolve();
       };
       s.child.stdout.on('data', onData);
-      s.child.once('exit', (code) => {
+      s.child.once('close', (code) => {
         clearTimeout(timer);
-        reject(new Error(`netlink-stamps.py exited (${code})`));
+        reject(new Error(`netlink-stamps.py exited (${code}): ${s.stderrTail().trim() || 'no message'}`));
       });
     });
     return s;

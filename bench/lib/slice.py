@@ -1,6 +1,5 @@
 # Sets a task's EEVDF slice (Linux 6.12 and later) as nft-writer.py sets its own: `slice.py <pid> <ns>`, 0 for the
-# kernel's default. The latency bench uses it to run the same writer with and without its short slice, and to give
-# its own observer the short slice when the cores are busy, so that it measures the writer and not its own wait.
+# kernel's default. The latency bench uses it to run the same writer with and without its short slice.
 import ctypes
 import os
 import struct
