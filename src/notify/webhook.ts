@@ -3,6 +3,7 @@
 // retries, and a full queue drops its oldest entry. The URL may carry a token (in its path or query) or basic-auth
 // credentials, so it is never logged: logs name its origin only.
 import { setTimeout as sleep } from 'node:timers/promises';
+import Denque from 'denque';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { BanRecord } from '../store/store.js';
@@ -40,7 +41,8 @@ export class WebhookNotifier {
   private readonly target: URL;
   private readonly headers: Record<string, string>;
   private readonly log: Logger;
-  private readonly queue: Payload[] = [];
+  // a deque: an array's shift() is a copy of the whole array past ~16k entries, and notify.webhook.queue has no cap
+  private readonly queue = new Denque<Payload>();
   private worker: Promise<void> | null = null;
   private closing = false;
   /** ends backoff waits at close, so what is queued gets one attempt each */
@@ -87,7 +89,7 @@ export class WebhookNotifier {
     if (this.queue.length > 0) {
       this.o.metrics.notifications.inc({ result: 'dropped' }, this.queue.length);
       this.log.warn({ dropped: this.queue.length }, 'stopping: webhook notifications not sent');
-      this.queue.length = 0;
+      this.queue.clear();
     }
   }
 

@@ -156,6 +156,34 @@ test('a hanging webhook: the queue drops its oldest, the timeout ends an attempt
   assert.match(tm.logs(), /"why":"timeout"/);
 });
 
+test('a large queue behind a hanging webhook keeps the newest, counts every drop', async (t) => {
+  // notify.webhook.queue has no upper bound: the queue is a deque, not an array shifted from the front
+  const hanging = await startReceiver(() => 'hang');
+  t.after(() => hanging.stop());
+  const size = 50_000;
+  const h = harness(t, hanging, { queueSize: size });
+  const total = 120_001;
+  const address = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  for (let i = 0; i < total; i++) h.notifier.notifyBan(ban(address(i)));
+  const [first] = await hanging.waitFor(1);
+  assert.equal((JSON.parse(first!.body) as { address: string }).address, address(0), 'the first went out as it came');
+  assert.equal(await h.count('dropped'), total - 1 - size, 'the oldest beyond the bound, one count each');
+  await h.notifier.close(50);
+  assert.equal(await h.count('dropped'), total - 1, 'the queued ones dropped at close');
+  assert.equal(await h.count('failed'), 1);
+
+  // and the ones kept are the newest, in order: the first request times out, the next ones are answered
+  const once = await startReceiver((_r, i) => (i === 0 ? 'hang' : 200));
+  t.after(() => once.stop());
+  const o = harness(t, once, { queueSize: 3, timeoutMs: 200, retries: 0 });
+  for (let i = 0; i < 1_000; i++) o.notifier.notifyBan(ban(address(i)));
+  const received = await once.waitFor(4);
+  assert.deepEqual(
+    received.map((r) => (JSON.parse(r.body) as { address: string }).address),
+    [address(0), address(997), address(998), address(999)],
+  );
+});
+
 test('the timeout survives a garbage collection while the request hangs', async (t) => {
   // undici follows a request's signal through a weak reference: a composed timeout signal could be collected and the
   // request then hang for good (nodejs/node#55428). This failed in CI once; force the collection here.
