@@ -19,6 +19,8 @@ import { ActivityFold } from './fold.js';
 import { EarlyBans } from './early-bans.js';
 import { formatDuration } from '../config/duration.js';
 
+type BanPath = (typeof LABEL_VALUES.banPath)[number];
+
 /** Where batches come from: the live AMI client, or a recording. It hands them to Daemon.onBatch. */
 export interface EventSource {
   start(): void | Promise<void>;
@@ -153,6 +155,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   private journal: Array<{ target: IpTarget; until: number | null }> | undefined;
   /** per-batch tallies, handed to the metrics once per batch instead of once per event */
   private readonly tally = new Map<string, number>();
+  /** ami_guard_ban_latency_seconds by path, bound once: no label lookup per ban */
+  private readonly latency: Readonly<Record<BanPath, { observe(seconds: number): void }>>;
 
   constructor(private readonly o: DaemonOptions) {
     super();
@@ -162,6 +166,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     this.decider = new StreamDecider(o.policy);
     this.fold = new ActivityFold((t) => this.policy.subnetOf(t));
     this.onBatch = this.onBatch.bind(this);
+    this.latency = { early: o.metrics.banLatency.labels('early'), store: o.metrics.banLatency.labels('store') };
   }
 
   async start(): Promise<void> {
@@ -390,6 +395,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   /** One read of the AMI stream: every event decided, folded, and handed to the store in as few calls as may be. */
   onBatch(batch: IntakeBatch): void {
     if (this.stopping) return;
+    // the read itself: onBatch runs in the socket's read callback, after the frame reader and the parser (µs)
+    const readAt = performance.now();
     const now = this.now();
     for (const e of batch.events) this.accept(e, now);
     const early = this.earlyBatch;
@@ -407,7 +414,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         this.dispatch();
       };
       timer = setTimeout(ask, EARLY_ASK_MS);
-      void this.addToFirewall(early).finally(ask);
+      void this.addToFirewall(early, { path: 'early', since: readAt }).finally(ask);
     }
     this.flushTally();
     for (const inj of batch.injections) this.injection(inj);
@@ -507,9 +514,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       this.o.metrics.pending.set(this.fold.size);
       if (batch.length === 0) continue;
       this.inFlight++;
+      const askedAt = performance.now();
       this.o.store
         .recordActivity(batch, now)
-        .then((verdicts) => this.verdicts(batch, verdicts, take))
+        .then((verdicts) => this.verdicts(batch, verdicts, take, askedAt))
         .catch((err: unknown) => {
           this.storeFailed(err);
           for (const a of batch)
@@ -544,9 +552,10 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     return out;
   }
 
-  private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[], take: number): void {
+  /** `askedAt`: when the store was asked (performance.now()), for the latency of the bans it made */
+  private verdicts(batch: readonly TargetActivity[], verdicts: readonly FailureVerdict[], take: number, askedAt: number): void {
     const now = this.now();
-    const enforce: Array<{ target: IpTarget; until: number }> = [];
+    const enforce: Array<{ target: IpTarget; until: number; placed?: true }> = [];
     const made: BanRecord[] = [];
     /** `early`: the end of the ban placed early on `target`, which this verdict confirms */
     const enforceOne = (target: IpTarget, until: number, early?: number): void => {
@@ -565,7 +574,8 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       // the interval set would refuse it as overlapping, at the cost of a set read per element to find that out
       const subnet = this.policy.subnetOf(target);
       if (subnet !== null && (this.cache.until(subnet) ?? 0) >= until) return;
-      enforce.push({ target, until });
+      // an early ban whose end the verdict moves is in the kernel already: its latency was timed when it was placed
+      enforce.push(early === undefined ? { target, until } : { target, until, placed: true });
     };
     for (let i = 0; i < batch.length; i++) {
       const v = verdicts[i];
@@ -596,7 +606,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         enforceOne(target, v.until, early);
       }
     }
-    if (enforce.length > 0) void this.addToFirewall(enforce);
+    if (enforce.length > 0) void this.addToFirewall(enforce, { path: 'store', since: askedAt });
     if (made.length === 0) return;
     // The kernel first: the batch goes to nft through a chain of promise steps, which all run before the next turn of
     // the event loop; the log line, the fleet and the webhook wait for that turn rather than delay the ban (the
@@ -722,14 +732,31 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
     return true;
   }
 
-  /** One firewall call for many bans, each with its own end; those already over are left out. */
-  private async addToFirewall(bans: ReadonlyArray<{ target: IpTarget; until: number }>): Promise<void> {
+  /**
+   * One firewall call for many bans, each with its own end; those already over are left out. `timed`: the bans of an
+   * attack, each observed in ami_guard_ban_latency_seconds from `since` (performance.now()) once the kernel has it,
+   * but for those `placed` there before.
+   */
+  private async addToFirewall(
+    bans: ReadonlyArray<{ target: IpTarget; until: number; placed?: true }>,
+    timed?: { readonly path: BanPath; readonly since: number },
+  ): Promise<void> {
     const now = this.now();
     const live: FirewallBan[] = [];
-    for (const b of bans) if (b.until > now) live.push({ target: b.target, timeoutMs: b.until - now });
+    let first = 0;
+    for (const b of bans) {
+      if (b.until <= now) continue;
+      live.push({ target: b.target, timeoutMs: b.until - now });
+      if (b.placed === undefined) first++;
+    }
     if (live.length === 0) return;
     try {
       await this.o.firewall.add(live);
+      if (timed) {
+        const seconds = (performance.now() - timed.since) / 1000;
+        const h = this.latency[timed.path];
+        for (let i = 0; i < first; i++) h.observe(seconds);
+      }
     } catch (err) {
       this.o.metrics.firewallErrors.inc();
       this.o.logger.error(

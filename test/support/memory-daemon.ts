@@ -11,6 +11,7 @@ import type { MemoryStore } from '../../src/store/memory-store.js';
 export interface MemoryDaemon {
   readonly daemon: Daemon;
   readonly firewall: DetectOnlyFirewall;
+  readonly metrics: Metrics;
   /** the daemon's log lines, parsed, as they come */
   readonly lines: Array<Record<string, unknown>>;
 }
@@ -24,17 +25,18 @@ export async function memoryDaemon(policy: Policy, store: MemoryStore, options: 
     },
   });
   const firewall = new DetectOnlyFirewall();
+  const metrics = new Metrics();
   const daemon = new Daemon({
     policy,
     store,
     firewall,
     source: { start: () => undefined, stop: () => Promise.resolve() },
     logger: createLogger('info', sink),
-    metrics: new Metrics(),
+    metrics,
     maxPending: 100,
     injectionBantimeMs: 60_000,
     ...(options.detectOnly === undefined ? {} : { detectOnly: options.detectOnly }),
   });
   await firewall.init();
-  return { daemon, firewall, lines };
+  return { daemon, firewall, metrics, lines };
 }

@@ -120,6 +120,7 @@ test('bans over time, events by kind, ban latency and the fallback state, on a g
   }
   const exprs = queries().map((q) => q.expr);
   assert.ok(exprs.some((e) => /ami_guard_nft_apply_seconds_bucket\{op="add"/.test(e)));
+  assert.ok(exprs.some((e) => /histogram_quantile\(0\.99, .*ami_guard_ban_latency_seconds_bucket/.test(e)));
   assert.ok(exprs.some((e) => /ami_guard_store_fallback_active/.test(e)));
   const boxes = dashboard.panels.map((p) => ({ title: p.title, ...p.gridPos }));
   for (const b of boxes) assert.ok(b.x >= 0 && b.x + b.w <= 24, `${b.title} outside the 24 columns`);

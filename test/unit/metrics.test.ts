@@ -58,6 +58,7 @@ test('every counter is present at 0 before its first event, with every known lab
   for (const result of LABEL_VALUES.notification) assert.equal(metric(samples, 'ami_guard_webhook_notifications_total', { result }), 0);
   for (const source of LABEL_VALUES.unbanSource) assert.equal(metric(samples, 'ami_guard_unbans_total', { source }), 0);
   for (const op of LABEL_VALUES.nftOp) assert.equal(metric(samples, 'ami_guard_nft_apply_seconds_count', { op }), 0);
+  for (const path of LABEL_VALUES.banPath) assert.equal(metric(samples, 'ami_guard_ban_latency_seconds_count', { path }), 0);
   assert.equal(metric(samples, 'ami_guard_store_up'), 0);
   assert.equal(metric(samples, 'ami_guard_firewall_up'), 0);
 });

@@ -1,0 +1,83 @@
+// ami_guard_ban_latency_seconds: each ban of an attack is observed once its element is in the firewall, under the
+// path that placed it: early (on the store's brink, as the failure was read) or store (on the store's verdict).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig } from '../../src/config/load.js';
+import type { SecurityEvent } from '../../src/events/types.js';
+import type { Metrics } from '../../src/metrics.js';
+import { parseAddress } from '../../src/net/ip.js';
+import { Policy } from '../../src/policy/policy.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import { memoryDaemon } from '../support/memory-daemon.js';
+
+let session = 0;
+function failure(address: string): SecurityEvent {
+  const t = Date.now();
+  return {
+    kind: 'InvalidAccountID',
+    service: 'PJSIP',
+    address: parseAddress(address)!,
+    accountId: 'guess',
+    eventTime: t,
+    receivedAt: t,
+    severity: 'Error',
+    usingPassword: false,
+    sessionId: `s-${++session}`,
+    eventTv: String(t),
+  };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  for (let i = 0; i < 500; i++) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** count and sum of the histogram for `path` */
+async function observed(metrics: Metrics, path: string): Promise<{ count: number; sum: number }> {
+  const { values } = await metrics.banLatency.get();
+  const pick = (name: string): number =>
+    values.find((v) => v.metricName === `ami_guard_ban_latency_seconds_${name}` && v.labels.path === path)?.value ?? NaN;
+  return { count: pick('count'), sum: pick('sum') };
+}
+
+test('a guesser banned on the brink is timed as early, a burst banned on the verdict as store', async () => {
+  const policy = new Policy(loadConfig({ env: {} }).policy);
+  const store = new MemoryStore({ nodeId: 'test', policy: policy.params });
+  const { daemon, firewall, metrics } = await memoryDaemon(policy, store);
+  assert.deepEqual(await observed(metrics, 'early'), { count: 0, sum: 0 }, 'both paths are exported before any ban');
+  assert.deepEqual(await observed(metrics, 'store'), { count: 0, sum: 0 });
+
+  // one failure per read, each answered before the next: the fourth leaves the address on the brink
+  const guesser = '198.51.100.77';
+  for (let i = 1; i <= 4; i++) {
+    daemon.onBatch({ events: [failure(guesser)], injections: [] });
+    await daemon.idle();
+  }
+  assert.equal((await observed(metrics, 'early')).count, 0, 'no ban yet, nothing timed');
+  daemon.onBatch({ events: [failure(guesser)], injections: [] });
+  const early = await until('the early ban timed', async () => {
+    const o = await observed(metrics, 'early');
+    return o.count > 0 ? o : undefined;
+  });
+  assert.equal(early.count, 1);
+  assert.ok(early.sum > 0 && early.sum < 5, `a duration in seconds (${early.sum})`);
+  assert.ok((await firewall.list()).some((e) => e.address === guesser));
+  await daemon.idle();
+  assert.equal((await observed(metrics, 'store')).count, 0, "the store's confirmation is not timed again");
+
+  // five failures in one read: nothing on the brink, the store's verdict bans
+  const burst = '203.0.113.5';
+  daemon.onBatch({ events: Array.from({ length: 5 }, () => failure(burst)), injections: [] });
+  const verdict = await until('the verdict ban timed', async () => {
+    const o = await observed(metrics, 'store');
+    return o.count > 0 ? o : undefined;
+  });
+  assert.equal(verdict.count, 1);
+  assert.ok((await firewall.list()).some((e) => e.address === burst));
+  assert.equal((await observed(metrics, 'early')).count, 1);
+  await daemon.stop();
+});
