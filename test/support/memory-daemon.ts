@@ -1,12 +1,14 @@
 // A Daemon in this process on a MemoryStore and the detect-only firewall, no AMI source, its log lines collected:
-// for unit tests of the daemon's own decisions.
+// for unit tests of the daemon's own decisions; and the failure events and the wait those tests share.
 import { Writable } from 'node:stream';
 import { Daemon } from '../../src/daemon/daemon.js';
+import type { SecurityEvent } from '../../src/events/types.js';
 import { DetectOnlyFirewall } from '../../src/firewall/detect-only.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import type { Policy } from '../../src/policy/policy.js';
 import type { MemoryStore } from '../../src/store/memory-store.js';
+import { parseAddress } from '../../src/net/ip.js';
 
 export interface MemoryDaemon {
   readonly daemon: Daemon;
@@ -39,4 +41,33 @@ export async function memoryDaemon(policy: Policy, store: MemoryStore, options: 
   });
   await firewall.init();
   return { daemon, firewall, metrics, lines };
+}
+
+let session = 0;
+
+/** One pjsip InvalidAccountID from `address`, a session of its own (never taken for a repeat of the one before). */
+export function failure(address: string): SecurityEvent {
+  const t = Date.now();
+  return {
+    kind: 'InvalidAccountID',
+    service: 'PJSIP',
+    address: parseAddress(address)!,
+    accountId: 'guess',
+    eventTime: t,
+    receivedAt: t,
+    severity: 'Error',
+    usingPassword: false,
+    sessionId: `s-${++session}`,
+    eventTv: String(t),
+  };
+}
+
+/** Resolves with what `fn` gives once it gives something, asked every 10 ms for up to 5 s. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  for (let i = 0; i < 500; i++) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }

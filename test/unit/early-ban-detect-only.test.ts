@@ -3,37 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../../src/config/load.js';
-import type { SecurityEvent } from '../../src/events/types.js';
-import { parseAddress } from '../../src/net/ip.js';
 import { Policy } from '../../src/policy/policy.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
-import { memoryDaemon } from '../support/memory-daemon.js';
-
-let session = 0;
-function failure(address: string): SecurityEvent {
-  const t = Date.now();
-  return {
-    kind: 'InvalidAccountID',
-    service: 'PJSIP',
-    address: parseAddress(address)!,
-    accountId: 'guess',
-    eventTime: t,
-    receivedAt: t,
-    severity: 'Error',
-    usingPassword: false,
-    sessionId: `s-${++session}`,
-    eventTv: String(t),
-  };
-}
-
-async function until<T>(what: string, fn: () => T | undefined): Promise<T> {
-  for (let i = 0; i < 500; i++) {
-    const v = fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+import { failure, memoryDaemon, until } from '../support/memory-daemon.js';
 
 for (const detectOnly of [true, false]) {
   test(`an early ban the store could not answer for is ${detectOnly ? 'dropped (detect-only)' : 'lifted'}, and the log says which`, async () => {
