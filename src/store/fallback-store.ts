@@ -16,7 +16,7 @@ import type { Metrics } from '../metrics.js';
 import type { MemoryStore } from './memory-store.js';
 import type { RedisStore } from './redis-store.js';
 import { checkBatch } from './activity.js';
-import { afterEviction } from '../evict-oldest.js';
+import { afterEviction, evictOldest } from '../evict-oldest.js';
 import { RedisUnreachableError, redisCause } from './redis-errors.js';
 import type {
   ActiveBan,
@@ -381,8 +381,8 @@ export class FallbackStore extends EventEmitter<FallbackStoreEvents> implements 
     this.pendingUnbans.delete(target.text);
     this.pendingUnbans.set(target.text, target);
     if (this.pendingUnbans.size > this.o.maxWriteback) {
-      this.pendingUnbans.delete(this.pendingUnbans.keys().next().value!);
-      this.o.metrics.storeWriteback.inc({ result: 'dropped' });
+      const dropped = evictOldest(this.pendingUnbans, afterEviction(this.o.maxWriteback));
+      this.o.metrics.storeWriteback.inc({ result: 'dropped' }, dropped);
     }
     return local || this.writeback.length < before;
   }

@@ -183,6 +183,24 @@ describe('FallbackStore on a real redis-server', () => {
     );
   });
 
+  it("past maxWriteback the oldest of an outage's unbans are dropped, counted; the newest reach Redis in order", async (t) => {
+    const r = rig(t, 5_000, 64);
+    await r.client.ping();
+    await server.crash();
+    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    const addresses = Array.from({ length: 150 }, (_, i) => `198.19.${i >> 8}.${i & 255}`);
+    for (const a of addresses) await r.store.unban(target(a));
+    const dropped = await r.writeback('dropped');
+    // 1/64 below the bound once it overflows, never above it
+    assert.ok(dropped >= 150 - 64 && dropped <= 150 - 63, `${dropped} dropped`);
+    await server.restart();
+    await waitFor('the write-back', () => (r.recoveries.length > 0 ? true : undefined), 15_000);
+    assert.deepEqual(
+      r.recoveries[0]!.unbanned.map((u) => u.text),
+      addresses.slice(dropped),
+    );
+  });
+
   it('a ban another node made meanwhile covers the one decided here: no second record, no second history entry', async (t) => {
     const r = rig(t);
     await r.client.ping();
