@@ -743,11 +743,11 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
   ): Promise<void> {
     const now = this.now();
     const live: FirewallBan[] = [];
-    let first = 0;
+    let placedNow = 0;
     for (const b of bans) {
       if (b.until <= now) continue;
       live.push({ target: b.target, timeoutMs: b.until - now });
-      if (b.placed === undefined) first++;
+      if (b.placed === undefined) placedNow++;
     }
     if (live.length === 0) return;
     try {
@@ -755,7 +755,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       if (timed) {
         const seconds = (performance.now() - timed.since) / 1000;
         const h = this.latency[timed.path];
-        for (let i = 0; i < first; i++) h.observe(seconds);
+        for (let i = 0; i < placedNow; i++) h.observe(seconds);
       }
     } catch (err) {
       this.o.metrics.firewallErrors.inc();
