@@ -574,8 +574,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       // the interval set would refuse it as overlapping, at the cost of a set read per element to find that out
       const subnet = this.policy.subnetOf(target);
       if (subnet !== null && (this.cache.until(subnet) ?? 0) >= until) return;
-      // an early ban whose end the verdict moves is in the kernel already: its latency was timed when it was placed
-      enforce.push(early === undefined ? { target, until } : { target, until, placed: true });
+      // An early ban is in the kernel already, its latency timed when it was placed: the one this verdict settles, whose
+      // end it moves, or one placed after this batch left, which a batch still under way had enough failures to make.
+      enforce.push(early === undefined && !this.early.isPlaced(target) ? { target, until } : { target, until, placed: true });
     };
     for (let i = 0; i < batch.length; i++) {
       const v = verdicts[i];

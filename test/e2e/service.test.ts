@@ -102,7 +102,14 @@ test('/metrics counts what happened and /healthz follows Redis, AMI and the nft 
   assert.equal(metric(m, 'ami_guard_ami_reconnects_total'), 0);
   assert.ok((metric(m, 'ami_guard_nft_apply_seconds_count', { op: 'reconcile' }) ?? 0) >= 1, 'the start-up reconciliation is timed');
   assert.ok((metric(m, 'ami_guard_nft_apply_seconds_count', { op: 'add' }) ?? 0) >= elements.length, 'every ban is timed');
-  assert.equal(metric(m, 'ami_guard_ban_latency_seconds_count'), elements.length, 'every ban timed from its AMI read, once');
+  assert.equal(
+    metric(m, 'ami_guard_ban_latency_seconds_count'),
+    elements.length,
+    `every ban timed from its AMI read, once: early ${metric(m, 'ami_guard_ban_latency_seconds_count', { path: 'early' })}, ` +
+      `store ${metric(m, 'ami_guard_ban_latency_seconds_count', { path: 'store' })}, early bans confirmed ` +
+      `${metric(m, 'ami_guard_early_bans_total', { outcome: 'confirmed' })}, withdrawn ${metric(m, 'ami_guard_early_bans_total', { outcome: 'withdrawn' })}\n` +
+      bed.daemon.output().slice(-6000),
+  );
   assert.ok((metric(m, 'ami_guard_store_ping_seconds_count') ?? 0) >= 1, 'the store is pinged');
   assert.ok((metric(m, 'ami_guard_failures_total', { kind: 'ChallengeResponseFailed' }) ?? 0) >= 5);
   // counters are there at 0 before their first event, with their known label values

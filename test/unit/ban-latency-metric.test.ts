@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config/load.js';
 import type { Metrics } from '../../src/metrics.js';
 import { Policy } from '../../src/policy/policy.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
+import type { ActivityVerdict, TargetActivity } from '../../src/store/store.js';
 import { failure, memoryDaemon, until } from '../support/memory-daemon.js';
 
 /** count and sum of the histogram for `path` */
@@ -51,5 +52,50 @@ test('a guesser banned on the brink is timed as early, a burst banned on the ver
   assert.equal(verdict.count, 1);
   assert.ok((await firewall.list()).some((e) => e.address === burst));
   assert.equal((await observed(metrics, 'early')).count, 1);
+  await daemon.stop();
+});
+
+/** A MemoryStore whose answers wait: each call is counted when released, in the order made, as Redis would run them. */
+class HeldStore extends MemoryStore {
+  private readonly held: Array<() => void> = [];
+  override recordActivity(batch: readonly TargetActivity[], now: number): Promise<ActivityVerdict[]> {
+    return new Promise((resolve, reject) => this.held.push(() => super.recordActivity(batch, now).then(resolve, reject)));
+  }
+  get waiting(): number {
+    return this.held.length;
+  }
+  release(): void {
+    this.held.shift()!();
+  }
+}
+
+test('an early ban is timed once though a verdict already under way makes the same ban', async () => {
+  const policy = new Policy(loadConfig({ env: {} }).policy);
+  const store = new HeldStore({ nodeId: 'test', policy: policy.params });
+  const { daemon, firewall, metrics } = await memoryDaemon(policy, store);
+  const guesser = '198.51.100.78';
+  const read = (): void => daemon.onBatch({ events: [failure(guesser)], injections: [] });
+  for (let i = 1; i <= 3; i++) {
+    read();
+    store.release();
+    await daemon.idle();
+  }
+  // the fourth and the fifth leave before either is answered
+  read();
+  read();
+  assert.equal(store.waiting, 2);
+  // the fourth's verdict: on the brink; the sixth, read now, places the ban early
+  store.release();
+  await new Promise((r) => setImmediate(r));
+  read();
+  await until('the early ban timed', async () => ((await observed(metrics, 'early')).count > 0 ? true : undefined));
+  assert.ok((await firewall.list()).some((e) => e.address === guesser));
+  // the fifth's verdict makes the ban the kernel already holds; the sixth's finds it made
+  store.release();
+  await until("the sixth's call", () => (store.waiting > 0 ? true : undefined));
+  store.release();
+  await daemon.idle();
+  assert.equal((await observed(metrics, 'early')).count, 1);
+  assert.equal((await observed(metrics, 'store')).count, 0, 'a ban in the kernel before its verdict is timed once');
   await daemon.stop();
 });
