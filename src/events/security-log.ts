@@ -143,45 +143,77 @@ function slotsOf(schema: KindSchema): readonly Slot[] {
   return slots;
 }
 
-function fits(slot: Slot, field: Field): boolean {
+function fits(slot: Slot, field: { readonly name: string }): boolean {
   return slot.name === field.name || (slot.name === ANY && !KNOWN_HEADERS.has(field.name));
 }
 
+/** A `",Name="` in the record: `q` its opening quote, `start` where the value after it begins. */
+interface Separator {
+  readonly name: string;
+  readonly q: number;
+  readonly start: number;
+}
+
 /**
- * Every field that is Asterisk's RemoteAddress in some reading of the record consistent with how Asterisk writes it:
- * SecurityEvent first, then the kind's fields in order (the optional ones may be absent), each followed directly by
- * the next when its value is computed, or by any fields an attacker-controlled value may hold.
+ * Every `",Name="` of the record, the SecurityEvent before them, or null when there are more than any reading could
+ * use. Unlike split's, these may overlap: in `AccountID="…",Module=",SessionID="…` the quote that closes the name
+ * `Module="` is also where Asterisk's own `",SessionID="` begins, which a reading must be able to take.
  */
-function genuineRemotes(fields: Fields, schema: KindSchema): Field[] {
-  const f = fields.list;
+function separators(text: string): Separator[] | null {
+  const out: Separator[] = [{ name: 'SecurityEvent', q: -1, start: RECORD_START.length }];
+  for (let q = text.indexOf('",', RECORD_START.length); q !== -1; q = text.indexOf('",', q + 1)) {
+    NAME.lastIndex = q + 2;
+    const m = NAME.exec(text);
+    if (!m) continue;
+    if (out.length > MAX_FIELDS) return null;
+    out.push({ name: m[0].slice(0, -2), q, start: q + 2 + m[0].length });
+  }
+  return out;
+}
+
+/**
+ * The value of every separator that is Asterisk's RemoteAddress in some reading of the record consistent with how
+ * Asterisk writes it: SecurityEvent first, then the kind's fields in order (the optional ones may be absent), each
+ * followed directly by the next when its value is computed, or by any text an attacker-controlled value may hold.
+ * `closed`: the record ends with a closing quote (not cut off). Null: too many separators to tell.
+ */
+function genuineRemotes(text: string, closed: boolean, schema: KindSchema): Array<{ start: number; end: number }> | null {
+  const f = separators(text);
+  if (!f) return null;
   const n = f.length;
   const slots = slotsOf(schema);
   const m = slots.length;
   // A field of a name Asterisk does not use may be a newer Asterisk's own: it may stand between two genuine fields
-  // even after a computed value. known[j]: the last field before j whose name is known (0: SecurityEvent).
-  const known = new Int32Array(n + 1);
-  for (let j = 1; j <= n; j++) known[j] = KNOWN_HEADERS.has(f[j - 1]!.name) || j === 1 ? j - 1 : known[j - 1]!;
-  /** a computed value at field i may be followed by the next genuine field at j */
-  const next = (i: number, j: number): boolean => j > i && known[j]! <= i;
-  // can[k][j]: slots[0..k] can be read so that slots[k] is field j
+  // even after a computed value. firstKnown[i]: where the first separator of a known name inside i's value begins.
+  const firstKnown = new Float64Array(n).fill(Infinity);
+  let knownQ = Infinity;
+  for (let i = n - 1, k = n - 1; i >= 0; i--) {
+    for (; k > 0 && f[k]!.q >= f[i]!.start; k--) if (KNOWN_HEADERS.has(f[k]!.name)) knownQ = f[k]!.q;
+    firstKnown[i] = knownQ;
+  }
+  /** the genuine field at j may follow the one at i: it begins after i's value does (overlapping ones exclude each other) */
+  const follows = (i: number, j: number): boolean => f[j]!.q >= f[i]!.start;
+  /** a computed value at i, which holds no quote, may be followed by the next genuine field at j */
+  const next = (i: number, j: number): boolean => follows(i, j) && f[j]!.q <= firstKnown[i]!;
+  // can[k][j]: slots[0..k] can be read so that slots[k] is separator j
   const can = Array.from({ length: m }, () => new Uint8Array(n));
   for (let k = 0; k < m; k++) {
     for (let j = 1; j < n; j++) {
       if (!fits(slots[k]!, f[j]!)) continue;
       let ok = false;
-      // the previous genuine field: SecurityEvent (field 0, computed), when every slot before k may be absent
+      // the previous genuine field: SecurityEvent (separator 0, computed), when every slot before k may be absent
       for (let p = k - 1; p >= -1 && !ok; p--) {
         if (p === -1) ok = next(0, j);
         else {
           const row = can[p]!;
-          for (let i = 1; i < j && !ok; i++) ok = row[i] === 1 && (!slots[p]!.computed || next(i, j));
+          for (let i = 1; i < j && !ok; i++) ok = row[i] === 1 && (slots[p]!.computed ? next(i, j) : follows(i, j));
         }
         if (p >= 0 && slots[p]!.required) break;
       }
       if (ok) can[k]![j] = 1;
     }
   }
-  // rest[k][j]: with slots[k] at field j, the slots after k can be read from the fields after j
+  // rest[k][j]: with slots[k] at separator j, the slots after k can be read from the separators after j
   const rest = Array.from({ length: m }, () => new Uint8Array(n));
   for (let k = m - 1; k >= 0; k--) {
     for (let j = n - 1; j >= 1; j--) {
@@ -190,24 +222,35 @@ function genuineRemotes(fields: Fields, schema: KindSchema): Field[] {
       for (let q = k + 1; q <= m && !ok; q++) {
         if (q === m) {
           // the end of the record: a computed value ends it only whole, as the last field of a known name
-          ok = computed ? next(j, n) && (j < n - 1 || fields.closed) : true;
+          ok = computed ? firstKnown[j] === Infinity && (f[n - 1]!.q >= f[j]!.start || closed) : true;
           break;
         }
         const row = rest[q]!;
-        for (let i = j + 1; i < n && !ok; i++) ok = row[i] === 1 && fits(slots[q]!, f[i]!) && (!computed || next(j, i));
+        for (let i = j + 1; i < n && !ok; i++) ok = row[i] === 1 && fits(slots[q]!, f[i]!) && (computed ? next(j, i) : follows(j, i));
         if (slots[q]!.required) break;
       }
       if (ok) rest[k]![j] = 1;
     }
   }
   const ra = slots.findIndex((s) => s.name === 'RemoteAddress');
-  const out: Field[] = [];
-  for (let j = 1; j < n; j++) if (can[ra]![j] && rest[ra]![j]) out.push(f[j]!);
+  const out: Array<{ start: number; end: number }> = [];
+  for (let j = 1; j < n; j++) {
+    if (!can[ra]![j] || !rest[ra]![j]) continue;
+    // a computed value ends at the first quote after it, which begins the next separator
+    let end = closed ? text.length - 1 : text.length;
+    for (let i = j + 1; i < n; i++)
+      if (f[i]!.q >= f[j]!.start) {
+        end = f[i]!.q;
+        break;
+      }
+    out.push({ start: f[j]!.start, end });
+  }
   return out;
 }
 
 /** The address every reading agrees on, or null. */
-function agreedSource(text: string, remotes: readonly Field[]): IpAddress | null {
+function agreedSource(text: string, remotes: ReadonlyArray<{ start: number; end: number }> | null): IpAddress | null {
+  if (!remotes) return null;
   let source: IpAddress | null = null;
   for (const r of remotes) {
     const a = readAddress(text, r.start, r.end);
@@ -324,7 +367,7 @@ function broken(text: string, fields: Fields | null, kind: string, sign?: Inject
             ? 'foreign-line'
             : 'out-of-place');
   const schema: KindSchema = kind && Object.hasOwn(SECURITY_KINDS, kind) ? SECURITY_KINDS[kind]! : UNKNOWN_KIND;
-  const source = kind ? agreedSource(text, genuineRemotes(fields, schema)) : null;
+  const source = kind ? agreedSource(text, genuineRemotes(text, fields.closed, schema)) : null;
   const tv = fields.list[1];
   const eventTime = tv?.name === 'EventTV' ? parseEventTime(value(text, tv)) : null;
   return { type: 'broken', kind, account, sign: found, source, eventTime };

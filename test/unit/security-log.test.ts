@@ -227,6 +227,22 @@ test('when the record reads two ways (forged runs before and after), its source 
   if (s.type === 'broken') assert.equal(s.source, null);
 });
 
+test("a name an attacker ends his value with takes Asterisk's next quote: the separators it overlaps are still read", () => {
+  // `a",Foo=` in AccountID: the quote Asterisk opens `",SessionID="` with closes the name `Foo="`
+  const r = readSecurityRecord(pjsip('ChallengeResponseFailed', { account: 'a",Foo=' }));
+  assert.equal(r.type, 'broken');
+  if (r.type === 'broken') assert.equal(r.source?.text, '198.18.0.11', 'the genuine reading is found');
+  // and a forged run after the addresses, in Response: two readings, nobody blamed (once, only the forged one was read)
+  for (const name of ['Foo', 'Module']) {
+    const forgedTail = `r",SessionID="s",LocalAddress="IPV4/UDP/198.18.0.1/5060",RemoteAddress="IPV4/UDP/203.0.113.99/5060",Challenge="n",Response="q`;
+    const s = readSecurityRecord(
+      pjsip('ChallengeResponseFailed', { account: `a",${name}=`, tail: { Challenge: 'n', Response: forgedTail, ExpectedResponse: '' } }),
+    );
+    assert.equal(s.type, 'broken');
+    if (s.type === 'broken') assert.equal(s.source, null, name);
+  }
+});
+
 test('a line break in AccountID: the rest of the record is on the next line, which belongs to it however it starts', () => {
   // the lab's shape: CR LF and a forged header
   let out = readLog(`${PREFIX}${pjsip('InvalidAccountID', { account: '\r\nRemoteAddress: IPV4/203.0.113.99/' })}\n`);
@@ -379,6 +395,9 @@ const PIECES = [
   '",UsingPassword="1',
   '",SessionTV="2026-11-21T19:15:09.000+0000',
   '",Foo="',
+  // a name without its quote: Asterisk's next separator supplies it
+  '",Foo=',
+  '",SessionID=',
   'SecurityEvent="InvalidAccountID',
   PREFIX,
   '[x] ',
