@@ -34,6 +34,8 @@ interface Rig {
   logs(): string;
   metric(name: 'storeFallbackActive' | 'storeFallbacks' | 'storeFallbackEvents'): Promise<number>;
   writeback(result: string): Promise<number>;
+  /** crashes the redis-server and waits until the client has seen the connection go */
+  outage(): Promise<void>;
 }
 
 let prefixes = 0;
@@ -72,6 +74,10 @@ function rig(t: { after(fn: () => Promise<void>): void }, commandTimeoutMs = 5_0
       const { values } = await metrics.storeWriteback.get();
       return values.find((v) => v.labels.result === result)?.value ?? 0;
     },
+    async outage() {
+      await server.crash();
+      await waitFor('the client to see the connection gone', () => (client.status !== 'ready' ? true : undefined));
+    },
   };
 }
 
@@ -99,8 +105,7 @@ describe('FallbackStore on a real redis-server', () => {
     assert.ok(await r.primary.trustedUntil(target('198.51.100.3'), Date.now()));
     assert.equal(await r.metric('storeFallbacks'), 0);
 
-    await server.crash();
-    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    await r.outage();
     // the attack goes on during the outage: still counted, still banned, with the same policy
     assert.deepEqual(await recordFailure(r.store, failure('198.51.100.1', Date.now())), { type: 'counted', count: 1 });
     const during = banned(await failures(r.store, '198.51.100.1', POLICY.maxretry - 1));
@@ -167,8 +172,7 @@ describe('FallbackStore on a real redis-server', () => {
   it('past maxWriteback the oldest bans of an outage are dropped from the write-back, counted; the newest are written', async (t) => {
     const r = rig(t, 5_000, 64);
     await r.client.ping();
-    await server.crash();
-    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    await r.outage();
     const addresses = Array.from({ length: 150 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
     for (const a of addresses) banned(await failures(r.store, a, POLICY.maxretry));
     const pending = r.store.state.pendingWriteback;
@@ -186,8 +190,7 @@ describe('FallbackStore on a real redis-server', () => {
   it("past maxWriteback the oldest of an outage's unbans are dropped, counted; the newest reach Redis in order", async (t) => {
     const r = rig(t, 5_000, 64);
     await r.client.ping();
-    await server.crash();
-    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    await r.outage();
     const addresses = Array.from({ length: 150 }, (_, i) => `198.19.${i >> 8}.${i & 255}`);
     for (const a of addresses) await r.store.unban(target(a));
     const dropped = await r.writeback('dropped');
@@ -204,8 +207,7 @@ describe('FallbackStore on a real redis-server', () => {
   it('a ban another node made meanwhile covers the one decided here: no second record, no second history entry', async (t) => {
     const r = rig(t);
     await r.client.ping();
-    await server.crash();
-    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    await r.outage();
     const local = banned(await failures(r.store, '203.0.113.7', POLICY.maxretry));
     // another PBX reaches Redis first and bans the same address for longer
     await server.restart();
@@ -274,8 +276,7 @@ describe('FallbackStore on a real redis-server', () => {
     const old = await r.store.ban({ target: target('203.0.113.70'), reason: 'manual', durationMs: 3_600_000, now: Date.now() });
     const again = await r.store.ban({ target: target('203.0.113.71'), reason: 'manual', durationMs: 3_600_000, now: Date.now() });
     assert.ok(!r.store.decidedLocally(old));
-    await server.crash();
-    await waitFor('the client to see the connection gone', () => (r.client.status !== 'ready' ? true : undefined));
+    await r.outage();
     assert.equal(r.store.reachable(), false);
 
     const during = await r.store.ban({
