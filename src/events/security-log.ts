@@ -72,39 +72,49 @@ interface Field {
   readonly end: number;
 }
 
+/** A `",Name="` in the record: `q` its opening quote, `start` where the value after it begins. */
+interface Separator {
+  readonly name: string;
+  readonly q: number;
+  readonly start: number;
+}
+
 interface Fields {
+  /** the fields a left-to-right split gives: each value runs to the next separator after its start */
   readonly list: Field[];
+  /**
+   * every `",Name="`, SecurityEvent first. Unlike the split's, these may overlap: in `AccountID="…",Module=",SessionID="…`
+   * the quote that closes the name `Module="` is also where Asterisk's own `",SessionID="` begins, which a reading
+   * must be able to take
+   */
+  readonly separators: readonly Separator[];
   /** the record ends with the closing quote of its last value (false: cut off) */
   readonly closed: boolean;
 }
 
 /**
  * Splits a record at every `",Name="`: Asterisk's separators and any an attacker wrote. `text` starts with
- * `SecurityEvent="`. Null when there are more fields than any reading could use.
+ * `SecurityEvent="`. Null when there are more separators than any reading could use.
  */
 function split(text: string): Fields | null {
-  const list: Field[] = [];
-  let name = 'SecurityEvent';
-  let start = RECORD_START.length;
-  let at = start;
-  for (;;) {
-    const q = text.indexOf('",', at);
-    if (q === -1) break;
+  const separators: Separator[] = [{ name: 'SecurityEvent', q: -1, start: RECORD_START.length }];
+  for (let q = text.indexOf('",', RECORD_START.length); q !== -1; q = text.indexOf('",', q + 1)) {
     NAME.lastIndex = q + 2;
     const m = NAME.exec(text);
-    if (!m) {
-      at = q + 1;
-      continue;
-    }
-    list.push({ name, start, end: q });
-    if (list.length >= MAX_FIELDS) return null;
-    name = m[0].slice(0, -2);
-    start = q + 2 + m[0].length;
-    at = start;
+    if (!m) continue;
+    if (separators.length > MAX_FIELDS) return null;
+    separators.push({ name: m[0].slice(0, -2), q, start: q + 2 + m[0].length });
   }
-  const closed = text.length > start && text.charCodeAt(text.length - 1) === 34;
-  list.push({ name, start, end: closed ? text.length - 1 : text.length });
-  return { list, closed };
+  const list: Field[] = [];
+  let at = separators[0]!;
+  for (const s of separators) {
+    if (s.q < at.start) continue;
+    list.push({ name: at.name, start: at.start, end: s.q });
+    at = s;
+  }
+  const closed = text.length > at.start && text.charCodeAt(text.length - 1) === 34;
+  list.push({ name: at.name, start: at.start, end: closed ? text.length - 1 : text.length });
+  return { list, separators, closed };
 }
 
 function value(text: string, f: Field): string {
@@ -147,39 +157,14 @@ function fits(slot: Slot, field: { readonly name: string }): boolean {
   return slot.name === field.name || (slot.name === ANY && !KNOWN_HEADERS.has(field.name));
 }
 
-/** A `",Name="` in the record: `q` its opening quote, `start` where the value after it begins. */
-interface Separator {
-  readonly name: string;
-  readonly q: number;
-  readonly start: number;
-}
-
-/**
- * Every `",Name="` of the record, the SecurityEvent before them, or null when there are more than any reading could
- * use. Unlike split's, these may overlap: in `AccountID="…",Module=",SessionID="…` the quote that closes the name
- * `Module="` is also where Asterisk's own `",SessionID="` begins, which a reading must be able to take.
- */
-function separators(text: string): Separator[] | null {
-  const out: Separator[] = [{ name: 'SecurityEvent', q: -1, start: RECORD_START.length }];
-  for (let q = text.indexOf('",', RECORD_START.length); q !== -1; q = text.indexOf('",', q + 1)) {
-    NAME.lastIndex = q + 2;
-    const m = NAME.exec(text);
-    if (!m) continue;
-    if (out.length > MAX_FIELDS) return null;
-    out.push({ name: m[0].slice(0, -2), q, start: q + 2 + m[0].length });
-  }
-  return out;
-}
-
 /**
  * The value of every separator that is Asterisk's RemoteAddress in some reading of the record consistent with how
  * Asterisk writes it: SecurityEvent first, then the kind's fields in order (the optional ones may be absent), each
  * followed directly by the next when its value is computed, or by any text an attacker-controlled value may hold.
- * `closed`: the record ends with a closing quote (not cut off). Null: too many separators to tell.
  */
-function genuineRemotes(text: string, closed: boolean, schema: KindSchema): Array<{ start: number; end: number }> | null {
-  const f = separators(text);
-  if (!f) return null;
+function genuineRemotes(text: string, fields: Fields, schema: KindSchema): Array<{ start: number; end: number }> {
+  const f = fields.separators;
+  const closed = fields.closed;
   const n = f.length;
   const slots = slotsOf(schema);
   const m = slots.length;
@@ -249,8 +234,7 @@ function genuineRemotes(text: string, closed: boolean, schema: KindSchema): Arra
 }
 
 /** The address every reading agrees on, or null. */
-function agreedSource(text: string, remotes: ReadonlyArray<{ start: number; end: number }> | null): IpAddress | null {
-  if (!remotes) return null;
+function agreedSource(text: string, remotes: ReadonlyArray<{ start: number; end: number }>): IpAddress | null {
   let source: IpAddress | null = null;
   for (const r of remotes) {
     const a = readAddress(text, r.start, r.end);
@@ -367,7 +351,7 @@ function broken(text: string, fields: Fields | null, kind: string, sign?: Inject
             ? 'foreign-line'
             : 'out-of-place');
   const schema: KindSchema = kind && Object.hasOwn(SECURITY_KINDS, kind) ? SECURITY_KINDS[kind]! : UNKNOWN_KIND;
-  const source = kind ? agreedSource(text, genuineRemotes(text, fields.closed, schema)) : null;
+  const source = kind ? agreedSource(text, genuineRemotes(text, fields, schema)) : null;
   const tv = fields.list[1];
   const eventTime = tv?.name === 'EventTV' ? parseEventTime(value(text, tv)) : null;
   return { type: 'broken', kind, account, sign: found, source, eventTime };
