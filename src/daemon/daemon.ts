@@ -563,6 +563,9 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
         if (early !== undefined) this.withdrawEarly(target, 'this node may no longer ban it');
         return;
       }
+      // A ban this node enforces already went to the kernel, and was timed, when it was placed: early, and this verdict
+      // settles it or moves its end, or a batch still under way had the failures to make it; or by another path.
+      const placed = this.cache.isBanned(target, now);
       this.cache.set(target, until);
       this.journal?.push({ target, until });
       if (early !== undefined) {
@@ -574,9 +577,7 @@ export class Daemon extends EventEmitter<DaemonEvents> implements FleetTarget {
       // the interval set would refuse it as overlapping, at the cost of a set read per element to find that out
       const subnet = this.policy.subnetOf(target);
       if (subnet !== null && (this.cache.until(subnet) ?? 0) >= until) return;
-      // An early ban is in the kernel already, its latency timed when it was placed: the one this verdict settles, whose
-      // end it moves, or one placed after this batch left, which a batch still under way had enough failures to make.
-      enforce.push(early === undefined && !this.early.isPlaced(target) ? { target, until } : { target, until, placed: true });
+      enforce.push(placed ? { target, until, placed: true } : { target, until });
     };
     for (let i = 0; i < batch.length; i++) {
       const v = verdicts[i];
